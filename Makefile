@@ -1,0 +1,40 @@
+# otel-netprobe entry points. `make demo` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: setup build run demo test lint unit-test kernel-test bench clean
+
+## setup: install (idempotently) everything the build, tests, demo and bench need
+setup:
+	@bash scripts/setup.sh
+
+## build: release build of the agent (the eBPF object is built by its build.rs)
+build: setup
+	$(CARGO) build --release --locked -p otel-netprobe
+
+## run: run the agent on this machine's interfaces (root; Ctrl-C to stop)
+run: build
+	./target/release/otel-netprobe run
+
+## demo: a simulated Kubernetes node in network namespaces, real traffic, real counts
+demo: build
+	bash scripts/demo.sh ./target/release/otel-netprobe
+
+## lint: rustfmt, and clippy with -D warnings on the user-space and eBPF crates
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	cd netprobe-ebpf && $(CARGO) +nightly clippy --locked --release --bins \
+	  --target bpfel-unknown-none -Z build-std=core -- -D warnings
+
+## test: lint, unit tests, and the real-kernel tests (root: they build namespace labs)
+test: setup lint
+	$(CARGO) test --locked --workspace --release --no-fail-fast
+
+## bench: kernel per-packet cost, reader cost, throughput with/without the agent (ratios)
+bench: build
+	$(CARGO) bench --locked -p otel-netprobe --bench netprobe
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,197 @@
+//! The contract between otel-netprobe's kernel programs and its user-space agent.
+//!
+//! This `no_std` library is compiled twice: for the BPF target, where the programs in `main.rs`
+//! use it, and for the host, where the agent reads maps with these exact layouts (feature `user`
+//! adds the `aya::Pod` impls) and where the parser is unit-tested. Every type here is `#[repr(C)]`
+//! with explicit padding and a compile-time size check, so the ABI cannot drift silently.
+#![no_std]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+
+pub mod parse;
+
+#[cfg(target_arch = "bpf")]
+pub mod count;
+
+/// Name of the flow table map in the eBPF object.
+pub const FLOWS_MAP: &str = "FLOWS";
+/// Name of the per-CPU global counter array in the eBPF object.
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Name of the XDP entry point.
+pub const XDP_PROGRAM: &str = "netprobe_xdp";
+/// Name of the TC ingress entry point.
+pub const TC_INGRESS_PROGRAM: &str = "netprobe_tc_ingress";
+/// Name of the TC egress entry point (locally originated packets only).
+pub const TC_EGRESS_PROGRAM: &str = "netprobe_tc_egress";
+
+/// Default capacity of the flow table: 262,144 flows, about 56 MB of kernel memory whatever the
+/// number of CPUs (one shared value per flow, updated with atomic adds).
+pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 18;
+
+/// Upper bounds (inclusive, IP bytes) of the packet-size buckets; the last bucket is unbounded.
+pub const SIZE_BUCKET_BOUNDS: [u32; 7] = [64, 128, 256, 512, 1024, 1500, 9000];
+/// Number of packet-size buckets (the bounds above plus "larger").
+pub const SIZE_BUCKETS: usize = SIZE_BUCKET_BOUNDS.len() + 1;
+
+/// Returns the bucket index of a packet of `ip_len` IP bytes.
+///
+/// Written as a branch ladder rather than a loop: in the kernel it is a handful of compares.
+#[inline(always)]
+pub const fn size_bucket(ip_len: u32) -> usize {
+    if ip_len <= 256 {
+        if ip_len <= 64 {
+            0
+        } else if ip_len <= 128 {
+            1
+        } else {
+            2
+        }
+    } else if ip_len <= 1024 {
+        if ip_len <= 512 { 3 } else { 4 }
+    } else if ip_len <= 1500 {
+        5
+    } else if ip_len <= 9000 {
+        6
+    } else {
+        7
+    }
+}
+
+/// Identity of a unidirectional flow.
+///
+/// Addresses are stored exactly as they appear on the wire (network byte order), IPv4 in the
+/// first word with the other three zero. Ports are in network byte order too (the kernel never
+/// swaps bytes; user space does). ICMP and ICMPv6 flows have zero ports; non-first IPv4
+/// fragments and unparsed transports also have zero ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Source address, network byte order.
+    pub src_addr: [u32; 4],
+    /// Destination address, network byte order.
+    pub dst_addr: [u32; 4],
+    /// Source port, network byte order (0 where the transport has none).
+    pub src_port: u16,
+    /// Destination port, network byte order (0 where the transport has none).
+    pub dst_port: u16,
+    /// IP protocol number (IPv6: the upper-layer next header).
+    pub protocol: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// Explicit padding; always zero (it is hashed).
+    pub pad: [u8; 2],
+}
+
+/// Per-flow counters in the kernel, one shared value per flow, updated with atomic adds.
+///
+/// The packet count is not stored: it is the sum of the size buckets, which saves one atomic add
+/// per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// IP bytes (IP header + payload) of every wire packet.
+    pub bytes: u64,
+    /// Wire packets per size bucket (see [`SIZE_BUCKET_BOUNDS`]).
+    pub size_buckets: [u64; SIZE_BUCKETS],
+    /// `CLOCK_MONOTONIC_COARSE` time of the first packet, ns.
+    pub first_seen_ns: u64,
+    /// `CLOCK_MONOTONIC_COARSE` time of the latest packet, ns.
+    pub last_seen_ns: u64,
+    /// Union of TCP flags seen ([`tcp_flags`]); 64 bits wide for BPF's atomic or.
+    pub tcp_flags: u64,
+}
+
+impl FlowStats {
+    /// Wire packets counted (the sum of the size buckets).
+    pub fn packets(&self) -> u64 {
+        self.size_buckets.iter().sum()
+    }
+}
+
+/// TCP flag bits as kept in [`FlowStats::tcp_flags`].
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u64 = 0x01;
+    /// SYN.
+    pub const SYN: u64 = 0x02;
+    /// RST.
+    pub const RST: u64 = 0x04;
+    /// PSH.
+    pub const PSH: u64 = 0x08;
+    /// ACK.
+    pub const ACK: u64 = 0x10;
+    /// URG.
+    pub const URG: u64 = 0x20;
+    /// ECE.
+    pub const ECE: u64 = 0x40;
+    /// CWR.
+    pub const CWR: u64 = 0x80;
+    /// Synthetic: a packet with both SYN and ACK set was seen (the server side of a handshake).
+    pub const SYN_ACK: u64 = 0x100;
+}
+
+/// Indexes of the per-CPU global counters ([`COUNTERS_MAP`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Non-IP packets: ARP.
+    NonIpArp = 0,
+    /// Non-IP packets: LLDP.
+    NonIpLldp = 1,
+    /// Non-IP packets: any other EtherType (or more than two VLAN tags).
+    NonIpOther = 2,
+    /// Malformed or truncated: Ethernet header.
+    MalformedEthernet = 3,
+    /// Malformed or truncated: VLAN tag.
+    MalformedVlan = 4,
+    /// Malformed or truncated: IPv4 header (short, bad IHL, bad total length).
+    MalformedIpv4 = 5,
+    /// Malformed or truncated: IPv6 header or extension headers.
+    MalformedIpv6 = 6,
+    /// Malformed or truncated: TCP, UDP, ICMP or ICMPv6 header.
+    MalformedTransport = 7,
+    /// Packets counted in a flow without ports because they are non-first fragments.
+    Fragments = 8,
+    /// IPv6 packets whose extension-header chain was longer than the parser walks.
+    Ipv6ExtTooLong = 9,
+    /// Packets not tracked because the flow table was full.
+    MapFullPackets = 10,
+    /// IP bytes of the packets not tracked because the flow table was full.
+    MapFullBytes = 11,
+}
+
+/// Number of slots in the global counter array.
+pub const COUNTER_SLOTS: u32 = 16;
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; 12] = [
+        Counter::NonIpArp,
+        Counter::NonIpLldp,
+        Counter::NonIpOther,
+        Counter::MalformedEthernet,
+        Counter::MalformedVlan,
+        Counter::MalformedIpv4,
+        Counter::MalformedIpv6,
+        Counter::MalformedTransport,
+        Counter::Fragments,
+        Counter::Ipv6ExtTooLong,
+        Counter::MapFullPackets,
+        Counter::MapFullBytes,
+    ];
+}
+
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::align_of::<FlowKey>() == 4);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 96);
+const _: () = assert!(core::mem::align_of::<FlowStats>() == 8);
+const _: () = assert!(Counter::ALL.len() as u32 <= COUNTER_SLOTS);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: FlowKey is #[repr(C)], Copy, made only of integers, with explicit padding fields,
+    // so every bit pattern is valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above for FlowStats.
+    unsafe impl aya::Pod for super::FlowStats {}
+}

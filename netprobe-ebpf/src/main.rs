@@ -1,0 +1,96 @@
+//! otel-netprobe's eBPF programs: entry points and map definitions only.
+//!
+//! One parsing-and-counting core ([`netprobe_ebpf::parse`], [`netprobe_ebpf::count`]) with
+//! three entry points: XDP on uplinks whose driver runs XDP natively, TC (TCX) ingress on
+//! virtual interfaces, and TC egress for locally originated packets. Every program always lets
+//! the packet through.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod prog {
+    use aya_ebpf::{
+        bindings::{TC_ACT_UNSPEC, xdp_action},
+        macros::{classifier, map, xdp},
+        maps::{HashMap, PerCpuArray},
+        programs::{TcContext, XdpContext},
+    };
+    use netprobe_ebpf::{
+        COUNTER_SLOTS, DEFAULT_FLOW_CAPACITY, FlowKey, FlowStats,
+        count::{count_other, count_partial, record_shared, tc_sample, xdp_sample},
+        parse::{Parsed, parse_ethernet},
+    };
+
+    /// The flow table: one shared value per flow (see the README for the memory figures).
+    /// User space may resize it before load.
+    #[map]
+    static FLOWS: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+
+    /// Global counters (non-IP, malformed per layer, fragments, table full), per CPU.
+    #[map]
+    static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+    #[xdp]
+    pub fn netprobe_xdp(ctx: XdpContext) -> u32 {
+        let (data, end) = (ctx.data(), ctx.data_end());
+        let parsed = parse_ethernet(data, end);
+        if let Parsed::Ip(info) = &parsed {
+            if let Some(sample) = xdp_sample(&COUNTERS, info, (end - data) as u32) {
+                count_partial(&COUNTERS, info, sample.packets());
+                record_shared(&FLOWS, &COUNTERS, &info.key, &sample, info.tcp_flags);
+            }
+        } else {
+            count_other(&COUNTERS, &parsed);
+        }
+        xdp_action::XDP_PASS
+    }
+
+    #[inline(always)]
+    fn count_skb(ctx: &TcContext) {
+        let skb = ctx.skb.skb;
+        // SAFETY: `skb` is the context pointer the kernel passed; these are plain field reads.
+        let (len, segs, size) = unsafe { ((*skb).len, (*skb).gso_segs, (*skb).gso_size) };
+        let parsed = parse_ethernet(ctx.data(), ctx.data_end());
+        if let Parsed::Ip(info) = &parsed {
+            if let Some(sample) = tc_sample(&COUNTERS, info, len, segs, size) {
+                count_partial(&COUNTERS, info, sample.packets());
+                record_shared(&FLOWS, &COUNTERS, &info.key, &sample, info.tcp_flags);
+            }
+        } else {
+            count_other(&COUNTERS, &parsed);
+        }
+    }
+
+    /// TC/TCX ingress: every packet entering through a virtual interface. Returns
+    /// `TC_ACT_UNSPEC` (TCX "next") so programs after ours still run.
+    #[classifier]
+    pub fn netprobe_tc_ingress(ctx: TcContext) -> i32 {
+        count_skb(&ctx);
+        TC_ACT_UNSPEC
+    }
+
+    /// TC/TCX egress: only locally originated packets (no ingress interface), so forwarded
+    /// packets, already counted where they entered, are not counted twice.
+    #[classifier]
+    pub fn netprobe_tc_egress(ctx: TcContext) -> i32 {
+        // SAFETY: plain read of a context field.
+        let ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+        if ingress_ifindex == 0 {
+            count_skb(&ctx);
+        }
+        TC_ACT_UNSPEC
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+#[cfg(target_arch = "bpf")]
+static LICENSE: [u8; 4] = *b"GPL\0";

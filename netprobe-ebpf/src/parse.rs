@@ -1,0 +1,295 @@
+//! Bounds-checked header walking shared by the XDP and TC entry points.
+//!
+//! The parser reads packet bytes between two addresses (`data`, `data_end`), as the kernel hands
+//! them to XDP and TC programs; every read is preceded by the bounds check the verifier wants to
+//! see. The same code runs on the host over a byte slice, where it is unit-tested.
+//!
+//! What it parses: Ethernet, up to two VLAN tags (802.1Q / 802.1ad), IPv4 with options, IPv6
+//! with a bounded walk of extension headers, TCP, UDP, ICMP and ICMPv6. Anything else is
+//! classified, never rejected: the programs always pass the packet.
+
+use crate::{Counter, FlowKey};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const ETH_P_LLDP: u16 = 0x88CC;
+
+/// IP protocol numbers the parser knows.
+pub mod proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+    /// IPv6 hop-by-hop options.
+    pub const HOPOPTS: u8 = 0;
+    /// IPv6 routing header.
+    pub const ROUTING: u8 = 43;
+    /// IPv6 fragment header.
+    pub const FRAGMENT: u8 = 44;
+    /// IPv6 destination options.
+    pub const DSTOPTS: u8 = 60;
+    /// Authentication header.
+    pub const AH: u8 = 51;
+}
+
+/// How many IPv6 extension headers the parser walks before giving up on the transport.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// A parsed IP packet: its flow, sizes and TCP flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// The flow the packet belongs to.
+    pub key: FlowKey,
+    /// Offset of the IP header from `data`.
+    pub l3_offset: u32,
+    /// IP length from the header (IPv4 total length, IPv6 payload length + 40); 0 for an IPv6
+    /// jumbogram, where the caller must use the buffer length.
+    pub ip_len: u32,
+    /// IP header length plus transport header length: the headers every GSO segment repeats.
+    pub hdr_len: u32,
+    /// TCP flags byte (0 for other transports), with [`crate::tcp_flags::SYN_ACK`] folded in.
+    pub tcp_flags: u64,
+    /// Set for non-first IPv4/IPv6 fragments (counted without ports).
+    pub fragment: bool,
+    /// Set when the IPv6 extension-header chain was too long to reach the transport.
+    pub ext_too_long: bool,
+}
+
+/// Outcome of parsing one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// An IP packet to count in its flow.
+    Ip(PacketInfo),
+    /// A packet counted only in this global counter (non-IP, or malformed at some layer).
+    Other(Counter),
+}
+
+#[inline(always)]
+fn load_u8(data: usize, end: usize, off: usize) -> Result<u8, ()> {
+    if data + off + 1 > end {
+        return Err(());
+    }
+    // SAFETY: bounds checked against `end` just above.
+    Ok(unsafe { core::ptr::read_volatile((data + off) as *const u8) })
+}
+
+/// Reads `size_of::<T>()` bytes at `data + off` after a bounds check against `end`.
+#[inline(always)]
+fn load<T: Copy>(data: usize, end: usize, off: usize) -> Result<T, ()> {
+    if data + off + core::mem::size_of::<T>() > end {
+        return Err(());
+    }
+    // SAFETY: the bytes are within [data, end), checked just above; T is plain data.
+    Ok(unsafe { core::ptr::read_unaligned((data + off) as *const T) })
+}
+
+#[inline(always)]
+fn be16(raw: u16) -> u16 {
+    u16::from_be(raw)
+}
+
+/// Parses the frame in `[data, data_end)`, starting at the Ethernet header.
+#[inline(always)]
+pub fn parse_ethernet(data: usize, data_end: usize) -> Parsed {
+    let Ok(mut ethertype) = load::<u16>(data, data_end, 12).map(be16) else {
+        return Parsed::Other(Counter::MalformedEthernet);
+    };
+    let mut off = ETH_HLEN;
+    // Up to two VLAN tags (QinQ); the tag's EtherType follows its 2-byte TCI.
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        let Ok(inner) = load::<u16>(data, data_end, off + 2).map(be16) else {
+            return Parsed::Other(Counter::MalformedVlan);
+        };
+        ethertype = inner;
+        off += 4;
+        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+            let Ok(inner) = load::<u16>(data, data_end, off + 2).map(be16) else {
+                return Parsed::Other(Counter::MalformedVlan);
+            };
+            ethertype = inner;
+            off += 4;
+        }
+    }
+    match ethertype {
+        ETH_P_IP => parse_ipv4(data, data_end, off),
+        ETH_P_IPV6 => parse_ipv6(data, data_end, off),
+        ETH_P_ARP => Parsed::Other(Counter::NonIpArp),
+        ETH_P_LLDP => Parsed::Other(Counter::NonIpLldp),
+        _ => Parsed::Other(Counter::NonIpOther),
+    }
+}
+
+/// Parses an IPv4 packet whose header starts at `data + off`.
+#[inline(always)]
+pub fn parse_ipv4(data: usize, data_end: usize, off: usize) -> Parsed {
+    // The fixed 20-byte header, read as five words.
+    let Ok(hdr) = load::<[u32; 5]>(data, data_end, off) else {
+        return Parsed::Other(Counter::MalformedIpv4);
+    };
+    let w0 = u32::from_be(hdr[0]);
+    let version = w0 >> 28;
+    let ihl = ((w0 >> 24) & 0xF) as usize * 4;
+    let tot_len = w0 & 0xFFFF;
+    if version != 4 || ihl < 20 || (tot_len as usize) < ihl {
+        return Parsed::Other(Counter::MalformedIpv4);
+    }
+    let w1 = u32::from_be(hdr[1]);
+    let frag_off = w1 & 0x1FFF;
+    let protocol = ((u32::from_be(hdr[2]) >> 16) & 0xFF) as u8;
+
+    let mut info = PacketInfo {
+        key: FlowKey {
+            src_addr: [hdr[3], 0, 0, 0],
+            dst_addr: [hdr[4], 0, 0, 0],
+            protocol,
+            ip_version: 4,
+            ..FlowKey::default()
+        },
+        l3_offset: off as u32,
+        ip_len: tot_len,
+        hdr_len: ihl as u32,
+        ..PacketInfo::default()
+    };
+    if frag_off != 0 {
+        // Non-first fragment: no transport header; counted in the flow without ports.
+        info.fragment = true;
+        return Parsed::Ip(info);
+    }
+    // A first fragment (more-fragments set, offset 0) still carries the transport header and
+    // is counted with its ports.
+    // IHL is at most 60: the verifier sees a bounded offset.
+    parse_transport(data, data_end, off + (ihl & 0x3C), info)
+}
+
+/// Parses an IPv6 packet whose header starts at `data + off`, walking extension headers.
+#[inline(always)]
+pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
+    // version/class/label (4), payload length (2), next header (1), hop limit (1), addresses (32).
+    let Ok(w0) = load::<u32>(data, data_end, off) else {
+        return Parsed::Other(Counter::MalformedIpv6);
+    };
+    let Ok(lens) = load::<[u16; 2]>(data, data_end, off + 4) else {
+        return Parsed::Other(Counter::MalformedIpv6);
+    };
+    let Ok(addrs) = load::<[[u32; 4]; 2]>(data, data_end, off + 8) else {
+        return Parsed::Other(Counter::MalformedIpv6);
+    };
+    if u32::from_be(w0) >> 28 != 6 {
+        return Parsed::Other(Counter::MalformedIpv6);
+    }
+    let payload_len = u32::from(be16(lens[0]));
+    let mut next = (u16::from_be(lens[1]) >> 8) as u8;
+    let mut info = PacketInfo {
+        key: FlowKey {
+            src_addr: addrs[0],
+            dst_addr: addrs[1],
+            ip_version: 6,
+            ..FlowKey::default()
+        },
+        l3_offset: off as u32,
+        ip_len: if payload_len == 0 { 0 } else { payload_len + 40 },
+        hdr_len: 40,
+        ..PacketInfo::default()
+    };
+    let mut ext_off: usize = 40;
+    let mut walked = 0;
+    while walked < MAX_IPV6_EXT_HEADERS {
+        match next {
+            proto::HOPOPTS | proto::ROUTING | proto::DSTOPTS | proto::AH => {
+                let Ok(eh) = load::<[u8; 2]>(data, data_end, off + ext_off) else {
+                    return Parsed::Other(Counter::MalformedIpv6);
+                };
+                // AH counts its length in 4-byte units minus 2, the others in 8-byte units
+                // minus 1; each header is at most 2 KiB, so the offset stays bounded.
+                ext_off += if next == proto::AH {
+                    (usize::from(eh[1]) + 2) * 4
+                } else {
+                    (usize::from(eh[1]) + 1) * 8
+                };
+                next = eh[0];
+            }
+            proto::FRAGMENT => {
+                let Ok(fh) = load::<[u16; 2]>(data, data_end, off + ext_off) else {
+                    return Parsed::Other(Counter::MalformedIpv6);
+                };
+                next = (u16::from_be(fh[0]) >> 8) as u8;
+                ext_off += 8;
+                if be16(fh[1]) & 0xFFF8 != 0 {
+                    info.key.protocol = next;
+                    info.fragment = true;
+                    info.hdr_len = ext_off as u32;
+                    return Parsed::Ip(info);
+                }
+            }
+            _ => break,
+        }
+        if ext_off > 40 + MAX_IPV6_EXT_HEADERS * 2048 {
+            return Parsed::Other(Counter::MalformedIpv6);
+        }
+        walked += 1;
+    }
+    info.key.protocol = next;
+    info.hdr_len = ext_off as u32;
+    if matches!(
+        next,
+        proto::HOPOPTS | proto::ROUTING | proto::DSTOPTS | proto::AH | proto::FRAGMENT
+    ) {
+        info.ext_too_long = true;
+        return Parsed::Ip(info);
+    }
+    parse_transport(data, data_end, off + ext_off, info)
+}
+
+/// Reads the transport header at `data + off` into `info`.
+#[inline(always)]
+fn parse_transport(data: usize, data_end: usize, off: usize, mut info: PacketInfo) -> Parsed {
+    match info.key.protocol {
+        proto::TCP => {
+            // ports (4), seq (4), ack (4), data offset + flags (2).
+            let Ok(ports) = load::<[u16; 2]>(data, data_end, off) else {
+                return Parsed::Other(Counter::MalformedTransport);
+            };
+            let Ok(off_flags) = load::<[u8; 2]>(data, data_end, off + 12) else {
+                return Parsed::Other(Counter::MalformedTransport);
+            };
+            let doff = usize::from(off_flags[0] >> 4) * 4;
+            if doff < 20 {
+                return Parsed::Other(Counter::MalformedTransport);
+            }
+            let flags = u64::from(off_flags[1]);
+            let syn_ack = crate::tcp_flags::SYN | crate::tcp_flags::ACK;
+            info.tcp_flags = if flags & syn_ack == syn_ack {
+                flags | crate::tcp_flags::SYN_ACK
+            } else {
+                flags
+            };
+            info.key.src_port = ports[0];
+            info.key.dst_port = ports[1];
+            info.hdr_len += doff as u32;
+        }
+        proto::UDP => {
+            let Ok(ports) = load::<[u16; 4]>(data, data_end, off) else {
+                return Parsed::Other(Counter::MalformedTransport);
+            };
+            info.key.src_port = ports[0];
+            info.key.dst_port = ports[1];
+            info.hdr_len += 8;
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            if load_u8(data, data_end, off + 3).is_err() {
+                return Parsed::Other(Counter::MalformedTransport);
+            }
+            info.hdr_len += 8;
+        }
+        _ => {}
+    }
+    Parsed::Ip(info)
+}

@@ -1,0 +1,380 @@
+//! Agent configuration: one YAML file, every field with a default, validated before anything
+//! starts. Unknown keys and invalid values are rejected with the key's path and the reason.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::{Deserialize, Deserializer};
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file's path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML did not match the schema (unknown key, wrong type, bad value).
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the offending key (`.` for the document itself).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Which interfaces to attach to, and with which hook.
+    pub interfaces: InterfacesConfig,
+    /// Flow table sizing, polling and expiry.
+    pub flows: FlowsConfig,
+    /// The embedded HTTP server (Prometheus `/metrics`, `/api/v1/summary`, `/healthz`).
+    pub http: HttpConfig,
+}
+
+/// Where a packet is counted on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// XDP in native (driver) mode; falls back to TC ingress where the driver cannot run it.
+    Xdp,
+    /// XDP in generic (skb) mode: for tests and drivers without native XDP.
+    XdpGeneric,
+    /// TC/TCX ingress.
+    Tc,
+    /// Not attached.
+    None,
+}
+
+impl Hook {
+    /// Lower-case name, as logged and exported.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Xdp => "xdp",
+            Hook::XdpGeneric => "xdp_generic",
+            Hook::Tc => "tc",
+            Hook::None => "none",
+        }
+    }
+}
+
+/// Interface selection and hook choice.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct InterfacesConfig {
+    /// Name patterns (`*` and `?` wildcards) of interfaces to attach to. Default: `["*"]`.
+    pub include: Vec<String>,
+    /// Name patterns never attached, checked after `include`. Default: `[]`. Loopback and
+    /// bridge/bond masters are always skipped (their ports are attached instead).
+    pub exclude: Vec<String>,
+    /// Hook for physical interfaces (backed by a device). Default: `xdp`.
+    pub physical_hook: Hook,
+    /// Hook for virtual interfaces (veth, tunnels, ...). Default: `tc`, because native XDP on a
+    /// veth turns off GRO/TSO and costs most of its throughput.
+    pub virtual_hook: Hook,
+    /// Per-name overrides, first match wins: e.g. `[{name: "eth0", hook: xdp}]`.
+    pub overrides: Vec<HookOverride>,
+    /// Also count locally originated packets at TC egress (host-network processes).
+    /// Default: `true`.
+    pub egress: bool,
+}
+
+impl Default for InterfacesConfig {
+    fn default() -> Self {
+        Self {
+            include: vec!["*".into()],
+            exclude: Vec::new(),
+            physical_hook: Hook::Xdp,
+            virtual_hook: Hook::Tc,
+            overrides: Vec::new(),
+            egress: true,
+        }
+    }
+}
+
+/// A hook chosen for interfaces whose names match a pattern.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HookOverride {
+    /// Name pattern (`*` and `?` wildcards).
+    pub name: String,
+    /// The hook to use.
+    pub hook: Hook,
+}
+
+/// Flow table settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowsConfig {
+    /// Kernel flow table capacity (flows). Default: 262144 (about 56 MB of kernel memory,
+    /// independent of the CPU count). Range: 1024..=16777216.
+    pub capacity: u32,
+    /// How often the kernel table is read. Default: `1s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+    /// A flow idle this long in the kernel table is moved out of it (its counts are kept in user
+    /// space). Default: `10s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub kernel_idle_timeout: Duration,
+    /// A flow idle this long is forgotten and its series stop being reported. Default: `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// How many top talkers the summary lists. Default: 10.
+    pub top_talkers: usize,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        Self {
+            capacity: netprobe_ebpf::DEFAULT_FLOW_CAPACITY,
+            poll_interval: Duration::from_secs(1),
+            kernel_idle_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            top_talkers: 10,
+        }
+    }
+}
+
+/// Embedded HTTP server settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address. Default: `0.0.0.0:9464`.
+    pub listen: SocketAddr,
+    /// Serve at all. Default: `true`.
+    pub enabled: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            enabled: true,
+        }
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("invalid duration {text:?}: missing unit (ms, s, m or h)"))?;
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected a number followed by ms, s, m or h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("invalid duration {text:?}: unit must be ms, s, m or h")),
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Reads and validates a YAML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Parses and validates YAML text. An empty document is the default configuration.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            let de = serde_norway::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let key = e.path().to_string();
+                let mut reason = e.into_inner().to_string();
+                // serde_norway appends " at line L column C"; keep it, it helps.
+                if reason.is_empty() {
+                    reason = "invalid value".into();
+                }
+                ConfigError::invalid(&key, reason)
+            })?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.flows;
+        if !(1024..=16_777_216).contains(&f.capacity) {
+            return Err(ConfigError::invalid(
+                "flows.capacity",
+                format!("{} is out of range 1024..=16777216", f.capacity),
+            ));
+        }
+        if f.poll_interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("flows.poll_interval", "must be at least 100ms"));
+        }
+        if f.kernel_idle_timeout < f.poll_interval {
+            return Err(ConfigError::invalid(
+                "flows.kernel_idle_timeout",
+                "must be at least flows.poll_interval",
+            ));
+        }
+        if f.idle_timeout < f.kernel_idle_timeout {
+            return Err(ConfigError::invalid(
+                "flows.idle_timeout",
+                "must be at least flows.kernel_idle_timeout",
+            ));
+        }
+        if f.top_talkers == 0 || f.top_talkers > 1000 {
+            return Err(ConfigError::invalid("flows.top_talkers", "must be in 1..=1000"));
+        }
+        let i = &self.interfaces;
+        if i.include.is_empty() {
+            return Err(ConfigError::invalid(
+                "interfaces.include",
+                "must list at least one pattern (\"*\" for all)",
+            ));
+        }
+        for (n, p) in i.include.iter().enumerate() {
+            check_pattern(&format!("interfaces.include[{n}]"), p)?;
+        }
+        for (n, p) in i.exclude.iter().enumerate() {
+            check_pattern(&format!("interfaces.exclude[{n}]"), p)?;
+        }
+        for (n, o) in i.overrides.iter().enumerate() {
+            check_pattern(&format!("interfaces.overrides[{n}].name"), &o.name)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_pattern(key: &str, pattern: &str) -> Result<(), ConfigError> {
+    if pattern.is_empty() || pattern.len() > 64 {
+        return Err(ConfigError::invalid(key, "pattern must be 1 to 64 characters"));
+    }
+    if pattern.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{pattern:?} cannot match an interface name (no spaces or '/')"),
+        ));
+    }
+    Ok(())
+}
+
+/// Matches `name` against a pattern with `*` (any run) and `?` (one character).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_yaml_is_the_default() {
+        assert_eq!(Config::from_yaml("").unwrap(), Config::default());
+        assert_eq!(Config::from_yaml("{}").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::from_yaml(
+            "interfaces:\n  include: [\"eth*\", \"veth*\"]\n  exclude: [\"docker0\"]\n  physical_hook: tc\n  overrides:\n    - {name: eth0, hook: xdp}\n  egress: false\nflows:\n  capacity: 4096\n  poll_interval: 500ms\n  kernel_idle_timeout: 5s\n  idle_timeout: 2m\nhttp:\n  listen: 127.0.0.1:9999\n",
+        )
+        .unwrap();
+        assert_eq!(c.interfaces.physical_hook, Hook::Tc);
+        assert_eq!(c.interfaces.overrides[0].hook, Hook::Xdp);
+        assert_eq!(c.flows.poll_interval, Duration::from_millis(500));
+        assert_eq!(c.flows.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.http.listen.port(), 9999);
+    }
+
+    fn err(yaml: &str) -> (String, String) {
+        match Config::from_yaml(yaml).unwrap_err() {
+            ConfigError::Invalid { key, reason } => (key, reason),
+            other @ ConfigError::Read { .. } => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let (key, reason) = err("flows:\n  capacty: 10\n");
+        assert_eq!(key, "flows");
+        assert!(reason.contains("unknown field `capacty`"), "{reason}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        assert_eq!(err("flows:\n  idle_timeout: soon\n").0, "flows.idle_timeout");
+        assert_eq!(err("flows:\n  capacity: 10\n").0, "flows.capacity");
+        assert_eq!(err("flows:\n  capacity: -1\n").0, "flows.capacity");
+        assert_eq!(err("interfaces:\n  virtual_hook: ebpf\n").0, "interfaces.virtual_hook");
+        assert_eq!(err("http:\n  listen: nowhere\n").0, "http.listen");
+        assert_eq!(err("interfaces:\n  include: []\n").0, "interfaces.include");
+        assert_eq!(
+            err("flows:\n  idle_timeout: 1s\n  kernel_idle_timeout: 5s\n").0,
+            "flows.idle_timeout"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("3h").unwrap(), Duration::from_secs(10800));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "eth0"));
+        assert!(glob_match("veth*", "veth1234"));
+        assert!(!glob_match("veth*", "eth0"));
+        assert!(glob_match("eth?", "eth0"));
+        assert!(!glob_match("eth?", "eth10"));
+        assert!(glob_match("*0", "eth0"));
+        assert!(glob_match("e*h*0", "eth0"));
+    }
+}

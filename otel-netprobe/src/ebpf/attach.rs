@@ -1,0 +1,312 @@
+//! Attaching the programs to interfaces, driven by netlink link events.
+//!
+//! Rules (see the README): loopback, non-Ethernet devices and bridge/bond/team masters are
+//! skipped (masters would count their ports' packets a second time); the rest are matched
+//! against the include/exclude patterns, then get the configured hook for their kind:
+//! physical (no link kind) → XDP by default, virtual → TC ingress. Native XDP that the driver
+//! refuses falls back to TC ingress. TC egress (locally originated packets) goes on every
+//! attached interface when enabled.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use aya::{
+    Ebpf,
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::{SchedClassifierLinkId, TcAttachOptions},
+        xdp::XdpLinkId,
+    },
+};
+use netprobe_ebpf::{TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM, XDP_PROGRAM};
+use tracing::{info, warn};
+
+use super::{EbpfError, netlink::LinkInfo};
+use crate::{
+    config::{Hook, InterfacesConfig, glob_match},
+    telemetry::InterfaceState,
+};
+
+const ARPHRD_ETHER: u16 = 1;
+
+/// What to do with an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Attach with this ingress hook.
+    Attach(Hook),
+    /// Leave it alone, for this reason.
+    Skip(&'static str),
+}
+
+/// Decides the hook for `link` under `cfg` (pure: unit-tested without root).
+pub fn decide(cfg: &InterfacesConfig, link: &LinkInfo) -> Decision {
+    if link.is_loopback {
+        return Decision::Skip("loopback");
+    }
+    if link.arp_type != ARPHRD_ETHER {
+        return Decision::Skip("no Ethernet header");
+    }
+    if matches!(link.kind.as_deref(), Some("bridge" | "bond" | "team")) {
+        return Decision::Skip("master device: its ports are attached instead");
+    }
+    if !cfg.include.iter().any(|p| glob_match(p, &link.name)) {
+        return Decision::Skip("not included");
+    }
+    if cfg.exclude.iter().any(|p| glob_match(p, &link.name)) {
+        return Decision::Skip("excluded");
+    }
+    let hook = cfg
+        .overrides
+        .iter()
+        .find(|o| glob_match(&o.name, &link.name))
+        .map_or_else(
+            || if link.kind.is_none() { cfg.physical_hook } else { cfg.virtual_hook },
+            |o| o.hook,
+        );
+    if hook == Hook::None {
+        Decision::Skip("hook: none")
+    } else {
+        Decision::Attach(hook)
+    }
+}
+
+enum Ingress {
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
+}
+
+struct Attached {
+    name: String,
+    hook: Hook,
+    ingress: Ingress,
+    egress: Option<SchedClassifierLinkId>,
+}
+
+/// Loads the three programs of the production object into the kernel.
+pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+    let xdp: &mut Xdp = program(ebpf, XDP_PROGRAM)?;
+    xdp.load().map_err(|source| EbpfError::Program { name: XDP_PROGRAM, source })?;
+    for name in [TC_INGRESS_PROGRAM, TC_EGRESS_PROGRAM] {
+        let tc: &mut SchedClassifier = program(ebpf, name)?;
+        tc.load().map_err(|source| EbpfError::Program { name, source })?;
+    }
+    Ok(())
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(EbpfError::Missing(name))
+}
+
+/// Owns the loaded programs and their links; keeps them in step with the interfaces.
+pub struct Attacher {
+    ebpf: Ebpf,
+    cfg: InterfacesConfig,
+    attached: HashMap<u32, Attached>,
+    state: Arc<Mutex<Vec<InterfaceState>>>,
+    errors: Arc<AtomicU64>,
+}
+
+impl Attacher {
+    /// Wraps a loaded object (see [`super::load`]); `state` and `errors` are shared with the
+    /// snapshot builder.
+    pub fn new(
+        ebpf: Ebpf,
+        cfg: InterfacesConfig,
+        state: Arc<Mutex<Vec<InterfaceState>>>,
+        errors: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            ebpf,
+            cfg,
+            attached: HashMap::new(),
+            state,
+            errors,
+        }
+    }
+
+    /// Makes the attached set equal to `links` (after the initial dump, or a netlink overrun).
+    pub fn sync(&mut self, links: &[LinkInfo]) {
+        let present: Vec<u32> = links.iter().map(|l| l.index).collect();
+        let gone: Vec<u32> = self.attached.keys().filter(|i| !present.contains(i)).copied().collect();
+        for index in gone {
+            self.remove(index);
+        }
+        for link in links {
+            self.add(link);
+        }
+    }
+
+    /// Attaches to a new (or changed) interface.
+    pub fn add(&mut self, link: &LinkInfo) {
+        if let Some(a) = self.attached.get_mut(&link.index) {
+            a.name.clone_from(&link.name);
+            self.publish();
+            return;
+        }
+        let hook = match decide(&self.cfg, link) {
+            Decision::Attach(h) => h,
+            Decision::Skip(_) => return,
+        };
+        match self.attach(link, hook) {
+            Ok(a) => {
+                info!(interface = %link.name, index = link.index, hook = a.hook.as_str(), egress = a.egress.is_some(), "attached");
+                self.attached.insert(link.index, a);
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                warn!(interface = %link.name, error = %e, "cannot attach; its packets are not counted");
+            }
+        }
+        self.publish();
+    }
+
+    /// Forgets a removed interface (its links went with it).
+    pub fn remove(&mut self, index: u32) {
+        let Some(a) = self.attached.remove(&index) else { return };
+        // The kernel already detached the links with the device; dropping ours frees them.
+        match a.ingress {
+            Ingress::Xdp(id) => {
+                if let Ok(xdp) = program::<Xdp>(&mut self.ebpf, XDP_PROGRAM) {
+                    drop(xdp.take_link(id));
+                }
+            }
+            Ingress::Tc(id) => {
+                if let Ok(tc) = program::<SchedClassifier>(&mut self.ebpf, TC_INGRESS_PROGRAM) {
+                    drop(tc.take_link(id));
+                }
+            }
+        }
+        if let Some(id) = a.egress {
+            if let Ok(tc) = program::<SchedClassifier>(&mut self.ebpf, TC_EGRESS_PROGRAM) {
+                drop(tc.take_link(id));
+            }
+        }
+        info!(interface = %a.name, index, "interface gone; forgotten");
+        self.publish();
+    }
+
+    /// Number of interfaces attached.
+    pub fn len(&self) -> usize {
+        self.attached.len()
+    }
+
+    /// True when nothing is attached.
+    pub fn is_empty(&self) -> bool {
+        self.attached.is_empty()
+    }
+
+    fn attach(&mut self, link: &LinkInfo, hook: Hook) -> Result<Attached, EbpfError> {
+        let (ingress, hook) = match hook {
+            Hook::Xdp | Hook::XdpGeneric => {
+                let mode = if hook == Hook::Xdp { XdpMode::Driver } else { XdpMode::Skb };
+                let xdp: &mut Xdp = program(&mut self.ebpf, XDP_PROGRAM)?;
+                match xdp.attach_to_if_index(link.index, mode) {
+                    Ok(id) => (Ingress::Xdp(id), hook),
+                    Err(e) => {
+                        warn!(interface = %link.name, error = %e, "XDP refused; counting at TC ingress instead");
+                        (Ingress::Tc(self.attach_tc(&link.name, TcAttachType::Ingress)?), Hook::Tc)
+                    }
+                }
+            }
+            Hook::Tc | Hook::None => (Ingress::Tc(self.attach_tc(&link.name, TcAttachType::Ingress)?), Hook::Tc),
+        };
+        let egress = if self.cfg.egress {
+            match self.attach_tc(&link.name, TcAttachType::Egress) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(interface = %link.name, error = %e, "cannot attach TC egress");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Attached {
+            name: link.name.clone(),
+            hook,
+            ingress,
+            egress,
+        })
+    }
+
+    fn attach_tc(&mut self, name: &str, dir: TcAttachType) -> Result<SchedClassifierLinkId, EbpfError> {
+        let prog_name = if dir == TcAttachType::Ingress { TC_INGRESS_PROGRAM } else { TC_EGRESS_PROGRAM };
+        let tc: &mut SchedClassifier = program(&mut self.ebpf, prog_name)?;
+        // First in the TCX chain, so we see every packet before another program can redirect
+        // or drop it; we return "next", so they all still run.
+        match tc.attach_with_options(name, dir, TcAttachOptions::TcxOrder(LinkOrder::first())) {
+            Ok(id) => Ok(id),
+            Err(_) => {
+                // Kernels before 6.6 have no TCX: legacy cls_bpf on a clsact qdisc.
+                let _ = aya::programs::tc::qdisc_add_clsact(name);
+                tc.attach(name, dir).map_err(|source| EbpfError::Program { name: prog_name, source })
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let mut list: Vec<InterfaceState> = self
+            .attached
+            .iter()
+            .map(|(index, a)| InterfaceState {
+                name: a.name.clone(),
+                index: *index,
+                hook: a.hook.as_str(),
+                egress: a.egress.is_some(),
+            })
+            .collect();
+        list.sort_by_key(|i| i.index);
+        if let Ok(mut s) = self.state.lock() {
+            *s = list;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HookOverride;
+
+    fn link(name: &str, kind: Option<&str>) -> LinkInfo {
+        LinkInfo {
+            index: 5,
+            name: name.into(),
+            kind: kind.map(Into::into),
+            master: None,
+            is_loopback: false,
+            up: true,
+            arp_type: ARPHRD_ETHER,
+        }
+    }
+
+    #[test]
+    fn hooks_by_kind_and_overrides() {
+        let mut cfg = InterfacesConfig::default();
+        assert_eq!(decide(&cfg, &link("eth0", None)), Decision::Attach(Hook::Xdp));
+        assert_eq!(decide(&cfg, &link("veth1", Some("veth"))), Decision::Attach(Hook::Tc));
+        assert!(matches!(decide(&cfg, &link("br0", Some("bridge"))), Decision::Skip(_)));
+        let mut lo = link("lo", None);
+        lo.is_loopback = true;
+        assert_eq!(decide(&cfg, &lo), Decision::Skip("loopback"));
+        let mut tun = link("wg0", Some("wireguard"));
+        tun.arp_type = 65534;
+        assert_eq!(decide(&cfg, &tun), Decision::Skip("no Ethernet header"));
+        cfg.overrides.push(HookOverride { name: "eth*".into(), hook: Hook::XdpGeneric });
+        assert_eq!(decide(&cfg, &link("eth0", Some("veth"))), Decision::Attach(Hook::XdpGeneric));
+        cfg.exclude.push("eth1".into());
+        assert_eq!(decide(&cfg, &link("eth1", None)), Decision::Skip("excluded"));
+        cfg.include = vec!["veth*".into()];
+        assert_eq!(decide(&cfg, &link("eth2", None)), Decision::Skip("not included"));
+    }
+}

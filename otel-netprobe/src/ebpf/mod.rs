@@ -1,0 +1,84 @@
+//! The kernel stage: load the eBPF object, attach it to interfaces as they come and go, and
+//! read its maps with batched syscalls.
+//!
+//! `attach` owns the programs (and so the links: dropping it detaches everything); `reader`
+//! owns the maps and feeds [`crate::flow::FlowTable`]; `netlink` and `sys` are the thin
+//! wrappers over the kernel interfaces that aya 0.14 does not cover.
+
+pub mod attach;
+pub mod netlink;
+pub mod reader;
+pub mod sys;
+
+use aya::{Ebpf, EbpfLoader, maps::Map};
+use netprobe_ebpf::{COUNTERS_MAP, FLOWS_MAP};
+
+/// The production object: XDP, TC ingress and TC egress programs, the flow table and counters.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe"));
+
+/// The benchmark object: trivial XDP/TC programs and the per-CPU flow-table variant.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe-bench"));
+
+/// Loading or attaching failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    /// The object could not be loaded (permissions, verifier, map creation).
+    #[error("loading the eBPF object failed")]
+    Load(#[source] aya::EbpfError),
+    /// A program could not be loaded into the kernel or attached.
+    #[error("loading or attaching program {name} failed")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map or program the object must contain is missing.
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+}
+
+/// Loads the production object with a flow table of `capacity` entries, and loads (but does
+/// not attach) its three programs.
+pub fn load(capacity: u32) -> Result<Ebpf, EbpfError> {
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(FLOWS_MAP, capacity)
+        .load(OBJECT)
+        .map_err(EbpfError::Load)?;
+    attach::load_programs(&mut ebpf)?;
+    Ok(ebpf)
+}
+
+/// Takes the flow table and counter maps out of the object, for the reader.
+pub fn take_maps(ebpf: &mut Ebpf) -> Result<(aya::maps::MapData, aya::maps::MapData), EbpfError> {
+    let flows = match ebpf.take_map(FLOWS_MAP) {
+        Some(Map::HashMap(m)) => m,
+        _ => return Err(EbpfError::Missing("flow table")),
+    };
+    let counters = match ebpf.take_map(COUNTERS_MAP) {
+        Some(Map::PerCpuArray(m)) => m,
+        _ => return Err(EbpfError::Missing("counter array")),
+    };
+    Ok((flows, counters))
+}
+
+/// True when this process may load BPF programs and attach them to interfaces
+/// (CAP_BPF + CAP_NET_ADMIN, or CAP_SYS_ADMIN).
+pub fn has_privileges() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return false;
+    };
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_BPF: u64 = 1 << 39;
+    eff & CAP_NET_ADMIN != 0 && (eff & CAP_BPF != 0 || eff & CAP_SYS_ADMIN != 0)
+}

@@ -1,0 +1,141 @@
+//! The map reader: one cycle reads the whole flow table with batched lookups, moves idle
+//! entries out of the kernel (each with its final value, so no packet is lost), expires
+//! forgotten flows, sums the per-CPU counters and produces a [`Snapshot`].
+
+use std::{
+    os::fd::AsFd,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aya::maps::MapData;
+use netprobe_ebpf::{Counter, FlowKey, FlowStats};
+
+use super::sys::{self, BatchReader, Plain, SysError, TypedMap};
+use crate::{
+    flow::{FlowTable, GlobalCounters, Snapshot},
+    telemetry::{Health, InterfaceState},
+};
+
+// SAFETY: FlowKey is #[repr(C)], Copy, all integers with explicit padding: any bytes are valid.
+unsafe impl Plain for FlowKey {}
+// SAFETY: as above for FlowStats.
+unsafe impl Plain for FlowStats {}
+
+/// Reads `CLOCK_MONOTONIC_COARSE`, the clock the programs stamp flows with.
+pub fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Expiry settings of the reader.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Idle time after which a flow leaves the kernel table.
+    pub kernel_idle: Duration,
+    /// Idle time after which a flow is forgotten.
+    pub idle: Duration,
+}
+
+/// Owns the maps and the cumulative flow table.
+pub struct Reader {
+    flows: MapData,
+    counters: MapData,
+    batch: BatchReader<FlowKey, FlowStats>,
+    table: FlowTable,
+    cpus: usize,
+    timeouts: Timeouts,
+    health: Health,
+    interfaces: Arc<Mutex<Vec<InterfaceState>>>,
+    attach_errors: Arc<AtomicU64>,
+}
+
+impl Reader {
+    /// A reader over the production maps (see [`super::take_maps`]).
+    pub fn new(
+        flows: MapData,
+        counters: MapData,
+        capacity: u32,
+        timeouts: Timeouts,
+        interfaces: Arc<Mutex<Vec<InterfaceState>>>,
+        attach_errors: Arc<AtomicU64>,
+    ) -> Result<Self, SysError> {
+        let cpus = sys::possible_cpus()?;
+        Ok(Self {
+            flows,
+            counters,
+            batch: BatchReader::new(1024),
+            table: FlowTable::new(),
+            cpus,
+            timeouts,
+            health: Health {
+                flow_table_capacity: u64::from(capacity),
+                ..Health::default()
+            },
+            interfaces,
+            attach_errors,
+        })
+    }
+
+    /// One read cycle; returns the new snapshot. On error the health counters say so and the
+    /// previous state is kept.
+    pub fn cycle(&mut self) -> Snapshot {
+        let started = Instant::now();
+        if let Err(e) = self.read() {
+            self.health.read_errors_total += 1;
+            tracing::warn!(error = %e, "reading the flow table failed");
+        } else {
+            self.health.read_cycles_total += 1;
+        }
+        self.health.last_read_seconds = started.elapsed().as_secs_f64();
+        self.health.flows_tracked = self.table.len() as u64;
+        self.health.attach_errors_total = self.attach_errors.load(Ordering::Relaxed);
+        if let Ok(i) = self.interfaces.lock() {
+            self.health.interfaces.clone_from(&i);
+        }
+        Snapshot::of(&self.table, self.read_counters(), self.health.clone())
+    }
+
+    fn read(&mut self) -> Result<(), SysError> {
+        let fd = self.flows.fd().as_fd();
+        let now = coarse_now_ns();
+        let entries = self.batch.read_all(fd)?;
+        self.health.flow_table_entries = entries.keys.len() as u64;
+        let kernel_idle = self.timeouts.kernel_idle.as_nanos() as u64;
+        let evict = self
+            .table
+            .ingest(entries.keys.iter().zip(entries.values.iter()), now, kernel_idle)
+            .to_vec();
+        // Each idle entry leaves the kernel with its final value (lookup-and-delete is atomic
+        // for the entry), so a packet that arrives after our read is not lost.
+        let map = TypedMap::<FlowKey, FlowStats>::new(fd)?;
+        for key in &evict {
+            let last = map.lookup_and_delete(key)?;
+            self.table.fold_evicted(key, last);
+        }
+        self.health.flow_table_entries -= evict.len() as u64;
+        self.health.kernel_evictions_total += evict.len() as u64;
+        let expired = self.table.expire(now, self.timeouts.idle.as_nanos() as u64);
+        self.health.flows_expired_total += expired as u64;
+        if let Some(mem) = sys::map_memlock_bytes(fd) {
+            self.health.flow_table_memory_bytes = mem;
+        }
+        Ok(())
+    }
+
+    fn read_counters(&self) -> GlobalCounters {
+        let mut g = GlobalCounters::default();
+        let fd = self.counters.fd().as_fd();
+        for c in Counter::ALL {
+            if let Ok(v) = sys::lookup_percpu_array_u64(fd, c as u32, self.cpus) {
+                g.0[c as usize] = v.iter().sum();
+            }
+        }
+        g
+    }
+}

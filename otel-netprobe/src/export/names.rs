@@ -1,0 +1,140 @@
+//! The metric catalogue: every metric and attribute name the agent emits, in one place.
+//!
+//! OTLP names are dotted; the Prometheus names are what the Collector's prometheus exporter
+//! makes of them (dots to underscores, unit suffix, `_total` on counters), and what the agent's
+//! own `/metrics` serves, so dashboards work either way. Tests check that the dashboards and
+//! alert rules in the repository only use names listed here.
+
+/// A metric: its OTLP name, unit, and Prometheus name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metric {
+    /// OTLP name.
+    pub otlp: &'static str,
+    /// UCUM unit.
+    pub unit: &'static str,
+    /// Prometheus name (without `_bucket`/`_sum`/`_count` for histograms).
+    pub prometheus: &'static str,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// One-line help text.
+    pub help: &'static str,
+}
+
+macro_rules! metric {
+    ($id:ident, $otlp:literal, $unit:literal, $prom:literal, $kind:literal, $help:literal) => {
+        #[doc = $help]
+        pub const $id: Metric = Metric {
+            otlp: $otlp,
+            unit: $unit,
+            prometheus: $prom,
+            kind: $kind,
+            help: $help,
+        };
+    };
+}
+
+metric!(FLOW_PACKETS, "netprobe.flow.packets", "{packet}", "netprobe_flow_packets_total", "counter", "Wire packets per flow.");
+metric!(FLOW_BYTES, "netprobe.flow.bytes", "By", "netprobe_flow_bytes_total", "counter", "IP bytes (header + payload) per flow.");
+metric!(PACKET_SIZE, "netprobe.packet.size", "By", "netprobe_packet_size_bytes", "histogram", "Distribution of IP packet sizes.");
+metric!(AGENT_FLOWS_TRACKED, "netprobe.agent.flows.tracked", "{flow}", "netprobe_agent_flows_tracked", "gauge", "Flows tracked in user space.");
+metric!(AGENT_FLOW_TABLE_ENTRIES, "netprobe.agent.flow_table.entries", "{flow}", "netprobe_agent_flow_table_entries", "gauge", "Entries in the kernel flow table.");
+metric!(AGENT_FLOW_TABLE_CAPACITY, "netprobe.agent.flow_table.capacity", "{flow}", "netprobe_agent_flow_table_capacity", "gauge", "Capacity of the kernel flow table.");
+metric!(AGENT_FLOW_TABLE_FILL, "netprobe.agent.flow_table.fill", "1", "netprobe_agent_flow_table_fill_ratio", "gauge", "Fraction of the kernel flow table in use.");
+metric!(AGENT_FLOW_TABLE_MEMORY, "netprobe.agent.flow_table.memory", "By", "netprobe_agent_flow_table_memory_bytes", "gauge", "Kernel memory of the flow table.");
+metric!(AGENT_EVICTIONS, "netprobe.agent.evictions", "{flow}", "netprobe_agent_evictions_total", "counter", "Flows moved out of the kernel table (reason=kernel_idle) or forgotten (reason=expired).");
+metric!(AGENT_PARSE_ERRORS, "netprobe.agent.parse_errors", "{packet}", "netprobe_agent_parse_errors_total", "counter", "Malformed or truncated packets, passed and counted per layer.");
+metric!(AGENT_NON_IP, "netprobe.agent.non_ip_packets", "{packet}", "netprobe_agent_non_ip_packets_total", "counter", "Non-IP packets by EtherType class.");
+metric!(AGENT_FRAGMENTS, "netprobe.agent.fragments", "{packet}", "netprobe_agent_fragments_total", "counter", "Non-first IP fragments (counted in their flow without ports).");
+metric!(AGENT_IPV6_EXT_TOO_LONG, "netprobe.agent.ipv6_ext_too_long", "{packet}", "netprobe_agent_ipv6_ext_too_long_total", "counter", "IPv6 packets whose extension-header chain was too long to reach the transport.");
+metric!(AGENT_UNTRACKED_PACKETS, "netprobe.agent.untracked.packets", "{packet}", "netprobe_agent_untracked_packets_total", "counter", "Packets not tracked because the kernel flow table was full.");
+metric!(AGENT_UNTRACKED_BYTES, "netprobe.agent.untracked.bytes", "By", "netprobe_agent_untracked_bytes_total", "counter", "IP bytes not tracked because the kernel flow table was full.");
+metric!(AGENT_READ_CYCLES, "netprobe.agent.read.cycles", "{cycle}", "netprobe_agent_read_cycles_total", "counter", "Kernel map read cycles completed.");
+metric!(AGENT_READ_ERRORS, "netprobe.agent.read.errors", "{cycle}", "netprobe_agent_read_errors_total", "counter", "Kernel map read cycles that failed.");
+metric!(AGENT_READ_DURATION, "netprobe.agent.read.duration", "s", "netprobe_agent_read_duration_seconds", "gauge", "Duration of the last kernel map read cycle.");
+metric!(AGENT_INTERFACES, "netprobe.agent.interfaces", "{interface}", "netprobe_agent_interfaces", "gauge", "Interfaces attached, by ingress hook.");
+metric!(AGENT_INTERFACE_INFO, "netprobe.agent.interface.info", "{interface}", "netprobe_agent_interface_info", "gauge", "One series per attached interface naming its hooks.");
+metric!(AGENT_ATTACH_ERRORS, "netprobe.agent.attach.errors", "{error}", "netprobe_agent_attach_errors_total", "counter", "Attach attempts that failed.");
+
+/// Every metric in the catalogue.
+pub const ALL: &[Metric] = &[
+    FLOW_PACKETS,
+    FLOW_BYTES,
+    PACKET_SIZE,
+    AGENT_FLOWS_TRACKED,
+    AGENT_FLOW_TABLE_ENTRIES,
+    AGENT_FLOW_TABLE_CAPACITY,
+    AGENT_FLOW_TABLE_FILL,
+    AGENT_FLOW_TABLE_MEMORY,
+    AGENT_EVICTIONS,
+    AGENT_PARSE_ERRORS,
+    AGENT_NON_IP,
+    AGENT_FRAGMENTS,
+    AGENT_IPV6_EXT_TOO_LONG,
+    AGENT_UNTRACKED_PACKETS,
+    AGENT_UNTRACKED_BYTES,
+    AGENT_READ_CYCLES,
+    AGENT_READ_ERRORS,
+    AGENT_READ_DURATION,
+    AGENT_INTERFACES,
+    AGENT_INTERFACE_INFO,
+    AGENT_ATTACH_ERRORS,
+];
+
+/// Attribute names (OTLP); Prometheus labels replace the dots with underscores.
+pub mod attr {
+    /// Source address (standalone default; opt-in once Kubernetes names exist).
+    pub const SOURCE_ADDRESS: &str = "source.address";
+    /// Destination address.
+    pub const DESTINATION_ADDRESS: &str = "destination.address";
+    /// The server port, when the destination is the server.
+    pub const DESTINATION_PORT: &str = "destination.port";
+    /// The server port, when the source is the server (reply traffic).
+    pub const SOURCE_PORT: &str = "source.port";
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `ipproto_<n>`.
+    pub const NETWORK_TRANSPORT: &str = "network.transport";
+    /// `ipv4` or `ipv6`.
+    pub const NETWORK_TYPE: &str = "network.type";
+    /// Parse-error layer.
+    pub const LAYER: &str = "layer";
+    /// Non-IP EtherType class.
+    pub const CLASS: &str = "class";
+    /// Eviction reason.
+    pub const REASON: &str = "reason";
+    /// Ingress hook.
+    pub const HOOK: &str = "hook";
+    /// Interface name.
+    pub const INTERFACE: &str = "interface";
+    /// Whether TC egress is attached.
+    pub const EGRESS: &str = "egress";
+}
+
+/// The Prometheus label for an OTLP attribute name.
+pub fn prometheus_label(attr: &str) -> String {
+    attr.replace('.', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_names_follow_the_collector_rules() {
+        for m in ALL {
+            let base = m.otlp.replace('.', "_");
+            let unit = match m.unit {
+                "By" => "_bytes",
+                "s" => "_seconds",
+                "1" if m.prometheus.ends_with("_ratio") => "_ratio",
+                _ => "",
+            };
+            let mut expected = base.clone();
+            if !expected.ends_with(unit) {
+                expected.push_str(unit);
+            }
+            if m.kind == "counter" {
+                expected.push_str("_total");
+            }
+            assert_eq!(m.prometheus, expected, "{}", m.otlp);
+        }
+    }
+}

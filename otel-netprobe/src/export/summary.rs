@@ -1,0 +1,169 @@
+//! The consolidated traffic summary (from the seed project): totals, unique endpoints, the
+//! protocol breakdown, TCP connection states from the flags seen, and the top talkers. Served
+//! as JSON at `/api/v1/summary` and printed as a table by `otel-netprobe summary`.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt::Write as _,
+};
+
+use netprobe_ebpf::{Counter, tcp_flags};
+use serde::{Deserialize, Serialize};
+
+use crate::flow::{Snapshot, Transport};
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Wire packets.
+    pub packets: u64,
+    /// IP bytes.
+    pub bytes: u64,
+}
+
+/// One top talker: a source address and what it sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Talker {
+    /// Source address.
+    pub address: String,
+    /// Packets sent.
+    pub packets: u64,
+    /// IP bytes sent.
+    pub bytes: u64,
+    /// Flows it sent on.
+    pub flows: u64,
+}
+
+/// The summary document.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Everything counted.
+    pub total: Volume,
+    /// Flows tracked.
+    pub flows: u64,
+    /// Distinct source addresses.
+    pub unique_sources: u64,
+    /// Distinct destination addresses.
+    pub unique_destinations: u64,
+    /// Volume per transport (`tcp`, `udp`, `icmp`, `icmpv6`, `ipproto_<n>`).
+    pub protocols: BTreeMap<String, Volume>,
+    /// TCP flows per state derived from the flags seen: `syn_sent`, `established`, `closed`
+    /// (FIN seen), `reset` (RST seen), `unknown` (no SYN seen, started before the agent).
+    pub tcp_states: BTreeMap<String, u64>,
+    /// Busiest sources by bytes.
+    pub top_talkers: Vec<Talker>,
+    /// Packets passed but not counted in a flow: non-IP, malformed, untracked (table full).
+    pub not_in_flows: BTreeMap<String, u64>,
+}
+
+fn tcp_state(flags: u64) -> &'static str {
+    if flags & tcp_flags::RST != 0 {
+        "reset"
+    } else if flags & tcp_flags::FIN != 0 {
+        "closed"
+    } else if flags & (tcp_flags::SYN | tcp_flags::SYN_ACK) == tcp_flags::SYN && flags & tcp_flags::ACK == 0 {
+        "syn_sent"
+    } else if flags & (tcp_flags::SYN | tcp_flags::SYN_ACK) != 0 {
+        "established"
+    } else {
+        "unknown"
+    }
+}
+
+impl Summary {
+    /// Summarises a snapshot, listing `top` talkers.
+    pub fn of(snap: &Snapshot, top: usize) -> Self {
+        let mut s = Summary::default();
+        let mut sources = HashSet::new();
+        let mut dests = HashSet::new();
+        let mut talkers: HashMap<std::net::IpAddr, Talker> = HashMap::new();
+        for f in &snap.flows {
+            s.total.packets += f.packets;
+            s.total.bytes += f.bytes;
+            s.flows += 1;
+            sources.insert(f.src);
+            dests.insert(f.dst);
+            let p = s.protocols.entry(f.transport.name()).or_default();
+            p.packets += f.packets;
+            p.bytes += f.bytes;
+            if f.transport == Transport::Tcp {
+                *s.tcp_states.entry(tcp_state(f.tcp_flags).to_owned()).or_default() += 1;
+            }
+            let t = talkers.entry(f.src).or_insert_with(|| Talker {
+                address: f.src.to_string(),
+                packets: 0,
+                bytes: 0,
+                flows: 0,
+            });
+            t.packets += f.packets;
+            t.bytes += f.bytes;
+            t.flows += 1;
+        }
+        s.unique_sources = sources.len() as u64;
+        s.unique_destinations = dests.len() as u64;
+        let mut talkers: Vec<Talker> = talkers.into_values().collect();
+        talkers.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.address.cmp(&b.address)));
+        talkers.truncate(top);
+        s.top_talkers = talkers;
+        let c = &snap.counters;
+        let malformed = [
+            Counter::MalformedEthernet,
+            Counter::MalformedVlan,
+            Counter::MalformedIpv4,
+            Counter::MalformedIpv6,
+            Counter::MalformedTransport,
+        ]
+        .iter()
+        .map(|x| c.get(*x))
+        .sum();
+        let non_ip = c.get(Counter::NonIpArp) + c.get(Counter::NonIpLldp) + c.get(Counter::NonIpOther);
+        s.not_in_flows.insert("non_ip".into(), non_ip);
+        s.not_in_flows.insert("malformed".into(), malformed);
+        s.not_in_flows.insert("untracked_table_full".into(), c.get(Counter::MapFullPackets));
+        s
+    }
+
+    /// A table for people.
+    pub fn to_table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "Traffic summary");
+        let _ = writeln!(o, "  packets            {:>14}", self.total.packets);
+        let _ = writeln!(o, "  bytes              {:>14}", self.total.bytes);
+        let _ = writeln!(o, "  flows              {:>14}", self.flows);
+        let _ = writeln!(o, "  unique sources     {:>14}", self.unique_sources);
+        let _ = writeln!(o, "  unique destinations{:>14}", self.unique_destinations);
+        let _ = writeln!(o, "\nProtocol        packets          bytes");
+        for (p, v) in &self.protocols {
+            let _ = writeln!(o, "  {p:<10} {:>10} {:>14}", v.packets, v.bytes);
+        }
+        let _ = writeln!(o, "\nTCP flows by state");
+        for (state, n) in &self.tcp_states {
+            let _ = writeln!(o, "  {state:<12} {n:>8}");
+        }
+        let _ = writeln!(o, "\nTop talkers (by bytes sent)");
+        let _ = writeln!(o, "  {:<40} {:>10} {:>14} {:>6}", "source", "packets", "bytes", "flows");
+        for t in &self.top_talkers {
+            let _ = writeln!(o, "  {:<40} {:>10} {:>14} {:>6}", t.address, t.packets, t.bytes, t.flows);
+        }
+        let _ = writeln!(o, "\nPassed, not in a flow");
+        for (k, n) in &self.not_in_flows {
+            let _ = writeln!(o, "  {k:<22} {n:>8}");
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_from_flags() {
+        assert_eq!(tcp_state(tcp_flags::SYN), "syn_sent");
+        assert_eq!(tcp_state(tcp_flags::SYN | tcp_flags::ACK), "established");
+        assert_eq!(tcp_state(tcp_flags::SYN | tcp_flags::ACK | tcp_flags::SYN_ACK), "established");
+        assert_eq!(tcp_state(tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN), "closed");
+        assert_eq!(tcp_state(tcp_flags::ACK | tcp_flags::RST), "reset");
+        assert_eq!(tcp_state(tcp_flags::ACK), "unknown");
+    }
+}

@@ -1,0 +1,235 @@
+//! The immutable view of all flows that the exporters read.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::SystemTime,
+};
+
+use netprobe_ebpf::{Counter, FlowKey, SIZE_BUCKETS, parse::proto, tcp_flags};
+
+use super::FlowTable;
+use crate::telemetry::Health;
+
+/// Transport protocol of a flow, as named in `network.transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP (IPv4).
+    Icmp,
+    /// ICMPv6.
+    Icmpv6,
+    /// Any other IP protocol, by number.
+    Other(u8),
+}
+
+impl Transport {
+    /// From an IP protocol number.
+    pub fn from_protocol(p: u8) -> Self {
+        match p {
+            proto::TCP => Self::Tcp,
+            proto::UDP => Self::Udp,
+            proto::ICMP => Self::Icmp,
+            proto::ICMPV6 => Self::Icmpv6,
+            other => Self::Other(other),
+        }
+    }
+
+    /// The `network.transport` value (`ipproto_<n>` for unnamed protocols).
+    pub fn name(self) -> String {
+        match self {
+            Self::Tcp => "tcp".into(),
+            Self::Udp => "udp".into(),
+            Self::Icmp => "icmp".into(),
+            Self::Icmpv6 => "icmpv6".into(),
+            Self::Other(n) => format!("ipproto_{n}"),
+        }
+    }
+
+    fn has_ports(self) -> bool {
+        matches!(self, Self::Tcp | Self::Udp) || matches!(self, Self::Other(132 | 136))
+    }
+}
+
+/// One flow with its cumulative counts, decoded for people and exporters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowView {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port (0 where the transport has none).
+    pub src_port: u16,
+    /// Destination port (0 where the transport has none).
+    pub dst_port: u16,
+    /// Transport protocol.
+    pub transport: Transport,
+    /// Wire packets.
+    pub packets: u64,
+    /// IP bytes.
+    pub bytes: u64,
+    /// Packets per size bucket ([`netprobe_ebpf::SIZE_BUCKET_BOUNDS`]).
+    pub size_buckets: [u64; SIZE_BUCKETS],
+    /// Union of TCP flags seen.
+    pub tcp_flags: u64,
+    /// Kernel coarse-clock time of the last packet (ns).
+    pub last_seen_ns: u64,
+}
+
+impl FlowView {
+    /// Decodes a kernel key and its totals.
+    pub fn new(key: &FlowKey, bytes: u64, size_buckets: [u64; SIZE_BUCKETS], flags: u64, last: u64) -> Self {
+        let (src, dst) = if key.ip_version == 4 {
+            (
+                IpAddr::V4(Ipv4Addr::from(key.src_addr[0].to_ne_bytes())),
+                IpAddr::V4(Ipv4Addr::from(key.dst_addr[0].to_ne_bytes())),
+            )
+        } else {
+            (IpAddr::V6(v6(key.src_addr)), IpAddr::V6(v6(key.dst_addr)))
+        };
+        Self {
+            src,
+            dst,
+            src_port: u16::from_be(key.src_port),
+            dst_port: u16::from_be(key.dst_port),
+            transport: Transport::from_protocol(key.protocol),
+            packets: size_buckets.iter().sum(),
+            bytes,
+            size_buckets,
+            tcp_flags: flags,
+            last_seen_ns: last,
+        }
+    }
+
+    /// The server's port and whether the destination is the server, or `None` when the
+    /// transport has no ports. The direction comes from the handshake when it was seen (SYN
+    /// towards the server, SYN-ACK from it); otherwise the lower port is taken as the server's,
+    /// so an ephemeral client port never becomes an attribute.
+    pub fn server_port(&self) -> Option<(u16, bool)> {
+        if !self.transport.has_ports() || (self.src_port == 0 && self.dst_port == 0) {
+            return None;
+        }
+        if self.transport == Transport::Tcp {
+            if self.tcp_flags & tcp_flags::SYN_ACK != 0 {
+                return Some((self.src_port, false));
+            }
+            if self.tcp_flags & tcp_flags::SYN != 0 {
+                return Some((self.dst_port, true));
+            }
+        }
+        if self.dst_port <= self.src_port {
+            Some((self.dst_port, true))
+        } else {
+            Some((self.src_port, false))
+        }
+    }
+
+    /// `network.type`: `ipv4` or `ipv6`.
+    pub fn network_type(&self) -> &'static str {
+        if self.src.is_ipv4() { "ipv4" } else { "ipv6" }
+    }
+}
+
+fn v6(words: [u32; 4]) -> Ipv6Addr {
+    let mut b = [0u8; 16];
+    for (i, w) in words.iter().enumerate() {
+        b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    Ipv6Addr::from(b)
+}
+
+/// The kernel's global counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalCounters(pub [u64; Counter::ALL.len()]);
+
+impl GlobalCounters {
+    /// The value of one counter.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+}
+
+/// Everything the exporters need, taken at one instant and never changed afterwards.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Wall-clock time the snapshot was taken.
+    pub taken_at: SystemTime,
+    /// Every tracked flow.
+    pub flows: Vec<FlowView>,
+    /// Kernel global counters.
+    pub counters: GlobalCounters,
+    /// The agent's own health.
+    pub health: Health,
+}
+
+impl Snapshot {
+    /// An empty snapshot (before the first read).
+    pub fn empty() -> Self {
+        Self {
+            taken_at: SystemTime::now(),
+            flows: Vec::new(),
+            counters: GlobalCounters::default(),
+            health: Health::default(),
+        }
+    }
+
+    /// Builds a snapshot of `table`.
+    pub fn of(table: &FlowTable, counters: GlobalCounters, health: Health) -> Self {
+        let flows = table
+            .records
+            .iter()
+            .map(|(k, r)| {
+                let t = r.totals();
+                FlowView::new(k, t.bytes, t.buckets, t.tcp_flags, r.last_seen_ns)
+            })
+            .collect();
+        Self {
+            taken_at: SystemTime::now(),
+            flows,
+            counters,
+            health,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(sport: u16, dport: u16, flags: u64) -> FlowView {
+        let key = FlowKey {
+            src_addr: [u32::from_ne_bytes([10, 0, 0, 1]), 0, 0, 0],
+            dst_addr: [u32::from_ne_bytes([10, 0, 0, 2]), 0, 0, 0],
+            src_port: sport.to_be(),
+            dst_port: dport.to_be(),
+            protocol: 6,
+            ip_version: 4,
+            pad: [0; 2],
+        };
+        FlowView::new(&key, 0, [0; SIZE_BUCKETS], flags, 0)
+    }
+
+    #[test]
+    fn decodes_addresses_and_ports() {
+        let v = view(40000, 8080, 0);
+        assert_eq!(v.src.to_string(), "10.0.0.1");
+        assert_eq!(v.dst.to_string(), "10.0.0.2");
+        assert_eq!((v.src_port, v.dst_port), (40000, 8080));
+    }
+
+    #[test]
+    fn server_port_from_handshake_then_heuristic() {
+        // Client → server with SYN seen, even with a low client port.
+        assert_eq!(view(80, 40000, tcp_flags::SYN).server_port(), Some((40000, true)));
+        // Server → client: SYN-ACK seen.
+        assert_eq!(
+            view(8080, 40000, tcp_flags::SYN | tcp_flags::ACK | tcp_flags::SYN_ACK).server_port(),
+            Some((8080, false))
+        );
+        // No handshake seen: the lower port.
+        assert_eq!(view(40000, 8080, tcp_flags::ACK).server_port(), Some((8080, true)));
+        assert_eq!(view(8080, 40000, tcp_flags::ACK).server_port(), Some((8080, false)));
+    }
+}

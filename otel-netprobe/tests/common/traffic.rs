@@ -1,0 +1,139 @@
+//! Traffic with known sizes and counts, sent between lab namespaces.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use super::{Netns, wait_until};
+
+/// Sends `count` UDP datagrams of `payload` bytes from `src` (in `from`) to `dst` (in `to`),
+/// and waits until all of them arrived, so the network path is known to have carried them.
+pub fn udp(from: &Netns, src: &str, to: &Netns, dst: &str, count: usize, payload: usize) {
+    let dst: SocketAddr = dst.parse().expect("dst address");
+    let src: SocketAddr = src.parse().expect("src address");
+    let rx = to.run(move || UdpSocket::bind(dst).expect("bind receiver"));
+    rx.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    from.run(move || {
+        let tx = UdpSocket::bind(src).expect("bind sender");
+        let buf = vec![0x5a_u8; payload];
+        for _ in 0..count {
+            tx.send_to(&buf, dst).expect("send");
+        }
+    });
+    let mut buf = vec![0u8; 65536];
+    for n in 0..count {
+        let got = rx
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {n} of {count} to {dst} lost: {e}"));
+        assert_eq!(got, payload);
+    }
+}
+
+/// TCP segments sent (`Tcp: OutSegs`) in the calling thread's network namespace.
+pub fn tcp_out_segs() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (lines.next().expect("Tcp header"), lines.next().expect("Tcp values"));
+    let i = names.split_whitespace().position(|f| f == "OutSegs").expect("OutSegs");
+    values.split_whitespace().nth(i).expect("value").parse().expect("number")
+}
+
+/// Result of a bulk transfer, from the sender's kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct Bulk {
+    /// TCP segments the client namespace sent (wire packets, whatever GSO did).
+    pub client_segs: u64,
+    /// Payload bytes sent (including retransmissions), from `TCP_INFO`.
+    pub client_payload: u64,
+    /// TCP segments the server namespace sent.
+    pub server_segs: u64,
+    /// The client's source port.
+    pub client_port: u16,
+}
+
+/// Sends `bytes` from a client in `from` to a server listening on `dst` in `to`, closes, and
+/// reports what the kernels sent. Each namespace must carry no other TCP traffic meanwhile.
+pub fn tcp_bulk(from: &Netns, to: &Netns, dst: &str, bytes: usize) -> Bulk {
+    let dst: SocketAddr = dst.parse().expect("dst");
+    let listener = to.run(move || TcpListener::bind(dst).expect("listen"));
+    let server_before = to.run(tcp_out_segs);
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut sink = vec![0u8; 1 << 16];
+        let mut total = 0;
+        loop {
+            match s.read(&mut sink).expect("read") {
+                0 => break,
+                n => total += n,
+            }
+        }
+        total
+    });
+    let (client_segs, client_payload, client_port) = from.run(move || {
+        let before = tcp_out_segs();
+        let mut c = TcpStream::connect(dst).expect("connect");
+        let port = c.local_addr().expect("addr").port();
+        let chunk = vec![0xa5u8; 1 << 16];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            c.write_all(&chunk[..n]).expect("write");
+            left -= n;
+        }
+        c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        // Wait for the server's FIN so every segment of ours is acknowledged and counted.
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).expect("read to end");
+        let payload = bytes_sent(&c);
+        drop(c);
+        // The final ACK of the server's FIN goes out before read_to_end returns.
+        (tcp_out_segs() - before, payload, port)
+    });
+    assert_eq!(server.join().expect("server"), bytes);
+    let ns = to.name.clone();
+    let server_segs_now = || {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || {
+            super::enter(&path);
+            tcp_out_segs()
+        })
+        .join()
+        .expect("join")
+    };
+    // The server's last segments (its FIN) may still be on their way out.
+    let mut server_segs = 0;
+    wait_until(Duration::from_secs(5), || {
+        let now = server_segs_now() - server_before;
+        let stable = now == server_segs;
+        server_segs = now;
+        stable && now > 0
+    });
+    Bulk {
+        client_segs,
+        client_payload,
+        server_segs,
+        client_port,
+    }
+}
+
+fn bytes_sent(s: &TcpStream) -> u64 {
+    use std::os::fd::AsRawFd;
+    // struct tcp_info: tcpi_bytes_sent is at byte offset 200 (since Linux 4.19).
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into our buffer.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO");
+    assert!(len >= 208, "kernel too old for tcpi_bytes_sent");
+    u64::from_ne_bytes(info[200..208].try_into().expect("8 bytes"))
+}
