@@ -3,8 +3,6 @@
 //! the right global counter.
 
 mod common;
-#[path = "common/packets.rs"]
-mod packets;
 
 use aya::{
     Ebpf,
@@ -12,7 +10,7 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use netprobe_ebpf::{Counter, FlowKey, FlowStats, SIZE_BUCKETS, size_bucket, tcp_flags};
-use packets::*;
+use common::packets::*;
 
 const XDP_PASS: u32 = 2;
 const TC_ACT_UNSPEC: u32 = u32::MAX;

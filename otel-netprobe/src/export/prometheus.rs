@@ -209,7 +209,7 @@ mod tests {
         };
         let mut b = [0; SIZE_BUCKETS];
         b[2] = packets;
-        FlowView::new(&key, bytes, b, 0, 0)
+        FlowView::new(&key, bytes, b, 0, (0, 0))
     }
 
     #[test]

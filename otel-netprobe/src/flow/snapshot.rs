@@ -74,13 +74,15 @@ pub struct FlowView {
     pub size_buckets: [u64; SIZE_BUCKETS],
     /// Union of TCP flags seen.
     pub tcp_flags: u64,
+    /// Kernel coarse-clock time of the first packet (ns).
+    pub first_seen_ns: u64,
     /// Kernel coarse-clock time of the last packet (ns).
     pub last_seen_ns: u64,
 }
 
 impl FlowView {
     /// Decodes a kernel key and its totals.
-    pub fn new(key: &FlowKey, bytes: u64, size_buckets: [u64; SIZE_BUCKETS], flags: u64, last: u64) -> Self {
+    pub fn new(key: &FlowKey, bytes: u64, size_buckets: [u64; SIZE_BUCKETS], flags: u64, seen: (u64, u64)) -> Self {
         let (src, dst) = if key.ip_version == 4 {
             (
                 IpAddr::V4(Ipv4Addr::from(key.src_addr[0].to_ne_bytes())),
@@ -99,7 +101,8 @@ impl FlowView {
             bytes,
             size_buckets,
             tcp_flags: flags,
-            last_seen_ns: last,
+            first_seen_ns: seen.0,
+            last_seen_ns: seen.1,
         }
     }
 
@@ -182,7 +185,7 @@ impl Snapshot {
             .iter()
             .map(|(k, r)| {
                 let t = r.totals();
-                FlowView::new(k, t.bytes, t.buckets, t.tcp_flags, r.last_seen_ns)
+                FlowView::new(k, t.bytes, t.buckets, t.tcp_flags, (r.first_seen_ns, r.last_seen_ns))
             })
             .collect();
         Self {
@@ -208,7 +211,7 @@ mod tests {
             ip_version: 4,
             pad: [0; 2],
         };
-        FlowView::new(&key, 0, [0; SIZE_BUCKETS], flags, 0)
+        FlowView::new(&key, 0, [0; SIZE_BUCKETS], flags, (0, 0))
     }
 
     #[test]

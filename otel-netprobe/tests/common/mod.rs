@@ -5,6 +5,8 @@
 //! Traffic only ever flows between these namespaces.
 #![allow(dead_code, reason = "each test binary uses a different part of the lab")]
 
+pub mod agent;
+pub mod packets;
 pub mod traffic;
 
 use std::{

@@ -31,13 +31,25 @@ pub fn udp(from: &Netns, src: &str, to: &Netns, dst: &str, count: usize, payload
     }
 }
 
-/// TCP segments sent (`Tcp: OutSegs`) in the calling thread's network namespace.
-pub fn tcp_out_segs() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (lines.next().expect("Tcp header"), lines.next().expect("Tcp values"));
-    let i = names.split_whitespace().position(|f| f == "OutSegs").expect("OutSegs");
+/// A counter of the calling thread's network namespace from /proc/net/{snmp,netstat}, e.g.
+/// `("snmp", "Tcp:", "OutSegs")`.
+fn proc_counter(file: &str, section: &str, name: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).expect("proc net");
+    let mut lines = text.lines().filter(|l| l.starts_with(section));
+    let (names, values) = (lines.next().expect("header"), lines.next().expect("values"));
+    let i = names.split_whitespace().position(|f| f == name).expect("counter name");
     values.split_whitespace().nth(i).expect("value").parse().expect("number")
+}
+
+/// TCP segments sent (`Tcp: OutSegs`, counted per wire segment) in this namespace.
+pub fn tcp_out_segs() -> u64 {
+    proc_counter("snmp", "Tcp:", "OutSegs")
+}
+
+/// Segments and IPv4 bytes sent in this namespace (`IpExt: OutOctets` is exact for a sender
+/// of small, unsegmented packets, like a receiver's ACKs).
+fn out_segs_and_octets() -> (u64, u64) {
+    (tcp_out_segs(), proc_counter("netstat", "IpExt:", "OutOctets"))
 }
 
 /// Result of a bulk transfer, from the sender's kernel.
@@ -49,6 +61,8 @@ pub struct Bulk {
     pub client_payload: u64,
     /// TCP segments the server namespace sent.
     pub server_segs: u64,
+    /// IP bytes the server namespace sent (it only sends ACKs, SYN-ACK and FIN).
+    pub server_octets: u64,
     /// The client's source port.
     pub client_port: u16,
 }
@@ -58,7 +72,7 @@ pub struct Bulk {
 pub fn tcp_bulk(from: &Netns, to: &Netns, dst: &str, bytes: usize) -> Bulk {
     let dst: SocketAddr = dst.parse().expect("dst");
     let listener = to.run(move || TcpListener::bind(dst).expect("listen"));
-    let server_before = to.run(tcp_out_segs);
+    let server_before = to.run(out_segs_and_octets);
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
         let mut sink = vec![0u8; 1 << 16];
@@ -97,23 +111,25 @@ pub fn tcp_bulk(from: &Netns, to: &Netns, dst: &str, bytes: usize) -> Bulk {
         let path = format!("/run/netns/{ns}");
         std::thread::spawn(move || {
             super::enter(&path);
-            tcp_out_segs()
+            out_segs_and_octets()
         })
         .join()
         .expect("join")
     };
     // The server's last segments (its FIN) may still be on their way out.
-    let mut server_segs = 0;
+    let (mut server_segs, mut server_octets) = (0, 0);
     wait_until(Duration::from_secs(5), || {
-        let now = server_segs_now() - server_before;
-        let stable = now == server_segs;
-        server_segs = now;
-        stable && now > 0
+        let now = server_segs_now();
+        let segs = now.0 - server_before.0;
+        let stable = segs == server_segs && segs > 0;
+        (server_segs, server_octets) = (segs, now.1 - server_before.1);
+        stable
     });
     Bulk {
         client_segs,
         client_payload,
         server_segs,
+        server_octets,
         client_port,
     }
 }

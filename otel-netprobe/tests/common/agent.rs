@@ -1,0 +1,74 @@
+//! Running the real agent inside a lab namespace and finding flows in its snapshots.
+
+use std::{net::IpAddr, time::Duration};
+
+use otel_netprobe::{
+    agent::Agent,
+    config::{Config, HookOverride},
+    flow::{FlowView, Snapshot, Transport},
+};
+
+use super::Netns;
+
+/// Starts the agent in `ns` (it attaches to that namespace's interfaces) with a fast poll.
+pub fn start_in(ns: &Netns, overrides: Vec<HookOverride>) -> Agent {
+    let mut cfg = Config::default();
+    cfg.flows.poll_interval = Duration::from_millis(200);
+    cfg.flows.kernel_idle_timeout = Duration::from_secs(30);
+    cfg.flows.idle_timeout = Duration::from_secs(120);
+    cfg.flows.capacity = 65_536;
+    cfg.interfaces.overrides = overrides;
+    ns.run(move || Agent::start(&cfg).expect("agent starts"))
+}
+
+/// Waits until the agent reports `n` attached interfaces.
+pub fn wait_attached(agent: &Agent, n: usize) -> std::sync::Arc<Snapshot> {
+    let (snap, ok) = agent.wait_for(Duration::from_secs(20), |s| s.health.interfaces.len() == n);
+    assert!(ok, "expected {n} attached interfaces, got {:?}", snap.health.interfaces);
+    snap
+}
+
+/// A flow selector.
+#[derive(Clone, Copy, Debug)]
+pub struct Sel<'a> {
+    /// Source address.
+    pub src: &'a str,
+    /// Destination address.
+    pub dst: &'a str,
+    /// Source port (None: any).
+    pub sport: Option<u16>,
+    /// Destination port (None: any).
+    pub dport: Option<u16>,
+    /// Transport.
+    pub transport: Transport,
+}
+
+impl Sel<'_> {
+    fn matches(&self, f: &FlowView) -> bool {
+        f.src == self.src.parse::<IpAddr>().expect("src")
+            && f.dst == self.dst.parse::<IpAddr>().expect("dst")
+            && self.sport.is_none_or(|p| p == f.src_port)
+            && self.dport.is_none_or(|p| p == f.dst_port)
+            && f.transport == self.transport
+    }
+}
+
+/// The flows matching `sel`.
+pub fn flows(snap: &Snapshot, sel: Sel<'_>) -> Vec<FlowView> {
+    snap.flows.iter().filter(|f| sel.matches(f)).cloned().collect()
+}
+
+/// Waits until exactly one flow matches `sel` with at least `packets` packets, then returns it
+/// (the caller asserts exact values: a double count shows up as more).
+pub fn wait_flow(agent: &Agent, sel: Sel<'_>, packets: u64) -> FlowView {
+    let (snap, ok) = agent.wait_for(Duration::from_secs(20), |s| {
+        flows(s, sel).iter().map(|f| f.packets).sum::<u64>() >= packets
+    });
+    let found = flows(&snap, sel);
+    assert!(ok, "flow {sel:?} did not reach {packets} packets: {found:?}");
+    assert_eq!(found.len(), 1, "one flow expected for {sel:?}: {found:?}");
+    // One more read cycle: a late double count would show now.
+    let cycles = snap.health.read_cycles_total;
+    let (snap, _) = agent.wait_for(Duration::from_secs(5), |s| s.health.read_cycles_total >= cycles + 2);
+    flows(&snap, sel).remove(0)
+}
