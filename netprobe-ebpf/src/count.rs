@@ -130,7 +130,7 @@ pub fn record_shared(
     };
     fresh.size_buckets[sample.bucket_a & (SIZE_BUCKETS - 1)] += sample.count_a;
     fresh.size_buckets[sample.bucket_b & (SIZE_BUCKETS - 1)] += sample.count_b;
-    match flows.insert(key, &fresh, BPF_NOEXIST) {
+    match flows.insert(key, fresh, BPF_NOEXIST) {
         Ok(()) => {}
         // Another CPU inserted the flow first: add to its entry.
         Err(e) if e == -EEXIST => {
@@ -168,7 +168,10 @@ fn add_shared(stats: *mut FlowStats, sample: &Sample, tcp_flags: u64, now: u64) 
         core::ptr::write_volatile(&raw mut (*stats).last_seen_ns, now);
         // Flags rarely change after the first packets: read before paying for an atomic or.
         if tcp_flags & !core::ptr::read_volatile(&raw const (*stats).tcp_flags) != 0 {
-            atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*stats).tcp_flags, tcp_flags);
+            atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(
+                &raw mut (*stats).tcp_flags,
+                tcp_flags,
+            );
         }
     }
 }
@@ -204,7 +207,7 @@ pub fn record_percpu(
     };
     fresh.size_buckets[sample.bucket_a & (SIZE_BUCKETS - 1)] += sample.count_a;
     fresh.size_buckets[sample.bucket_b & (SIZE_BUCKETS - 1)] += sample.count_b;
-    if flows.insert(key, &fresh, 0).is_err() {
+    if flows.insert(key, fresh, 0).is_err() {
         bump(counters, Counter::MapFullPackets, sample.packets());
         bump(counters, Counter::MapFullBytes, sample.bytes);
     }
@@ -213,7 +216,11 @@ pub fn record_percpu(
 /// Turns a parse into a sample for an XDP frame (`frame_len` bytes from `data`), or `None` when
 /// the IP length disagrees with the frame (counted as malformed).
 #[inline(always)]
-pub fn xdp_sample(counters: &PerCpuArray<u64>, info: &PacketInfo, frame_len: u32) -> Option<Sample> {
+pub fn xdp_sample(
+    counters: &PerCpuArray<u64>,
+    info: &PacketInfo,
+    frame_len: u32,
+) -> Option<Sample> {
     let avail = frame_len.saturating_sub(info.l3_offset);
     let ip_len = if info.ip_len == 0 { avail } else { info.ip_len };
     if ip_len > avail {

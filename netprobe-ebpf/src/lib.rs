@@ -5,6 +5,8 @@
 //! adds the `aya::Pod` impls) and where the parser is unit-tested. Every type here is `#[repr(C)]`
 //! with explicit padding and a compile-time size check, so the ABI cannot drift silently.
 #![no_std]
+// In BPF every helper must be inlined into the program: calls cost and some cannot be verified.
+#![allow(clippy::inline_always)]
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 

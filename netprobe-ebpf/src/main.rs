@@ -6,6 +6,14 @@
 //! the packet through.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "the program macros hand the context over by value"
+)]
+#![allow(
+    clippy::inline_always,
+    reason = "BPF helpers must be inlined into the program"
+)]
 
 #[cfg(target_arch = "bpf")]
 mod prog {

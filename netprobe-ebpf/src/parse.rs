@@ -195,7 +195,11 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
             ..FlowKey::default()
         },
         l3_offset: off as u32,
-        ip_len: if payload_len == 0 { 0 } else { payload_len + 40 },
+        ip_len: if payload_len == 0 {
+            0
+        } else {
+            payload_len + 40
+        },
         hdr_len: 40,
         ..PacketInfo::default()
     };
@@ -292,4 +296,66 @@ fn parse_transport(data: usize, data_end: usize, off: usize, mut info: PacketInf
         _ => {}
     }
     Parsed::Ip(info)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+
+    fn parse(frame: &[u8]) -> Parsed {
+        let start = frame.as_ptr() as usize;
+        parse_ethernet(start, start + frame.len())
+    }
+
+    fn ipv4_udp(ihl_words: u8, payload: usize) -> Vec<u8> {
+        let opts = (usize::from(ihl_words) - 5) * 4;
+        let tot = (20 + opts + 8 + payload) as u16;
+        let mut f = std::vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00, 0x40 | ihl_words, 0]);
+        f.extend_from_slice(&tot.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend(std::iter::repeat_n(1u8, opts));
+        f.extend_from_slice(&[0x9c, 0x40, 0x00, 0x35, 0, 0, 0, 0]);
+        f.extend(std::iter::repeat_n(0u8, payload));
+        f
+    }
+
+    #[test]
+    fn udp_over_ipv4_with_options() {
+        let Parsed::Ip(info) = parse(&ipv4_udp(7, 10)) else {
+            panic!("not IP")
+        };
+        assert_eq!(u16::from_be(info.key.src_port), 40000);
+        assert_eq!(u16::from_be(info.key.dst_port), 53);
+        assert_eq!((info.ip_len, info.hdr_len, info.l3_offset), (46, 36, 14));
+        assert_eq!(info.key.src_addr[0].to_ne_bytes(), [10, 0, 0, 1]);
+    }
+
+    #[test]
+    fn every_truncation_is_classified_never_read_past_the_end() {
+        let f = ipv4_udp(5, 0);
+        for len in 0..f.len() {
+            let got = parse(&f[..len]);
+            let want = match len {
+                0..14 => Parsed::Other(Counter::MalformedEthernet),
+                14..34 => Parsed::Other(Counter::MalformedIpv4),
+                _ => Parsed::Other(Counter::MalformedTransport),
+            };
+            assert_eq!(got, want, "truncated to {len}");
+        }
+        assert!(matches!(parse(&f), Parsed::Ip(_)));
+    }
+
+    #[test]
+    fn size_buckets_edges() {
+        assert_eq!(crate::size_bucket(64), 0);
+        assert_eq!(crate::size_bucket(65), 1);
+        assert_eq!(crate::size_bucket(1500), 5);
+        assert_eq!(crate::size_bucket(1501), 6);
+        assert_eq!(crate::size_bucket(9000), 6);
+        assert_eq!(crate::size_bucket(9001), 7);
+    }
 }

@@ -58,7 +58,12 @@ impl Agent {
         let (flows, counters) = ebpf::take_maps(&mut ebpf)?;
         let interfaces = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(AtomicU64::new(0));
-        let mut attacher = Attacher::new(ebpf, cfg.interfaces.clone(), Arc::clone(&interfaces), Arc::clone(&errors));
+        let mut attacher = Attacher::new(
+            ebpf,
+            cfg.interfaces.clone(),
+            Arc::clone(&interfaces),
+            Arc::clone(&errors),
+        );
         // Subscribe before the dump so no interface created in between is missed.
         let mut monitor = LinkMonitor::new().map_err(AgentError::Netlink)?;
         monitor
@@ -71,8 +76,15 @@ impl Agent {
             kernel_idle: cfg.flows.kernel_idle_timeout,
             idle: cfg.flows.idle_timeout,
         };
-        let mut reader = Reader::new(flows, counters, cfg.flows.capacity, timeouts, interfaces, errors)
-            .map_err(AgentError::Sys)?;
+        let mut reader = Reader::new(
+            flows,
+            counters,
+            cfg.flows.capacity,
+            timeouts,
+            interfaces,
+            errors,
+        )
+        .map_err(AgentError::Sys)?;
         let snapshot: SharedSnapshot = Arc::new(RwLock::new(Arc::new(Snapshot::empty())));
         let stop = Arc::new(AtomicBool::new(false));
 
@@ -115,12 +127,18 @@ impl Agent {
 
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().map(|s| Arc::clone(&s)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+        self.snapshot
+            .read()
+            .map_or_else(|p| Arc::clone(&p.into_inner()), |s| Arc::clone(&s))
     }
 
     /// Polls snapshots until `done` holds or `timeout` passes; returns the last snapshot and
     /// whether the condition held.
-    pub fn wait_for(&self, timeout: Duration, mut done: impl FnMut(&Snapshot) -> bool) -> (Arc<Snapshot>, bool) {
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&Snapshot) -> bool,
+    ) -> (Arc<Snapshot>, bool) {
         let deadline = Instant::now() + timeout;
         loop {
             let snap = self.snapshot();

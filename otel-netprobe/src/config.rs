@@ -177,15 +177,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("invalid duration {text:?}: missing unit (ms, s, m or h)"))?;
     let (num, unit) = text.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected a number followed by ms, s, m or h"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected a number followed by ms, s, m or h")
+    })?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("invalid duration {text:?}: unit must be ms, s, m or h")),
+        _ => Err(format!(
+            "invalid duration {text:?}: unit must be ms, s, m or h"
+        )),
     }
 }
 
@@ -212,11 +214,15 @@ impl Config {
             let de = serde_norway::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de).map_err(|e| {
                 let key = e.path().to_string();
-                let mut reason = e.into_inner().to_string();
-                // serde_norway appends " at line L column C"; keep it, it helps.
-                if reason.is_empty() {
-                    reason = "invalid value".into();
-                }
+                let full = e.into_inner().to_string();
+                // serde_norway prefixes the parent path ("flows: unknown field ..."), which the
+                // key already says, and appends "at line L column C", which helps: keep that.
+                let reason = match full.split_once(": ") {
+                    Some((prefix, rest)) if !prefix.contains(' ') && key.starts_with(prefix) => {
+                        rest.to_owned()
+                    }
+                    _ => full,
+                };
                 ConfigError::invalid(&key, reason)
             })?
         };
@@ -234,7 +240,10 @@ impl Config {
             ));
         }
         if f.poll_interval < Duration::from_millis(100) {
-            return Err(ConfigError::invalid("flows.poll_interval", "must be at least 100ms"));
+            return Err(ConfigError::invalid(
+                "flows.poll_interval",
+                "must be at least 100ms",
+            ));
         }
         if f.kernel_idle_timeout < f.poll_interval {
             return Err(ConfigError::invalid(
@@ -249,7 +258,10 @@ impl Config {
             ));
         }
         if f.top_talkers == 0 || f.top_talkers > 1000 {
-            return Err(ConfigError::invalid("flows.top_talkers", "must be in 1..=1000"));
+            return Err(ConfigError::invalid(
+                "flows.top_talkers",
+                "must be in 1..=1000",
+            ));
         }
         let i = &self.interfaces;
         if i.include.is_empty() {
@@ -273,7 +285,10 @@ impl Config {
 
 fn check_pattern(key: &str, pattern: &str) -> Result<(), ConfigError> {
     if pattern.is_empty() || pattern.len() > 64 {
-        return Err(ConfigError::invalid(key, "pattern must be 1 to 64 characters"));
+        return Err(ConfigError::invalid(
+            key,
+            "pattern must be 1 to 64 characters",
+        ));
     }
     if pattern.chars().any(|c| c.is_whitespace() || c == '/') {
         return Err(ConfigError::invalid(
@@ -340,16 +355,22 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let (key, reason) = err("flows:\n  capacty: 10\n");
-        assert_eq!(key, "flows");
+        assert_eq!(key, "flows.capacty");
         assert!(reason.contains("unknown field `capacty`"), "{reason}");
     }
 
     #[test]
     fn bad_values_name_the_key() {
-        assert_eq!(err("flows:\n  idle_timeout: soon\n").0, "flows.idle_timeout");
+        assert_eq!(
+            err("flows:\n  idle_timeout: soon\n").0,
+            "flows.idle_timeout"
+        );
         assert_eq!(err("flows:\n  capacity: 10\n").0, "flows.capacity");
         assert_eq!(err("flows:\n  capacity: -1\n").0, "flows.capacity");
-        assert_eq!(err("interfaces:\n  virtual_hook: ebpf\n").0, "interfaces.virtual_hook");
+        assert_eq!(
+            err("interfaces:\n  virtual_hook: ebpf\n").0,
+            "interfaces.virtual_hook"
+        );
         assert_eq!(err("http:\n  listen: nowhere\n").0, "http.listen");
         assert_eq!(err("interfaces:\n  include: []\n").0, "interfaces.include");
         assert_eq!(

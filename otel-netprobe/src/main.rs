@@ -1,7 +1,10 @@
 //! `otel-netprobe`: parse the command line, load the config, start the agent, wait for
 //! shutdown. Everything else lives in the library.
 
-use std::{io::Read as _, io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::Read as _, io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -74,14 +77,18 @@ struct RunArgs {
 
 fn parse_override(s: &str) -> Result<HookOverride, String> {
     let (name, hook) = s.split_once('=').ok_or("expected PATTERN=HOOK")?;
-    let hook = serde_norway::from_str(hook).map_err(|_| format!("unknown hook {hook:?}: use xdp, xdp_generic, tc or none"))?;
-    Ok(HookOverride { name: name.into(), hook })
+    let hook = serde_norway::from_str(hook)
+        .map_err(|_| format!("unknown hook {hook:?}: use xdp, xdp_generic, tc or none"))?;
+    Ok(HookOverride {
+        name: name.into(),
+        hook,
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(&args),
         Command::Summary { url, json } => print_summary(&url, json),
         Command::CheckConfig { config } => Config::from_file(&config)
             .map(|c| println!("{c:#?}"))
@@ -118,8 +125,8 @@ fn effective_config(args: &RunArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
-    let cfg = effective_config(&args)?;
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let cfg = effective_config(args)?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .with_target(false)
@@ -155,7 +162,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -164,14 +172,21 @@ async fn shutdown_signal() {
 
 /// A minimal HTTP/1.0 GET, enough to talk to our own server without a client library.
 fn http_get(url: &str) -> anyhow::Result<String> {
-    let rest = url.strip_prefix("http://").context("only http:// URLs are supported")?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = std::net::TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream =
+        std::net::TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
         bail!("{url}: {}", head.lines().next().unwrap_or_default());
     }

@@ -27,7 +27,14 @@ fn udp_path(agent: &otel_netprobe::agent::Agent, lab: &NodeLab, case: (&str, usi
         "node-pod" => (&lab.node, NODE_BR, &lab.pods[2], PODS[2], 40106, 7006),
         other => panic!("unknown path {other}"),
     };
-    traffic::udp(from, &format!("{src}:{sport}"), to, &format!("{dst}:{dport}"), count, payload);
+    traffic::udp(
+        from,
+        &format!("{src}:{sport}"),
+        to,
+        &format!("{dst}:{dport}"),
+        count,
+        payload,
+    );
     let sel = Sel {
         src,
         dst,
@@ -49,7 +56,14 @@ fn every_path_is_counted_exactly_once_at_tc() {
     let lab = NodeLab::new("tc");
     let agent = start_in(&lab.node, Vec::new());
     let snap = wait_attached(&agent, 4);
-    assert!(snap.health.interfaces.iter().all(|i| i.hook == "tc" && i.egress), "{:?}", snap.health.interfaces);
+    assert!(
+        snap.health
+            .interfaces
+            .iter()
+            .all(|i| i.hook == "tc" && i.egress),
+        "{:?}",
+        snap.health.interfaces
+    );
     // Sizes on the bucket edges: 64 and 1500 IP bytes are the last of their buckets.
     for case in [
         ("pod-pod", 10, 200),
@@ -73,9 +87,18 @@ fn the_xdp_entry_point_counts_the_uplink() {
     }];
     let agent = start_in(&lab.node, force_xdp);
     let snap = wait_attached(&agent, 4);
-    let eth0 = snap.health.interfaces.iter().find(|i| i.name == "eth0").expect("eth0");
+    let eth0 = snap
+        .health
+        .interfaces
+        .iter()
+        .find(|i| i.name == "eth0")
+        .expect("eth0");
     assert_eq!(eth0.hook, "xdp", "native XDP on the uplink veth");
-    for case in [("outside-pod", 11, 300), ("pod-outside", 6, 64), ("node-outside", 2, 1200)] {
+    for case in [
+        ("outside-pod", 11, 300),
+        ("pod-outside", 6, 64),
+        ("node-outside", 2, 1200),
+    ] {
         udp_path(&agent, &lab, case);
     }
     agent.stop();
@@ -105,7 +128,11 @@ fn icmp_echo_both_ways() {
 /// bytes as payload plus one set of headers per segment (20 IP + 32 TCP with timestamps; the
 /// SYN carries 8 more bytes of options).
 fn bulk(lab: &NodeLab, agent: &otel_netprobe::agent::Agent, to_outside: bool) {
-    let (to, dst) = if to_outside { (&lab.outside, OUTSIDE) } else { (&lab.pods[1], PODS[1]) };
+    let (to, dst) = if to_outside {
+        (&lab.outside, OUTSIDE)
+    } else {
+        (&lab.pods[1], PODS[1])
+    };
     let port = if to_outside { 5202 } else { 5201 };
     let b = traffic::tcp_bulk(&lab.pods[0], to, &format!("{dst}:{port}"), 8 << 20);
     let up = Sel {
@@ -117,9 +144,17 @@ fn bulk(lab: &NodeLab, agent: &otel_netprobe::agent::Agent, to_outside: bool) {
     };
     let flow = wait_flow(agent, up, b.client_segs);
     assert_eq!(flow.packets, b.client_segs, "client segments ({b:?})");
-    assert_eq!(flow.bytes, b.client_payload + 52 * b.client_segs + 8, "client IP bytes ({b:?})");
+    assert_eq!(
+        flow.bytes,
+        b.client_payload + 52 * b.client_segs + 8,
+        "client IP bytes ({b:?})"
+    );
     // Wire packets, not buffers: nearly all are full 1500-byte segments.
-    assert!(flow.size_buckets[size_bucket(1500)] > 5000, "{:?}", flow.size_buckets);
+    assert!(
+        flow.size_buckets[size_bucket(1500)] > 5000,
+        "{:?}",
+        flow.size_buckets
+    );
     let down = Sel {
         src: dst,
         dst: PODS[0],

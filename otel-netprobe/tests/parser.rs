@@ -9,8 +9,8 @@ use aya::{
     maps::{HashMap, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use netprobe_ebpf::{Counter, FlowKey, FlowStats, SIZE_BUCKETS, size_bucket, tcp_flags};
 use common::packets::*;
+use netprobe_ebpf::{Counter, FlowKey, FlowStats, SIZE_BUCKETS, size_bucket, tcp_flags};
 
 const XDP_PASS: u32 = 2;
 const TC_ACT_UNSPEC: u32 = u32::MAX;
@@ -28,7 +28,12 @@ impl Kernel {
     }
 
     fn xdp(&self, frame: &[u8]) {
-        let prog: &Xdp = self.ebpf.program("netprobe_xdp").unwrap().try_into().unwrap();
+        let prog: &Xdp = self
+            .ebpf
+            .program("netprobe_xdp")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         let r = prog.test_run(opts).expect("test run");
@@ -46,11 +51,15 @@ impl Kernel {
         opts.data_in = Some(frame);
         opts.ctx_in = Some(&ctx);
         let r = prog.test_run(opts).expect("test run");
-        assert_eq!(r.return_value, TC_ACT_UNSPEC, "TC must always pass on (TCX next)");
+        assert_eq!(
+            r.return_value, TC_ACT_UNSPEC,
+            "TC must always pass on (TCX next)"
+        );
     }
 
     fn flows(&self) -> Vec<(FlowKey, FlowStats)> {
-        let m: HashMap<_, FlowKey, FlowStats> = HashMap::try_from(self.ebpf.map("FLOWS").unwrap()).unwrap();
+        let m: HashMap<_, FlowKey, FlowStats> =
+            HashMap::try_from(self.ebpf.map("FLOWS").unwrap()).unwrap();
         m.iter().map(Result::unwrap).collect()
     }
 
@@ -61,12 +70,17 @@ impl Kernel {
     }
 
     fn counter(&self, c: Counter) -> u64 {
-        let m: PerCpuArray<_, u64> = PerCpuArray::try_from(self.ebpf.map("COUNTERS").unwrap()).unwrap();
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("COUNTERS").unwrap()).unwrap();
         m.get(&(c as u32), 0).unwrap().iter().sum()
     }
 
     fn counters(&self) -> Vec<(Counter, u64)> {
-        Counter::ALL.iter().map(|c| (*c, self.counter(*c))).filter(|(_, v)| *v != 0).collect()
+        Counter::ALL
+            .iter()
+            .map(|c| (*c, self.counter(*c)))
+            .filter(|(_, v)| *v != 0)
+            .collect()
     }
 }
 
@@ -115,7 +129,10 @@ fn one_packet(stats: &FlowStats, ip_len: u64) {
 fn ipv4_udp_counts_ip_length_not_frame_length() {
     let k = Kernel::new();
     // 200 bytes of UDP payload: 228 IP bytes, in a 242-byte frame.
-    let f = frame(&[&eth(&[], 0x0800), &ipv4(17, 0, 0, &udp(40000, 53, 200), 200)]);
+    let f = frame(&[
+        &eth(&[], 0x0800),
+        &ipv4(17, 0, 0, &udp(40000, 53, 200), 200),
+    ]);
     k.xdp(&f);
     k.xdp(&f);
     let (key, stats) = k.only_flow();
@@ -147,7 +164,10 @@ fn vlan_and_qinq_are_walked() {
     one_packet(&stats, 40);
 
     let k = Kernel::new();
-    k.xdp(&frame(&[&eth(&[0x88a8, 0x8100], 0x86dd), &ipv6(17, &udp(5000, 6000, 10), 10)]));
+    k.xdp(&frame(&[
+        &eth(&[0x88a8, 0x8100], 0x86dd),
+        &ipv6(17, &udp(5000, 6000, 10), 10),
+    ]));
     let (key, stats) = k.only_flow();
     assert_eq!(key, key6(17, 5000, 6000));
     one_packet(&stats, 58);
@@ -156,7 +176,10 @@ fn vlan_and_qinq_are_walked() {
 #[test]
 fn three_vlan_tags_are_not_ip() {
     let k = Kernel::new();
-    k.xdp(&frame(&[&eth(&[0x88a8, 0x8100, 0x8100], 0x0800), &ipv4(17, 0, 0, &udp(1, 2, 0), 0)]));
+    k.xdp(&frame(&[
+        &eth(&[0x88a8, 0x8100, 0x8100], 0x0800),
+        &ipv4(17, 0, 0, &udp(1, 2, 0), 0),
+    ]));
     assert!(k.flows().is_empty());
     assert_eq!(k.counters(), vec![(Counter::NonIpOther, 1)]);
 }
@@ -164,7 +187,10 @@ fn three_vlan_tags_are_not_ip() {
 #[test]
 fn ipv4_options_are_skipped_to_the_transport() {
     let k = Kernel::new();
-    let f = frame(&[&eth(&[], 0x0800), &ipv4(6, 12, 0, &tcp(40002, 8080, 0x18, 12), 100)]);
+    let f = frame(&[
+        &eth(&[], 0x0800),
+        &ipv4(6, 12, 0, &tcp(40002, 8080, 0x18, 12), 100),
+    ]);
     k.xdp(&f);
     let (key, stats) = k.only_flow();
     assert_eq!(key, key4(6, 40002, 8080));
@@ -175,9 +201,15 @@ fn ipv4_options_are_skipped_to_the_transport() {
 #[test]
 fn syn_ack_is_marked() {
     let k = Kernel::new();
-    k.xdp(&frame(&[&eth(&[], 0x0800), &ipv4(6, 0, 0, &tcp(443, 40003, 0x12, 0), 0)]));
+    k.xdp(&frame(&[
+        &eth(&[], 0x0800),
+        &ipv4(6, 0, 0, &tcp(443, 40003, 0x12, 0), 0),
+    ]));
     let stats = k.only_flow().1;
-    assert_eq!(stats.tcp_flags, tcp_flags::SYN | tcp_flags::ACK | tcp_flags::SYN_ACK);
+    assert_eq!(
+        stats.tcp_flags,
+        tcp_flags::SYN | tcp_flags::ACK | tcp_flags::SYN_ACK
+    );
 }
 
 #[test]
@@ -214,11 +246,17 @@ fn ipv6_extension_chain_too_long_is_counted_without_ports() {
 fn fragments() {
     let k = Kernel::new();
     // First IPv4 fragment (MF, offset 0): has ports.
-    k.xdp(&frame(&[&eth(&[], 0x0800), &ipv4(17, 0, 0x2000, &udp(9000, 9001, 1000), 100)]));
+    k.xdp(&frame(&[
+        &eth(&[], 0x0800),
+        &ipv4(17, 0, 0x2000, &udp(9000, 9001, 1000), 100),
+    ]));
     // Second fragment (offset 16 × 8 bytes): no transport header.
     k.xdp(&frame(&[&eth(&[], 0x0800), &ipv4(17, 0, 16, &[], 300)]));
     // A non-first IPv6 fragment.
-    k.xdp(&frame(&[&eth(&[], 0x86dd), &ipv6(44, &frag6(17, 100, false), 50)]));
+    k.xdp(&frame(&[
+        &eth(&[], 0x86dd),
+        &ipv6(44, &frag6(17, 100, false), 50),
+    ]));
     let mut flows = k.flows();
     flows.sort_by_key(|(key, _)| (key.ip_version, key.src_port));
     assert_eq!(flows.len(), 3, "{flows:?}");
@@ -234,8 +272,14 @@ fn fragments() {
 #[test]
 fn icmp_has_no_ports() {
     let k = Kernel::new();
-    k.xdp(&frame(&[&eth(&[], 0x0800), &ipv4(1, 0, 0, &icmp_echo(false), 56)]));
-    k.xdp(&frame(&[&eth(&[], 0x86dd), &ipv6(58, &icmp_echo(true), 56)]));
+    k.xdp(&frame(&[
+        &eth(&[], 0x0800),
+        &ipv4(1, 0, 0, &icmp_echo(false), 56),
+    ]));
+    k.xdp(&frame(&[
+        &eth(&[], 0x86dd),
+        &ipv6(58, &icmp_echo(true), 56),
+    ]));
     let mut flows = k.flows();
     flows.sort_by_key(|(key, _)| key.ip_version);
     assert_eq!(flows[0].0, key4(1, 0, 0));
@@ -255,16 +299,40 @@ fn truncated_at_every_layer_is_passed_and_counted() {
         // (A frame shorter than an Ethernet header cannot be test-run: the kernel refuses it,
         // as drivers do; the parser still counts it as MalformedEthernet.)
         ("vlan tag", vlan[..15].to_vec(), Counter::MalformedVlan),
-        ("ipv4 header", udp_pkt[..14 + 19].to_vec(), Counter::MalformedIpv4),
-        ("ipv6 header", v6_pkt[..14 + 39].to_vec(), Counter::MalformedIpv6),
-        ("udp header", udp_pkt[..14 + 20 + 7].to_vec(), Counter::MalformedTransport),
-        ("tcp header", tcp_pkt[..14 + 20 + 13].to_vec(), Counter::MalformedTransport),
-        ("icmp header", icmp_pkt[..14 + 20 + 3].to_vec(), Counter::MalformedTransport),
+        (
+            "ipv4 header",
+            udp_pkt[..14 + 19].to_vec(),
+            Counter::MalformedIpv4,
+        ),
+        (
+            "ipv6 header",
+            v6_pkt[..14 + 39].to_vec(),
+            Counter::MalformedIpv6,
+        ),
+        (
+            "udp header",
+            udp_pkt[..14 + 20 + 7].to_vec(),
+            Counter::MalformedTransport,
+        ),
+        (
+            "tcp header",
+            tcp_pkt[..14 + 20 + 13].to_vec(),
+            Counter::MalformedTransport,
+        ),
+        (
+            "icmp header",
+            icmp_pkt[..14 + 20 + 3].to_vec(),
+            Counter::MalformedTransport,
+        ),
         // The IPv4 total length claims more than the frame holds.
-        ("ipv4 total length", {
-            let p = frame(&[&eth(&[], 0x0800), &ipv4(17, 0, 0, &udp(1, 2, 10), 10)]);
-            p[..p.len() - 1].to_vec()
-        }, Counter::MalformedIpv4),
+        (
+            "ipv4 total length",
+            {
+                let p = frame(&[&eth(&[], 0x0800), &ipv4(17, 0, 0, &udp(1, 2, 10), 10)]);
+                p[..p.len() - 1].to_vec()
+            },
+            Counter::MalformedIpv4,
+        ),
     ];
     for (what, f, counter) in cases {
         let k = Kernel::new();
@@ -285,7 +353,11 @@ fn bogus_ihl_and_tcp_offset_are_malformed() {
     for (what, f, counter) in [
         ("ihl 3", bad_ihl, Counter::MalformedIpv4),
         ("tcp data offset 4", bad_doff, Counter::MalformedTransport),
-        ("version 6 in an IPv4 frame", bad_version, Counter::MalformedIpv4),
+        (
+            "version 6 in an IPv4 frame",
+            bad_version,
+            Counter::MalformedIpv4,
+        ),
     ] {
         let k = Kernel::new();
         k.xdp(&f);
@@ -309,7 +381,11 @@ fn non_ip_by_ethertype_class() {
     k.xdp(&other);
     assert_eq!(
         k.counters(),
-        vec![(Counter::NonIpArp, 1), (Counter::NonIpLldp, 2), (Counter::NonIpOther, 1)]
+        vec![
+            (Counter::NonIpArp, 1),
+            (Counter::NonIpLldp, 2),
+            (Counter::NonIpOther, 1)
+        ]
     );
 }
 
@@ -318,7 +394,10 @@ fn tc_counts_gso_segments_and_wire_bytes() {
     let k = Kernel::new();
     // A GSO buffer (test runs take at most a page): 20 IP + 32 TCP headers once, 2,900 payload
     // bytes, segment size 1,000 → 3 wire packets: 2 of 1,052 IP bytes and one of 52 + 900.
-    let f = frame(&[&eth(&[], 0x0800), &ipv4(6, 0, 0, &tcp(40004, 5201, 0x10, 12), 2_900)]);
+    let f = frame(&[
+        &eth(&[], 0x0800),
+        &ipv4(6, 0, 0, &tcp(40004, 5201, 0x10, 12), 2_900),
+    ]);
     k.tc("netprobe_tc_ingress", &f, 0, 3, 1000);
     let (key, stats) = k.only_flow();
     assert_eq!(key, key4(6, 40004, 5201));

@@ -3,6 +3,14 @@
 //! table with atomic adds that the agent uses).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "the program macros hand the context over by value"
+)]
+#![allow(
+    clippy::inline_always,
+    reason = "BPF helpers must be inlined into the program"
+)]
 
 #[cfg(target_arch = "bpf")]
 mod prog {
@@ -41,7 +49,13 @@ mod prog {
         let parsed = parse_ethernet(data, end);
         if let Parsed::Ip(info) = &parsed {
             if let Some(sample) = xdp_sample(&BENCH_COUNTERS, info, (end - data) as u32) {
-                record_percpu(&BENCH_PERCPU_FLOWS, &BENCH_COUNTERS, &info.key, &sample, info.tcp_flags);
+                record_percpu(
+                    &BENCH_PERCPU_FLOWS,
+                    &BENCH_COUNTERS,
+                    &info.key,
+                    &sample,
+                    info.tcp_flags,
+                );
             }
         } else {
             count_other(&BENCH_COUNTERS, &parsed);

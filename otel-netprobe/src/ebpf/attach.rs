@@ -65,7 +65,13 @@ pub fn decide(cfg: &InterfacesConfig, link: &LinkInfo) -> Decision {
         .iter()
         .find(|o| glob_match(&o.name, &link.name))
         .map_or_else(
-            || if link.kind.is_none() { cfg.physical_hook } else { cfg.virtual_hook },
+            || {
+                if link.kind.is_none() {
+                    cfg.physical_hook
+                } else {
+                    cfg.virtual_hook
+                }
+            },
             |o| o.hook,
         );
     if hook == Hook::None {
@@ -90,10 +96,14 @@ struct Attached {
 /// Loads the three programs of the production object into the kernel.
 pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
     let xdp: &mut Xdp = program(ebpf, XDP_PROGRAM)?;
-    xdp.load().map_err(|source| EbpfError::Program { name: XDP_PROGRAM, source })?;
+    xdp.load().map_err(|source| EbpfError::Program {
+        name: XDP_PROGRAM,
+        source,
+    })?;
     for name in [TC_INGRESS_PROGRAM, TC_EGRESS_PROGRAM] {
         let tc: &mut SchedClassifier = program(ebpf, name)?;
-        tc.load().map_err(|source| EbpfError::Program { name, source })?;
+        tc.load()
+            .map_err(|source| EbpfError::Program { name, source })?;
     }
     Ok(())
 }
@@ -137,7 +147,12 @@ impl Attacher {
     /// Makes the attached set equal to `links` (after the initial dump, or a netlink overrun).
     pub fn sync(&mut self, links: &[LinkInfo]) {
         let present: Vec<u32> = links.iter().map(|l| l.index).collect();
-        let gone: Vec<u32> = self.attached.keys().filter(|i| !present.contains(i)).copied().collect();
+        let gone: Vec<u32> = self
+            .attached
+            .keys()
+            .filter(|i| !present.contains(i))
+            .copied()
+            .collect();
         for index in gone {
             self.remove(index);
         }
@@ -172,7 +187,9 @@ impl Attacher {
 
     /// Forgets a removed interface (its links went with it).
     pub fn remove(&mut self, index: u32) {
-        let Some(a) = self.attached.remove(&index) else { return };
+        let Some(a) = self.attached.remove(&index) else {
+            return;
+        };
         // The kernel already detached the links with the device; dropping ours frees them.
         match a.ingress {
             Ingress::Xdp(id) => {
@@ -208,17 +225,27 @@ impl Attacher {
     fn attach(&mut self, link: &LinkInfo, hook: Hook) -> Result<Attached, EbpfError> {
         let (ingress, hook) = match hook {
             Hook::Xdp | Hook::XdpGeneric => {
-                let mode = if hook == Hook::Xdp { XdpMode::Driver } else { XdpMode::Skb };
+                let mode = if hook == Hook::Xdp {
+                    XdpMode::Driver
+                } else {
+                    XdpMode::Skb
+                };
                 let xdp: &mut Xdp = program(&mut self.ebpf, XDP_PROGRAM)?;
                 match xdp.attach_to_if_index(link.index, mode) {
                     Ok(id) => (Ingress::Xdp(id), hook),
                     Err(e) => {
                         warn!(interface = %link.name, error = %e, "XDP refused; counting at TC ingress instead");
-                        (Ingress::Tc(self.attach_tc(&link.name, TcAttachType::Ingress)?), Hook::Tc)
+                        (
+                            Ingress::Tc(self.attach_tc(&link.name, TcAttachType::Ingress)?),
+                            Hook::Tc,
+                        )
                     }
                 }
             }
-            Hook::Tc | Hook::None => (Ingress::Tc(self.attach_tc(&link.name, TcAttachType::Ingress)?), Hook::Tc),
+            Hook::Tc | Hook::None => (
+                Ingress::Tc(self.attach_tc(&link.name, TcAttachType::Ingress)?),
+                Hook::Tc,
+            ),
         };
         let egress = if self.cfg.egress {
             match self.attach_tc(&link.name, TcAttachType::Egress) {
@@ -240,18 +267,30 @@ impl Attacher {
         })
     }
 
-    fn attach_tc(&mut self, name: &str, dir: TcAttachType) -> Result<SchedClassifierLinkId, EbpfError> {
-        let prog_name = if dir == TcAttachType::Ingress { TC_INGRESS_PROGRAM } else { TC_EGRESS_PROGRAM };
+    fn attach_tc(
+        &mut self,
+        name: &str,
+        dir: TcAttachType,
+    ) -> Result<SchedClassifierLinkId, EbpfError> {
+        let prog_name = if dir == TcAttachType::Ingress {
+            TC_INGRESS_PROGRAM
+        } else {
+            TC_EGRESS_PROGRAM
+        };
         let tc: &mut SchedClassifier = program(&mut self.ebpf, prog_name)?;
         // First in the TCX chain, so we see every packet before another program can redirect
         // or drop it; we return "next", so they all still run.
-        match tc.attach_with_options(name, dir, TcAttachOptions::TcxOrder(LinkOrder::first())) {
-            Ok(id) => Ok(id),
-            Err(_) => {
-                // Kernels before 6.6 have no TCX: legacy cls_bpf on a clsact qdisc.
-                let _ = aya::programs::tc::qdisc_add_clsact(name);
-                tc.attach(name, dir).map_err(|source| EbpfError::Program { name: prog_name, source })
-            }
+        if let Ok(id) =
+            tc.attach_with_options(name, dir, TcAttachOptions::TcxOrder(LinkOrder::first()))
+        {
+            Ok(id)
+        } else {
+            // Kernels before 6.6 have no TCX: legacy cls_bpf on a clsact qdisc.
+            let _ = aya::programs::tc::qdisc_add_clsact(name);
+            tc.attach(name, dir).map_err(|source| EbpfError::Program {
+                name: prog_name,
+                source,
+            })
         }
     }
 
@@ -293,20 +332,41 @@ mod tests {
     #[test]
     fn hooks_by_kind_and_overrides() {
         let mut cfg = InterfacesConfig::default();
-        assert_eq!(decide(&cfg, &link("eth0", None)), Decision::Attach(Hook::Xdp));
-        assert_eq!(decide(&cfg, &link("veth1", Some("veth"))), Decision::Attach(Hook::Tc));
-        assert!(matches!(decide(&cfg, &link("br0", Some("bridge"))), Decision::Skip(_)));
+        assert_eq!(
+            decide(&cfg, &link("eth0", None)),
+            Decision::Attach(Hook::Xdp)
+        );
+        assert_eq!(
+            decide(&cfg, &link("veth1", Some("veth"))),
+            Decision::Attach(Hook::Tc)
+        );
+        assert!(matches!(
+            decide(&cfg, &link("br0", Some("bridge"))),
+            Decision::Skip(_)
+        ));
         let mut lo = link("lo", None);
         lo.is_loopback = true;
         assert_eq!(decide(&cfg, &lo), Decision::Skip("loopback"));
         let mut tun = link("wg0", Some("wireguard"));
         tun.arp_type = 65534;
         assert_eq!(decide(&cfg, &tun), Decision::Skip("no Ethernet header"));
-        cfg.overrides.push(HookOverride { name: "eth*".into(), hook: Hook::XdpGeneric });
-        assert_eq!(decide(&cfg, &link("eth0", Some("veth"))), Decision::Attach(Hook::XdpGeneric));
+        cfg.overrides.push(HookOverride {
+            name: "eth*".into(),
+            hook: Hook::XdpGeneric,
+        });
+        assert_eq!(
+            decide(&cfg, &link("eth0", Some("veth"))),
+            Decision::Attach(Hook::XdpGeneric)
+        );
         cfg.exclude.push("eth1".into());
-        assert_eq!(decide(&cfg, &link("eth1", None)), Decision::Skip("excluded"));
+        assert_eq!(
+            decide(&cfg, &link("eth1", None)),
+            Decision::Skip("excluded")
+        );
         cfg.include = vec!["veth*".into()];
-        assert_eq!(decide(&cfg, &link("eth2", None)), Decision::Skip("not included"));
+        assert_eq!(
+            decide(&cfg, &link("eth2", None)),
+            Decision::Skip("not included")
+        );
     }
 }

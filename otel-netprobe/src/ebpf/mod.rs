@@ -53,13 +53,11 @@ pub fn load(capacity: u32) -> Result<Ebpf, EbpfError> {
 
 /// Takes the flow table and counter maps out of the object, for the reader.
 pub fn take_maps(ebpf: &mut Ebpf) -> Result<(aya::maps::MapData, aya::maps::MapData), EbpfError> {
-    let flows = match ebpf.take_map(FLOWS_MAP) {
-        Some(Map::HashMap(m)) => m,
-        _ => return Err(EbpfError::Missing("flow table")),
+    let Some(Map::HashMap(flows)) = ebpf.take_map(FLOWS_MAP) else {
+        return Err(EbpfError::Missing("flow table"));
     };
-    let counters = match ebpf.take_map(COUNTERS_MAP) {
-        Some(Map::PerCpuArray(m)) => m,
-        _ => return Err(EbpfError::Missing("counter array")),
+    let Some(Map::PerCpuArray(counters)) = ebpf.take_map(COUNTERS_MAP) else {
+        return Err(EbpfError::Missing("counter array"));
     };
     Ok((flows, counters))
 }
@@ -67,6 +65,9 @@ pub fn take_maps(ebpf: &mut Ebpf) -> Result<(aya::maps::MapData, aya::maps::MapD
 /// True when this process may load BPF programs and attach them to interfaces
 /// (CAP_BPF + CAP_NET_ADMIN, or CAP_SYS_ADMIN).
 pub fn has_privileges() -> bool {
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_BPF: u64 = 1 << 39;
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return false;
     };
@@ -77,8 +78,5 @@ pub fn has_privileges() -> bool {
     else {
         return false;
     };
-    const CAP_NET_ADMIN: u64 = 1 << 12;
-    const CAP_SYS_ADMIN: u64 = 1 << 21;
-    const CAP_BPF: u64 = 1 << 39;
     eff & CAP_NET_ADMIN != 0 && (eff & CAP_BPF != 0 || eff & CAP_SYS_ADMIN != 0)
 }

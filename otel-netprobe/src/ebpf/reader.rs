@@ -27,7 +27,10 @@ unsafe impl Plain for FlowStats {}
 
 /// Reads `CLOCK_MONOTONIC_COARSE`, the clock the programs stamp flows with.
 pub fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -109,7 +112,11 @@ impl Reader {
         let kernel_idle = self.timeouts.kernel_idle.as_nanos() as u64;
         let evict = self
             .table
-            .ingest(entries.keys.iter().zip(entries.values.iter()), now, kernel_idle)
+            .ingest(
+                entries.keys.iter().zip(entries.values.iter()),
+                now,
+                kernel_idle,
+            )
             .to_vec();
         // Each idle entry leaves the kernel with its final value (lookup-and-delete is atomic
         // for the entry), so a packet that arrives after our read is not lost.

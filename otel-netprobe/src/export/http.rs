@@ -30,7 +30,9 @@ struct AppState {
 
 impl AppState {
     fn current(&self) -> Arc<Snapshot> {
-        self.snapshot.read().map(|s| Arc::clone(&s)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+        self.snapshot
+            .read()
+            .map_or_else(|p| Arc::clone(&p.into_inner()), |s| Arc::clone(&s))
     }
 }
 
@@ -49,7 +51,13 @@ pub fn router(snapshot: SharedSnapshot, top_talkers: usize, stale_after: Duratio
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let body = prometheus::render(&s.current());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 async fn summary(State(s): State<AppState>) -> Json<Summary> {
@@ -58,10 +66,15 @@ async fn summary(State(s): State<AppState>) -> Json<Summary> {
 
 async fn healthz(State(s): State<AppState>) -> (StatusCode, &'static str) {
     let snap = s.current();
-    let age = SystemTime::now().duration_since(snap.taken_at).unwrap_or_default();
+    let age = SystemTime::now()
+        .duration_since(snap.taken_at)
+        .unwrap_or_default();
     if snap.health.read_cycles_total > 0 && age <= s.stale_after {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "flow reader has not completed a recent cycle\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "flow reader has not completed a recent cycle\n",
+        )
     }
 }

@@ -33,27 +33,174 @@ macro_rules! metric {
     };
 }
 
-metric!(FLOW_PACKETS, "netprobe.flow.packets", "{packet}", "netprobe_flow_packets_total", "counter", "Wire packets per flow.");
-metric!(FLOW_BYTES, "netprobe.flow.bytes", "By", "netprobe_flow_bytes_total", "counter", "IP bytes (header + payload) per flow.");
-metric!(PACKET_SIZE, "netprobe.packet.size", "By", "netprobe_packet_size_bytes", "histogram", "Distribution of IP packet sizes.");
-metric!(AGENT_FLOWS_TRACKED, "netprobe.agent.flows.tracked", "{flow}", "netprobe_agent_flows_tracked", "gauge", "Flows tracked in user space.");
-metric!(AGENT_FLOW_TABLE_ENTRIES, "netprobe.agent.flow_table.entries", "{flow}", "netprobe_agent_flow_table_entries", "gauge", "Entries in the kernel flow table.");
-metric!(AGENT_FLOW_TABLE_CAPACITY, "netprobe.agent.flow_table.capacity", "{flow}", "netprobe_agent_flow_table_capacity", "gauge", "Capacity of the kernel flow table.");
-metric!(AGENT_FLOW_TABLE_FILL, "netprobe.agent.flow_table.fill", "1", "netprobe_agent_flow_table_fill_ratio", "gauge", "Fraction of the kernel flow table in use.");
-metric!(AGENT_FLOW_TABLE_MEMORY, "netprobe.agent.flow_table.memory", "By", "netprobe_agent_flow_table_memory_bytes", "gauge", "Kernel memory of the flow table.");
-metric!(AGENT_EVICTIONS, "netprobe.agent.evictions", "{flow}", "netprobe_agent_evictions_total", "counter", "Flows moved out of the kernel table (reason=kernel_idle) or forgotten (reason=expired).");
-metric!(AGENT_PARSE_ERRORS, "netprobe.agent.parse_errors", "{packet}", "netprobe_agent_parse_errors_total", "counter", "Malformed or truncated packets, passed and counted per layer.");
-metric!(AGENT_NON_IP, "netprobe.agent.non_ip_packets", "{packet}", "netprobe_agent_non_ip_packets_total", "counter", "Non-IP packets by EtherType class.");
-metric!(AGENT_FRAGMENTS, "netprobe.agent.fragments", "{packet}", "netprobe_agent_fragments_total", "counter", "Non-first IP fragments (counted in their flow without ports).");
-metric!(AGENT_IPV6_EXT_TOO_LONG, "netprobe.agent.ipv6_ext_too_long", "{packet}", "netprobe_agent_ipv6_ext_too_long_total", "counter", "IPv6 packets whose extension-header chain was too long to reach the transport.");
-metric!(AGENT_UNTRACKED_PACKETS, "netprobe.agent.untracked.packets", "{packet}", "netprobe_agent_untracked_packets_total", "counter", "Packets not tracked because the kernel flow table was full.");
-metric!(AGENT_UNTRACKED_BYTES, "netprobe.agent.untracked.bytes", "By", "netprobe_agent_untracked_bytes_total", "counter", "IP bytes not tracked because the kernel flow table was full.");
-metric!(AGENT_READ_CYCLES, "netprobe.agent.read.cycles", "{cycle}", "netprobe_agent_read_cycles_total", "counter", "Kernel map read cycles completed.");
-metric!(AGENT_READ_ERRORS, "netprobe.agent.read.errors", "{cycle}", "netprobe_agent_read_errors_total", "counter", "Kernel map read cycles that failed.");
-metric!(AGENT_READ_DURATION, "netprobe.agent.read.duration", "s", "netprobe_agent_read_duration_seconds", "gauge", "Duration of the last kernel map read cycle.");
-metric!(AGENT_INTERFACES, "netprobe.agent.interfaces", "{interface}", "netprobe_agent_interfaces", "gauge", "Interfaces attached, by ingress hook.");
-metric!(AGENT_INTERFACE_INFO, "netprobe.agent.interface.info", "{interface}", "netprobe_agent_interface_info", "gauge", "One series per attached interface naming its hooks.");
-metric!(AGENT_ATTACH_ERRORS, "netprobe.agent.attach.errors", "{error}", "netprobe_agent_attach_errors_total", "counter", "Attach attempts that failed.");
+metric!(
+    FLOW_PACKETS,
+    "netprobe.flow.packets",
+    "{packet}",
+    "netprobe_flow_packets_total",
+    "counter",
+    "Wire packets per flow."
+);
+metric!(
+    FLOW_BYTES,
+    "netprobe.flow.bytes",
+    "By",
+    "netprobe_flow_bytes_total",
+    "counter",
+    "IP bytes (header + payload) per flow."
+);
+metric!(
+    PACKET_SIZE,
+    "netprobe.packet.size",
+    "By",
+    "netprobe_packet_size_bytes",
+    "histogram",
+    "Distribution of IP packet sizes."
+);
+metric!(
+    AGENT_FLOWS_TRACKED,
+    "netprobe.agent.flows.tracked",
+    "{flow}",
+    "netprobe_agent_flows_tracked",
+    "gauge",
+    "Flows tracked in user space."
+);
+metric!(
+    AGENT_FLOW_TABLE_ENTRIES,
+    "netprobe.agent.flow_table.entries",
+    "{flow}",
+    "netprobe_agent_flow_table_entries",
+    "gauge",
+    "Entries in the kernel flow table."
+);
+metric!(
+    AGENT_FLOW_TABLE_CAPACITY,
+    "netprobe.agent.flow_table.capacity",
+    "{flow}",
+    "netprobe_agent_flow_table_capacity",
+    "gauge",
+    "Capacity of the kernel flow table."
+);
+metric!(
+    AGENT_FLOW_TABLE_FILL,
+    "netprobe.agent.flow_table.fill",
+    "1",
+    "netprobe_agent_flow_table_fill_ratio",
+    "gauge",
+    "Fraction of the kernel flow table in use."
+);
+metric!(
+    AGENT_FLOW_TABLE_MEMORY,
+    "netprobe.agent.flow_table.memory",
+    "By",
+    "netprobe_agent_flow_table_memory_bytes",
+    "gauge",
+    "Kernel memory of the flow table."
+);
+metric!(
+    AGENT_EVICTIONS,
+    "netprobe.agent.evictions",
+    "{flow}",
+    "netprobe_agent_evictions_total",
+    "counter",
+    "Flows moved out of the kernel table (reason=kernel_idle) or forgotten (reason=expired)."
+);
+metric!(
+    AGENT_PARSE_ERRORS,
+    "netprobe.agent.parse_errors",
+    "{packet}",
+    "netprobe_agent_parse_errors_total",
+    "counter",
+    "Malformed or truncated packets, passed and counted per layer."
+);
+metric!(
+    AGENT_NON_IP,
+    "netprobe.agent.non_ip_packets",
+    "{packet}",
+    "netprobe_agent_non_ip_packets_total",
+    "counter",
+    "Non-IP packets by EtherType class."
+);
+metric!(
+    AGENT_FRAGMENTS,
+    "netprobe.agent.fragments",
+    "{packet}",
+    "netprobe_agent_fragments_total",
+    "counter",
+    "Non-first IP fragments (counted in their flow without ports)."
+);
+metric!(
+    AGENT_IPV6_EXT_TOO_LONG,
+    "netprobe.agent.ipv6_ext_too_long",
+    "{packet}",
+    "netprobe_agent_ipv6_ext_too_long_total",
+    "counter",
+    "IPv6 packets whose extension-header chain was too long to reach the transport."
+);
+metric!(
+    AGENT_UNTRACKED_PACKETS,
+    "netprobe.agent.untracked.packets",
+    "{packet}",
+    "netprobe_agent_untracked_packets_total",
+    "counter",
+    "Packets not tracked because the kernel flow table was full."
+);
+metric!(
+    AGENT_UNTRACKED_BYTES,
+    "netprobe.agent.untracked.bytes",
+    "By",
+    "netprobe_agent_untracked_bytes_total",
+    "counter",
+    "IP bytes not tracked because the kernel flow table was full."
+);
+metric!(
+    AGENT_READ_CYCLES,
+    "netprobe.agent.read.cycles",
+    "{cycle}",
+    "netprobe_agent_read_cycles_total",
+    "counter",
+    "Kernel map read cycles completed."
+);
+metric!(
+    AGENT_READ_ERRORS,
+    "netprobe.agent.read.errors",
+    "{cycle}",
+    "netprobe_agent_read_errors_total",
+    "counter",
+    "Kernel map read cycles that failed."
+);
+metric!(
+    AGENT_READ_DURATION,
+    "netprobe.agent.read.duration",
+    "s",
+    "netprobe_agent_read_duration_seconds",
+    "gauge",
+    "Duration of the last kernel map read cycle."
+);
+metric!(
+    AGENT_INTERFACES,
+    "netprobe.agent.interfaces",
+    "{interface}",
+    "netprobe_agent_interfaces",
+    "gauge",
+    "Interfaces attached, by ingress hook."
+);
+metric!(
+    AGENT_INTERFACE_INFO,
+    "netprobe.agent.interface.info",
+    "{interface}",
+    "netprobe_agent_interface_info",
+    "gauge",
+    "One series per attached interface naming its hooks."
+);
+metric!(
+    AGENT_ATTACH_ERRORS,
+    "netprobe.agent.attach.errors",
+    "{error}",
+    "netprobe_agent_attach_errors_total",
+    "counter",
+    "Attach attempts that failed."
+);
 
 /// Every metric in the catalogue.
 pub const ALL: &[Metric] = &[

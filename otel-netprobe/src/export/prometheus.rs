@@ -56,7 +56,9 @@ pub fn aggregate(snapshot: &Snapshot) -> BTreeMap<Labels, SeriesCounts> {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn label_text(labels: &[(&str, String)]) -> String {
@@ -114,18 +116,34 @@ pub fn render(snapshot: &Snapshot) -> String {
     out
 }
 
+/// A counter family exported with one label: metric, label name, (counter, label value) rows.
+type ByLabel<'a> = (&'a Metric, &'a str, &'a [(Counter, &'a str)]);
+
 fn render_agent(out: &mut String, snap: &Snapshot) {
     let h = &snap.health;
     let c = &snap.counters;
     let plain: [(&Metric, f64); 7] = [
         (&names::AGENT_FLOWS_TRACKED, h.flows_tracked as f64),
-        (&names::AGENT_FLOW_TABLE_ENTRIES, h.flow_table_entries as f64),
-        (&names::AGENT_FLOW_TABLE_CAPACITY, h.flow_table_capacity as f64),
+        (
+            &names::AGENT_FLOW_TABLE_ENTRIES,
+            h.flow_table_entries as f64,
+        ),
+        (
+            &names::AGENT_FLOW_TABLE_CAPACITY,
+            h.flow_table_capacity as f64,
+        ),
         (
             &names::AGENT_FLOW_TABLE_FILL,
-            if h.flow_table_capacity == 0 { 0.0 } else { h.flow_table_entries as f64 / h.flow_table_capacity as f64 },
+            if h.flow_table_capacity == 0 {
+                0.0
+            } else {
+                h.flow_table_entries as f64 / h.flow_table_capacity as f64
+            },
         ),
-        (&names::AGENT_FLOW_TABLE_MEMORY, h.flow_table_memory_bytes as f64),
+        (
+            &names::AGENT_FLOW_TABLE_MEMORY,
+            h.flow_table_memory_bytes as f64,
+        ),
         (&names::AGENT_READ_CYCLES, h.read_cycles_total as f64),
         (&names::AGENT_READ_ERRORS, h.read_errors_total as f64),
     ];
@@ -134,12 +152,33 @@ fn render_agent(out: &mut String, snap: &Snapshot) {
         sample(out, m.prometheus, &[], v);
     }
     header(out, &names::AGENT_READ_DURATION);
-    sample(out, names::AGENT_READ_DURATION.prometheus, &[], h.last_read_seconds);
-    header(out, &names::AGENT_EVICTIONS);
-    sample(out, names::AGENT_EVICTIONS.prometheus, &[(attr::REASON, "kernel_idle".into())], h.kernel_evictions_total);
-    sample(out, names::AGENT_EVICTIONS.prometheus, &[(attr::REASON, "expired".into())], h.flows_expired_total);
+    sample(
+        out,
+        names::AGENT_READ_DURATION.prometheus,
+        &[],
+        h.last_read_seconds,
+    );
+    render_agent_counters(out, snap);
+}
 
-    let layered: [(&Metric, &str, &[(Counter, &str)]); 2] = [
+fn render_agent_counters(out: &mut String, snap: &Snapshot) {
+    let h = &snap.health;
+    let c = &snap.counters;
+    header(out, &names::AGENT_EVICTIONS);
+    sample(
+        out,
+        names::AGENT_EVICTIONS.prometheus,
+        &[(attr::REASON, "kernel_idle".into())],
+        h.kernel_evictions_total,
+    );
+    sample(
+        out,
+        names::AGENT_EVICTIONS.prometheus,
+        &[(attr::REASON, "expired".into())],
+        h.flows_expired_total,
+    );
+
+    let layered: [ByLabel; 2] = [
         (
             &names::AGENT_PARSE_ERRORS,
             attr::LAYER,
@@ -154,13 +193,22 @@ fn render_agent(out: &mut String, snap: &Snapshot) {
         (
             &names::AGENT_NON_IP,
             attr::CLASS,
-            &[(Counter::NonIpArp, "arp"), (Counter::NonIpLldp, "lldp"), (Counter::NonIpOther, "other")],
+            &[
+                (Counter::NonIpArp, "arp"),
+                (Counter::NonIpLldp, "lldp"),
+                (Counter::NonIpOther, "other"),
+            ],
         ),
     ];
     for (m, key, rows) in layered {
         header(out, m);
         for (counter, value) in rows {
-            sample(out, m.prometheus, &[(key, (*value).to_owned())], c.get(*counter));
+            sample(
+                out,
+                m.prometheus,
+                &[(key, (*value).to_owned())],
+                c.get(*counter),
+            );
         }
     }
     for (m, counter) in [
@@ -173,11 +221,21 @@ fn render_agent(out: &mut String, snap: &Snapshot) {
         sample(out, m.prometheus, &[], c.get(counter));
     }
     header(out, &names::AGENT_ATTACH_ERRORS);
-    sample(out, names::AGENT_ATTACH_ERRORS.prometheus, &[], h.attach_errors_total);
+    sample(
+        out,
+        names::AGENT_ATTACH_ERRORS.prometheus,
+        &[],
+        h.attach_errors_total,
+    );
     header(out, &names::AGENT_INTERFACES);
     for hook in ["xdp", "xdp_generic", "tc", "none"] {
         let n = h.interfaces.iter().filter(|i| i.hook == hook).count();
-        sample(out, names::AGENT_INTERFACES.prometheus, &[(attr::HOOK, hook.to_owned())], n);
+        sample(
+            out,
+            names::AGENT_INTERFACES.prometheus,
+            &[(attr::HOOK, hook.to_owned())],
+            n,
+        );
     }
     header(out, &names::AGENT_INTERFACE_INFO);
     for i in &h.interfaces {
@@ -221,11 +279,20 @@ mod tests {
         };
         let text = render(&snap);
         let labels = "source_address=\"10.0.0.1\",destination_address=\"10.0.0.2\",destination_port=\"7000\",network_transport=\"udp\",network_type=\"ipv4\"";
-        assert!(text.contains(&format!("netprobe_flow_packets_total{{{labels}}} 5\n")), "{text}");
+        assert!(
+            text.contains(&format!("netprobe_flow_packets_total{{{labels}}} 5\n")),
+            "{text}"
+        );
         assert!(text.contains(&format!("netprobe_flow_bytes_total{{{labels}}} 1000\n")));
-        assert!(text.contains(&format!("netprobe_packet_size_bytes_bucket{{{labels},le=\"128\"}} 0\n")));
-        assert!(text.contains(&format!("netprobe_packet_size_bytes_bucket{{{labels},le=\"256\"}} 5\n")));
-        assert!(text.contains(&format!("netprobe_packet_size_bytes_bucket{{{labels},le=\"+Inf\"}} 5\n")));
+        assert!(text.contains(&format!(
+            "netprobe_packet_size_bytes_bucket{{{labels},le=\"128\"}} 0\n"
+        )));
+        assert!(text.contains(&format!(
+            "netprobe_packet_size_bytes_bucket{{{labels},le=\"256\"}} 5\n"
+        )));
+        assert!(text.contains(&format!(
+            "netprobe_packet_size_bytes_bucket{{{labels},le=\"+Inf\"}} 5\n"
+        )));
         assert!(text.contains(&format!("netprobe_packet_size_bytes_count{{{labels}}} 5\n")));
         assert!(!text.contains("40001"));
         assert!(text.contains("netprobe_agent_parse_errors_total{layer=\"ipv4\"} 0\n"));

@@ -61,7 +61,9 @@ fn tcp_state(flags: u64) -> &'static str {
         "reset"
     } else if flags & tcp_flags::FIN != 0 {
         "closed"
-    } else if flags & (tcp_flags::SYN | tcp_flags::SYN_ACK) == tcp_flags::SYN && flags & tcp_flags::ACK == 0 {
+    } else if flags & (tcp_flags::SYN | tcp_flags::SYN_ACK) == tcp_flags::SYN
+        && flags & tcp_flags::ACK == 0
+    {
         "syn_sent"
     } else if flags & (tcp_flags::SYN | tcp_flags::SYN_ACK) != 0 {
         "established"
@@ -87,7 +89,9 @@ impl Summary {
             p.packets += f.packets;
             p.bytes += f.bytes;
             if f.transport == Transport::Tcp {
-                *s.tcp_states.entry(tcp_state(f.tcp_flags).to_owned()).or_default() += 1;
+                *s.tcp_states
+                    .entry(tcp_state(f.tcp_flags).to_owned())
+                    .or_default() += 1;
             }
             let t = talkers.entry(f.src).or_insert_with(|| Talker {
                 address: f.src.to_string(),
@@ -102,7 +106,11 @@ impl Summary {
         s.unique_sources = sources.len() as u64;
         s.unique_destinations = dests.len() as u64;
         let mut talkers: Vec<Talker> = talkers.into_values().collect();
-        talkers.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.address.cmp(&b.address)));
+        talkers.sort_by(|a, b| {
+            b.bytes
+                .cmp(&a.bytes)
+                .then_with(|| a.address.cmp(&b.address))
+        });
         talkers.truncate(top);
         s.top_talkers = talkers;
         let c = &snap.counters;
@@ -116,10 +124,14 @@ impl Summary {
         .iter()
         .map(|x| c.get(*x))
         .sum();
-        let non_ip = c.get(Counter::NonIpArp) + c.get(Counter::NonIpLldp) + c.get(Counter::NonIpOther);
+        let non_ip =
+            c.get(Counter::NonIpArp) + c.get(Counter::NonIpLldp) + c.get(Counter::NonIpOther);
         s.not_in_flows.insert("non_ip".into(), non_ip);
         s.not_in_flows.insert("malformed".into(), malformed);
-        s.not_in_flows.insert("untracked_table_full".into(), c.get(Counter::MapFullPackets));
+        s.not_in_flows.insert(
+            "untracked_table_full".into(),
+            c.get(Counter::MapFullPackets),
+        );
         s
     }
 
@@ -141,9 +153,17 @@ impl Summary {
             let _ = writeln!(o, "  {state:<12} {n:>8}");
         }
         let _ = writeln!(o, "\nTop talkers (by bytes sent)");
-        let _ = writeln!(o, "  {:<40} {:>10} {:>14} {:>6}", "source", "packets", "bytes", "flows");
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>10} {:>14} {:>6}",
+            "source", "packets", "bytes", "flows"
+        );
         for t in &self.top_talkers {
-            let _ = writeln!(o, "  {:<40} {:>10} {:>14} {:>6}", t.address, t.packets, t.bytes, t.flows);
+            let _ = writeln!(
+                o,
+                "  {:<40} {:>10} {:>14} {:>6}",
+                t.address, t.packets, t.bytes, t.flows
+            );
         }
         let _ = writeln!(o, "\nPassed, not in a flow");
         for (k, n) in &self.not_in_flows {
@@ -161,8 +181,14 @@ mod tests {
     fn states_from_flags() {
         assert_eq!(tcp_state(tcp_flags::SYN), "syn_sent");
         assert_eq!(tcp_state(tcp_flags::SYN | tcp_flags::ACK), "established");
-        assert_eq!(tcp_state(tcp_flags::SYN | tcp_flags::ACK | tcp_flags::SYN_ACK), "established");
-        assert_eq!(tcp_state(tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN), "closed");
+        assert_eq!(
+            tcp_state(tcp_flags::SYN | tcp_flags::ACK | tcp_flags::SYN_ACK),
+            "established"
+        );
+        assert_eq!(
+            tcp_state(tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN),
+            "closed"
+        );
         assert_eq!(tcp_state(tcp_flags::ACK | tcp_flags::RST), "reset");
         assert_eq!(tcp_state(tcp_flags::ACK), "unknown");
     }

@@ -82,7 +82,13 @@ pub struct FlowView {
 
 impl FlowView {
     /// Decodes a kernel key and its totals.
-    pub fn new(key: &FlowKey, bytes: u64, size_buckets: [u64; SIZE_BUCKETS], flags: u64, seen: (u64, u64)) -> Self {
+    pub fn new(
+        key: &FlowKey,
+        bytes: u64,
+        size_buckets: [u64; SIZE_BUCKETS],
+        flags: u64,
+        seen: (u64, u64),
+    ) -> Self {
         let (src, dst) = if key.ip_version == 4 {
             (
                 IpAddr::V4(Ipv4Addr::from(key.src_addr[0].to_ne_bytes())),
@@ -185,7 +191,13 @@ impl Snapshot {
             .iter()
             .map(|(k, r)| {
                 let t = r.totals();
-                FlowView::new(k, t.bytes, t.buckets, t.tcp_flags, (r.first_seen_ns, r.last_seen_ns))
+                FlowView::new(
+                    k,
+                    t.bytes,
+                    t.buckets,
+                    t.tcp_flags,
+                    (r.first_seen_ns, r.last_seen_ns),
+                )
             })
             .collect();
         Self {
@@ -225,14 +237,28 @@ mod tests {
     #[test]
     fn server_port_from_handshake_then_heuristic() {
         // Client → server with SYN seen, even with a low client port.
-        assert_eq!(view(80, 40000, tcp_flags::SYN).server_port(), Some((40000, true)));
+        assert_eq!(
+            view(80, 40000, tcp_flags::SYN).server_port(),
+            Some((40000, true))
+        );
         // Server → client: SYN-ACK seen.
         assert_eq!(
-            view(8080, 40000, tcp_flags::SYN | tcp_flags::ACK | tcp_flags::SYN_ACK).server_port(),
+            view(
+                8080,
+                40000,
+                tcp_flags::SYN | tcp_flags::ACK | tcp_flags::SYN_ACK
+            )
+            .server_port(),
             Some((8080, false))
         );
         // No handshake seen: the lower port.
-        assert_eq!(view(40000, 8080, tcp_flags::ACK).server_port(), Some((8080, true)));
-        assert_eq!(view(8080, 40000, tcp_flags::ACK).server_port(), Some((8080, false)));
+        assert_eq!(
+            view(40000, 8080, tcp_flags::ACK).server_port(),
+            Some((8080, true))
+        );
+        assert_eq!(
+            view(8080, 40000, tcp_flags::ACK).server_port(),
+            Some((8080, false))
+        );
     }
 }

@@ -196,10 +196,14 @@ mod tests {
     fn counts_survive_kernel_eviction() {
         let mut t = FlowTable::new();
         let k = key(7);
-        let evict = t.ingest(kv(&[(k, stats(10, 15000, 100))]), 100, 50).to_vec();
+        let evict = t
+            .ingest(kv(&[(k, stats(10, 15000, 100))]), 100, 50)
+            .to_vec();
         assert!(evict.is_empty());
         // 60 ns later the flow is idle past 50: the reader moves it out with its final value.
-        let evict = t.ingest(kv(&[(k, stats(12, 18000, 100))]), 160, 50).to_vec();
+        let evict = t
+            .ingest(kv(&[(k, stats(12, 18000, 100))]), 160, 50)
+            .to_vec();
         assert_eq!(evict, vec![k]);
         t.fold_evicted(&k, Some(stats(13, 19500, 100)));
         assert_eq!(packets(&t, &k), 13);

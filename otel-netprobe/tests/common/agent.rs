@@ -24,7 +24,11 @@ pub fn start_in(ns: &Netns, overrides: Vec<HookOverride>) -> Agent {
 /// Waits until the agent reports `n` attached interfaces.
 pub fn wait_attached(agent: &Agent, n: usize) -> std::sync::Arc<Snapshot> {
     let (snap, ok) = agent.wait_for(Duration::from_secs(20), |s| s.health.interfaces.len() == n);
-    assert!(ok, "expected {n} attached interfaces, got {:?}", snap.health.interfaces);
+    assert!(
+        ok,
+        "expected {n} attached interfaces, got {:?}",
+        snap.health.interfaces
+    );
     snap
 }
 
@@ -55,7 +59,11 @@ impl Sel<'_> {
 
 /// The flows matching `sel`.
 pub fn flows(snap: &Snapshot, sel: Sel<'_>) -> Vec<FlowView> {
-    snap.flows.iter().filter(|f| sel.matches(f)).cloned().collect()
+    snap.flows
+        .iter()
+        .filter(|f| sel.matches(f))
+        .cloned()
+        .collect()
 }
 
 /// Waits until exactly one flow matches `sel` with at least `packets` packets, then returns it
@@ -65,10 +73,15 @@ pub fn wait_flow(agent: &Agent, sel: Sel<'_>, packets: u64) -> FlowView {
         flows(s, sel).iter().map(|f| f.packets).sum::<u64>() >= packets
     });
     let found = flows(&snap, sel);
-    assert!(ok, "flow {sel:?} did not reach {packets} packets: {found:?}");
+    assert!(
+        ok,
+        "flow {sel:?} did not reach {packets} packets: {found:?}"
+    );
     assert_eq!(found.len(), 1, "one flow expected for {sel:?}: {found:?}");
     // One more read cycle: a late double count would show now.
     let cycles = snap.health.read_cycles_total;
-    let (snap, _) = agent.wait_for(Duration::from_secs(5), |s| s.health.read_cycles_total >= cycles + 2);
+    let (snap, _) = agent.wait_for(Duration::from_secs(5), |s| {
+        s.health.read_cycles_total >= cycles + 2
+    });
     flows(&snap, sel).remove(0)
 }

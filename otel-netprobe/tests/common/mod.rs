@@ -3,7 +3,10 @@
 //!
 //! Every namespace and link is created here and removed on drop, also when a test fails.
 //! Traffic only ever flows between these namespaces.
-#![allow(dead_code, reason = "each test binary uses a different part of the lab")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the lab"
+)]
 
 pub mod agent;
 pub mod packets;
@@ -21,12 +24,19 @@ use std::{
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "the kernel tests need root (network namespaces, BPF); run `make test` as root");
+    assert_eq!(
+        euid, 0,
+        "the kernel tests need root (network namespaces, BPF); run `make test` as root"
+    );
 }
 
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("running sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("running sh");
     assert!(
         out.status.success(),
         "`{cmd}` failed: {}{}",
@@ -39,7 +49,12 @@ pub fn sh(cmd: &str) -> String {
 /// A unique prefix per lab so tests can run in parallel.
 pub fn unique(tag: &str) -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
-    format!("np{}{}{}", std::process::id() % 10_000, tag, SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "np{}{}{}",
+        std::process::id() % 10_000,
+        tag,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A named network namespace, deleted on drop.
@@ -52,7 +67,9 @@ impl Netns {
     /// Creates the namespace with loopback up.
     pub fn new(name: &str) -> Self {
         sh(&format!("ip netns add {name}"));
-        let ns = Self { name: name.to_owned() };
+        let ns = Self {
+            name: name.to_owned(),
+        };
         ns.ip("link set lo up");
         ns
     }
@@ -106,7 +123,9 @@ pub fn enter(path: &str) {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -160,7 +179,10 @@ impl NodeLab {
         node.ip(&format!("addr add {}/64 dev br0 nodad", addr::NODE_BR6));
         node.ip("link set br0 up");
         for (i, pod) in pods.iter().enumerate() {
-            node.ip(&format!("link add vethpod{i} type veth peer name eth0 netns {}", pod.name));
+            node.ip(&format!(
+                "link add vethpod{i} type veth peer name eth0 netns {}",
+                pod.name
+            ));
             node.ip(&format!("link set vethpod{i} master br0 up"));
             pod.ip(&format!("addr add {}/24 dev eth0", addr::PODS[i]));
             pod.ip(&format!("addr add {}/64 dev eth0 nodad", addr::PODS6[i]));
@@ -168,16 +190,26 @@ impl NodeLab {
             pod.ip(&format!("route add default via {}", addr::NODE_BR));
             pod.ip(&format!("-6 route add default via {}", addr::NODE_BR6));
         }
-        node.ip(&format!("link add eth0 type veth peer name eth0 netns {}", outside.name));
+        node.ip(&format!(
+            "link add eth0 type veth peer name eth0 netns {}",
+            outside.name
+        ));
         node.ip(&format!("addr add {}/24 dev eth0", addr::NODE_UPLINK));
         node.ip("addr add fd00:99::1/64 dev eth0 nodad");
         node.ip("link set eth0 up");
         outside.ip(&format!("addr add {}/24 dev eth0", addr::OUTSIDE));
         outside.ip(&format!("addr add {}/64 dev eth0 nodad", addr::OUTSIDE6));
         outside.ip("link set eth0 up");
-        outside.ip(&format!("route add 10.244.0.0/24 via {}", addr::NODE_UPLINK));
+        outside.ip(&format!(
+            "route add 10.244.0.0/24 via {}",
+            addr::NODE_UPLINK
+        ));
         outside.ip("-6 route add fd00:244::/64 via fd00:99::1");
-        Self { pods, outside, node }
+        Self {
+            pods,
+            outside,
+            node,
+        }
     }
 }
 

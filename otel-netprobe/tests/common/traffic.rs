@@ -14,7 +14,8 @@ pub fn udp(from: &Netns, src: &str, to: &Netns, dst: &str, count: usize, payload
     let dst: SocketAddr = dst.parse().expect("dst address");
     let src: SocketAddr = src.parse().expect("src address");
     let rx = to.run(move || UdpSocket::bind(dst).expect("bind receiver"));
-    rx.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    rx.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     from.run(move || {
         let tx = UdpSocket::bind(src).expect("bind sender");
         let buf = vec![0x5a_u8; payload];
@@ -37,8 +38,16 @@ fn proc_counter(file: &str, section: &str, name: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).expect("proc net");
     let mut lines = text.lines().filter(|l| l.starts_with(section));
     let (names, values) = (lines.next().expect("header"), lines.next().expect("values"));
-    let i = names.split_whitespace().position(|f| f == name).expect("counter name");
-    values.split_whitespace().nth(i).expect("value").parse().expect("number")
+    let i = names
+        .split_whitespace()
+        .position(|f| f == name)
+        .expect("counter name");
+    values
+        .split_whitespace()
+        .nth(i)
+        .expect("value")
+        .parse()
+        .expect("number")
 }
 
 /// TCP segments sent (`Tcp: OutSegs`, counted per wire segment) in this namespace.
@@ -49,7 +58,10 @@ pub fn tcp_out_segs() -> u64 {
 /// Segments and IPv4 bytes sent in this namespace (`IpExt: OutOctets` is exact for a sender
 /// of small, unsegmented packets, like a receiver's ACKs).
 fn out_segs_and_octets() -> (u64, u64) {
-    (tcp_out_segs(), proc_counter("netstat", "IpExt:", "OutOctets"))
+    (
+        tcp_out_segs(),
+        proc_counter("netstat", "IpExt:", "OutOctets"),
+    )
 }
 
 /// Result of a bulk transfer, from the sender's kernel.

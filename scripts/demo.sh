@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# `make demo`: a simulated Kubernetes node built from network namespaces on this machine, the real
+# agent attached inside it, real traffic on every path, and the counts it saw.
+#
+#   usage: bash scripts/demo.sh PATH/TO/otel-netprobe        (root; ends by itself in ~20 s)
+#
+# Lab (every name is prefixed with npdemo<pid>- so runs never collide; nothing is created or changed
+# in the root namespace and no packet leaves the lab):
+#
+#   pod0 10.244.0.11 ─┐                                   node                          outside
+#   pod1 10.244.0.12 ─┼─ vethpod0..2 ── br0 10.244.0.1 ── (forwarding) ── eth0 10.99.0.1 ── eth0 10.99.0.2
+#   pod2 10.244.0.13 ─┘                                   agent here
+#
+# Everything started here is stopped, and every namespace deleted, on exit, on failure and on Ctrl-C.
+set -euo pipefail
+
+BIN=${1:-}
+if [ -z "$BIN" ] || [ ! -x "$BIN" ]; then
+  echo "usage: $0 PATH/TO/otel-netprobe  (an executable agent binary)" >&2
+  exit 2
+fi
+BIN=$(readlink -f "$BIN")
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo: needs root (it creates network namespaces and loads eBPF programs)" >&2
+  exit 2
+fi
+for tool in ip iperf3 ping socat curl ss; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "demo: '$tool' is missing (run: make setup)" >&2; exit 2; }
+done
+
+PREFIX="npdemo$$-"
+NODE="${PREFIX}node"
+OUTSIDE="${PREFIX}outside"
+PODS=("${PREFIX}pod0" "${PREFIX}pod1" "${PREFIX}pod2")
+POD_IP=(10.244.0.11 10.244.0.12 10.244.0.13)
+POD_IP6=(fd00:244::11 fd00:244::12 fd00:244::13)
+NODE_BR=10.244.0.1
+NODE_BR6=fd00:244::1
+NODE_UP=10.99.0.1
+OUTSIDE_IP=10.99.0.2
+OUTSIDE_IP6=fd00:99::2
+LISTEN=127.0.0.1:9464
+URL="http://$LISTEN"
+POLL=500ms
+
+WORK=$(mktemp -d "/tmp/${PREFIX}XXXXXX")
+AGENT_LOG="$WORK/agent.log"
+CREATED_NS=()   # namespaces to delete
+BG_PIDS=()      # servers and receivers to stop
+AGENT_PID=""
+STEP="starting"
+T0=$SECONDS
+
+say() { printf '\n== %s ==\n' "$*"; }
+info() { printf '   %s\n' "$*"; }
+step() { STEP="$*"; printf -- '-- %s\n' "$*"; }
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# --- tear-down ------------------------------------------------------------------------------------
+stop_pid() { # PID [grace-seconds]: SIGTERM, wait, then SIGKILL
+  local pid=$1 grace=${2:-1} i
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "   (pid $pid ignored SIGTERM; sending SIGKILL)"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local pid ns
+  if [ -n "$AGENT_PID" ]; then
+    stop_pid "$AGENT_PID" 5
+    AGENT_PID=""
+  fi
+  for pid in "${BG_PIDS[@]}"; do stop_pid "$pid" 1; done
+  BG_PIDS=()
+  # Anything still inside a lab namespace was started by this script (a child of a child).
+  for ns in "${CREATED_NS[@]}"; do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  done
+  for ns in "${CREATED_NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  CREATED_NS=()
+  rm -rf "$WORK"
+}
+
+on_exit() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  if [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; then
+    echo "demo: stopped by a signal during step: $STEP" >&2
+  elif [ "$rc" -ne 0 ]; then
+    echo
+    echo "demo: FAILED (exit $rc) during step: $STEP" >&2
+    if [ -s "$AGENT_LOG" ]; then
+      echo "demo: last lines of the agent's log:" >&2
+      tail -n 20 "$AGENT_LOG" | sed 's/^/   | /' >&2
+    fi
+  fi
+  echo
+  echo "-- cleaning up: stopping the agent and traffic tools, deleting the ${PREFIX}* namespaces"
+  cleanup
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'echo; echo "demo: interrupted" >&2; exit 130' INT
+trap 'echo; echo "demo: terminated" >&2; exit 143' TERM
+
+# Poll CMD... until it succeeds or DEADLINE seconds pass (no blind sleeps).
+wait_for() {
+  local what=$1 deadline=$2; shift 2
+  local end=$((SECONDS + deadline))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$end" ]; then
+      echo "demo: timed out after ${deadline}s waiting for $what" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+bg_in() { # NS CMD...: start a server/receiver in NS in the background and remember it
+  local ns=$1; shift
+  ip netns exec "$ns" "$@" </dev/null >>"$WORK/tools.log" 2>&1 &
+  BG_PIDS+=("$!")
+}
+listening() { # NS tcp|udp PORT
+  local flag=-Hltn
+  [ "$2" = udp ] && flag=-Hlun
+  [ -n "$(ip netns exec "$1" ss "$flag" "sport = :$3")" ]
+}
+
+# --- 1. the lab -----------------------------------------------------------------------------------
+# Namespaces a killed (SIGKILL) earlier run may have left behind: delete them if their run is gone.
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^npdemo[0-9]+-' || true); do
+  owner=${ns#npdemo}; owner=${owner%%-*}
+  if ! kill -0 "$owner" 2>/dev/null && [ -z "$(ip netns pids "$ns" 2>/dev/null)" ]; then
+    ip netns del "$ns" 2>/dev/null && echo "-- removed namespace $ns left by an earlier, killed run"
+  fi
+done
+
+say "Building a simulated Kubernetes node in network namespaces (${PREFIX}*)"
+step "creating namespaces"
+for ns in "$NODE" "$OUTSIDE" "${PODS[@]}"; do
+  ip netns add "$ns"
+  CREATED_NS+=("$ns")
+  in_ns "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+  ip -n "$ns" link set lo up
+done
+
+step "node: bridge br0 and forwarding"
+in_ns "$NODE" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+ip -n "$NODE" link add br0 type bridge
+ip -n "$NODE" addr add "$NODE_BR/24" dev br0
+ip -n "$NODE" addr add "$NODE_BR6/64" dev br0 nodad
+ip -n "$NODE" link set br0 up
+
+for i in 0 1 2; do
+  step "pod$i: veth vethpod$i <-> eth0, ${POD_IP[$i]}"
+  pod=${PODS[$i]}
+  # Created inside the node namespace, the peer moved straight into the pod: the root namespace
+  # never sees either end.
+  ip -n "$NODE" link add "vethpod$i" type veth peer name eth0 netns "$pod"
+  ip -n "$NODE" link set "vethpod$i" master br0
+  ip -n "$NODE" link set "vethpod$i" up
+  ip -n "$pod" addr add "${POD_IP[$i]}/24" dev eth0
+  ip -n "$pod" addr add "${POD_IP6[$i]}/64" dev eth0 nodad
+  ip -n "$pod" link set eth0 up
+  ip -n "$pod" route add default via "$NODE_BR"
+  ip -n "$pod" -6 route add default via "$NODE_BR6"
+done
+
+step "outside: uplink veth eth0 <-> eth0, $NODE_UP <-> $OUTSIDE_IP"
+ip -n "$NODE" link add eth0 type veth peer name eth0 netns "$OUTSIDE"
+ip -n "$NODE" addr add "$NODE_UP/24" dev eth0
+ip -n "$NODE" addr add fd00:99::1/64 dev eth0 nodad
+ip -n "$NODE" link set eth0 up
+ip -n "$OUTSIDE" addr add "$OUTSIDE_IP/24" dev eth0
+ip -n "$OUTSIDE" addr add "$OUTSIDE_IP6/64" dev eth0 nodad
+ip -n "$OUTSIDE" link set eth0 up
+ip -n "$OUTSIDE" route add 10.244.0.0/24 via "$NODE_UP"
+ip -n "$OUTSIDE" -6 route add fd00:244::/64 via fd00:99::1
+
+step "waiting for the links to come up"
+wait_for "pod0 -> outside reachability" 10 in_ns "${PODS[0]}" ping -c 1 -W 1 "$OUTSIDE_IP"
+info "node ${NODE}: br0 $NODE_BR (ports vethpod0..2), uplink eth0 $NODE_UP"
+info "pods: ${POD_IP[*]}   outside: $OUTSIDE_IP"
+
+# --- 2. the agent ---------------------------------------------------------------------------------
+say "Starting the agent inside the node namespace"
+step "starting otel-netprobe"
+info "ip netns exec $NODE $(basename "$BIN") run --listen $LISTEN --poll-interval $POLL --log warn"
+ip netns exec "$NODE" "$BIN" run --listen "$LISTEN" --poll-interval "$POLL" --log warn \
+  </dev/null >"$AGENT_LOG" 2>&1 &
+AGENT_PID=$!
+agent_healthy() {
+  kill -0 "$AGENT_PID" 2>/dev/null || { echo "demo: the agent exited early" >&2; return 2; }
+  in_ns "$NODE" curl -sf -o /dev/null --max-time 1 "$URL/healthz"
+}
+step "waiting for $URL/healthz"
+end=$((SECONDS + 20))
+until agent_healthy; do
+  if ! kill -0 "$AGENT_PID" 2>/dev/null; then
+    wait "$AGENT_PID" 2>/dev/null && rc=0 || rc=$?
+    AGENT_PID=""
+    echo "demo: the agent exited (status $rc) before becoming healthy" >&2
+    exit 1
+  fi
+  [ "$SECONDS" -lt "$end" ] || { echo "demo: the agent did not become healthy within 20 s" >&2; exit 1; }
+  sleep 0.1
+done
+info "agent healthy (pid $AGENT_PID) after $((SECONDS - T0)) s since start of demo"
+
+# --- 3. traffic -----------------------------------------------------------------------------------
+say "Generating traffic on every path (TCP, UDP, ICMP)"
+P0=${PODS[0]} P1=${PODS[1]} P2=${PODS[2]}
+UDP_COUNT=20
+PING_COUNT=5
+
+step "starting servers and receivers"
+bg_in "$P1" iperf3 -s -1 -p 5201                                  # pod0 -> pod1 TCP
+bg_in "$OUTSIDE" iperf3 -s -1 -p 5202                             # pod2 -> outside TCP
+# Each path is its own pair of addresses, so that every count below belongs to exactly one path.
+# name | from ns | to ns | source address | destination | UDP port | TCP port | TCP tool
+PATHS=(
+  "pod0->pod1|$P0|$P1|${POD_IP[0]}|${POD_IP[1]}|7000|5201|iperf3"
+  "pod1->node|$P1|$NODE|${POD_IP[1]}|$NODE_BR|7001|8001|socat"
+  "pod2->outside|$P2|$OUTSIDE|${POD_IP[2]}|$OUTSIDE_IP|7002|5202|iperf3"
+  "outside->pod0|$OUTSIDE|$P0|$OUTSIDE_IP|${POD_IP[0]}|7003|8003|socat"
+  "node->outside|$NODE|$OUTSIDE|$NODE_UP|$OUTSIDE_IP|7004|8004|socat"
+)
+for p in "${PATHS[@]}"; do
+  IFS='|' read -r _ _ to _ _ uport tport tool <<<"$p"
+  bg_in "$to" socat -u "UDP-RECV:$uport" /dev/null
+  [ "$tool" = socat ] && bg_in "$to" socat -u "TCP-LISTEN:$tport,reuseaddr,fork" /dev/null
+done
+for p in "${PATHS[@]}"; do
+  IFS='|' read -r name _ to _ _ uport tport _ <<<"$p"
+  wait_for "UDP receiver for $name" 10 listening "$to" udp "$uport"
+  wait_for "TCP server for $name" 10 listening "$to" tcp "$tport"
+done
+
+step "TCP: iperf3 pod0 -> pod1 (2 s, through the bridge)"
+in_ns "$P0" iperf3 -c "${POD_IP[1]}" -p 5201 -t 2 -f m | grep -E 'sender|receiver' | sed 's/^/   /'
+step "TCP: iperf3 pod2 -> outside (1 s, routed by the node)"
+in_ns "$P2" iperf3 -c "$OUTSIDE_IP" -p 5202 -t 1 -f m | grep -E 'sender|receiver' | sed 's/^/   /'
+
+for p in "${PATHS[@]}"; do
+  IFS='|' read -r name from _ _ dst uport tport tool <<<"$p"
+  step "$name: ping x$PING_COUNT, UDP x$UDP_COUNT to :$uport$([ "$tool" = socat ] && echo ", TCP 64 KiB to :$tport")"
+  in_ns "$from" ping -q -c "$PING_COUNT" -i 0.2 -W 1 "$dst" | grep -E 'packets transmitted' | sed 's/^/   /'
+  # One datagram per line: the pause keeps socat from coalescing lines into one read.
+  for ((i = 1; i <= UDP_COUNT; i++)); do printf 'netprobe demo datagram %02d\n' "$i"; sleep 0.01; done |
+    in_ns "$from" socat -u - "UDP:$dst:$uport"
+  if [ "$tool" = socat ]; then
+    head -c 65536 /dev/zero | in_ns "$from" socat -u - "TCP:$dst:$tport"
+  fi
+done
+step "ICMPv6: ping pod0 -> outside ($OUTSIDE_IP6)"
+in_ns "$P0" ping -6 -q -c "$PING_COUNT" -i 0.2 -W 1 "$OUTSIDE_IP6" | grep -E 'packets transmitted' | sed 's/^/   /'
+
+# --- 4. results -----------------------------------------------------------------------------------
+say "Waiting for the agent to read the kernel maps"
+step "polling /api/v1/summary until the packet total is stable"
+total_packets() {
+  in_ns "$NODE" curl -sf --max-time 2 "$URL/api/v1/summary" |
+    sed -n 's/.*"total":{"packets":\([0-9]*\).*/\1/p'
+}
+prev=-1 stable=0 total=0 end=$((SECONDS + 15))
+while [ "$SECONDS" -lt "$end" ]; do
+  total=$(total_packets || true)
+  total=${total:-0}
+  if [ "$total" = "$prev" ] && [ "$total" -gt 0 ]; then
+    stable=$((stable + 1))
+    [ "$stable" -ge 2 ] && break   # unchanged over two poll intervals
+  else
+    stable=0
+  fi
+  prev=$total
+  sleep 0.5
+done
+info "total packets seen: $total"
+
+say "Traffic summary  (otel-netprobe summary --url $URL)"
+step "reading the summary"
+in_ns "$NODE" "$BIN" summary --url "$URL"
+
+step "reading /metrics"
+METRICS="$WORK/metrics.txt"
+in_ns "$NODE" curl -sf --max-time 5 "$URL/metrics" >"$METRICS"
+
+say "Packets per path, from /metrics (client -> server direction only)"
+# Sum of netprobe_flow_packets_total over the series matching every given label (label="value").
+series_packets() {
+  awk -v want="$*" '
+    BEGIN { n = split(want, w, " ") }
+    /^netprobe_flow_packets_total\{/ {
+      ok = 1
+      for (i = 1; i <= n; i++) if (!index($0, w[i] ",") && !index($0, w[i] "}")) ok = 0
+      if (ok) sum += $NF
+    }
+    END { printf "%d", sum }' "$METRICS"
+}
+printf '   %-16s %-13s %-13s %12s %6s %6s  %s\n' path source destination "tcp (data)" udp icmp check
+zero_paths=() odd_paths=()
+for p in "${PATHS[@]}"; do
+  IFS='|' read -r name _ _ src dst uport tport tool <<<"$p"
+  pair="source_address=\"$src\" destination_address=\"$dst\""
+  tcp=$(series_packets "$pair" "destination_port=\"$tport\"" 'network_transport="tcp"')
+  udp=$(series_packets "$pair" "destination_port=\"$uport\"" 'network_transport="udp"')
+  icmp=$(series_packets "$pair" 'network_transport="icmp"')
+  check=ok
+  [ "$udp" -eq "$UDP_COUNT" ] && [ "$icmp" -eq "$PING_COUNT" ] || { check="MISMATCH"; odd_paths+=("$name"); }
+  [ "$tcp" -gt 0 ] && [ "$udp" -gt 0 ] && [ "$icmp" -gt 0 ] || { check="ZERO"; zero_paths+=("$name"); }
+  printf '   %-16s %-13s %-13s %12s %6s %6s  %s\n' "$name" "$src" "$dst" "$tcp" "$udp" "$icmp" "$check"
+done
+icmp6=$(series_packets "source_address=\"${POD_IP6[0]}\"" "destination_address=\"$OUTSIDE_IP6\"" 'network_transport="icmpv6"')
+check=ok
+[ "$icmp6" -eq "$PING_COUNT" ] || { check="MISMATCH"; odd_paths+=("pod0->outside(IPv6)"); }
+[ "$icmp6" -gt 0 ] || { check="ZERO"; zero_paths+=("pod0->outside(IPv6)"); }
+printf '   %-16s %-13s %-13s %12s %6s %6s  %s\n' "pod0->outside v6" "${POD_IP6[0]}" "$OUTSIDE_IP6" - - "$icmp6" "$check"
+info "sent on each path: $UDP_COUNT UDP datagrams and $PING_COUNT echo requests (the counts should match exactly);"
+info "TCP: iperf3 for pod0->pod1 and pod2->outside, 64 KiB over socat elsewhere (wire packets, handshake included)"
+
+say "Prometheus /metrics: netprobe_flow_packets_total (a few series)"
+grep -E "^netprobe_flow_packets_total\{source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\"" "$METRICS" | sed 's/^/   /' || true
+grep -E "^netprobe_flow_packets_total\{source_address=\"(${POD_IP[1]}|$NODE_UP|$OUTSIDE_IP)\",destination_address=\"($NODE_BR|$OUTSIDE_IP|${POD_IP[0]})\".*network_transport=\"udp\"" "$METRICS" | sed 's/^/   /' || true
+grep -E "^netprobe_flow_packets_total\{.*network_type=\"ipv6\"" "$METRICS" | grep -F "$OUTSIDE_IP6" | sed 's/^/   /' || true
+
+say "Prometheus /metrics: netprobe_packet_size_bytes (pod0->pod1 TCP data, iperf3)"
+grep -E "^netprobe_packet_size_bytes_(bucket|sum|count)\{source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\",destination_port=\"5201\"" "$METRICS" | sed 's/^/   /' || true
+
+say "Prometheus /metrics: which hook each interface of the node got"
+grep -E '^netprobe_agent_interface_info' "$METRICS" | sed 's/^/   /' || true
+grep -E '^netprobe_agent_(interfaces|attach_errors_total|read_errors_total)' "$METRICS" | sed 's/^/   /' || true
+
+STEP="checking the results"
+say "Result"
+if [ "$total" -le 0 ]; then
+  echo "demo: the agent reported zero packets" >&2
+  exit 1
+fi
+if [ "${#zero_paths[@]}" -gt 0 ]; then
+  info "WARNING: a protocol with no packets counted on: ${zero_paths[*]} (worth a bug report)"
+fi
+if [ "${#odd_paths[@]}" -gt 0 ]; then
+  info "WARNING: UDP/ICMP counts differ from what was sent on: ${odd_paths[*]}"
+fi
+info "OK: $total packets counted in $(grep -c '^netprobe_flow_packets_total{' "$METRICS") flow series; demo took $((SECONDS - T0)) s"
