@@ -121,7 +121,6 @@ type ByLabel<'a> = (&'a Metric, &'a str, &'a [(Counter, &'a str)]);
 
 fn render_agent(out: &mut String, snap: &Snapshot) {
     let h = &snap.health;
-    let c = &snap.counters;
     let plain: [(&Metric, f64); 7] = [
         (&names::AGENT_FLOWS_TRACKED, h.flows_tracked as f64),
         (
