@@ -200,7 +200,7 @@ ip netns exec "$NODE" "$BIN" run --listen "$LISTEN" --poll-interval "$POLL" --lo
   </dev/null >"$AGENT_LOG" 2>&1 &
 AGENT_PID=$!
 agent_healthy() {
-  kill -0 "$AGENT_PID" 2>/dev/null || { echo "demo: the agent exited early" >&2; return 2; }
+  kill -0 "$AGENT_PID" 2>/dev/null || return 2
   in_ns "$NODE" curl -sf -o /dev/null --max-time 1 "$URL/healthz"
 }
 step "waiting for $URL/healthz"

@@ -29,23 +29,20 @@ fn fifty_veths_come_and_go() {
     );
 
     let started = Instant::now();
-    let mut batch = String::new();
-    for i in 0..VETHS {
-        batch.push_str(&format!(
-            "link add vc{i} type veth peer name vp{i} netns {}\n",
-            pods.name
-        ));
-        batch.push_str(&format!(
-            "addr add 10.200.{i}.1/30 dev vc{i}\nlink set vc{i} up\n"
-        ));
-    }
+    let batch = (0..VETHS)
+        .map(|i| {
+            format!(
+                "link add vc{i} type veth peer name vp{i} netns {}\naddr add 10.200.{i}.1/30 dev vc{i}\nlink set vc{i} up\n",
+                pods.name
+            )
+        })
+        .collect::<Vec<_>>()
+        .concat();
     sh(&format!("printf '{batch}' | ip -n {} -batch -", node.name));
-    let mut batch = String::new();
-    for i in 0..VETHS {
-        batch.push_str(&format!(
-            "addr add 10.200.{i}.2/30 dev vp{i}\nlink set vp{i} up\n"
-        ));
-    }
+    let batch = (0..VETHS)
+        .map(|i| format!("addr add 10.200.{i}.2/30 dev vp{i}\nlink set vp{i} up\n"))
+        .collect::<Vec<_>>()
+        .concat();
     sh(&format!("printf '{batch}' | ip -n {} -batch -", pods.name));
     let (snap, ok) = agent.wait_for(Duration::from_secs(30), |s| {
         s.health.interfaces.len() == VETHS
@@ -98,10 +95,10 @@ fn fifty_veths_come_and_go() {
         assert_eq!((f[0].packets, f[0].bytes), (3, 3 * 128), "vc{i}");
     }
 
-    let mut batch = String::new();
-    for i in 0..VETHS {
-        batch.push_str(&format!("link del vc{i}\n"));
-    }
+    let batch = (0..VETHS)
+        .map(|i| format!("link del vc{i}\n"))
+        .collect::<Vec<_>>()
+        .concat();
     sh(&format!("printf '{batch}' | ip -n {} -batch -", node.name));
     let (snap, ok) = agent.wait_for(Duration::from_secs(30), |s| s.health.interfaces.is_empty());
     assert!(

@@ -2,7 +2,6 @@
 //! namespace (never touching the root namespace's interfaces).
 
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
