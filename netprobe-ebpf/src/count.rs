@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    Counter, FlowKey, FlowStats, SIZE_BUCKETS,
+    Counter, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS,
     parse::{PacketInfo, Parsed},
     size_bucket,
 };
@@ -106,13 +106,42 @@ fn now_coarse() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// Records `sample` in the shared flow table with atomic adds; on a full table, counts the
-/// packet as untracked.
+/// The production flow tables: IPv4 (16-byte keys) and IPv6.
+pub struct SharedTables<'a> {
+    /// IPv4 flows.
+    pub v4: &'a HashMap<FlowKey4, FlowStats>,
+    /// IPv6 flows.
+    pub v6: &'a HashMap<FlowKey, FlowStats>,
+}
+
+/// Records `sample` in the shared flow table of its IP version with atomic adds; on a full
+/// table, counts the packet as untracked.
 #[inline(always)]
 pub fn record_shared(
-    flows: &HashMap<FlowKey, FlowStats>,
+    tables: &SharedTables<'_>,
     counters: &PerCpuArray<u64>,
     key: &FlowKey,
+    sample: &Sample,
+    tcp_flags: u64,
+) {
+    if key.ip_version == 4 {
+        record_in(
+            tables.v4,
+            counters,
+            &FlowKey4::narrow(key),
+            sample,
+            tcp_flags,
+        );
+    } else {
+        record_in(tables.v6, counters, key, sample, tcp_flags);
+    }
+}
+
+#[inline(always)]
+fn record_in<K>(
+    flows: &HashMap<K, FlowStats>,
+    counters: &PerCpuArray<u64>,
+    key: &K,
     sample: &Sample,
     tcp_flags: u64,
 ) {
@@ -121,15 +150,7 @@ pub fn record_shared(
         add_shared(stats, sample, tcp_flags, now);
         return;
     }
-    let mut fresh = FlowStats {
-        bytes: sample.bytes,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        tcp_flags,
-        ..FlowStats::default()
-    };
-    fresh.size_buckets[sample.bucket_a & (SIZE_BUCKETS - 1)] += sample.count_a;
-    fresh.size_buckets[sample.bucket_b & (SIZE_BUCKETS - 1)] += sample.count_b;
+    let fresh = fresh_stats(sample, tcp_flags, now);
     match flows.insert(key, fresh, BPF_NOEXIST) {
         Ok(()) => {}
         // Another CPU inserted the flow first: add to its entry.
@@ -143,6 +164,20 @@ pub fn record_shared(
             bump(counters, Counter::MapFullBytes, sample.bytes);
         }
     }
+}
+
+#[inline(always)]
+fn fresh_stats(sample: &Sample, tcp_flags: u64, now: u64) -> FlowStats {
+    let mut fresh = FlowStats {
+        bytes: sample.bytes,
+        first_seen_ns: now,
+        last_seen_ns: now,
+        tcp_flags,
+        ..FlowStats::default()
+    };
+    fresh.size_buckets[sample.bucket_a & (SIZE_BUCKETS - 1)] += sample.count_a;
+    fresh.size_buckets[sample.bucket_b & (SIZE_BUCKETS - 1)] += sample.count_b;
+    fresh
 }
 
 #[inline(always)]
@@ -179,10 +214,10 @@ fn add_shared(stats: *mut FlowStats, sample: &Sample, tcp_flags: u64, now: u64) 
 /// Records `sample` in a per-CPU flow table with plain adds (the alternative design, measured
 /// in `make bench`).
 #[inline(always)]
-pub fn record_percpu(
-    flows: &PerCpuHashMap<FlowKey, FlowStats>,
+pub fn record_percpu<K>(
+    flows: &PerCpuHashMap<K, FlowStats>,
     counters: &PerCpuArray<u64>,
-    key: &FlowKey,
+    key: &K,
     sample: &Sample,
     tcp_flags: u64,
 ) {
@@ -198,16 +233,10 @@ pub fn record_percpu(
         }
         return;
     }
-    let mut fresh = FlowStats {
-        bytes: sample.bytes,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        tcp_flags,
-        ..FlowStats::default()
-    };
-    fresh.size_buckets[sample.bucket_a & (SIZE_BUCKETS - 1)] += sample.count_a;
-    fresh.size_buckets[sample.bucket_b & (SIZE_BUCKETS - 1)] += sample.count_b;
-    if flows.insert(key, fresh, 0).is_err() {
+    if flows
+        .insert(key, fresh_stats(sample, tcp_flags, now), 0)
+        .is_err()
+    {
         bump(counters, Counter::MapFullPackets, sample.packets());
         bump(counters, Counter::MapFullBytes, sample.bytes);
     }

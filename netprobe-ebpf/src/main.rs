@@ -24,15 +24,27 @@ mod prog {
         programs::{TcContext, XdpContext},
     };
     use netprobe_ebpf::{
-        COUNTER_SLOTS, DEFAULT_FLOW_CAPACITY, FlowKey, FlowStats,
-        count::{count_other, count_partial, record_shared, tc_sample, xdp_sample},
+        COUNTER_SLOTS, DEFAULT_FLOW4_CAPACITY, DEFAULT_FLOW6_CAPACITY, FlowKey, FlowKey4,
+        FlowStats,
+        count::{SharedTables, count_other, count_partial, record_shared, tc_sample, xdp_sample},
         parse::{Parsed, parse_ethernet},
     };
 
-    /// The flow table: one shared value per flow (see the README for the memory figures).
-    /// User space may resize it before load.
+    /// The IPv4 flow table: one shared value per flow (memory figures in the README). User
+    /// space sizes it before load.
     #[map]
-    static FLOWS: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+    static FLOWS4: HashMap<FlowKey4, FlowStats> =
+        HashMap::with_max_entries(DEFAULT_FLOW4_CAPACITY, 0);
+
+    /// The IPv6 flow table.
+    #[map]
+    static FLOWS6: HashMap<FlowKey, FlowStats> =
+        HashMap::with_max_entries(DEFAULT_FLOW6_CAPACITY, 0);
+
+    const TABLES: SharedTables<'static> = SharedTables {
+        v4: &FLOWS4,
+        v6: &FLOWS6,
+    };
 
     /// Global counters (non-IP, malformed per layer, fragments, table full), per CPU.
     #[map]
@@ -45,7 +57,7 @@ mod prog {
         if let Parsed::Ip(info) = &parsed {
             if let Some(sample) = xdp_sample(&COUNTERS, info, (end - data) as u32) {
                 count_partial(&COUNTERS, info, sample.packets());
-                record_shared(&FLOWS, &COUNTERS, &info.key, &sample, info.tcp_flags);
+                record_shared(&TABLES, &COUNTERS, &info.key, &sample, info.tcp_flags);
             }
         } else {
             count_other(&COUNTERS, &parsed);
@@ -62,7 +74,7 @@ mod prog {
         if let Parsed::Ip(info) = &parsed {
             if let Some(sample) = tc_sample(&COUNTERS, info, len, segs, size) {
                 count_partial(&COUNTERS, info, sample.packets());
-                record_shared(&FLOWS, &COUNTERS, &info.key, &sample, info.tcp_flags);
+                record_shared(&TABLES, &COUNTERS, &info.key, &sample, info.tcp_flags);
             }
         } else {
             count_other(&COUNTERS, &parsed);

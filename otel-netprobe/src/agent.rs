@@ -54,8 +54,8 @@ impl Agent {
     /// Loads the programs, attaches them to the current interfaces, and starts the attacher and
     /// reader threads.
     pub fn start(cfg: &Config) -> Result<Self, AgentError> {
-        let mut ebpf = ebpf::load(cfg.flows.capacity)?;
-        let (flows, counters) = ebpf::take_maps(&mut ebpf)?;
+        let mut ebpf = ebpf::load(cfg.flows.capacity, cfg.flows.capacity_ipv6)?;
+        let maps = ebpf::take_maps(&mut ebpf)?;
         let interfaces = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(AtomicU64::new(0));
         let mut attacher = Attacher::new(
@@ -76,15 +76,9 @@ impl Agent {
             kernel_idle: cfg.flows.kernel_idle_timeout,
             idle: cfg.flows.idle_timeout,
         };
-        let mut reader = Reader::new(
-            flows,
-            counters,
-            cfg.flows.capacity,
-            timeouts,
-            interfaces,
-            errors,
-        )
-        .map_err(AgentError::Sys)?;
+        let capacity = u64::from(cfg.flows.capacity) + u64::from(cfg.flows.capacity_ipv6);
+        let mut reader =
+            Reader::new(maps, capacity, timeouts, interfaces, errors).map_err(AgentError::Sys)?;
         let snapshot: SharedSnapshot = Arc::new(RwLock::new(Arc::new(Snapshot::empty())));
         let stop = Arc::new(AtomicBool::new(false));
 

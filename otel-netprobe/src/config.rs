@@ -122,9 +122,11 @@ pub struct HookOverride {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlowsConfig {
-    /// Kernel flow table capacity (flows). Default: 262144 (about 56 MB of kernel memory,
-    /// independent of the CPU count). Range: 1024..=16777216.
+    /// Capacity of the kernel's IPv4 flow table (flows). Default: 196608. With the IPv6 table's
+    /// default, about 50 MiB of kernel memory whatever the CPU count. Range: 1024..=16777216.
     pub capacity: u32,
+    /// Capacity of the kernel's IPv6 flow table (flows). Default: 65536. Range: 1024..=16777216.
+    pub capacity_ipv6: u32,
     /// How often the kernel table is read. Default: `1s`.
     #[serde(deserialize_with = "de_duration")]
     pub poll_interval: Duration,
@@ -142,7 +144,8 @@ pub struct FlowsConfig {
 impl Default for FlowsConfig {
     fn default() -> Self {
         Self {
-            capacity: netprobe_ebpf::DEFAULT_FLOW_CAPACITY,
+            capacity: netprobe_ebpf::DEFAULT_FLOW4_CAPACITY,
+            capacity_ipv6: netprobe_ebpf::DEFAULT_FLOW6_CAPACITY,
             poll_interval: Duration::from_secs(1),
             kernel_idle_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -233,11 +236,16 @@ impl Config {
     /// Checks values that the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let f = &self.flows;
-        if !(1024..=16_777_216).contains(&f.capacity) {
-            return Err(ConfigError::invalid(
-                "flows.capacity",
-                format!("{} is out of range 1024..=16777216", f.capacity),
-            ));
+        for (key, value) in [
+            ("flows.capacity", f.capacity),
+            ("flows.capacity_ipv6", f.capacity_ipv6),
+        ] {
+            if !(1024..=16_777_216).contains(&value) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{value} is out of range 1024..=16777216"),
+                ));
+            }
         }
         if f.poll_interval < Duration::from_millis(100) {
             return Err(ConfigError::invalid(

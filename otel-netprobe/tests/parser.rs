@@ -10,7 +10,7 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use common::packets::*;
-use netprobe_ebpf::{Counter, FlowKey, FlowStats, SIZE_BUCKETS, size_bucket, tcp_flags};
+use netprobe_ebpf::{Counter, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS, size_bucket, tcp_flags};
 
 const XDP_PASS: u32 = 2;
 const TC_ACT_UNSPEC: u32 = u32::MAX;
@@ -23,7 +23,7 @@ impl Kernel {
     fn new() -> Self {
         common::require_root();
         Self {
-            ebpf: otel_netprobe::ebpf::load(4096).expect("load the eBPF object"),
+            ebpf: otel_netprobe::ebpf::load(4096, 4096).expect("load the eBPF object"),
         }
     }
 
@@ -57,10 +57,19 @@ impl Kernel {
         );
     }
 
+    /// Both flow tables, IPv4 keys widened to the general key.
     fn flows(&self) -> Vec<(FlowKey, FlowStats)> {
-        let m: HashMap<_, FlowKey, FlowStats> =
-            HashMap::try_from(self.ebpf.map("FLOWS").unwrap()).unwrap();
-        m.iter().map(Result::unwrap).collect()
+        let v4: HashMap<_, FlowKey4, FlowStats> =
+            HashMap::try_from(self.ebpf.map("FLOWS4").unwrap()).unwrap();
+        let v6: HashMap<_, FlowKey, FlowStats> =
+            HashMap::try_from(self.ebpf.map("FLOWS6").unwrap()).unwrap();
+        let mut all: Vec<_> = v4
+            .iter()
+            .map(Result::unwrap)
+            .map(|(k, s)| (k.widen(), s))
+            .collect();
+        all.extend(v6.iter().map(Result::unwrap));
+        all
     }
 
     fn only_flow(&self) -> (FlowKey, FlowStats) {

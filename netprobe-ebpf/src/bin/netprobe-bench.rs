@@ -21,13 +21,17 @@ mod prog {
         programs::{TcContext, XdpContext},
     };
     use netprobe_ebpf::{
-        COUNTER_SLOTS, FlowKey, FlowStats,
+        COUNTER_SLOTS, FlowKey, FlowKey4, FlowStats,
         count::{count_other, record_percpu, xdp_sample},
         parse::{Parsed, parse_ethernet},
     };
 
     #[map]
-    static BENCH_PERCPU_FLOWS: PerCpuHashMap<FlowKey, FlowStats> =
+    static BENCH_PERCPU_FLOWS4: PerCpuHashMap<FlowKey4, FlowStats> =
+        PerCpuHashMap::with_max_entries(4096, 0);
+
+    #[map]
+    static BENCH_PERCPU_FLOWS6: PerCpuHashMap<FlowKey, FlowStats> =
         PerCpuHashMap::with_max_entries(4096, 0);
 
     #[map]
@@ -43,19 +47,78 @@ mod prog {
         TC_ACT_UNSPEC
     }
 
+    #[map]
+    static BENCH_SHARED_FLOWS: aya_ebpf::maps::HashMap<FlowKey, FlowStats> =
+        aya_ebpf::maps::HashMap::with_max_entries(4096, 0);
+
+    /// Parsing alone (the result is kept so the work is not optimised away).
+    #[xdp]
+    pub fn bench_xdp_parse(ctx: XdpContext) -> u32 {
+        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
+            if let Some(slot) = BENCH_COUNTERS.get_ptr_mut(0) {
+                unsafe { *slot += u64::from(info.key.dst_port) + u64::from(info.ip_len) };
+            }
+        }
+        xdp_action::XDP_PASS
+    }
+
+    /// Parsing and the flow-table lookup, without the update.
+    #[xdp]
+    pub fn bench_xdp_lookup(ctx: XdpContext) -> u32 {
+        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
+            if BENCH_SHARED_FLOWS.get_ptr(&info.key).is_none() {
+                let _ = BENCH_SHARED_FLOWS.insert(&info.key, &FlowStats::default(), 0);
+            }
+        }
+        xdp_action::XDP_PASS
+    }
+
+    #[map]
+    static BENCH_V4_FLOWS: aya_ebpf::maps::HashMap<[u32; 4], FlowStats> =
+        aya_ebpf::maps::HashMap::with_max_entries(4096, 0);
+
+    /// Parsing and a lookup with a 16-byte IPv4 key.
+    #[xdp]
+    pub fn bench_xdp_lookup4(ctx: XdpContext) -> u32 {
+        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
+            let k = &info.key;
+            let key = [
+                k.src_addr[0],
+                k.dst_addr[0],
+                u32::from(k.src_port) << 16 | u32::from(k.dst_port),
+                u32::from(k.protocol),
+            ];
+            if BENCH_V4_FLOWS.get_ptr(&key).is_none() {
+                let _ = BENCH_V4_FLOWS.insert(&key, &FlowStats::default(), 0);
+            }
+        }
+        xdp_action::XDP_PASS
+    }
+
     #[xdp]
     pub fn bench_xdp_percpu(ctx: XdpContext) -> u32 {
         let (data, end) = (ctx.data(), ctx.data_end());
         let parsed = parse_ethernet(data, end);
         if let Parsed::Ip(info) = &parsed {
             if let Some(sample) = xdp_sample(&BENCH_COUNTERS, info, (end - data) as u32) {
-                record_percpu(
-                    &BENCH_PERCPU_FLOWS,
-                    &BENCH_COUNTERS,
-                    &info.key,
-                    &sample,
-                    info.tcp_flags,
-                );
+                if info.key.ip_version == 4 {
+                    let key = FlowKey4::narrow(&info.key);
+                    record_percpu(
+                        &BENCH_PERCPU_FLOWS4,
+                        &BENCH_COUNTERS,
+                        &key,
+                        &sample,
+                        info.tcp_flags,
+                    );
+                } else {
+                    record_percpu(
+                        &BENCH_PERCPU_FLOWS6,
+                        &BENCH_COUNTERS,
+                        &info.key,
+                        &sample,
+                        info.tcp_flags,
+                    );
+                }
             }
         } else {
             count_other(&BENCH_COUNTERS, &parsed);

@@ -11,7 +11,7 @@ pub mod reader;
 pub mod sys;
 
 use aya::{Ebpf, EbpfLoader, maps::Map};
-use netprobe_ebpf::{COUNTERS_MAP, FLOWS_MAP};
+use netprobe_ebpf::{COUNTERS_MAP, FLOWS4_MAP, FLOWS6_MAP};
 
 /// The production object: XDP, TC ingress and TC egress programs, the flow table and counters.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe"));
@@ -40,26 +40,44 @@ pub enum EbpfError {
     Missing(&'static str),
 }
 
-/// Loads the production object with a flow table of `capacity` entries, and loads (but does
+/// Loads the production object with flow tables of `v4` and `v6` entries, and loads (but does
 /// not attach) its three programs.
-pub fn load(capacity: u32) -> Result<Ebpf, EbpfError> {
+pub fn load(v4: u32, v6: u32) -> Result<Ebpf, EbpfError> {
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries(FLOWS_MAP, capacity)
+        .map_max_entries(FLOWS4_MAP, v4)
+        .map_max_entries(FLOWS6_MAP, v6)
         .load(OBJECT)
         .map_err(EbpfError::Load)?;
     attach::load_programs(&mut ebpf)?;
     Ok(ebpf)
 }
 
-/// Takes the flow table and counter maps out of the object, for the reader.
-pub fn take_maps(ebpf: &mut Ebpf) -> Result<(aya::maps::MapData, aya::maps::MapData), EbpfError> {
-    let Some(Map::HashMap(flows)) = ebpf.take_map(FLOWS_MAP) else {
-        return Err(EbpfError::Missing("flow table"));
+/// The maps the reader owns.
+pub struct Maps {
+    /// IPv4 flow table.
+    pub flows4: aya::maps::MapData,
+    /// IPv6 flow table.
+    pub flows6: aya::maps::MapData,
+    /// Per-CPU global counters.
+    pub counters: aya::maps::MapData,
+}
+
+/// Takes the flow tables and the counter array out of the object, for the reader.
+pub fn take_maps(ebpf: &mut Ebpf) -> Result<Maps, EbpfError> {
+    let Some(Map::HashMap(flows4)) = ebpf.take_map(FLOWS4_MAP) else {
+        return Err(EbpfError::Missing("IPv4 flow table"));
+    };
+    let Some(Map::HashMap(flows6)) = ebpf.take_map(FLOWS6_MAP) else {
+        return Err(EbpfError::Missing("IPv6 flow table"));
     };
     let Some(Map::PerCpuArray(counters)) = ebpf.take_map(COUNTERS_MAP) else {
         return Err(EbpfError::Missing("counter array"));
     };
-    Ok((flows, counters))
+    Ok(Maps {
+        flows4,
+        flows6,
+        counters,
+    })
 }
 
 /// True when this process may load BPF programs and attach them to interfaces

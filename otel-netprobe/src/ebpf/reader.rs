@@ -11,8 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::MapData;
-use netprobe_ebpf::{Counter, FlowKey, FlowStats};
+use netprobe_ebpf::{Counter, FlowKey, FlowKey4, FlowStats};
 
 use super::sys::{self, BatchReader, Plain, SysError, TypedMap};
 use crate::{
@@ -22,6 +21,8 @@ use crate::{
 
 // SAFETY: FlowKey is #[repr(C)], Copy, all integers with explicit padding: any bytes are valid.
 unsafe impl Plain for FlowKey {}
+// SAFETY: as above for FlowKey4.
+unsafe impl Plain for FlowKey4 {}
 // SAFETY: as above for FlowStats.
 unsafe impl Plain for FlowStats {}
 
@@ -47,9 +48,9 @@ pub struct Timeouts {
 
 /// Owns the maps and the cumulative flow table.
 pub struct Reader {
-    flows: MapData,
-    counters: MapData,
-    batch: BatchReader<FlowKey, FlowStats>,
+    maps: super::Maps,
+    batch4: BatchReader<FlowKey4, FlowStats>,
+    batch6: BatchReader<FlowKey, FlowStats>,
     table: FlowTable,
     cpus: usize,
     timeouts: Timeouts,
@@ -59,25 +60,25 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// A reader over the production maps (see [`super::take_maps`]).
+    /// A reader over the production maps (see [`super::take_maps`]); `capacity` is both flow
+    /// tables' together.
     pub fn new(
-        flows: MapData,
-        counters: MapData,
-        capacity: u32,
+        maps: super::Maps,
+        capacity: u64,
         timeouts: Timeouts,
         interfaces: Arc<Mutex<Vec<InterfaceState>>>,
         attach_errors: Arc<AtomicU64>,
     ) -> Result<Self, SysError> {
         let cpus = sys::possible_cpus()?;
         Ok(Self {
-            flows,
-            counters,
-            batch: BatchReader::new(1024),
+            maps,
+            batch4: BatchReader::new(1024),
+            batch6: BatchReader::new(1024),
             table: FlowTable::new(),
             cpus,
             timeouts,
             health: Health {
-                flow_table_capacity: u64::from(capacity),
+                flow_table_capacity: capacity,
                 ..Health::default()
             },
             interfaces,
@@ -105,39 +106,46 @@ impl Reader {
     }
 
     fn read(&mut self) -> Result<(), SysError> {
-        let fd = self.flows.fd().as_fd();
+        let (fd4, fd6) = (self.maps.flows4.fd().as_fd(), self.maps.flows6.fd().as_fd());
         let now = coarse_now_ns();
-        let entries = self.batch.read_all(fd)?;
-        self.health.flow_table_entries = entries.keys.len() as u64;
         let kernel_idle = self.timeouts.kernel_idle.as_nanos() as u64;
-        let evict = self
-            .table
-            .ingest(
-                entries.keys.iter().zip(entries.values.iter()),
-                now,
-                kernel_idle,
-            )
-            .to_vec();
+        let v4 = self.batch4.read_all(fd4)?;
+        let v6 = self.batch6.read_all(fd6)?;
+        self.health.flow_table_entries = (v4.keys.len() + v6.keys.len()) as u64;
+        let kernel = v4
+            .keys
+            .iter()
+            .map(FlowKey4::widen)
+            .zip(v4.values.iter())
+            .chain(v6.keys.iter().copied().zip(v6.values.iter()));
+        let evict = self.table.ingest(kernel, now, kernel_idle).to_vec();
         // Each idle entry leaves the kernel with its final value (lookup-and-delete is atomic
         // for the entry), so a packet that arrives after our read is not lost.
-        let map = TypedMap::<FlowKey, FlowStats>::new(fd)?;
+        let (map4, map6) = (
+            TypedMap::<FlowKey4, FlowStats>::new(fd4)?,
+            TypedMap::<FlowKey, FlowStats>::new(fd6)?,
+        );
         for key in &evict {
-            let last = map.lookup_and_delete(key)?;
+            let last = if key.ip_version == 4 {
+                map4.lookup_and_delete(&FlowKey4::narrow(key))?
+            } else {
+                map6.lookup_and_delete(key)?
+            };
             self.table.fold_evicted(key, last);
         }
         self.health.flow_table_entries -= evict.len() as u64;
         self.health.kernel_evictions_total += evict.len() as u64;
         let expired = self.table.expire(now, self.timeouts.idle.as_nanos() as u64);
         self.health.flows_expired_total += expired as u64;
-        if let Some(mem) = sys::map_memlock_bytes(fd) {
-            self.health.flow_table_memory_bytes = mem;
+        if let (Some(a), Some(b)) = (sys::map_memlock_bytes(fd4), sys::map_memlock_bytes(fd6)) {
+            self.health.flow_table_memory_bytes = a + b;
         }
         Ok(())
     }
 
     fn read_counters(&self) -> GlobalCounters {
         let mut g = GlobalCounters::default();
-        let fd = self.counters.fd().as_fd();
+        let fd = self.maps.counters.fd().as_fd();
         for c in Counter::ALL {
             if let Ok(v) = sys::lookup_percpu_array_u64(fd, c as u32, self.cpus) {
                 g.0[c as usize] = v.iter().sum();

@@ -92,14 +92,14 @@ impl FlowTable {
     /// of the kernel.
     pub fn ingest<'a>(
         &mut self,
-        kernel: impl IntoIterator<Item = (&'a FlowKey, &'a FlowStats)>,
+        kernel: impl IntoIterator<Item = (FlowKey, &'a FlowStats)>,
         now_ns: u64,
         kernel_idle_ns: u64,
     ) -> &[FlowKey] {
         self.cycle += 1;
         self.evict.clear();
         for (key, stats) in kernel {
-            let rec = self.records.entry(*key).or_insert_with(|| Record {
+            let rec = self.records.entry(key).or_insert_with(|| Record {
                 base: Totals::default(),
                 current: FlowStats::default(),
                 in_kernel: false,
@@ -118,7 +118,7 @@ impl FlowTable {
             rec.seen_cycle = self.cycle;
             rec.last_seen_ns = rec.last_seen_ns.max(stats.last_seen_ns);
             if now_ns.saturating_sub(stats.last_seen_ns) >= kernel_idle_ns {
-                self.evict.push(*key);
+                self.evict.push(key);
             }
         }
         // Entries that vanished from the kernel without us moving them out: keep their last
@@ -184,8 +184,8 @@ mod tests {
         s
     }
 
-    fn kv(v: &[KernelFlow]) -> impl Iterator<Item = (&FlowKey, &FlowStats)> {
-        v.iter().map(|(k, s)| (k, s))
+    fn kv(v: &[KernelFlow]) -> impl Iterator<Item = (FlowKey, &FlowStats)> {
+        v.iter().map(|(k, s)| (*k, s))
     }
 
     fn packets(t: &FlowTable, k: &FlowKey) -> u64 {

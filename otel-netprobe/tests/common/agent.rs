@@ -17,6 +17,7 @@ pub fn start_in(ns: &Netns, overrides: Vec<HookOverride>) -> Agent {
     cfg.flows.kernel_idle_timeout = Duration::from_secs(30);
     cfg.flows.idle_timeout = Duration::from_secs(120);
     cfg.flows.capacity = 65_536;
+    cfg.flows.capacity_ipv6 = 16_384;
     cfg.interfaces.overrides = overrides;
     ns.run(move || Agent::start(&cfg).expect("agent starts"))
 }
