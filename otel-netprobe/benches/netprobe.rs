@@ -10,7 +10,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::{os::fd::AsFd, time::Duration};
+use std::{os::fd::AsFd, sync::Arc, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -21,8 +21,8 @@ use common::packets::{eth, ipv4, ipv6, tcp, udp};
 use netprobe_ebpf::{DEFAULT_FLOW4_CAPACITY, DEFAULT_FLOW6_CAPACITY, FlowKey, FlowKey4, FlowStats};
 use otel_netprobe::ebpf::{self, BENCH_OBJECT, reader, sys};
 
-const REPEAT: u32 = 200_000;
-const ROUNDS: usize = 9;
+const REPEAT: u32 = 100_000;
+const ROUNDS: usize = 15;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -126,29 +126,35 @@ fn per_packet() {
         "packet", "xdp_pass", "ours_xdp", "Δ xdp", "percpu_xdp", "tc_pass", "ours_tc", "Δ tc"
     );
     for (name, frame) in &shapes {
-        let (mut a, mut b, mut c, mut d, mut e) = (vec![], vec![], vec![], vec![], vec![]);
+        // Interleaved rounds, so drift on this shared machine hits every program alike.
+        let mut r: [Vec<f64>; 8] = Default::default();
         for _ in 0..ROUNDS {
-            a.push(xdp_ns(pass, frame));
-            b.push(xdp_ns(xdp, frame));
-            c.push(xdp_ns(percpu, frame));
-            d.push(tc_ns(tc_pass, frame));
-            e.push(tc_ns(tc, frame));
+            r[0].push(xdp_ns(pass, frame));
+            r[1].push(xdp_ns(xdp, frame));
+            r[2].push(xdp_ns(percpu, frame));
+            r[3].push(tc_ns(tc_pass, frame));
+            r[4].push(tc_ns(tc, frame));
+            r[5].push(xdp_ns(parse, frame));
+            r[6].push(xdp_ns(lookup, frame));
+            r[7].push(xdp_ns(lookup4, frame));
         }
-        let (a, b, c, d, e) = (median(a), median(b), median(c), median(d), median(e));
+        let m = r.map(median);
         println!(
-            "{name:<24} {a:>9.0} {b:>9.0} {:>+9.0} {c:>11.0} {d:>9.0} {e:>9.0} {:>+9.0}",
-            b - a,
-            e - d
+            "{name:<24} {:>9.0} {:>9.0} {:>+9.0} {:>11.0} {:>9.0} {:>9.0} {:>+9.0}",
+            m[0],
+            m[1],
+            m[1] - m[0],
+            m[2],
+            m[3],
+            m[4],
+            m[4] - m[3]
         );
-        let p = median((0..ROUNDS).map(|_| xdp_ns(parse, frame)).collect());
-        let l = median((0..ROUNDS).map(|_| xdp_ns(lookup, frame)).collect());
-        let l4 = median((0..ROUNDS).map(|_| xdp_ns(lookup4, frame)).collect());
         println!(
-            "{:<24} parse only {:+.0}, parse + lookup {:+.0}, lookup 16-byte key {:+.0}",
+            "{:<24} parse only {:+.0}, parse + 40-byte-key lookup {:+.0}, parse + 16-byte-key lookup {:+.0}",
             "",
-            p - a,
-            l - a,
-            l4 - a
+            m[5] - m[0],
+            m[6] - m[0],
+            m[7] - m[0]
         );
     }
 }
@@ -273,8 +279,8 @@ fn reader_cost() {
             maps,
             u64::from(CAP) * 2,
             timeouts,
-            Default::default(),
-            Default::default(),
+            Arc::default(),
+            Arc::default(),
         )
         .unwrap()
     };

@@ -341,6 +341,12 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_the_default() {
+        let text = include_str!("../netprobe.example.yaml");
+        assert_eq!(Config::from_yaml(text).unwrap(), Config::default());
+    }
+
+    #[test]
     fn full_example_parses() {
         let c = Config::from_yaml(
             "interfaces:\n  include: [\"eth*\", \"veth*\"]\n  exclude: [\"docker0\"]\n  physical_hook: tc\n  overrides:\n    - {name: eth0, hook: xdp}\n  egress: false\nflows:\n  capacity: 4096\n  poll_interval: 500ms\n  kernel_idle_timeout: 5s\n  idle_timeout: 2m\nhttp:\n  listen: 127.0.0.1:9999\n",
