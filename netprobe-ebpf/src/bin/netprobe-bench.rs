@@ -66,8 +66,8 @@ mod prog {
     #[xdp]
     pub fn bench_xdp_lookup(ctx: XdpContext) -> u32 {
         if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
-            if BENCH_SHARED_FLOWS.get_ptr(&info.key).is_none() {
-                let _ = BENCH_SHARED_FLOWS.insert(&info.key, &FlowStats::default(), 0);
+            if BENCH_SHARED_FLOWS.get_ptr(info.key).is_none() {
+                let _ = BENCH_SHARED_FLOWS.insert(info.key, FlowStats::default(), 0);
             }
         }
         xdp_action::XDP_PASS
@@ -88,8 +88,8 @@ mod prog {
                 u32::from(k.src_port) << 16 | u32::from(k.dst_port),
                 u32::from(k.protocol),
             ];
-            if BENCH_V4_FLOWS.get_ptr(&key).is_none() {
-                let _ = BENCH_V4_FLOWS.insert(&key, &FlowStats::default(), 0);
+            if BENCH_V4_FLOWS.get_ptr(key).is_none() {
+                let _ = BENCH_V4_FLOWS.insert(key, FlowStats::default(), 0);
             }
         }
         xdp_action::XDP_PASS
