@@ -50,9 +50,10 @@ fn proc_counter(file: &str, section: &str, name: &str) -> u64 {
         .expect("number")
 }
 
-/// TCP segments sent (`Tcp: OutSegs`, counted per wire segment) in this namespace.
+/// TCP segments sent in this namespace, per wire segment: `OutSegs` leaves out
+/// retransmissions, which `RetransSegs` counts (a loaded machine makes spurious ones).
 pub fn tcp_out_segs() -> u64 {
-    proc_counter("snmp", "Tcp:", "OutSegs")
+    proc_counter("snmp", "Tcp:", "OutSegs") + proc_counter("snmp", "Tcp:", "RetransSegs")
 }
 
 /// Segments and IPv4 bytes sent in this namespace (`IpExt: OutOctets` is exact for a sender
