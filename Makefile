@@ -30,7 +30,9 @@ lint: setup
 
 ## test: lint, unit tests, and the real-kernel tests (root: they build namespace labs)
 test: setup lint
-	$(CARGO) test --locked --workspace --release --no-fail-fast
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --locked --workspace --release --no-fail-fast 2>&1 | tee target/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
 
 ## bench: kernel per-packet cost, reader cost, throughput with/without the agent (ratios)
 bench: build

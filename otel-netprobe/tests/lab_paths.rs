@@ -105,6 +105,31 @@ fn the_xdp_entry_point_counts_the_uplink() {
 }
 
 #[test]
+fn ipv6_udp_pod_to_outside() {
+    use common::addr::{OUTSIDE6, PODS6};
+    let lab = NodeLab::new("v6");
+    let agent = start_in(&lab.node, Vec::new());
+    wait_attached(&agent, 4);
+    let (src, dst) = (
+        format!("[{}]:40110", PODS6[0]),
+        format!("[{OUTSIDE6}]:7010"),
+    );
+    traffic::udp(&lab.pods[0], &src, &lab.outside, &dst, 8, 952);
+    let sel = Sel {
+        src: PODS6[0],
+        dst: OUTSIDE6,
+        sport: Some(40110),
+        dport: Some(7010),
+        transport: Transport::Udp,
+    };
+    let flow = wait_flow(&agent, sel, 8);
+    // 952 bytes of payload + 8 UDP + 40 IPv6 = 1000 IP bytes.
+    assert_eq!((flow.packets, flow.bytes), (8, 8000));
+    assert_eq!(flow.size_buckets[size_bucket(1000)], 8);
+    agent.stop();
+}
+
+#[test]
 fn icmp_echo_both_ways() {
     let lab = NodeLab::new("icmp");
     let agent = start_in(&lab.node, Vec::new());

@@ -21,9 +21,13 @@ struct Kernel {
 
 impl Kernel {
     fn new() -> Self {
+        Self::with_capacity(4096)
+    }
+
+    fn with_capacity(flows: u32) -> Self {
         common::require_root();
         Self {
-            ebpf: otel_netprobe::ebpf::load(4096, 4096).expect("load the eBPF object"),
+            ebpf: otel_netprobe::ebpf::load(flows, flows).expect("load the eBPF object"),
         }
     }
 
@@ -436,4 +440,27 @@ fn tc_egress_counts_only_locally_originated_packets() {
     // Locally originated: no ingress interface.
     k.tc("netprobe_tc_egress", &f, 0, 0, 0);
     one_packet(&k.only_flow().1, 128);
+}
+
+#[test]
+fn a_full_table_counts_what_it_cannot_track() {
+    let k = Kernel::with_capacity(4);
+    for port in 0..6u16 {
+        k.xdp(&frame(&[
+            &eth(&[], 0x0800),
+            &ipv4(17, 0, 0, &udp(30000 + port, 53, 72), 72),
+        ]));
+    }
+    // Known flows still count when the table is full.
+    k.xdp(&frame(&[
+        &eth(&[], 0x0800),
+        &ipv4(17, 0, 0, &udp(30000, 53, 72), 72),
+    ]));
+    let flows = k.flows();
+    assert_eq!(flows.len(), 4);
+    assert_eq!(flows.iter().map(|(_, s)| s.packets()).sum::<u64>(), 5);
+    assert_eq!(
+        k.counters(),
+        vec![(Counter::MapFullPackets, 2), (Counter::MapFullBytes, 200)]
+    );
 }

@@ -1,6 +1,6 @@
 //! The cumulative flow table: kernel values plus what was already moved out of the kernel.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use netprobe_ebpf::{FlowKey, FlowStats, SIZE_BUCKETS};
 
@@ -66,7 +66,9 @@ pub struct CycleStats {
 /// [`FlowTable::expire`].
 #[derive(Debug, Default)]
 pub struct FlowTable {
-    pub(crate) records: HashMap<FlowKey, Record>,
+    pub(crate) records: FxHashMap<FlowKey, Record>,
+    /// Records whose kernel entry exists (to skip the vanished-entry sweep when none vanished).
+    in_kernel: usize,
     cycle: u64,
     evict: Vec<FlowKey>,
 }
@@ -98,7 +100,9 @@ impl FlowTable {
     ) -> &[FlowKey] {
         self.cycle += 1;
         self.evict.clear();
+        let mut seen = 0;
         for (key, stats) in kernel {
+            seen += 1;
             let rec = self.records.entry(key).or_insert_with(|| Record {
                 base: Totals::default(),
                 current: FlowStats::default(),
@@ -113,6 +117,9 @@ impl FlowTable {
                 let old = rec.current;
                 rec.base.add(&old);
             }
+            if !rec.in_kernel {
+                self.in_kernel += 1;
+            }
             rec.current = *stats;
             rec.in_kernel = true;
             rec.seen_cycle = self.cycle;
@@ -121,15 +128,18 @@ impl FlowTable {
                 self.evict.push(key);
             }
         }
-        // Entries that vanished from the kernel without us moving them out: keep their last
-        // known counts.
-        let cycle = self.cycle;
-        for rec in self.records.values_mut() {
-            if rec.in_kernel && rec.seen_cycle != cycle {
-                let old = rec.current;
-                rec.base.add(&old);
-                rec.current = FlowStats::default();
-                rec.in_kernel = false;
+        // Entries that vanished from the kernel without us moving them out (only possible if
+        // someone else deleted them): keep their last known counts.
+        if seen < self.in_kernel {
+            let cycle = self.cycle;
+            for rec in self.records.values_mut() {
+                if rec.in_kernel && rec.seen_cycle != cycle {
+                    let old = rec.current;
+                    rec.base.add(&old);
+                    rec.current = FlowStats::default();
+                    rec.in_kernel = false;
+                    self.in_kernel -= 1;
+                }
             }
         }
         &self.evict
@@ -143,7 +153,10 @@ impl FlowTable {
             rec.base.add(&fin);
             rec.last_seen_ns = rec.last_seen_ns.max(fin.last_seen_ns);
             rec.current = FlowStats::default();
-            rec.in_kernel = false;
+            if rec.in_kernel {
+                rec.in_kernel = false;
+                self.in_kernel -= 1;
+            }
         }
     }
 

@@ -1,0 +1,101 @@
+//! The embedded HTTP server over a real socket: `/metrics`, `/api/v1/summary`, `/healthz`.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
+use otel_netprobe::{
+    export::{http, summary::Summary},
+    flow::{FlowView, Snapshot},
+    telemetry::Health,
+};
+
+fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let (head, body) = r.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
+fn flow(src: [u8; 4], sport: u16, dport: u16, protocol: u8, packets: u64, size: u64) -> FlowView {
+    let key = FlowKey {
+        src_addr: [u32::from_ne_bytes(src), 0, 0, 0],
+        dst_addr: [u32::from_ne_bytes([10, 0, 0, 9]), 0, 0, 0],
+        src_port: sport.to_be(),
+        dst_port: dport.to_be(),
+        protocol,
+        ip_version: 4,
+        pad: [0; 2],
+    };
+    let mut b = [0; SIZE_BUCKETS];
+    b[netprobe_ebpf::size_bucket(size as u32)] = packets;
+    FlowView::new(&key, packets * size, b, 0x12, (1, 2))
+}
+
+#[test]
+fn serves_metrics_summary_and_health() {
+    let snap = Snapshot {
+        taken_at: SystemTime::now(),
+        flows: vec![
+            flow([10, 0, 0, 1], 40000, 443, 6, 10, 1500),
+            flow([10, 0, 0, 1], 40001, 443, 6, 5, 100),
+            flow([10, 0, 0, 2], 50000, 53, 17, 3, 80),
+        ],
+        counters: otel_netprobe::flow::GlobalCounters::default(),
+        health: Health {
+            read_cycles_total: 1,
+            ..Health::default()
+        },
+    };
+    let shared = Arc::new(RwLock::new(Arc::new(snap)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = http::router(Arc::clone(&shared), 5, Duration::from_secs(60));
+    std::thread::spawn(move || rt.block_on(async { axum::serve(listener, app).await }));
+
+    let (code, metrics) = get(addr, "/metrics");
+    assert_eq!(code, 200);
+    // Two client ports to one server port add up into one series.
+    let tcp = "source_address=\"10.0.0.1\",destination_address=\"10.0.0.9\",destination_port=\"443\",network_transport=\"tcp\",network_type=\"ipv4\"";
+    assert!(
+        metrics.contains(&format!("netprobe_flow_packets_total{{{tcp}}} 15\n")),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("netprobe_flow_bytes_total{{{tcp}}} 15500\n")));
+    assert!(metrics.contains(&format!(
+        "netprobe_packet_size_bytes_bucket{{{tcp},le=\"128\"}} 5\n"
+    )));
+    assert!(metrics.contains(&format!(
+        "netprobe_packet_size_bytes_bucket{{{tcp},le=\"1500\"}} 15\n"
+    )));
+
+    let (code, body) = get(addr, "/api/v1/summary");
+    assert_eq!(code, 200);
+    let s: Summary = serde_json::from_str(&body).unwrap();
+    assert_eq!((s.total.packets, s.total.bytes, s.flows), (18, 15740, 3));
+    assert_eq!((s.unique_sources, s.unique_destinations), (2, 1));
+    assert_eq!(s.protocols["tcp"].packets, 15);
+    assert_eq!(s.protocols["udp"].bytes, 240);
+    assert_eq!(s.top_talkers[0].address, "10.0.0.1");
+    assert_eq!(s.tcp_states["established"], 2);
+
+    assert_eq!(get(addr, "/healthz").0, 200);
+    // A snapshot older than the staleness limit makes the agent unhealthy.
+    let mut stale = (**shared.read().unwrap()).clone();
+    stale.taken_at = SystemTime::now() - Duration::from_secs(120);
+    *shared.write().unwrap() = Arc::new(stale);
+    assert_eq!(get(addr, "/healthz").0, 503);
+}
