@@ -99,8 +99,9 @@ pub fn count_partial(counters: &PerCpuArray<u64>, info: &PacketInfo, packets: u6
     }
 }
 
+/// `CLOCK_MONOTONIC_COARSE`, ns.
 #[inline(always)]
-fn now_coarse() -> u64 {
+pub fn now_coarse() -> u64 {
     // SAFETY: a helper without arguments; the coarse clock costs ~5 ns against ~30 for the
     // precise one, and a tick (1-4 ms) is resolution enough for idle expiry.
     unsafe { bpf_ktime_get_coarse_ns() }
@@ -147,7 +148,8 @@ fn record_in<K>(
 ) {
     let now = now_coarse();
     if let Some(stats) = flows.get_ptr_mut(key) {
-        add_shared(stats, sample, tcp_flags, now);
+        // SAFETY: a value pointer from the lookup just above.
+        unsafe { add_shared(stats, sample, tcp_flags, now) };
         return;
     }
     let fresh = fresh_stats(sample, tcp_flags, now);
@@ -156,7 +158,8 @@ fn record_in<K>(
         // Another CPU inserted the flow first: add to its entry.
         Err(e) if e == -EEXIST => {
             if let Some(stats) = flows.get_ptr_mut(key) {
-                add_shared(stats, sample, tcp_flags, now);
+                // SAFETY: a value pointer from the lookup just above.
+                unsafe { add_shared(stats, sample, tcp_flags, now) };
             }
         }
         Err(_) => {
@@ -180,9 +183,13 @@ fn fresh_stats(sample: &Sample, tcp_flags: u64, now: u64) -> FlowStats {
     fresh
 }
 
+/// Adds `sample` to a shared flow value with atomic adds, stamps it, merges TCP flags.
+///
+/// # Safety
+/// `stats` must point at a live flow-table value, as returned by a lookup in this program run.
 #[inline(always)]
-fn add_shared(stats: *mut FlowStats, sample: &Sample, tcp_flags: u64, now: u64) {
-    // SAFETY: `stats` points at a live map value (the verifier checked the lookup); concurrent
+pub unsafe fn add_shared(stats: *mut FlowStats, sample: &Sample, tcp_flags: u64, now: u64) {
+    // SAFETY: `stats` points at a live map value (the caller's lookup, checked by the verifier);
     // writers on other CPUs only ever use atomic adds/ors on these fields, and the plain store of
     // `last_seen_ns` is a word store that may race harmlessly with another CPU's equal-ish time.
     unsafe {

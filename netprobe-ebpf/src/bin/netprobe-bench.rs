@@ -22,7 +22,7 @@ mod prog {
     };
     use netprobe_ebpf::{
         COUNTER_SLOTS, FlowKey, FlowKey4, FlowStats,
-        count::{count_other, record_percpu, xdp_sample},
+        count::{Sample, count_other, record_percpu, xdp_sample},
         parse::{Parsed, parse_ethernet},
     };
 
@@ -56,6 +56,7 @@ mod prog {
     pub fn bench_xdp_parse(ctx: XdpContext) -> u32 {
         if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
             if let Some(slot) = BENCH_COUNTERS.get_ptr_mut(0) {
+                // SAFETY: this CPU's slot of a per-CPU array.
                 unsafe { *slot += u64::from(info.key.dst_port) + u64::from(info.ip_len) };
             }
         }
@@ -94,6 +95,55 @@ mod prog {
         }
         xdp_action::XDP_PASS
     }
+
+    /// Where the time goes: lookup and atomic adds, with a constant instead of the clock.
+    #[xdp]
+    pub fn bench_xdp_noclock(ctx: XdpContext) -> u32 {
+        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
+            let key = FlowKey4::narrow(&info.key);
+            match BENCH_SHARED4.get_ptr_mut(key) {
+                // SAFETY: a value pointer from the lookup just above.
+                Some(v) => unsafe {
+                    netprobe_ebpf::count::add_shared(
+                        v,
+                        &Sample::single(info.ip_len),
+                        info.tcp_flags,
+                        1,
+                    );
+                },
+                None => {
+                    let _ = BENCH_SHARED4.insert(key, FlowStats::default(), 0);
+                }
+            }
+        }
+        xdp_action::XDP_PASS
+    }
+
+    /// Where the time goes: lookup, clock, and plain (non-atomic) adds.
+    #[xdp]
+    pub fn bench_xdp_plainadd(ctx: XdpContext) -> u32 {
+        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
+            let key = FlowKey4::narrow(&info.key);
+            let now = netprobe_ebpf::count::now_coarse();
+            match BENCH_SHARED4.get_ptr_mut(key) {
+                // SAFETY: a value pointer from the lookup just above.
+                Some(v) => unsafe {
+                    let s = Sample::single(info.ip_len);
+                    (*v).bytes += s.bytes;
+                    (*v).size_buckets[s.bucket_a & 7] += s.count_a;
+                    (*v).last_seen_ns = now;
+                },
+                None => {
+                    let _ = BENCH_SHARED4.insert(key, FlowStats::default(), 0);
+                }
+            }
+        }
+        xdp_action::XDP_PASS
+    }
+
+    #[map]
+    static BENCH_SHARED4: aya_ebpf::maps::HashMap<FlowKey4, FlowStats> =
+        aya_ebpf::maps::HashMap::with_max_entries(4096, 0);
 
     #[xdp]
     pub fn bench_xdp_percpu(ctx: XdpContext) -> u32 {

@@ -51,6 +51,9 @@ pub struct Reader {
     maps: super::Maps,
     batch4: BatchReader<FlowKey4, FlowStats>,
     batch6: BatchReader<FlowKey, FlowStats>,
+    /// The previous read of each table, in the kernel's order: (key, bytes, first seen).
+    prev4: Vec<(FlowKey4, u64, u64)>,
+    prev6: Vec<(FlowKey, u64, u64)>,
     table: FlowTable,
     cpus: usize,
     timeouts: Timeouts,
@@ -74,6 +77,8 @@ impl Reader {
             maps,
             batch4: BatchReader::new(1024),
             batch6: BatchReader::new(1024),
+            prev4: Vec::new(),
+            prev6: Vec::new(),
             table: FlowTable::new(),
             cpus,
             timeouts,
@@ -84,6 +89,11 @@ impl Reader {
             interfaces,
             attach_errors,
         })
+    }
+
+    /// Changes the expiry settings (they apply from the next cycle).
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
     }
 
     /// One read cycle; returns the new snapshot. On error the health counters say so and the
@@ -112,13 +122,46 @@ impl Reader {
         let v4 = self.batch4.read_all(fd4)?;
         let v6 = self.batch6.read_all(fd6)?;
         self.health.flow_table_entries = (v4.keys.len() + v6.keys.len()) as u64;
+        // The kernel walks a hash table in bucket order, which only inserts and deletes change:
+        // an entry equal to the previous read's at the same position is unchanged (same key,
+        // same bytes, same incarnation) and needs no lookup in the flow table.
+        let (prev4, prev6) = (&self.prev4, &self.prev6);
         let kernel = v4
             .keys
             .iter()
-            .map(FlowKey4::widen)
             .zip(v4.values.iter())
-            .chain(v6.keys.iter().copied().zip(v6.values.iter()));
+            .enumerate()
+            .map(|(i, (k, s))| {
+                (
+                    k.widen(),
+                    s,
+                    prev4.get(i) != Some(&(*k, s.bytes, s.first_seen_ns)),
+                )
+            })
+            .chain(
+                v6.keys
+                    .iter()
+                    .zip(v6.values.iter())
+                    .enumerate()
+                    .map(|(i, (k, s))| {
+                        (*k, s, prev6.get(i) != Some(&(*k, s.bytes, s.first_seen_ns)))
+                    }),
+            );
         let evict = self.table.ingest(kernel, now, kernel_idle).to_vec();
+        self.prev4.clear();
+        self.prev4.extend(
+            v4.keys
+                .iter()
+                .zip(v4.values.iter())
+                .map(|(k, s)| (*k, s.bytes, s.first_seen_ns)),
+        );
+        self.prev6.clear();
+        self.prev6.extend(
+            v6.keys
+                .iter()
+                .zip(v6.values.iter())
+                .map(|(k, s)| (*k, s.bytes, s.first_seen_ns)),
+        );
         // Each idle entry leaves the kernel with its final value (lookup-and-delete is atomic
         // for the entry), so a packet that arrives after our read is not lost.
         let (map4, map6) = (

@@ -92,38 +92,23 @@ impl FlowTable {
     /// Takes in the kernel table's current contents (cumulative per kernel entry) at coarse time
     /// `now_ns`, and returns the keys idle for at least `kernel_idle_ns` that should be moved out
     /// of the kernel.
-    pub fn ingest<'a>(
-        &mut self,
-        kernel: impl IntoIterator<Item = (FlowKey, &'a FlowStats)>,
-        now_ns: u64,
-        kernel_idle_ns: u64,
-    ) -> &[FlowKey] {
+    ///
+    /// Each item says whether the entry `changed` since the previous cycle; unchanged entries
+    /// (the reader compares with its previous read, in the kernel's stable order) cost no
+    /// lookup here. The iterator is walked a second time only in the rare case that entries
+    /// vanished from the kernel without the reader moving them out.
+    pub fn ingest<'a, I>(&mut self, kernel: I, now_ns: u64, kernel_idle_ns: u64) -> &[FlowKey]
+    where
+        I: Iterator<Item = (FlowKey, &'a FlowStats, bool)> + Clone,
+    {
         self.cycle += 1;
         self.evict.clear();
         let mut seen = 0;
-        for (key, stats) in kernel {
+        for (key, stats, changed) in kernel.clone() {
             seen += 1;
-            let rec = self.records.entry(key).or_insert_with(|| Record {
-                base: Totals::default(),
-                current: FlowStats::default(),
-                in_kernel: false,
-                first_seen_ns: stats.first_seen_ns,
-                last_seen_ns: stats.last_seen_ns,
-                seen_cycle: 0,
-            });
-            // A kernel entry whose counts went down is a new incarnation (the old one was
-            // deleted by someone else): keep what the old one had counted.
-            if rec.in_kernel && stats.packets() < rec.current.packets() {
-                let old = rec.current;
-                rec.base.add(&old);
+            if changed {
+                self.update(key, stats);
             }
-            if !rec.in_kernel {
-                self.in_kernel += 1;
-            }
-            rec.current = *stats;
-            rec.in_kernel = true;
-            rec.seen_cycle = self.cycle;
-            rec.last_seen_ns = rec.last_seen_ns.max(stats.last_seen_ns);
             if now_ns.saturating_sub(stats.last_seen_ns) >= kernel_idle_ns {
                 self.evict.push(key);
             }
@@ -132,6 +117,11 @@ impl FlowTable {
         // someone else deleted them): keep their last known counts.
         if seen < self.in_kernel {
             let cycle = self.cycle;
+            for (key, _, _) in kernel {
+                if let Some(rec) = self.records.get_mut(&key) {
+                    rec.seen_cycle = cycle;
+                }
+            }
             for rec in self.records.values_mut() {
                 if rec.in_kernel && rec.seen_cycle != cycle {
                     let old = rec.current;
@@ -143,6 +133,30 @@ impl FlowTable {
             }
         }
         &self.evict
+    }
+
+    fn update(&mut self, key: FlowKey, stats: &FlowStats) {
+        let rec = self.records.entry(key).or_insert_with(|| Record {
+            base: Totals::default(),
+            current: FlowStats::default(),
+            in_kernel: false,
+            first_seen_ns: stats.first_seen_ns,
+            last_seen_ns: stats.last_seen_ns,
+            seen_cycle: 0,
+        });
+        // A kernel entry whose counts went down is a new incarnation (the old one was deleted by
+        // someone else): keep what the old one had counted.
+        if rec.in_kernel && stats.packets() < rec.current.packets() {
+            let old = rec.current;
+            rec.base.add(&old);
+        }
+        if !rec.in_kernel {
+            self.in_kernel += 1;
+        }
+        rec.current = *stats;
+        rec.in_kernel = true;
+        rec.seen_cycle = self.cycle;
+        rec.last_seen_ns = rec.last_seen_ns.max(stats.last_seen_ns);
     }
 
     /// Folds the final value of a kernel entry that was moved out (`None` if it was already
@@ -197,8 +211,8 @@ mod tests {
         s
     }
 
-    fn kv(v: &[KernelFlow]) -> impl Iterator<Item = (FlowKey, &FlowStats)> {
-        v.iter().map(|(k, s)| (*k, s))
+    fn kv(v: &[KernelFlow]) -> impl Iterator<Item = (FlowKey, &FlowStats, bool)> + Clone {
+        v.iter().map(|(k, s)| (*k, s, true))
     }
 
     fn packets(t: &FlowTable, k: &FlowKey) -> u64 {
@@ -236,6 +250,25 @@ mod tests {
         assert_eq!(t.expire(50, 100), 0);
         assert_eq!(t.expire(110, 100), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn unchanged_entries_are_skipped_but_still_present() {
+        let mut t = FlowTable::new();
+        let (a, b) = (key(1), key(2));
+        let (sa, sb) = (stats(5, 500, 10), stats(7, 700, 10));
+        t.ingest(kv(&[(a, sa), (b, sb)]), 10, 1000);
+        // Next cycle: a unchanged (no lookup), b changed.
+        let sb2 = stats(9, 900, 20);
+        let items = [(a, sa, false), (b, sb2, true)];
+        t.ingest(items.iter().map(|(k, s, c)| (*k, s, *c)), 20, 1000);
+        assert_eq!((packets(&t, &a), packets(&t, &b)), (5, 9));
+        // Someone else deleted b: a, unchanged, must not be taken for vanished too.
+        let items = [(a, sa, false)];
+        t.ingest(items.iter().map(|(k, s, c)| (*k, s, *c)), 30, 1000);
+        assert!(t.records[&a].in_kernel);
+        assert!(!t.records[&b].in_kernel);
+        assert_eq!(packets(&t, &b), 9);
     }
 
     #[test]
