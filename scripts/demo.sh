@@ -195,8 +195,10 @@ info "pods: ${POD_IP[*]}   outside: $OUTSIDE_IP"
 # --- 2. the agent ---------------------------------------------------------------------------------
 say "Starting the agent inside the node namespace"
 step "starting otel-netprobe"
-info "ip netns exec $NODE $(basename "$BIN") run --listen $LISTEN --poll-interval $POLL --log warn"
-ip netns exec "$NODE" "$BIN" run --listen "$LISTEN" --poll-interval "$POLL" --log warn \
+# The uplink eth0 is a veth here; on a real node it is a NIC, where XDP is the default. Force XDP
+# on it so the demo shows both entry points: XDP on the uplink, TC on the pod veths.
+info "ip netns exec $NODE $(basename "$BIN") run --listen $LISTEN --poll-interval $POLL --hook eth0=xdp --log warn"
+ip netns exec "$NODE" "$BIN" run --listen "$LISTEN" --poll-interval "$POLL" --hook eth0=xdp --log warn \
   </dev/null >"$AGENT_LOG" 2>&1 &
 AGENT_PID=$!
 agent_healthy() {

@@ -66,22 +66,8 @@ fn fifty_veths_come_and_go() {
             100,
         );
     }
-    let want = |s: &otel_netprobe::flow::Snapshot| {
-        (0..VETHS).all(|i| {
-            let (src, dst) = (format!("10.200.{i}.2"), format!("10.200.{i}.1"));
-            let sel = Sel {
-                src: &src,
-                dst: &dst,
-                sport: Some(41000),
-                dport: Some(7100),
-                transport: Transport::Udp,
-            };
-            flows(s, sel).iter().map(|f| f.packets).sum::<u64>() >= 3
-        })
-    };
-    let (snap, ok) = agent.wait_for(Duration::from_secs(20), want);
-    assert!(ok, "not every veth's traffic was counted");
-    for i in 0..VETHS {
+    // The flows of veth i: exactly one, with exactly 3 datagrams of 128 IP bytes once counted.
+    let veth_flows = |s: &otel_netprobe::flow::Snapshot, i: usize| {
         let (src, dst) = (format!("10.200.{i}.2"), format!("10.200.{i}.1"));
         let sel = Sel {
             src: &src,
@@ -90,7 +76,14 @@ fn fifty_veths_come_and_go() {
             dport: Some(7100),
             transport: Transport::Udp,
         };
-        let f = flows(&snap, sel);
+        flows(s, sel)
+    };
+    let (snap, ok) = agent.wait_for(Duration::from_secs(20), |s| {
+        (0..VETHS).all(|i| veth_flows(s, i).iter().map(|f| f.packets).sum::<u64>() >= 3)
+    });
+    assert!(ok, "not every veth's traffic was counted");
+    for i in 0..VETHS {
+        let f = veth_flows(&snap, i);
         assert_eq!(f.len(), 1, "vc{i}");
         assert_eq!((f[0].packets, f[0].bytes), (3, 3 * 128), "vc{i}");
     }
