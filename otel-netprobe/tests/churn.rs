@@ -53,6 +53,21 @@ fn fifty_veths_come_and_go() {
         "50 veths attached {:?} after creation began",
         started.elapsed()
     );
+    let one = Instant::now();
+    node.ip(&format!(
+        "link add vcx type veth peer name vpx netns {}",
+        pods.name
+    ));
+    let (_, ok) = agent.wait_for(Duration::from_secs(10), |s| {
+        s.health.interfaces.iter().any(|i| i.name == "vcx")
+    });
+    assert!(ok, "vcx not attached");
+    // Also a figure: includes up to one read cycle (200 ms here) before the snapshot shows it.
+    println!(
+        "one more veth attached and visible {:?} after `ip link add`",
+        one.elapsed()
+    );
+    node.ip("link del vcx");
     assert!(snap.health.interfaces.iter().all(|i| i.hook == "tc"));
 
     for i in 0..VETHS {
