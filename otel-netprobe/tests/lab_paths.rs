@@ -130,6 +130,46 @@ fn ipv6_udp_pod_to_outside() {
 }
 
 #[test]
+fn counts_survive_the_kernel_entry_and_idle_flows_are_forgotten() {
+    let lab = NodeLab::new("evict");
+    let agent = common::agent::start_with(&lab.node, Vec::new(), |c| {
+        c.flows.kernel_idle_timeout = std::time::Duration::from_secs(1);
+        c.flows.idle_timeout = std::time::Duration::from_secs(3);
+    });
+    wait_attached(&agent, 4);
+    let (src, dst) = (format!("{}:40120", PODS[0]), format!("{}:7020", PODS[1]));
+    let sel = Sel {
+        src: PODS[0],
+        dst: PODS[1],
+        sport: Some(40120),
+        dport: Some(7020),
+        transport: Transport::Udp,
+    };
+    traffic::udp(&lab.pods[0], &src, &lab.pods[1], &dst, 5, 100);
+    wait_flow(&agent, sel, 5);
+    // Idle for a second: the kernel entry is moved out, the counts stay.
+    let (snap, ok) = agent.wait_for(std::time::Duration::from_secs(10), |s| {
+        s.health.kernel_evictions_total >= 1 && s.health.flow_table_entries == 0
+    });
+    assert!(ok, "no kernel eviction: {:?}", snap.health);
+    assert_eq!(common::agent::flows(&snap, sel)[0].packets, 5);
+    // The flow comes back: a new kernel entry adds to the same cumulative counts.
+    traffic::udp(&lab.pods[0], &src, &lab.pods[1], &dst, 4, 100);
+    let flow = wait_flow(&agent, sel, 9);
+    assert_eq!((flow.packets, flow.bytes), (9, 9 * 128));
+    // Idle past idle_timeout: forgotten, its series gone.
+    let (snap, ok) = agent.wait_for(std::time::Duration::from_secs(20), |s| {
+        common::agent::flows(s, sel).is_empty()
+    });
+    assert!(
+        ok && snap.health.flows_expired_total >= 1,
+        "{:?}",
+        snap.health
+    );
+    agent.stop();
+}
+
+#[test]
 fn icmp_echo_both_ways() {
     let lab = NodeLab::new("icmp");
     let agent = start_in(&lab.node, Vec::new());

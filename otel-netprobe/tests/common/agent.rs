@@ -12,6 +12,15 @@ use super::Netns;
 
 /// Starts the agent in `ns` (it attaches to that namespace's interfaces) with a fast poll.
 pub fn start_in(ns: &Netns, overrides: Vec<HookOverride>) -> Agent {
+    start_with(ns, overrides, |_| {})
+}
+
+/// As [`start_in`], with the test's own changes to the configuration.
+pub fn start_with(
+    ns: &Netns,
+    overrides: Vec<HookOverride>,
+    tweak: impl FnOnce(&mut Config),
+) -> Agent {
     let mut cfg = Config::default();
     cfg.flows.poll_interval = Duration::from_millis(200);
     cfg.flows.kernel_idle_timeout = Duration::from_secs(30);
@@ -19,6 +28,7 @@ pub fn start_in(ns: &Netns, overrides: Vec<HookOverride>) -> Agent {
     cfg.flows.capacity = 65_536;
     cfg.flows.capacity_ipv6 = 16_384;
     cfg.interfaces.overrides = overrides;
+    tweak(&mut cfg);
     ns.run(move || Agent::start(&cfg).expect("agent starts"))
 }
 
