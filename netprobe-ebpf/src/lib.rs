@@ -27,6 +27,10 @@ pub const XDP_PROGRAM: &str = "netprobe_xdp";
 pub const TC_INGRESS_PROGRAM: &str = "netprobe_tc_ingress";
 /// Name of the TC egress entry point (locally originated packets only).
 pub const TC_EGRESS_PROGRAM: &str = "netprobe_tc_egress";
+/// Name of the TC ingress entry point for devices without a link-layer header.
+pub const TC_INGRESS_L3_PROGRAM: &str = "netprobe_tc_ingress_l3";
+/// Name of the TC egress entry point for devices without a link-layer header.
+pub const TC_EGRESS_L3_PROGRAM: &str = "netprobe_tc_egress_l3";
 
 /// Default capacity of the IPv4 flow table. With [`DEFAULT_FLOW6_CAPACITY`]: 262,144 flows in
 /// about 50 MiB of kernel memory, whatever the number of CPUs (one shared value per flow,

@@ -27,7 +27,7 @@ mod prog {
         COUNTER_SLOTS, DEFAULT_FLOW4_CAPACITY, DEFAULT_FLOW6_CAPACITY, FlowKey, FlowKey4,
         FlowStats,
         count::{SharedTables, count_other, count_partial, record_shared, tc_sample, xdp_sample},
-        parse::{Parsed, parse_ethernet},
+        parse::{Parsed, parse_ethernet, parse_l3},
     };
 
     /// The IPv4 flow table: one shared value per flow (memory figures in the README). User
@@ -65,12 +65,24 @@ mod prog {
         xdp_action::XDP_PASS
     }
 
+    /// Counts one skb; `l3` for devices whose packets start at the IP header.
     #[inline(always)]
-    fn count_skb(ctx: &TcContext) {
+    fn count_skb(ctx: &TcContext, l3: bool) {
         let skb = ctx.skb.skb;
         // SAFETY: `skb` is the context pointer the kernel passed; these are plain field reads.
-        let (len, segs, size) = unsafe { ((*skb).len, (*skb).gso_segs, (*skb).gso_size) };
-        let parsed = parse_ethernet(ctx.data(), ctx.data_end());
+        let (len, segs, size, proto) = unsafe {
+            (
+                (*skb).len,
+                (*skb).gso_segs,
+                (*skb).gso_size,
+                (*skb).protocol,
+            )
+        };
+        let parsed = if l3 {
+            parse_l3(ctx.data(), ctx.data_end(), u16::from_be(proto as u16))
+        } else {
+            parse_ethernet(ctx.data(), ctx.data_end())
+        };
         if let Parsed::Ip(info) = &parsed {
             if let Some(sample) = tc_sample(&COUNTERS, info, len, segs, size) {
                 count_partial(&COUNTERS, info, sample.packets());
@@ -85,18 +97,39 @@ mod prog {
     /// `TC_ACT_UNSPEC` (TCX "next") so programs after ours still run.
     #[classifier]
     pub fn netprobe_tc_ingress(ctx: TcContext) -> i32 {
-        count_skb(&ctx);
+        count_skb(&ctx, false);
         TC_ACT_UNSPEC
+    }
+
+    /// TC/TCX ingress on a device without a link-layer header (TUN, WireGuard, IPIP).
+    #[classifier]
+    pub fn netprobe_tc_ingress_l3(ctx: TcContext) -> i32 {
+        count_skb(&ctx, true);
+        TC_ACT_UNSPEC
+    }
+
+    /// TC/TCX egress of locally originated packets on a device without a link-layer header.
+    #[classifier]
+    pub fn netprobe_tc_egress_l3(ctx: TcContext) -> i32 {
+        if locally_originated(&ctx) {
+            count_skb(&ctx, true);
+        }
+        TC_ACT_UNSPEC
+    }
+
+    #[inline(always)]
+    fn locally_originated(ctx: &TcContext) -> bool {
+        // SAFETY: plain read of a context field. Forwarded (and bridged) packets carry the
+        // index of the interface they entered through, where they were counted.
+        unsafe { (*ctx.skb.skb).ingress_ifindex == 0 }
     }
 
     /// TC/TCX egress: only locally originated packets (no ingress interface), so forwarded
     /// packets, already counted where they entered, are not counted twice.
     #[classifier]
     pub fn netprobe_tc_egress(ctx: TcContext) -> i32 {
-        // SAFETY: plain read of a context field.
-        let ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-        if ingress_ifindex == 0 {
-            count_skb(&ctx);
+        if locally_originated(&ctx) {
+            count_skb(&ctx, false);
         }
         TC_ACT_UNSPEC
     }

@@ -135,6 +135,17 @@ pub fn parse_ethernet(data: usize, data_end: usize) -> Parsed {
     }
 }
 
+/// Parses a packet of a device without a link-layer header (TUN, WireGuard, IPIP), whose IP
+/// header starts at `data`; `ethertype` is the packet's protocol (`skb->protocol`, host order).
+#[inline(always)]
+pub fn parse_l3(data: usize, data_end: usize, ethertype: u16) -> Parsed {
+    match ethertype {
+        ETH_P_IP => parse_ipv4(data, data_end, 0),
+        ETH_P_IPV6 => parse_ipv6(data, data_end, 0),
+        _ => Parsed::Other(Counter::NonIpOther),
+    }
+}
+
 /// Parses an IPv4 packet whose header starts at `data + off`.
 #[inline(always)]
 pub fn parse_ipv4(data: usize, data_end: usize, off: usize) -> Parsed {

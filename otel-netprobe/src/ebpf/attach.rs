@@ -1,7 +1,8 @@
 //! Attaching the programs to interfaces, driven by netlink link events.
 //!
-//! Rules (see the README): loopback, non-Ethernet devices and bridge/bond/team masters are
-//! skipped (masters would count their ports' packets a second time); the rest are matched
+//! Rules (see the README): loopback and bridge/bond/team masters are skipped (masters would
+//! count their ports' packets a second time); devices without a link-layer header get the L3 TC
+//! programs; the rest are matched
 //! against the include/exclude patterns, then get the configured hook for their kind:
 //! physical (no link kind) → XDP by default, virtual → TC ingress. Native XDP that the driver
 //! refuses falls back to TC ingress. TC egress (locally originated packets) goes on every
@@ -23,7 +24,9 @@ use aya::{
         xdp::XdpLinkId,
     },
 };
-use netprobe_ebpf::{TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM, XDP_PROGRAM};
+use netprobe_ebpf::{
+    TC_EGRESS_L3_PROGRAM, TC_EGRESS_PROGRAM, TC_INGRESS_L3_PROGRAM, TC_INGRESS_PROGRAM, XDP_PROGRAM,
+};
 use tracing::{info, warn};
 
 use super::{EbpfError, netlink::LinkInfo};
@@ -33,12 +36,24 @@ use crate::{
 };
 
 const ARPHRD_ETHER: u16 = 1;
+/// Devices whose packets start at the IP header: PPP, raw IP, IPIP/SIT/IP6 tunnels, GRE, and
+/// ARPHRD_NONE (TUN, WireGuard).
+const ARPHRD_L3: [u16; 7] = [512, 519, 768, 769, 776, 778, 65534];
+
+/// Where a device's packets start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkLayer {
+    /// At an Ethernet header.
+    Ethernet,
+    /// At the IP header (tunnels, TUN, WireGuard): TC only, with the L3 programs.
+    None,
+}
 
 /// What to do with an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Attach with this ingress hook.
-    Attach(Hook),
+    Attach(Hook, LinkLayer),
     /// Leave it alone, for this reason.
     Skip(&'static str),
 }
@@ -48,9 +63,13 @@ pub fn decide(cfg: &InterfacesConfig, link: &LinkInfo) -> Decision {
     if link.is_loopback {
         return Decision::Skip("loopback");
     }
-    if link.arp_type != ARPHRD_ETHER {
-        return Decision::Skip("no Ethernet header");
-    }
+    let layer = if link.arp_type == ARPHRD_ETHER {
+        LinkLayer::Ethernet
+    } else if ARPHRD_L3.contains(&link.arp_type) {
+        LinkLayer::None
+    } else {
+        return Decision::Skip("unsupported link type");
+    };
     if matches!(link.kind.as_deref(), Some("bridge" | "bond" | "team")) {
         return Decision::Skip("master device: its ports are attached instead");
     }
@@ -74,23 +93,27 @@ pub fn decide(cfg: &InterfacesConfig, link: &LinkInfo) -> Decision {
             },
             |o| o.hook,
         );
-    if hook == Hook::None {
-        Decision::Skip("hook: none")
-    } else {
-        Decision::Attach(hook)
+    match (hook, layer) {
+        (Hook::None, _) => Decision::Skip("hook: none"),
+        // Our XDP program parses from the Ethernet header.
+        (_, LinkLayer::None) => Decision::Attach(Hook::Tc, layer),
+        (hook, LinkLayer::Ethernet) => Decision::Attach(hook, layer),
     }
 }
 
+/// A TC link and the program it belongs to.
+type TcLink = (&'static str, SchedClassifierLinkId);
+
 enum Ingress {
     Xdp(XdpLinkId),
-    Tc(SchedClassifierLinkId),
+    Tc(TcLink),
 }
 
 struct Attached {
     name: String,
     hook: Hook,
     ingress: Ingress,
-    egress: Option<SchedClassifierLinkId>,
+    egress: Option<TcLink>,
 }
 
 /// Loads the three programs of the production object into the kernel.
@@ -100,7 +123,12 @@ pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
         name: XDP_PROGRAM,
         source,
     })?;
-    for name in [TC_INGRESS_PROGRAM, TC_EGRESS_PROGRAM] {
+    for name in [
+        TC_INGRESS_PROGRAM,
+        TC_EGRESS_PROGRAM,
+        TC_INGRESS_L3_PROGRAM,
+        TC_EGRESS_L3_PROGRAM,
+    ] {
         let tc: &mut SchedClassifier = program(ebpf, name)?;
         tc.load()
             .map_err(|source| EbpfError::Program { name, source })?;
@@ -168,11 +196,11 @@ impl Attacher {
             self.publish();
             return;
         }
-        let hook = match decide(&self.cfg, link) {
-            Decision::Attach(h) => h,
+        let (hook, layer) = match decide(&self.cfg, link) {
+            Decision::Attach(h, l) => (h, l),
             Decision::Skip(_) => return,
         };
-        match self.attach(link, hook) {
+        match self.attach(link, hook, layer) {
             Ok(a) => {
                 info!(interface = %link.name, index = link.index, hook = a.hook.as_str(), egress = a.egress.is_some(), "attached");
                 self.attached.insert(link.index, a);
@@ -197,19 +225,19 @@ impl Attacher {
                     drop(xdp.take_link(id));
                 }
             }
-            Ingress::Tc(id) => {
-                if let Ok(tc) = program::<SchedClassifier>(&mut self.ebpf, TC_INGRESS_PROGRAM) {
-                    drop(tc.take_link(id));
-                }
-            }
+            Ingress::Tc(link) => self.drop_tc(link),
         }
-        if let Some(id) = a.egress {
-            if let Ok(tc) = program::<SchedClassifier>(&mut self.ebpf, TC_EGRESS_PROGRAM) {
-                drop(tc.take_link(id));
-            }
+        if let Some(link) = a.egress {
+            self.drop_tc(link);
         }
         info!(interface = %a.name, index, "interface gone; forgotten");
         self.publish();
+    }
+
+    fn drop_tc(&mut self, (prog, id): TcLink) {
+        if let Ok(tc) = program::<SchedClassifier>(&mut self.ebpf, prog) {
+            drop(tc.take_link(id));
+        }
     }
 
     /// Number of interfaces attached.
@@ -222,7 +250,12 @@ impl Attacher {
         self.attached.is_empty()
     }
 
-    fn attach(&mut self, link: &LinkInfo, hook: Hook) -> Result<Attached, EbpfError> {
+    fn attach(
+        &mut self,
+        link: &LinkInfo,
+        hook: Hook,
+        layer: LinkLayer,
+    ) -> Result<Attached, EbpfError> {
         let (ingress, hook) = match hook {
             Hook::Xdp | Hook::XdpGeneric => {
                 let mode = if hook == Hook::Xdp {
@@ -236,19 +269,23 @@ impl Attacher {
                     Err(e) => {
                         warn!(interface = %link.name, error = %e, "XDP refused; counting at TC ingress instead");
                         (
-                            Ingress::Tc(self.attach_tc(&link.name, TcAttachType::Ingress)?),
+                            Ingress::Tc(self.attach_tc(
+                                &link.name,
+                                TcAttachType::Ingress,
+                                layer,
+                            )?),
                             Hook::Tc,
                         )
                     }
                 }
             }
             Hook::Tc | Hook::None => (
-                Ingress::Tc(self.attach_tc(&link.name, TcAttachType::Ingress)?),
+                Ingress::Tc(self.attach_tc(&link.name, TcAttachType::Ingress, layer)?),
                 Hook::Tc,
             ),
         };
         let egress = if self.cfg.egress {
-            match self.attach_tc(&link.name, TcAttachType::Egress) {
+            match self.attach_tc(&link.name, TcAttachType::Egress, layer) {
                 Ok(id) => Some(id),
                 Err(e) => {
                     self.errors.fetch_add(1, Ordering::Relaxed);
@@ -271,11 +308,13 @@ impl Attacher {
         &mut self,
         name: &str,
         dir: TcAttachType,
-    ) -> Result<SchedClassifierLinkId, EbpfError> {
-        let prog_name = if dir == TcAttachType::Ingress {
-            TC_INGRESS_PROGRAM
-        } else {
-            TC_EGRESS_PROGRAM
+        layer: LinkLayer,
+    ) -> Result<TcLink, EbpfError> {
+        let prog_name = match (dir == TcAttachType::Ingress, layer) {
+            (true, LinkLayer::Ethernet) => TC_INGRESS_PROGRAM,
+            (false, LinkLayer::Ethernet) => TC_EGRESS_PROGRAM,
+            (true, LinkLayer::None) => TC_INGRESS_L3_PROGRAM,
+            (false, LinkLayer::None) => TC_EGRESS_L3_PROGRAM,
         };
         let tc: &mut SchedClassifier = program(&mut self.ebpf, prog_name)?;
         // First in the TCX chain, so we see every packet before another program can redirect
@@ -283,14 +322,16 @@ impl Attacher {
         if let Ok(id) =
             tc.attach_with_options(name, dir, TcAttachOptions::TcxOrder(LinkOrder::first()))
         {
-            Ok(id)
+            Ok((prog_name, id))
         } else {
             // Kernels before 6.6 have no TCX: legacy cls_bpf on a clsact qdisc.
             let _ = aya::programs::tc::qdisc_add_clsact(name);
-            tc.attach(name, dir).map_err(|source| EbpfError::Program {
-                name: prog_name,
-                source,
-            })
+            tc.attach(name, dir)
+                .map(|id| (prog_name, id))
+                .map_err(|source| EbpfError::Program {
+                    name: prog_name,
+                    source,
+                })
         }
     }
 
@@ -334,11 +375,11 @@ mod tests {
         let mut cfg = InterfacesConfig::default();
         assert_eq!(
             decide(&cfg, &link("eth0", None)),
-            Decision::Attach(Hook::Xdp)
+            Decision::Attach(Hook::Xdp, LinkLayer::Ethernet)
         );
         assert_eq!(
             decide(&cfg, &link("veth1", Some("veth"))),
-            Decision::Attach(Hook::Tc)
+            Decision::Attach(Hook::Tc, LinkLayer::Ethernet)
         );
         assert!(matches!(
             decide(&cfg, &link("br0", Some("bridge"))),
@@ -349,14 +390,21 @@ mod tests {
         assert_eq!(decide(&cfg, &lo), Decision::Skip("loopback"));
         let mut tun = link("wg0", Some("wireguard"));
         tun.arp_type = 65534;
-        assert_eq!(decide(&cfg, &tun), Decision::Skip("no Ethernet header"));
+        // WireGuard/TUN: no link-layer header; TC with the L3 programs, even for "physical".
+        assert_eq!(
+            decide(&cfg, &tun),
+            Decision::Attach(Hook::Tc, LinkLayer::None)
+        );
+        let mut ib = link("ib0", None);
+        ib.arp_type = 32;
+        assert_eq!(decide(&cfg, &ib), Decision::Skip("unsupported link type"));
         cfg.overrides.push(HookOverride {
             name: "eth*".into(),
             hook: Hook::XdpGeneric,
         });
         assert_eq!(
             decide(&cfg, &link("eth0", Some("veth"))),
-            Decision::Attach(Hook::XdpGeneric)
+            Decision::Attach(Hook::XdpGeneric, LinkLayer::Ethernet)
         );
         cfg.exclude.push("eth1".into());
         assert_eq!(
