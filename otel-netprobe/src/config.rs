@@ -5,6 +5,13 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
+/// Default OTLP/gRPC port (the agent's default endpoint and the collector's receiver).
+pub const OTLP_GRPC_PORT: u16 = 4317;
+/// Default OTLP/HTTP port.
+pub const OTLP_HTTP_PORT: u16 = 4318;
+/// Default port of the agent's own HTTP server (Prometheus `/metrics`).
+pub const HTTP_PORT: u16 = 9464;
+
 /// A configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -167,7 +174,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            listen: SocketAddr::from(([0, 0, 0, 0], HTTP_PORT)),
             enabled: true,
         }
     }
