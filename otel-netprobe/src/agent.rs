@@ -25,7 +25,7 @@ use crate::{
         reader::{Reader, Timeouts},
         sys::SysError,
     },
-    export::http::SharedSnapshot,
+    export::{http::SharedSnapshot, otlp::ExportStats},
     flow::Snapshot,
 };
 
@@ -46,6 +46,7 @@ pub enum AgentError {
 /// A running agent.
 pub struct Agent {
     snapshot: SharedSnapshot,
+    export_stats: Arc<ExportStats>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -79,6 +80,8 @@ impl Agent {
         let capacity = u64::from(cfg.flows.capacity) + u64::from(cfg.flows.capacity_ipv6);
         let mut reader =
             Reader::new(maps, capacity, timeouts, interfaces, errors).map_err(AgentError::Sys)?;
+        let export_stats = Arc::new(ExportStats::default());
+        reader.set_export_stats(Arc::clone(&export_stats));
         let snapshot: SharedSnapshot = Arc::new(RwLock::new(Arc::new(Snapshot::empty())));
         let stop = Arc::new(AtomicBool::new(false));
 
@@ -109,9 +112,15 @@ impl Agent {
         };
         Ok(Self {
             snapshot,
+            export_stats,
             stop,
             threads: vec![read_thread, attach_thread],
         })
+    }
+
+    /// Where the OTLP exporter records what it did (reported in the agent's own metrics).
+    pub fn export_stats(&self) -> Arc<ExportStats> {
+        Arc::clone(&self.export_stats)
     }
 
     /// The shared latest snapshot, for the HTTP server.

@@ -12,7 +12,7 @@ use otel_netprobe::{
     agent::Agent,
     config::{Config, HookOverride},
     ebpf,
-    export::{http, summary::Summary},
+    export::{http, otlp, summary::Summary},
 };
 
 /// Exact per-flow network telemetry from XDP/TC eBPF programs.
@@ -70,6 +70,14 @@ struct RunArgs {
     /// Kernel map read interval (overrides flows.poll_interval), e.g. 500ms.
     #[arg(long, value_parser = otel_netprobe::config::parse_duration)]
     poll_interval: Option<Duration>,
+    /// OTLP endpoint to push metrics to (overrides otlp.endpoint and OTEL_EXPORTER_OTLP_ENDPOINT),
+    /// e.g. http://otel-collector:4317.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc or http/protobuf (overrides otlp.protocol and
+    /// OTEL_EXPORTER_OTLP_PROTOCOL).
+    #[arg(long, value_parser = otel_netprobe::config::OtlpProtocol::parse)]
+    otlp_protocol: Option<otel_netprobe::config::OtlpProtocol>,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "NETPROBE_LOG", default_value = "info")]
     log: String,
@@ -121,6 +129,13 @@ fn effective_config(args: &RunArgs) -> anyhow::Result<Config> {
     if let Some(p) = args.poll_interval {
         cfg.flows.poll_interval = p;
     }
+    cfg.otlp.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(e) = &args.otlp_endpoint {
+        cfg.otlp.endpoint.clone_from(e);
+    }
+    if let Some(p) = args.otlp_protocol {
+        cfg.otlp.protocol = p;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -150,7 +165,14 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
+        let exporter = (!cfg.otlp.endpoint.is_empty()).then(|| {
+            let resource = otlp::resource(&cfg.otlp, |k| std::env::var(k).ok());
+            tokio::spawn(otlp::run(cfg.otlp.clone(), resource, agent.shared_snapshot(), agent.export_stats()))
+        });
         shutdown_signal().await;
+        if let Some(e) = exporter {
+            e.abort();
+        }
         tracing::info!("shutting down");
         if let Some(s) = server {
             s.abort();

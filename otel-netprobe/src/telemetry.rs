@@ -41,4 +41,10 @@ pub struct Health {
     pub attach_errors_total: u64,
     /// Interfaces currently attached.
     pub interfaces: Vec<InterfaceState>,
+    /// OTLP export requests the backend accepted.
+    pub export_ok_total: u64,
+    /// OTLP export requests that failed after their retries.
+    pub export_failed_total: u64,
+    /// Data points in failed OTLP exports (dropped; the next export carries the totals).
+    pub export_dropped_points_total: u64,
 }

@@ -15,6 +15,7 @@ use netprobe_ebpf::{Counter, FlowKey, FlowKey4, FlowStats};
 
 use super::sys::{self, BatchReader, Plain, SysError, TypedMap};
 use crate::{
+    export::otlp::ExportStats,
     flow::{FlowTable, GlobalCounters, Snapshot},
     telemetry::{Health, InterfaceState},
 };
@@ -60,6 +61,7 @@ pub struct Reader {
     health: Health,
     interfaces: Arc<Mutex<Vec<InterfaceState>>>,
     attach_errors: Arc<AtomicU64>,
+    export: Arc<ExportStats>,
 }
 
 impl Reader {
@@ -88,7 +90,13 @@ impl Reader {
             },
             interfaces,
             attach_errors,
+            export: Arc::default(),
         })
+    }
+
+    /// Shares the OTLP exporter's figures, so snapshots report them.
+    pub fn set_export_stats(&mut self, stats: Arc<ExportStats>) {
+        self.export = stats;
     }
 
     /// Changes the expiry settings (they apply from the next cycle).
@@ -109,6 +117,10 @@ impl Reader {
         self.health.last_read_seconds = started.elapsed().as_secs_f64();
         self.health.flows_tracked = self.table.len() as u64;
         self.health.attach_errors_total = self.attach_errors.load(Ordering::Relaxed);
+        self.health.export_ok_total = self.export.ok.load(Ordering::Relaxed);
+        self.health.export_failed_total = self.export.failed.load(Ordering::Relaxed);
+        self.health.export_dropped_points_total =
+            self.export.dropped_points.load(Ordering::Relaxed);
         if let Ok(i) = self.interfaces.lock() {
             self.health.interfaces.clone_from(&i);
         }

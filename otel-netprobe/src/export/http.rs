@@ -21,6 +21,14 @@ use crate::flow::Snapshot;
 /// half-built one).
 pub type SharedSnapshot = Arc<RwLock<Arc<Snapshot>>>;
 
+/// The latest snapshot (a poisoned lock still holds a whole snapshot: use it).
+pub fn latest(shared: &SharedSnapshot) -> Arc<Snapshot> {
+    let guard = shared
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Arc::clone(&guard)
+}
+
 #[derive(Clone)]
 struct AppState {
     snapshot: SharedSnapshot,

@@ -4,7 +4,9 @@
 //! `prometheus` renders it as text; `summary` is the consolidated traffic summary; `http`
 //! serves both.
 
+pub mod health;
 pub mod http;
 pub mod names;
+pub mod otlp;
 pub mod prometheus;
 pub mod summary;

@@ -201,6 +201,22 @@ metric!(
     "counter",
     "Attach attempts that failed."
 );
+metric!(
+    AGENT_EXPORT_REQUESTS,
+    "netprobe.agent.export.requests",
+    "{request}",
+    "netprobe_agent_export_requests_total",
+    "counter",
+    "OTLP export requests, by result (ok, failed)."
+);
+metric!(
+    AGENT_EXPORT_DROPPED,
+    "netprobe.agent.export.dropped",
+    "{datapoint}",
+    "netprobe_agent_export_dropped_total",
+    "counter",
+    "Data points of failed OTLP exports (the next export carries the totals)."
+);
 
 /// Every metric in the catalogue.
 pub const ALL: &[Metric] = &[
@@ -225,6 +241,8 @@ pub const ALL: &[Metric] = &[
     AGENT_INTERFACES,
     AGENT_INTERFACE_INFO,
     AGENT_ATTACH_ERRORS,
+    AGENT_EXPORT_REQUESTS,
+    AGENT_EXPORT_DROPPED,
 ];
 
 /// Attribute names (OTLP); Prometheus labels replace the dots with underscores.
@@ -253,6 +271,8 @@ pub mod attr {
     pub const INTERFACE: &str = "interface";
     /// Whether TC egress is attached.
     pub const EGRESS: &str = "egress";
+    /// Outcome of an export.
+    pub const RESULT: &str = "result";
 }
 
 /// The Prometheus label for an OTLP attribute name.

@@ -6,9 +6,12 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use netprobe_ebpf::{Counter, SIZE_BUCKET_BOUNDS, SIZE_BUCKETS};
+use netprobe_ebpf::{SIZE_BUCKET_BOUNDS, SIZE_BUCKETS};
 
-use super::names::{self, Metric, attr, prometheus_label};
+use super::{
+    health,
+    names::{self, Metric, attr, prometheus_label},
+};
 use crate::flow::{FlowView, Snapshot};
 
 /// Attribute set of one flow series, in label order.
@@ -116,134 +119,12 @@ pub fn render(snapshot: &Snapshot) -> String {
     out
 }
 
-/// A counter family exported with one label: metric, label name, (counter, label value) rows.
-type ByLabel<'a> = (&'a Metric, &'a str, &'a [(Counter, &'a str)]);
-
 fn render_agent(out: &mut String, snap: &Snapshot) {
-    let h = &snap.health;
-    let plain: [(&Metric, f64); 7] = [
-        (&names::AGENT_FLOWS_TRACKED, h.flows_tracked as f64),
-        (
-            &names::AGENT_FLOW_TABLE_ENTRIES,
-            h.flow_table_entries as f64,
-        ),
-        (
-            &names::AGENT_FLOW_TABLE_CAPACITY,
-            h.flow_table_capacity as f64,
-        ),
-        (
-            &names::AGENT_FLOW_TABLE_FILL,
-            if h.flow_table_capacity == 0 {
-                0.0
-            } else {
-                h.flow_table_entries as f64 / h.flow_table_capacity as f64
-            },
-        ),
-        (
-            &names::AGENT_FLOW_TABLE_MEMORY,
-            h.flow_table_memory_bytes as f64,
-        ),
-        (&names::AGENT_READ_CYCLES, h.read_cycles_total as f64),
-        (&names::AGENT_READ_ERRORS, h.read_errors_total as f64),
-    ];
-    for (m, v) in plain {
+    for (m, series) in health::agent_series(snap) {
         header(out, m);
-        sample(out, m.prometheus, &[], v);
-    }
-    header(out, &names::AGENT_READ_DURATION);
-    sample(
-        out,
-        names::AGENT_READ_DURATION.prometheus,
-        &[],
-        h.last_read_seconds,
-    );
-    render_agent_counters(out, snap);
-}
-
-fn render_agent_counters(out: &mut String, snap: &Snapshot) {
-    let h = &snap.health;
-    let c = &snap.counters;
-    header(out, &names::AGENT_EVICTIONS);
-    sample(
-        out,
-        names::AGENT_EVICTIONS.prometheus,
-        &[(attr::REASON, "kernel_idle".into())],
-        h.kernel_evictions_total,
-    );
-    sample(
-        out,
-        names::AGENT_EVICTIONS.prometheus,
-        &[(attr::REASON, "expired".into())],
-        h.flows_expired_total,
-    );
-
-    let layered: [ByLabel; 2] = [
-        (
-            &names::AGENT_PARSE_ERRORS,
-            attr::LAYER,
-            &[
-                (Counter::MalformedEthernet, "ethernet"),
-                (Counter::MalformedVlan, "vlan"),
-                (Counter::MalformedIpv4, "ipv4"),
-                (Counter::MalformedIpv6, "ipv6"),
-                (Counter::MalformedTransport, "transport"),
-            ],
-        ),
-        (
-            &names::AGENT_NON_IP,
-            attr::CLASS,
-            &[
-                (Counter::NonIpArp, "arp"),
-                (Counter::NonIpLldp, "lldp"),
-                (Counter::NonIpOther, "other"),
-            ],
-        ),
-    ];
-    for (m, key, rows) in layered {
-        header(out, m);
-        for (counter, value) in rows {
-            sample(
-                out,
-                m.prometheus,
-                &[(key, (*value).to_owned())],
-                c.get(*counter),
-            );
+        for (labels, value) in &series {
+            sample(out, m.prometheus, labels, value);
         }
-    }
-    for (m, counter) in [
-        (&names::AGENT_FRAGMENTS, Counter::Fragments),
-        (&names::AGENT_IPV6_EXT_TOO_LONG, Counter::Ipv6ExtTooLong),
-        (&names::AGENT_UNTRACKED_PACKETS, Counter::MapFullPackets),
-        (&names::AGENT_UNTRACKED_BYTES, Counter::MapFullBytes),
-    ] {
-        header(out, m);
-        sample(out, m.prometheus, &[], c.get(counter));
-    }
-    header(out, &names::AGENT_ATTACH_ERRORS);
-    sample(
-        out,
-        names::AGENT_ATTACH_ERRORS.prometheus,
-        &[],
-        h.attach_errors_total,
-    );
-    header(out, &names::AGENT_INTERFACES);
-    for hook in ["xdp", "xdp_generic", "tc", "none"] {
-        let n = h.interfaces.iter().filter(|i| i.hook == hook).count();
-        sample(
-            out,
-            names::AGENT_INTERFACES.prometheus,
-            &[(attr::HOOK, hook.to_owned())],
-            n,
-        );
-    }
-    header(out, &names::AGENT_INTERFACE_INFO);
-    for i in &h.interfaces {
-        let labels = [
-            (attr::INTERFACE, i.name.clone()),
-            (attr::HOOK, i.hook.to_owned()),
-            (attr::EGRESS, i.egress.to_string()),
-        ];
-        sample(out, names::AGENT_INTERFACE_INFO.prometheus, &labels, 1);
     }
 }
 
