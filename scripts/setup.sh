@@ -49,4 +49,37 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
+# --- Test backends: VictoriaMetrics, Prometheus and promtool from Debian 13 (trixie) -----------------
+# Debian 12 lacks current versions; trixie's are static Go binaries that run fine here. They are
+# fetched with a private apt state under $TOOLS_DIR (the system's apt sources stay untouched) and
+# unpacked into $TOOLS_DIR/bin, where tests/common/backends.rs looks for them.
+BACKENDS=(victoria-metrics prometheus promtool)
+backends_ok() {
+  local b
+  for b in "${BACKENDS[@]}"; do
+    "$TOOLS_DIR/bin/$b" --version >/dev/null 2>&1 || return 1
+  done
+}
+if ! backends_ok; then
+  log "installing test backends from Debian trixie into $TOOLS_DIR/bin: ${BACKENDS[*]}"
+  D="$TOOLS_DIR/apt-trixie"
+  mkdir -p "$D/lists/partial" "$D/cache/archives/partial" "$TOOLS_DIR/bin"
+  printf 'deb http://deb.debian.org/debian trixie main\n' >"$D/sources.list"
+  A=(-o "Dir::Etc::SourceList=$D/sources.list" -o Dir::Etc::SourceParts=/dev/null
+     -o "Dir::State::Lists=$D/lists" -o "Dir::Cache=$D/cache" -o APT::Sandbox::User=root)
+  apt-get "${A[@]}" -qq update
+  rm -rf "$D/debs" "$D/root" && mkdir -p "$D/debs" "$D/root"
+  (cd "$D/debs" && apt-get "${A[@]}" -qq download "${BACKENDS[@]}")
+  : >"$D/versions"
+  for deb in "$D"/debs/*.deb; do
+    dpkg -x "$deb" "$D/root"
+    printf '%s %s\n' "$(dpkg-deb -f "$deb" Package)" "$(dpkg-deb -f "$deb" Version)" >>"$D/versions"
+  done
+  for b in "${BACKENDS[@]}"; do
+    install -m 0755 "$D/root/usr/bin/$b" "$TOOLS_DIR/bin/$b"
+  done
+  rm -rf "$D/debs" "$D/root" "$D/lists" "$D/cache"  # about 300 MB; only $D/versions is kept
+  backends_ok || { log "test backends do not run: ${BACKENDS[*]}"; exit 1; }
+fi
+
 log "ready (bpf-linker $(bpf-linker --version 2>/dev/null | awk '{print $2}'), $NIGHTLY for eBPF)"

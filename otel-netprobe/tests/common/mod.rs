@@ -9,6 +9,7 @@
 )]
 
 pub mod agent;
+pub mod backends;
 pub mod packets;
 pub mod traffic;
 
