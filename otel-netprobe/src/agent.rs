@@ -82,6 +82,7 @@ impl Agent {
             Reader::new(maps, capacity, timeouts, interfaces, errors).map_err(AgentError::Sys)?;
         let export_stats = Arc::new(ExportStats::default());
         reader.set_export_stats(Arc::clone(&export_stats));
+        reader.set_budgets(Arc::new(cfg.metrics.budgets()));
         let snapshot: SharedSnapshot = Arc::new(RwLock::new(Arc::new(Snapshot::empty())));
         let stop = Arc::new(AtomicBool::new(false));
 

@@ -55,6 +55,85 @@ pub struct Config {
     pub http: HttpConfig,
     /// OTLP push to a collector or backend (off unless an endpoint is set).
     pub otlp: OtlpConfig,
+    /// Attribute sets and series budgets of the flow metrics (both exporters).
+    pub metrics: MetricsConfig,
+}
+
+/// The cardinality budget: which attributes the flow metrics carry, and how many series each
+/// may have before the rest is added up in one series marked `otel.metric.overflow=true`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Attributes of `netprobe.flow.packets` and `netprobe.flow.bytes`, from `source.address`,
+    /// `destination.address`, `destination.port` (the server port: `source.port` on replies;
+    /// never a client port), `network.transport`, `network.type`. Default: all five.
+    pub flow_attributes: Vec<String>,
+    /// Attributes of the `netprobe.packet.size` histogram (ten series per set). Default: all five.
+    pub size_attributes: Vec<String>,
+    /// Series per metric before overflow. Default: 2000. Range: 1..=1000000.
+    pub max_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        let all: Vec<String> = crate::flow::FlowAttr::ALL
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect();
+        Self {
+            flow_attributes: all.clone(),
+            size_attributes: all,
+            max_series: 2000,
+        }
+    }
+}
+
+impl MetricsConfig {
+    fn parse(list: &[String]) -> Vec<crate::flow::FlowAttr> {
+        list.iter()
+            .filter_map(|n| crate::flow::FlowAttr::parse(n))
+            .collect()
+    }
+
+    /// The budgets (call after [`Config::validate`]).
+    pub fn budgets(&self) -> crate::flow::Budgets {
+        use crate::flow::Budget;
+        crate::flow::Budgets {
+            flows: std::sync::Mutex::new(Budget::new(
+                Self::parse(&self.flow_attributes),
+                self.max_series,
+            )),
+            sizes: std::sync::Mutex::new(Budget::new(
+                Self::parse(&self.size_attributes),
+                self.max_series,
+            )),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, list) in [
+            ("metrics.flow_attributes", &self.flow_attributes),
+            ("metrics.size_attributes", &self.size_attributes),
+        ] {
+            for (n, name) in list.iter().enumerate() {
+                if crate::flow::FlowAttr::parse(name).is_none() {
+                    let known: Vec<&str> =
+                        crate::flow::FlowAttr::ALL.iter().map(|(n, _)| *n).collect();
+                    return Err(ConfigError::invalid(
+                        &format!("{key}[{n}]"),
+                        format!("unknown attribute {name:?}; known: {}", known.join(", ")),
+                    ));
+                }
+            }
+        }
+        if !(1..=1_000_000).contains(&self.max_series) {
+            return Err(ConfigError::invalid(
+                "metrics.max_series",
+                "must be in 1..=1000000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// OTLP transport.
@@ -508,6 +587,7 @@ impl Config {
         for (n, o) in i.overrides.iter().enumerate() {
             check_pattern(&format!("interfaces.overrides[{n}].name"), &o.name)?;
         }
+        self.metrics.validate()?;
         self.otlp.validate()
     }
 }
@@ -656,6 +736,20 @@ mod tests {
             err("otlp:\n  endpoint: http://c:4317\n  interval: 10ms\n").0,
             "otlp.interval"
         );
+    }
+
+    #[test]
+    fn metrics_attributes_are_checked() {
+        assert_eq!(
+            err("metrics:\n  flow_attributes: [source.address, source.port]\n").0,
+            "metrics.flow_attributes[1]"
+        );
+        assert_eq!(err("metrics:\n  max_series: 0\n").0, "metrics.max_series");
+        let c = Config::from_yaml(
+            "metrics:\n  flow_attributes: [destination.address, destination.port]\n",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.flow_attributes.len(), 2);
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn serves_metrics_summary_and_health() {
             read_cycles_total: 1,
             ..Health::default()
         },
+        ..Snapshot::empty()
     };
     let shared = Arc::new(RwLock::new(Arc::new(snap)));
     let rt = tokio::runtime::Builder::new_current_thread()

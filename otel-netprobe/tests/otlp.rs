@@ -113,6 +113,7 @@ fn snapshot() -> Snapshot {
             read_cycles_total: 3,
             ..Health::default()
         },
+        ..Snapshot::empty()
     }
 }
 

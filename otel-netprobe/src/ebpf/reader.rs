@@ -16,7 +16,7 @@ use netprobe_ebpf::{Counter, FlowKey, FlowKey4, FlowStats};
 use super::sys::{self, BatchReader, Plain, SysError, TypedMap};
 use crate::{
     export::otlp::ExportStats,
-    flow::{FlowTable, GlobalCounters, Snapshot},
+    flow::{Budgets, FlowTable, GlobalCounters, Snapshot},
     telemetry::{Health, InterfaceState},
 };
 
@@ -62,6 +62,7 @@ pub struct Reader {
     interfaces: Arc<Mutex<Vec<InterfaceState>>>,
     attach_errors: Arc<AtomicU64>,
     export: Arc<ExportStats>,
+    budgets: Arc<Budgets>,
 }
 
 impl Reader {
@@ -91,12 +92,18 @@ impl Reader {
             interfaces,
             attach_errors,
             export: Arc::default(),
+            budgets: Arc::default(),
         })
     }
 
     /// Shares the OTLP exporter's figures, so snapshots report them.
     pub fn set_export_stats(&mut self, stats: Arc<ExportStats>) {
         self.export = stats;
+    }
+
+    /// Sets the cardinality budgets the snapshots' series are built under.
+    pub fn set_budgets(&mut self, budgets: Arc<Budgets>) {
+        self.budgets = budgets;
     }
 
     /// Changes the expiry settings (they apply from the next cycle).
@@ -124,7 +131,12 @@ impl Reader {
         if let Ok(i) = self.interfaces.lock() {
             self.health.interfaces.clone_from(&i);
         }
-        Snapshot::of(&self.table, self.read_counters(), self.health.clone())
+        Snapshot::of(
+            &self.table,
+            self.read_counters(),
+            self.health.clone(),
+            Arc::clone(&self.budgets),
+        )
     }
 
     fn read(&mut self) -> Result<(), SysError> {

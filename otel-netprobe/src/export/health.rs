@@ -3,11 +3,8 @@
 
 use netprobe_ebpf::Counter;
 
-use super::{
-    names::{self, Metric, attr},
-    prometheus::Labels,
-};
-use crate::flow::Snapshot;
+use super::names::{self, Metric, attr};
+use crate::flow::{Labels, Snapshot};
 
 /// One metric's series: (attributes, value).
 pub type Series = Vec<(Labels, f64)>;
@@ -20,6 +17,19 @@ fn by(key: &'static str, rows: &[(&str, f64)]) -> Series {
     rows.iter()
         .map(|(k, v)| (vec![(key, (*k).to_owned())], *v))
         .collect()
+}
+
+/// A figure of each flow metric's series set.
+fn series_by_metric(snap: &Snapshot, f: impl Fn(&crate::flow::SeriesSet) -> f64) -> Series {
+    let sets = snap.series();
+    [
+        (names::FLOW_PACKETS.otlp, &sets.flows),
+        (names::FLOW_BYTES.otlp, &sets.flows),
+        (names::PACKET_SIZE.otlp, &sets.sizes),
+    ]
+    .iter()
+    .map(|(m, set)| (vec![(attr::METRIC, (*m).to_owned())], f(set)))
+    .collect()
 }
 
 /// Interfaces per hook, and one info series per interface.
@@ -137,6 +147,14 @@ pub fn agent_series(snap: &Snapshot) -> Vec<(&'static Metric, Series)> {
         (
             &names::AGENT_EXPORT_DROPPED,
             one(h.export_dropped_points_total as f64),
+        ),
+        (
+            &names::AGENT_SERIES,
+            series_by_metric(snap, |s| s.series.len() as f64),
+        ),
+        (
+            &names::AGENT_SERIES_OVERFLOW,
+            series_by_metric(snap, |s| s.overflow_flows as f64),
         ),
     ]
 }

@@ -217,6 +217,22 @@ metric!(
     "counter",
     "Data points of failed OTLP exports (the next export carries the totals)."
 );
+metric!(
+    AGENT_SERIES,
+    "netprobe.agent.series",
+    "{series}",
+    "netprobe_agent_series",
+    "gauge",
+    "Series each flow metric reports, the overflow series included."
+);
+metric!(
+    AGENT_SERIES_OVERFLOW,
+    "netprobe.agent.series.overflow_flows",
+    "{flow}",
+    "netprobe_agent_series_overflow_flows",
+    "gauge",
+    "Flows counted in a metric's overflow series (otel.metric.overflow=true): over the series budget."
+);
 
 /// Every metric in the catalogue.
 pub const ALL: &[Metric] = &[
@@ -243,6 +259,8 @@ pub const ALL: &[Metric] = &[
     AGENT_ATTACH_ERRORS,
     AGENT_EXPORT_REQUESTS,
     AGENT_EXPORT_DROPPED,
+    AGENT_SERIES,
+    AGENT_SERIES_OVERFLOW,
 ];
 
 /// Attribute names (OTLP); Prometheus labels replace the dots with underscores.
@@ -273,6 +291,8 @@ pub mod attr {
     pub const EGRESS: &str = "egress";
     /// Outcome of an export.
     pub const RESULT: &str = "result";
+    /// A metric's OTLP name.
+    pub const METRIC: &str = "metric";
 }
 
 /// The Prometheus label for an OTLP attribute name.

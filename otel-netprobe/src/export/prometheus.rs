@@ -1,62 +1,19 @@
 //! Prometheus text exposition (format 0.0.4) of a snapshot, with the catalogue's names.
 //!
-//! Flows are aggregated to the standalone attribute set: source and destination address, the
-//! server port (never an ephemeral client port), transport and IP version. Several flows (one
-//! per client port) therefore add up into one series.
+//! Flow series are the snapshot's ([`Snapshot::series`]): flows aggregated to the configured
+//! attribute set under the cardinality budget. By default (standalone): source and destination
+//! address, the server port (never an ephemeral client port), transport and IP version, so
+//! several flows (one per client port) add up into one series.
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::fmt::Write as _;
 
-use netprobe_ebpf::{SIZE_BUCKET_BOUNDS, SIZE_BUCKETS};
+use netprobe_ebpf::SIZE_BUCKET_BOUNDS;
 
 use super::{
     health,
-    names::{self, Metric, attr, prometheus_label},
+    names::{self, Metric, prometheus_label},
 };
-use crate::flow::{FlowView, Snapshot};
-
-/// Attribute set of one flow series, in label order.
-pub type Labels = Vec<(&'static str, String)>;
-
-/// Aggregated counts of one series.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SeriesCounts {
-    /// Packets.
-    pub packets: u64,
-    /// IP bytes.
-    pub bytes: u64,
-    /// Packets per size bucket.
-    pub buckets: [u64; SIZE_BUCKETS],
-}
-
-/// The standalone attribute set of a flow.
-pub fn flow_labels(f: &FlowView) -> Labels {
-    let mut l: Labels = vec![
-        (attr::SOURCE_ADDRESS, f.src.to_string()),
-        (attr::DESTINATION_ADDRESS, f.dst.to_string()),
-    ];
-    match f.server_port() {
-        Some((port, true)) => l.push((attr::DESTINATION_PORT, port.to_string())),
-        Some((port, false)) => l.push((attr::SOURCE_PORT, port.to_string())),
-        None => {}
-    }
-    l.push((attr::NETWORK_TRANSPORT, f.transport.name()));
-    l.push((attr::NETWORK_TYPE, f.network_type().to_owned()));
-    l
-}
-
-/// Flows aggregated per attribute set.
-pub fn aggregate(snapshot: &Snapshot) -> BTreeMap<Labels, SeriesCounts> {
-    let mut series: BTreeMap<Labels, SeriesCounts> = BTreeMap::new();
-    for f in &snapshot.flows {
-        let s = series.entry(flow_labels(f)).or_default();
-        s.packets += f.packets;
-        s.bytes += f.bytes;
-        for (t, b) in s.buckets.iter_mut().zip(f.size_buckets) {
-            *t += b;
-        }
-    }
-    series
-}
+use crate::flow::Snapshot;
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -89,19 +46,20 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, String)], value: impl s
 /// Renders the whole snapshot.
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = String::with_capacity(256 + snapshot.flows.len() * 600);
-    let series = aggregate(snapshot);
+    let sets = snapshot.series();
+    let series = &sets.flows.series;
 
     header(&mut out, &names::FLOW_PACKETS);
-    for (l, s) in &series {
+    for (l, s) in series {
         sample(&mut out, names::FLOW_PACKETS.prometheus, l, s.packets);
     }
     header(&mut out, &names::FLOW_BYTES);
-    for (l, s) in &series {
+    for (l, s) in series {
         sample(&mut out, names::FLOW_BYTES.prometheus, l, s.bytes);
     }
     header(&mut out, &names::PACKET_SIZE);
     let base = names::PACKET_SIZE.prometheus;
-    for (l, s) in &series {
+    for (l, s) in &sets.sizes.series {
         let mut cumulative = 0;
         for (i, b) in s.buckets.iter().enumerate() {
             cumulative += b;
@@ -133,7 +91,8 @@ mod tests {
     use netprobe_ebpf::FlowKey;
 
     use super::*;
-    use crate::telemetry::Health;
+    use crate::flow::FlowView;
+    use netprobe_ebpf::SIZE_BUCKETS;
 
     fn flow(sport: u16, packets: u64, bytes: u64) -> FlowView {
         let key = FlowKey {
@@ -154,7 +113,6 @@ mod tests {
     fn client_ports_aggregate_into_one_series() {
         let snap = Snapshot {
             flows: vec![flow(40001, 3, 600), flow(40002, 2, 400)],
-            health: Health::default(),
             ..Snapshot::empty()
         };
         let text = render(&snap);

@@ -2,12 +2,13 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{Arc, OnceLock},
     time::SystemTime,
 };
 
 use netprobe_ebpf::{Counter, FlowKey, SIZE_BUCKETS, parse::proto, tcp_flags};
 
-use super::FlowTable;
+use super::{Budgets, FlowTable, SeriesSets};
 use crate::telemetry::Health;
 
 /// Transport protocol of a flow, as named in `network.transport`.
@@ -171,6 +172,10 @@ pub struct Snapshot {
     pub counters: GlobalCounters,
     /// The agent's own health.
     pub health: Health,
+    /// The cardinality budgets the series are built under (shared by all snapshots).
+    pub budgets: Arc<Budgets>,
+    /// The series of the flow metrics, built on first use.
+    pub series: OnceLock<Arc<SeriesSets>>,
 }
 
 impl Snapshot {
@@ -181,11 +186,26 @@ impl Snapshot {
             flows: Vec::new(),
             counters: GlobalCounters::default(),
             health: Health::default(),
+            budgets: Arc::default(),
+            series: OnceLock::new(),
         }
     }
 
+    /// The flow metrics' series (both exporters render these: they agree by construction).
+    pub fn series(&self) -> Arc<SeriesSets> {
+        Arc::clone(
+            self.series
+                .get_or_init(|| Arc::new(self.budgets.build(&self.flows))),
+        )
+    }
+
     /// Builds a snapshot of `table`.
-    pub fn of(table: &FlowTable, counters: GlobalCounters, health: Health) -> Self {
+    pub fn of(
+        table: &FlowTable,
+        counters: GlobalCounters,
+        health: Health,
+        budgets: Arc<Budgets>,
+    ) -> Self {
         let flows = table
             .records
             .iter()
@@ -205,6 +225,8 @@ impl Snapshot {
             flows,
             counters,
             health,
+            budgets,
+            series: OnceLock::new(),
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Built by hand from the kernel's own buckets: the OpenTelemetry SDK has no observable
 //! histogram and its data-point types cannot be constructed outside it, and replaying one
-//! `record()` per packet would cost O(packets). Flow series are the same aggregation as the
-//! Prometheus text (`prometheus::aggregate`), agent series the same list (`health`), so the two
-//! views of one snapshot agree exactly.
+//! `record()` per packet would cost O(packets). Flow series are the snapshot's (the same the
+//! Prometheus text renders), agent series the same list (`health`), so the two views of one
+//! snapshot agree exactly.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,7 +23,6 @@ use crate::{
     export::{
         health,
         names::{self, Metric as Catalogue},
-        prometheus,
     },
     flow::Snapshot,
 };
@@ -95,11 +94,11 @@ impl Encoder {
             value: Some(v),
             ..NumberDataPoint::default()
         };
-        let series = prometheus::aggregate(snap);
+        let sets = snap.series();
+        let series = &sets.flows.series;
         let mut packets = Vec::with_capacity(series.len());
         let mut bytes = Vec::with_capacity(series.len());
-        let mut sizes = Vec::with_capacity(series.len());
-        for (labels, s) in &series {
+        for (labels, s) in series {
             packets.push(point(
                 labels,
                 number_data_point::Value::AsInt(s.packets as i64),
@@ -108,17 +107,23 @@ impl Encoder {
                 labels,
                 number_data_point::Value::AsInt(s.bytes as i64),
             ));
-            sizes.push(HistogramDataPoint {
+        }
+        let bounds: Vec<f64> = SIZE_BUCKET_BOUNDS.iter().map(|b| f64::from(*b)).collect();
+        let sizes = sets
+            .sizes
+            .series
+            .iter()
+            .map(|(labels, s)| HistogramDataPoint {
                 attributes: attrs(labels),
                 start_time_unix_nano: self.start_ns,
                 time_unix_nano: now,
                 count: s.packets,
                 sum: Some(s.bytes as f64),
                 bucket_counts: s.buckets.to_vec(),
-                explicit_bounds: SIZE_BUCKET_BOUNDS.iter().map(|b| f64::from(*b)).collect(),
+                explicit_bounds: bounds.clone(),
                 ..HistogramDataPoint::default()
-            });
-        }
+            })
+            .collect();
         let mut metrics = vec![
             metric(&names::FLOW_PACKETS, cumulative_sum(packets)),
             metric(&names::FLOW_BYTES, cumulative_sum(bytes)),
@@ -193,16 +198,13 @@ mod tests {
             flows,
             ..Snapshot::empty()
         };
-        let text = prometheus::render(&snap);
+        let text = crate::export::prometheus::render(&snap);
         let req = Encoder::new(&[], SystemTime::now()).request(&snap);
         let metrics = &req.resource_metrics[0].scope_metrics[0].metrics;
         let Some(Data::Sum(packets)) = &metrics[0].data else {
             panic!("sum")
         };
-        assert_eq!(
-            packets.data_points.len(),
-            prometheus::aggregate(&snap).len()
-        );
+        assert_eq!(packets.data_points.len(), snap.series().flows.series.len());
         for p in &packets.data_points {
             let labels: Vec<String> = p
                 .attributes
@@ -222,5 +224,59 @@ mod tests {
             let line = format!("netprobe_flow_packets_total{{{}}} {n}\n", labels.join(","));
             assert!(text.contains(&line), "{line} not in the text");
         }
+    }
+
+    /// Over the budget, both views show the same overflow series.
+    #[test]
+    fn overflow_series_in_both_views() {
+        let cfg = crate::config::MetricsConfig {
+            max_series: 1,
+            ..crate::config::MetricsConfig::default()
+        };
+        let flows = (0..3u16)
+            .map(|i| {
+                let key = FlowKey {
+                    src_addr: [u32::from(i), 0, 0, 0],
+                    dst_addr: [9, 0, 0, 0],
+                    src_port: 40000u16.to_be(),
+                    dst_port: 80u16.to_be(),
+                    protocol: 6,
+                    ip_version: 4,
+                    pad: [0; 2],
+                };
+                let mut b = [0; SIZE_BUCKETS];
+                b[1] = 1;
+                FlowView::new(&key, 100 * u64::from(i + 1), b, 0, (0, 0))
+            })
+            .collect();
+        let snap = Snapshot {
+            flows,
+            budgets: std::sync::Arc::new(cfg.budgets()),
+            ..Snapshot::empty()
+        };
+        let text = crate::export::prometheus::render(&snap);
+        assert!(
+            text.contains("netprobe_flow_bytes_total{otel_metric_overflow=\"true\"} 300\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "netprobe_agent_series_overflow_flows{metric=\"netprobe.flow.packets\"} 2\n"
+        ));
+        let req = Encoder::new(&[], SystemTime::now()).request(&snap);
+        let Some(Data::Sum(bytes)) = &req.resource_metrics[0].scope_metrics[0].metrics[1].data
+        else {
+            panic!("sum")
+        };
+        let overflow = bytes
+            .data_points
+            .iter()
+            .find(|p| {
+                p.attributes
+                    .first()
+                    .is_some_and(|kv| kv.key == "otel.metric.overflow")
+            })
+            .expect("overflow point");
+        assert_eq!(overflow.value, Some(Value::AsInt(300)));
+        assert_eq!(bytes.data_points.len(), 2);
     }
 }

@@ -1,0 +1,290 @@
+//! Aggregation of flows into series of a reduced attribute set, under a cardinality budget.
+//!
+//! Both exporters render the same [`SeriesSets`] of a snapshot, computed once, on first use.
+//! The budget is sticky, as OpenTelemetry's cardinality limit is: an attribute set admitted
+//! once keeps its series while its flows live; new sets are admitted (busiest first) while
+//! fewer than `max_series` exist, and the rest are added up in one series marked
+//! `otel.metric.overflow=true`. A set whose flows are all gone stops being reported.
+
+use std::sync::Mutex;
+
+use netprobe_ebpf::SIZE_BUCKETS;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::FlowView;
+use crate::export::names::attr;
+
+/// Attribute set of one series, in label order.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// The attribute marking the overflow series.
+pub const OVERFLOW: &str = "otel.metric.overflow";
+
+/// Aggregated counts of one series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeriesCounts {
+    /// Packets.
+    pub packets: u64,
+    /// IP bytes.
+    pub bytes: u64,
+    /// Packets per size bucket.
+    pub buckets: [u64; SIZE_BUCKETS],
+}
+
+impl SeriesCounts {
+    fn add(&mut self, f: &FlowView) {
+        self.packets += f.packets;
+        self.bytes += f.bytes;
+        for (t, b) in self.buckets.iter_mut().zip(f.size_buckets) {
+            *t += b;
+        }
+    }
+
+    fn merge(&mut self, o: &SeriesCounts) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        for (t, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *t += b;
+        }
+    }
+}
+
+/// An attribute a flow series may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowAttr {
+    /// `source.address`.
+    SourceAddress,
+    /// `destination.address`.
+    DestinationAddress,
+    /// The server port: `destination.port`, or `source.port` on reply traffic; never a client
+    /// port.
+    ServerPort,
+    /// `network.transport`.
+    Transport,
+    /// `network.type`.
+    NetworkType,
+}
+
+impl FlowAttr {
+    /// Every attribute, by its configuration name.
+    pub const ALL: [(&'static str, FlowAttr); 5] = [
+        (attr::SOURCE_ADDRESS, FlowAttr::SourceAddress),
+        (attr::DESTINATION_ADDRESS, FlowAttr::DestinationAddress),
+        (attr::DESTINATION_PORT, FlowAttr::ServerPort),
+        (attr::NETWORK_TRANSPORT, FlowAttr::Transport),
+        (attr::NETWORK_TYPE, FlowAttr::NetworkType),
+    ];
+
+    /// By configuration name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+    }
+}
+
+/// The labels of `f` for the attributes `attrs`.
+pub fn labels(f: &FlowView, attrs: &[FlowAttr]) -> Labels {
+    let mut l = Labels::with_capacity(attrs.len());
+    for a in attrs {
+        match a {
+            FlowAttr::SourceAddress => l.push((attr::SOURCE_ADDRESS, f.src.to_string())),
+            FlowAttr::DestinationAddress => l.push((attr::DESTINATION_ADDRESS, f.dst.to_string())),
+            FlowAttr::ServerPort => match f.server_port() {
+                Some((port, true)) => l.push((attr::DESTINATION_PORT, port.to_string())),
+                Some((port, false)) => l.push((attr::SOURCE_PORT, port.to_string())),
+                None => {}
+            },
+            FlowAttr::Transport => l.push((attr::NETWORK_TRANSPORT, f.transport.name())),
+            FlowAttr::NetworkType => l.push((attr::NETWORK_TYPE, f.network_type().to_owned())),
+        }
+    }
+    l
+}
+
+/// The series of one metric family.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeriesSet {
+    /// Series sorted by labels, the overflow series (if any) included.
+    pub series: Vec<(Labels, SeriesCounts)>,
+    /// Flows counted in the overflow series.
+    pub overflow_flows: u64,
+}
+
+/// One budget: an attribute set and a series cap, with the admitted sets.
+#[derive(Debug)]
+pub struct Budget {
+    attrs: Vec<FlowAttr>,
+    max_series: usize,
+    admitted: FxHashSet<Labels>,
+}
+
+impl Budget {
+    /// A budget of at most `max_series` series (plus the overflow series) over `attrs`.
+    pub fn new(attrs: Vec<FlowAttr>, max_series: usize) -> Self {
+        Self {
+            attrs,
+            max_series,
+            admitted: FxHashSet::default(),
+        }
+    }
+
+    /// Aggregates `flows`, admitting new attribute sets while the budget allows.
+    pub fn build(&mut self, flows: &[FlowView]) -> SeriesSet {
+        let mut agg: FxHashMap<Labels, SeriesCounts> = FxHashMap::default();
+        for f in flows {
+            agg.entry(labels(f, &self.attrs)).or_default().add(f);
+        }
+        self.admitted.retain(|l| agg.contains_key(l));
+        let mut candidates: Vec<(&Labels, &SeriesCounts)> = agg
+            .iter()
+            .filter(|(l, _)| !self.admitted.contains(*l))
+            .collect();
+        candidates.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(b.0)));
+        let room = self.max_series.saturating_sub(self.admitted.len());
+        let newcomers: Vec<Labels> = candidates
+            .iter()
+            .take(room)
+            .map(|(l, _)| (*l).clone())
+            .collect();
+        self.admitted.extend(newcomers);
+        let mut out = SeriesSet::default();
+        let mut overflow = SeriesCounts::default();
+        let mut overflowed = false;
+        let flows_per_set = count_flows(flows, &self.attrs, &self.admitted);
+        for (l, c) in agg {
+            if self.admitted.contains(&l) {
+                out.series.push((l, c));
+            } else {
+                overflow.merge(&c);
+                overflowed = true;
+            }
+        }
+        if overflowed {
+            out.series
+                .push((vec![(OVERFLOW, "true".to_owned())], overflow));
+            out.overflow_flows = flows_per_set;
+        }
+        out.series.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// Flows whose attribute set was not admitted.
+fn count_flows(flows: &[FlowView], attrs: &[FlowAttr], admitted: &FxHashSet<Labels>) -> u64 {
+    flows
+        .iter()
+        .filter(|f| !admitted.contains(&labels(f, attrs)))
+        .count() as u64
+}
+
+/// The budgets of the flow metrics: packets and bytes share one; the size histogram (ten
+/// series per set) has its own.
+#[derive(Debug)]
+pub struct Budgets {
+    /// `netprobe.flow.packets` and `netprobe.flow.bytes`.
+    pub flows: Mutex<Budget>,
+    /// `netprobe.packet.size`.
+    pub sizes: Mutex<Budget>,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        let all: Vec<FlowAttr> = FlowAttr::ALL.iter().map(|(_, a)| *a).collect();
+        Self {
+            flows: Mutex::new(Budget::new(all.clone(), 2000)),
+            sizes: Mutex::new(Budget::new(all, 2000)),
+        }
+    }
+}
+
+/// The series sets of one snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeriesSets {
+    /// For `netprobe.flow.packets` and `netprobe.flow.bytes`.
+    pub flows: SeriesSet,
+    /// For `netprobe.packet.size`.
+    pub sizes: SeriesSet,
+}
+
+impl Budgets {
+    /// Builds both sets for `flows`.
+    pub fn build(&self, flows: &[FlowView]) -> SeriesSets {
+        let lock = |m: &Mutex<Budget>| m.lock().map(|mut b| b.build(flows)).unwrap_or_default();
+        SeriesSets {
+            flows: lock(&self.flows),
+            sizes: lock(&self.sizes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netprobe_ebpf::FlowKey;
+
+    use super::*;
+
+    fn flow(src: u8, dport: u16, bytes: u64) -> FlowView {
+        let key = FlowKey {
+            src_addr: [u32::from_ne_bytes([10, 0, 0, src]), 0, 0, 0],
+            dst_addr: [u32::from_ne_bytes([10, 0, 0, 100]), 0, 0, 0],
+            src_port: 40000u16.to_be(),
+            dst_port: dport.to_be(),
+            protocol: 17,
+            ip_version: 4,
+            pad: [0; 2],
+        };
+        let mut b = [0; SIZE_BUCKETS];
+        b[5] = 1;
+        FlowView::new(&key, bytes, b, 0, (0, 0))
+    }
+
+    #[test]
+    fn over_budget_goes_to_one_overflow_series_and_admission_is_sticky() {
+        let all: Vec<FlowAttr> = FlowAttr::ALL.iter().map(|(_, a)| *a).collect();
+        let mut b = Budget::new(all, 2);
+        let flows = vec![
+            flow(1, 53, 100),
+            flow(2, 53, 300),
+            flow(3, 53, 200),
+            flow(4, 53, 50),
+        ];
+        let s = b.build(&flows);
+        assert_eq!(s.series.len(), 3, "{s:?}");
+        // The two busiest sets got series; the other two add up in the overflow series.
+        let overflow = s.series.iter().find(|(l, _)| l[0].0 == OVERFLOW).unwrap();
+        assert_eq!((overflow.1.packets, overflow.1.bytes), (2, 150));
+        assert_eq!(s.overflow_flows, 2);
+        // A newcomer busier than all keeps to overflow: admitted sets stay.
+        let mut more = flows.clone();
+        more.push(flow(5, 53, 10_000));
+        let s = b.build(&more);
+        let overflow = s.series.iter().find(|(l, _)| l[0].0 == OVERFLOW).unwrap();
+        assert_eq!(overflow.1.bytes, 10_150);
+        // When an admitted set's flows are gone, its place goes to the busiest newcomer.
+        let fewer: Vec<FlowView> = more.into_iter().filter(|f| f.bytes != 300).collect();
+        let s = b.build(&fewer);
+        assert!(
+            s.series
+                .iter()
+                .any(|(l, c)| l[0].1 == "10.0.0.5" && c.bytes == 10_000)
+        );
+    }
+
+    #[test]
+    fn fewer_attributes_fewer_series() {
+        let mut b = Budget::new(
+            vec![FlowAttr::DestinationAddress, FlowAttr::ServerPort],
+            100,
+        );
+        let s = b.build(&[flow(1, 53, 100), flow(2, 53, 300), flow(3, 80, 200)]);
+        assert_eq!(s.series.len(), 2);
+        assert_eq!(
+            s.series[0].0,
+            vec![
+                (attr::DESTINATION_ADDRESS, "10.0.0.100".into()),
+                (attr::DESTINATION_PORT, "53".into())
+            ]
+        );
+        assert_eq!(s.series[0].1.bytes, 400);
+        assert_eq!(s.overflow_flows, 0);
+    }
+}
