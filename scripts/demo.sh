@@ -10,7 +10,10 @@
 #   pod0 10.244.0.11 ─┐                                   node                          outside
 #   pod1 10.244.0.12 ─┼─ vethpod0..2 ── br0 10.244.0.1 ── (forwarding) ── eth0 10.99.0.1 ── eth0 10.99.0.2
 #   pod2 10.244.0.13 ─┘                                   agent here
+#                                                         VictoriaMetrics on its 127.0.0.1:8428
 #
+# The agent also pushes its metrics over OTLP/HTTP (every second) into a VictoriaMetrics started
+# inside the node namespace (installed by `make setup`); the demo ends with PromQL queries on it.
 # Everything started here is stopped, and every namespace deleted, on exit, on failure and on Ctrl-C.
 set -euo pipefail
 
@@ -27,6 +30,12 @@ fi
 for tool in ip iperf3 ping socat curl ss; do
   command -v "$tool" >/dev/null 2>&1 || { echo "demo: '$tool' is missing (run: make setup)" >&2; exit 2; }
 done
+command -v python3 >/dev/null 2>&1 || { echo "demo: 'python3' is missing" >&2; exit 2; }
+VM="${NETPROBE_TOOLS_DIR:-$HOME/.cache/otel-netprobe}/bin/victoria-metrics"
+if [ ! -x "$VM" ]; then
+  echo "demo: VictoriaMetrics is missing at $VM (run: make setup)" >&2
+  exit 2
+fi
 
 PREFIX="npdemo$$-"
 NODE="${PREFIX}node"
@@ -42,12 +51,16 @@ OUTSIDE_IP6=fd00:99::2
 LISTEN=127.0.0.1:9464
 URL="http://$LISTEN"
 POLL=500ms
+VM_URL="http://127.0.0.1:8428"   # inside the node namespace
 
 WORK=$(mktemp -d "/tmp/${PREFIX}XXXXXX")
 AGENT_LOG="$WORK/agent.log"
 CREATED_NS=()   # namespaces to delete
 BG_PIDS=()      # servers and receivers to stop
 AGENT_PID=""
+VM_PID=""
+VM_DATA=""
+VM_LOG="$WORK/victoria-metrics.log"
 STEP="starting"
 T0=$SECONDS
 
@@ -78,6 +91,15 @@ cleanup() {
     stop_pid "$AGENT_PID" 5
     AGENT_PID=""
   fi
+  # After the agent (whose last export on shutdown goes to it): VictoriaMetrics, then its data.
+  if [ -n "$VM_PID" ]; then
+    stop_pid "$VM_PID" 5
+    VM_PID=""
+  fi
+  if [ -n "$VM_DATA" ]; then
+    rm -rf "$VM_DATA"
+    VM_DATA=""
+  fi
   for pid in "${BG_PIDS[@]}"; do stop_pid "$pid" 1; done
   BG_PIDS=()
   # Anything still inside a lab namespace was started by this script (a child of a child).
@@ -90,7 +112,7 @@ cleanup() {
 }
 
 on_exit() {
-  local rc=$?
+  local rc=$? vm_lines
   trap - EXIT INT TERM
   set +e
   if [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; then
@@ -102,9 +124,17 @@ on_exit() {
       echo "demo: last lines of the agent's log:" >&2
       tail -n 20 "$AGENT_LOG" | sed 's/^/   | /' >&2
     fi
+    if [[ "$STEP" == *VictoriaMetrics* ]] && [ -s "$VM_LOG" ]; then
+      # Its info lines (start-up, one per force_flush) say nothing about a failure.
+      vm_lines=$(grep -vE '^[0-9TZ:.-]+[[:space:]]+info[[:space:]]' "$VM_LOG" | tail -n 10)
+      if [ -n "$vm_lines" ]; then
+        echo "demo: last warnings and errors in VictoriaMetrics' log:" >&2
+        printf '%s\n' "$vm_lines" | sed 's/^/   | /' >&2
+      fi
+    fi
   fi
   echo
-  echo "-- cleaning up: stopping the agent and traffic tools, deleting the ${PREFIX}* namespaces"
+  echo "-- cleaning up: stopping the agent, VictoriaMetrics and traffic tools, deleting the ${PREFIX}* namespaces"
   cleanup
   exit "$rc"
 }
@@ -192,14 +222,42 @@ wait_for "pod0 -> outside reachability" 10 in_ns "${PODS[0]}" ping -c 1 -W 1 "$O
 info "node ${NODE}: br0 $NODE_BR (ports vethpod0..2), uplink eth0 $NODE_UP"
 info "pods: ${POD_IP[*]}   outside: $OUTSIDE_IP"
 
-# --- 2. the agent ---------------------------------------------------------------------------------
+# --- 2. VictoriaMetrics and the agent ------------------------------------------------------------
+say "Starting VictoriaMetrics (the OTLP backend) inside the node namespace"
+step "starting VictoriaMetrics"
+VM_DATA=$(mktemp -d "/tmp/${PREFIX}vm-data-XXXXXX")
+# -search.latencyOffset=0s and -search.disableCache: a point is queryable as soon as it is flushed.
+VM_ARGS=(-storageDataPath="$VM_DATA" -httpListenAddr=127.0.0.1:8428 -opentelemetry.usePrometheusNaming
+  -search.latencyOffset=0s -search.disableCache -retentionPeriod=1d)
+info "ip netns exec $NODE victoria-metrics ${VM_ARGS[*]}"
+ip netns exec "$NODE" "$VM" "${VM_ARGS[@]}" </dev/null >"$VM_LOG" 2>&1 &
+VM_PID=$!
+step "waiting for VictoriaMetrics $VM_URL/health"
+end=$((SECONDS + 20))
+until in_ns "$NODE" curl -sf -o /dev/null --max-time 1 "$VM_URL/health"; do
+  if ! kill -0 "$VM_PID" 2>/dev/null; then
+    wait "$VM_PID" 2>/dev/null && rc=0 || rc=$?
+    VM_PID=""
+    echo "demo: VictoriaMetrics exited (status $rc) before becoming healthy" >&2
+    exit 1
+  fi
+  [ "$SECONDS" -lt "$end" ] || { echo "demo: VictoriaMetrics did not become healthy within 20 s" >&2; exit 1; }
+  sleep 0.1
+done
+info "VictoriaMetrics healthy (pid $VM_PID), data in $VM_DATA"
+
 say "Starting the agent inside the node namespace"
 step "starting otel-netprobe"
+OTLP_ARGS=(--otlp-endpoint "$VM_URL/opentelemetry" --otlp-protocol http/protobuf)
 # The uplink eth0 is a veth here; on a real node it is a NIC, where XDP is the default. Force XDP
 # on it so the demo shows both entry points: XDP on the uplink, TC on the pod veths.
-info "ip netns exec $NODE $(basename "$BIN") run --listen $LISTEN --poll-interval $POLL --hook eth0=xdp --log warn"
-ip netns exec "$NODE" "$BIN" run --listen "$LISTEN" --poll-interval "$POLL" --hook eth0=xdp --log warn \
-  </dev/null >"$AGENT_LOG" 2>&1 &
+# OTEL_METRIC_EXPORT_INTERVAL (ms): push every second; K8S_NODE_NAME becomes k8s.node.name.
+info "OTEL_METRIC_EXPORT_INTERVAL=1000 K8S_NODE_NAME=demo-node \\"
+info "  ip netns exec $NODE $(basename "$BIN") run --listen $LISTEN --poll-interval $POLL --hook eth0=xdp --log warn \\"
+info "  ${OTLP_ARGS[*]}"
+OTEL_METRIC_EXPORT_INTERVAL=1000 K8S_NODE_NAME=demo-node \
+  ip netns exec "$NODE" "$BIN" run --listen "$LISTEN" --poll-interval "$POLL" --hook eth0=xdp --log warn \
+  "${OTLP_ARGS[@]}" </dev/null >"$AGENT_LOG" 2>&1 &
 AGENT_PID=$!
 agent_healthy() {
   kill -0 "$AGENT_PID" 2>/dev/null || return 2
@@ -342,6 +400,89 @@ say "Prometheus /metrics: which hook each interface of the node got"
 grep -E '^netprobe_agent_interface_info' "$METRICS" | sed 's/^/   /' || true
 grep -E '^netprobe_agent_(interfaces|attach_errors_total|read_errors_total)' "$METRICS" | sed 's/^/   /' || true
 
+say "PromQL from VictoriaMetrics (pushed over OTLP/HTTP)"
+vm_flush() { # make everything VictoriaMetrics has ingested searchable now
+  in_ns "$NODE" curl -sf -o /dev/null --max-time 2 "$VM_URL/internal/force_flush"
+}
+vm_query() { # PROMQL: the /api/v1/query answer (JSON) on stdout
+  in_ns "$NODE" curl -sf --max-time 5 -G "$VM_URL/api/v1/query" --data-urlencode "query=$1"
+}
+vm_series() { # PROMQL: the number of series in the answer
+  vm_query "$1" | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["data"]["result"]))'
+}
+vm_value() { # PROMQL: the value of a single-series answer as an integer, empty if none
+  vm_query "$1" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+print(int(float(r[0]["value"][1])) if r else "")'
+}
+vm_table() { # PROMQL [LABEL...]: the answer as a table: the given labels (default: all) and value
+  local q=$1; shift
+  info "query: $q"
+  vm_query "$q" | python3 -c '
+import json, sys
+res = json.load(sys.stdin)["data"]["result"]
+cols = sys.argv[1:] or sorted({k for r in res for k in r["metric"]})
+rows = [[r["metric"].get(c, "") for c in cols] + [r["value"][1]] for r in res]
+head = cols + ["value"]
+w = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(head)]
+for row in [head] + sorted(rows):
+    print("   " + "  ".join(v.rjust(w[i]) if i == len(head) - 1 else v.ljust(w[i])
+                             for i, v in enumerate(row)).rstrip())
+if not rows:
+    print("   (no series)")' "$@"
+}
+
+step "VictoriaMetrics: /internal/force_flush, then polling for the pushed pod0->pod1 series"
+vm_flush
+PAIR_Q="sum by (source_address, destination_address, network_transport) (netprobe_flow_packets_total{source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\"})"
+have_pair() { vm_flush && [ "$(vm_series "$PAIR_Q")" -gt 0 ]; }
+if ! wait_for "the pushed pod0 -> pod1 series in VictoriaMetrics" 20 have_pair; then
+  names=$(in_ns "$NODE" curl -sf --max-time 5 "$VM_URL/api/v1/label/__name__/values" |
+    python3 -c 'import json, sys; print(" ".join(n for n in json.load(sys.stdin)["data"] if "netprobe" in n))' || true)
+  echo "demo: VictoriaMetrics holds these netprobe metric names: ${names:-none}" >&2
+  exit 1
+fi
+vm_table "$PAIR_Q" source_address destination_address network_transport
+echo
+vm_table "netprobe_flow_bytes_total{destination_port=\"5201\"}" \
+  source_address destination_address destination_port network_transport k8s_node_name service_name
+
+# The agent's own count for the iperf3 flow against the pushed one. The two can differ by what the
+# agent read after its last export, so: wait until /metrics stops changing, then until
+# VictoriaMetrics holds that same value.
+step "comparing the pod0->pod1 iperf3 TCP count: agent /metrics vs VictoriaMetrics"
+FLOW_SEL="source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\",destination_port=\"5201\",network_transport=\"tcp\""
+FLOW_Q="sum(netprobe_flow_packets_total{$FLOW_SEL})"
+agent_flow_packets() {
+  in_ns "$NODE" curl -sf --max-time 2 "$URL/metrics" >"$WORK/metrics.now" || return 1
+  METRICS="$WORK/metrics.now" series_packets "source_address=\"${POD_IP[0]}\"" \
+    "destination_address=\"${POD_IP[1]}\"" 'destination_port="5201"' 'network_transport="tcp"'
+}
+prev=-1 agent_n=0 end=$((SECONDS + 10))
+while [ "$SECONDS" -lt "$end" ]; do
+  agent_n=$(agent_flow_packets || echo -1)
+  [ "$agent_n" = "$prev" ] && [ "$agent_n" -gt 0 ] && break   # unchanged over a poll interval
+  prev=$agent_n
+  sleep 0.6
+done
+vm_n="" end=$((SECONDS + 10))
+while :; do
+  vm_flush || true
+  vm_n=$(vm_value "$FLOW_Q" || true)
+  [ "$vm_n" = "$agent_n" ] && break
+  [ "$SECONDS" -lt "$end" ] || break
+  sleep 0.3
+done
+info "query: $FLOW_Q"
+if [ "$vm_n" = "$agent_n" ]; then
+  VM_AGREE="agree ($agent_n packets)"
+  info "agent /metrics and VictoriaMetrics agree: $agent_n packets"
+else
+  VM_AGREE="DIFFER (agent /metrics ${agent_n}, VictoriaMetrics ${vm_n:-none})"
+  info "agent /metrics: $agent_n packets, VictoriaMetrics: ${vm_n:-no value} (they differ after 10 s)"
+fi
+
 STEP="checking the results"
 say "Result"
 if [ "$total" -le 0 ]; then
@@ -354,4 +495,5 @@ fi
 if [ "${#odd_paths[@]}" -gt 0 ]; then
   info "WARNING: UDP/ICMP counts differ from what was sent on: ${odd_paths[*]}"
 fi
+info "OTLP push to VictoriaMetrics: pod0->pod1 iperf3 count $VM_AGREE"
 info "OK: $total packets counted in $(grep -c '^netprobe_flow_packets_total{' "$METRICS") flow series; demo took $((SECONDS - T0)) s"

@@ -311,6 +311,15 @@ fn reader_cost() {
         assert!(snap.flows.is_empty());
     }
     println!("\n== Reader, {FLOWS} flows (batched lookups, cumulative table, snapshot) ==");
+    let snap = r.cycle();
+    let series = snap.series();
+    let body = otel_netprobe::export::otlp::encode::Encoder::new(&[], std::time::SystemTime::now())
+        .request(&snap);
+    println!(
+        "resident memory with {FLOWS} live flows (reader, snapshot, series, one encoded request): {:.1} MiB",
+        rss_bytes() as f64 / f64::from(1 << 20)
+    );
+    drop((snap, series, body));
     println!(
         "read cycle, no flow changed:    {:.3} µs/flow (median of 5)",
         median(quiet)
@@ -323,6 +332,79 @@ fn reader_cost() {
         "read + expire every flow:       {:.3} µs/flow (median of 3)",
         median(expire)
     );
+}
+
+fn export_cost() {
+    use otel_netprobe::{
+        config::MetricsConfig,
+        export::otlp::encode::Encoder,
+        flow::{FlowView, Snapshot},
+    };
+    use prost::Message;
+    println!("\n== OTLP export cycle (series built, request encoded to protobuf), median of 5 ==");
+    for n in [1_000u32, 10_000, 100_000] {
+        let flows: Vec<FlowView> = (0..n)
+            .map(|i| {
+                let key = FlowKey {
+                    src_addr: [i.to_be(), 0, 0, 0],
+                    dst_addr: [7, 0, 0, 0],
+                    src_port: 40000u16.to_be(),
+                    dst_port: 443u16.to_be(),
+                    protocol: 6,
+                    ip_version: 4,
+                    pad: [0; 2],
+                };
+                let mut b = [0; netprobe_ebpf::SIZE_BUCKETS];
+                b[5] = u64::from(i);
+                FlowView::new(&key, u64::from(i) * 1500, b, 0, (0, 0))
+            })
+            .collect();
+        let budgets = Arc::new(
+            MetricsConfig {
+                max_series: n as usize + 1,
+                ..MetricsConfig::default()
+            }
+            .budgets(),
+        );
+        let encoder = Encoder::new(
+            &[("service.name".into(), "otel-netprobe".into())],
+            std::time::SystemTime::now(),
+        );
+        let mut ms = vec![];
+        let mut size = 0;
+        for _ in 0..5 {
+            let snap = Snapshot {
+                flows: flows.clone(),
+                budgets: Arc::clone(&budgets),
+                ..Snapshot::empty()
+            };
+            let t = std::time::Instant::now();
+            let body = encoder.request(&snap).encode_to_vec();
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            size = body.len();
+        }
+        let m = median(ms);
+        println!(
+            "{n:>7} series: {m:>8.2} ms/cycle, {:.2} µs/series, {:.1} MiB request",
+            m * 1e3 / f64::from(n),
+            size as f64 / f64::from(1 << 20)
+        );
+    }
+}
+
+/// Resident memory of this process, bytes (VmRSS).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+            })
+        })
+        .flatten()
+        .unwrap_or(0)
+        * 1024
 }
 
 fn throughput() {
@@ -376,6 +458,9 @@ fn main() {
     }
     if want("reader") {
         reader_cost();
+    }
+    if want("export") {
+        export_cost();
     }
     if want("throughput") {
         throughput();

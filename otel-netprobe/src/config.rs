@@ -98,15 +98,12 @@ impl MetricsConfig {
     /// The budgets (call after [`Config::validate`]).
     pub fn budgets(&self) -> crate::flow::Budgets {
         use crate::flow::Budget;
+        let flows = Self::parse(&self.flow_attributes);
+        let sizes = Self::parse(&self.size_attributes);
         crate::flow::Budgets {
-            flows: std::sync::Mutex::new(Budget::new(
-                Self::parse(&self.flow_attributes),
-                self.max_series,
-            )),
-            sizes: std::sync::Mutex::new(Budget::new(
-                Self::parse(&self.size_attributes),
-                self.max_series,
-            )),
+            sizes: (sizes != flows)
+                .then(|| std::sync::Mutex::new(Budget::new(sizes, self.max_series))),
+            flows: std::sync::Mutex::new(Budget::new(flows, self.max_series)),
         }
     }
 

@@ -129,14 +129,18 @@ impl Budget {
 
     /// Aggregates `flows`, admitting new attribute sets while the budget allows.
     pub fn build(&mut self, flows: &[FlowView]) -> SeriesSet {
-        let mut agg: FxHashMap<Labels, SeriesCounts> = FxHashMap::default();
+        // Per attribute set: its counts and how many flows it adds up.
+        let mut agg: FxHashMap<Labels, (SeriesCounts, u64)> = FxHashMap::default();
         for f in flows {
-            agg.entry(labels(f, &self.attrs)).or_default().add(f);
+            let e = agg.entry(labels(f, &self.attrs)).or_default();
+            e.0.add(f);
+            e.1 += 1;
         }
         self.admitted.retain(|l| agg.contains_key(l));
         let mut candidates: Vec<(&Labels, &SeriesCounts)> = agg
             .iter()
             .filter(|(l, _)| !self.admitted.contains(*l))
+            .map(|(l, (c, _))| (l, c))
             .collect();
         candidates.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(b.0)));
         let room = self.max_series.saturating_sub(self.admitted.len());
@@ -147,33 +151,23 @@ impl Budget {
             .collect();
         self.admitted.extend(newcomers);
         let mut out = SeriesSet::default();
+        out.series.reserve(agg.len());
         let mut overflow = SeriesCounts::default();
-        let mut overflowed = false;
-        let flows_per_set = count_flows(flows, &self.attrs, &self.admitted);
-        for (l, c) in agg {
+        for (l, (c, n)) in agg {
             if self.admitted.contains(&l) {
                 out.series.push((l, c));
             } else {
                 overflow.merge(&c);
-                overflowed = true;
+                out.overflow_flows += n;
             }
         }
-        if overflowed {
+        if out.overflow_flows > 0 {
             out.series
                 .push((vec![(OVERFLOW, "true".to_owned())], overflow));
-            out.overflow_flows = flows_per_set;
         }
         out.series.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
-}
-
-/// Flows whose attribute set was not admitted.
-fn count_flows(flows: &[FlowView], attrs: &[FlowAttr], admitted: &FxHashSet<Labels>) -> u64 {
-    flows
-        .iter()
-        .filter(|f| !admitted.contains(&labels(f, attrs)))
-        .count() as u64
 }
 
 /// The budgets of the flow metrics: packets and bytes share one; the size histogram (ten
@@ -182,16 +176,17 @@ fn count_flows(flows: &[FlowView], attrs: &[FlowAttr], admitted: &FxHashSet<Labe
 pub struct Budgets {
     /// `netprobe.flow.packets` and `netprobe.flow.bytes`.
     pub flows: Mutex<Budget>,
-    /// `netprobe.packet.size`.
-    pub sizes: Mutex<Budget>,
+    /// `netprobe.packet.size`; `None`: the same attributes and cap as the flows (the default),
+    /// so one aggregation serves all three metrics.
+    pub sizes: Option<Mutex<Budget>>,
 }
 
 impl Default for Budgets {
     fn default() -> Self {
         let all: Vec<FlowAttr> = FlowAttr::ALL.iter().map(|(_, a)| *a).collect();
         Self {
-            flows: Mutex::new(Budget::new(all.clone(), 2000)),
-            sizes: Mutex::new(Budget::new(all, 2000)),
+            flows: Mutex::new(Budget::new(all, 2000)),
+            sizes: None,
         }
     }
 }
@@ -209,9 +204,11 @@ impl Budgets {
     /// Builds both sets for `flows`.
     pub fn build(&self, flows: &[FlowView]) -> SeriesSets {
         let lock = |m: &Mutex<Budget>| m.lock().map(|mut b| b.build(flows)).unwrap_or_default();
+        let flow_set = lock(&self.flows);
+        let sizes = self.sizes.as_ref().map_or_else(|| flow_set.clone(), lock);
         SeriesSets {
-            flows: lock(&self.flows),
-            sizes: lock(&self.sizes),
+            flows: flow_set,
+            sizes,
         }
     }
 }

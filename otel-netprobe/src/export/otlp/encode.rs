@@ -24,7 +24,7 @@ use crate::{
         health,
         names::{self, Metric as Catalogue},
     },
-    flow::Snapshot,
+    flow::{SeriesCounts, Snapshot},
 };
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -87,43 +87,55 @@ impl Encoder {
     /// The whole catalogue for `snap`.
     pub fn request(&self, snap: &Snapshot) -> ExportMetricsServiceRequest {
         let now = unix_ns(snap.taken_at);
-        let point = |labels: &[(&str, String)], v: number_data_point::Value| NumberDataPoint {
-            attributes: attrs(labels),
+        let point = |attributes: Vec<KeyValue>, v: number_data_point::Value| NumberDataPoint {
+            attributes,
             start_time_unix_nano: self.start_ns,
             time_unix_nano: now,
             value: Some(v),
             ..NumberDataPoint::default()
         };
+        let bounds: Vec<f64> = SIZE_BUCKET_BOUNDS.iter().map(|b| f64::from(*b)).collect();
+        let histogram = |attributes: Vec<KeyValue>, s: &SeriesCounts| HistogramDataPoint {
+            attributes,
+            start_time_unix_nano: self.start_ns,
+            time_unix_nano: now,
+            count: s.packets,
+            sum: Some(s.bytes as f64),
+            bucket_counts: s.buckets.to_vec(),
+            explicit_bounds: bounds.clone(),
+            ..HistogramDataPoint::default()
+        };
         let sets = snap.series();
         let series = &sets.flows.series;
+        // One attribute list per series, shared by the three metrics when they share the set.
+        let shared = snap.budgets.sizes.is_none();
         let mut packets = Vec::with_capacity(series.len());
         let mut bytes = Vec::with_capacity(series.len());
+        let mut sizes = Vec::with_capacity(sets.sizes.series.len());
         for (labels, s) in series {
+            let a = attrs(labels);
             packets.push(point(
-                labels,
+                a.clone(),
                 number_data_point::Value::AsInt(s.packets as i64),
             ));
-            bytes.push(point(
-                labels,
-                number_data_point::Value::AsInt(s.bytes as i64),
-            ));
+            if shared {
+                bytes.push(point(
+                    a.clone(),
+                    number_data_point::Value::AsInt(s.bytes as i64),
+                ));
+                sizes.push(histogram(a, s));
+            } else {
+                bytes.push(point(a, number_data_point::Value::AsInt(s.bytes as i64)));
+            }
         }
-        let bounds: Vec<f64> = SIZE_BUCKET_BOUNDS.iter().map(|b| f64::from(*b)).collect();
-        let sizes = sets
-            .sizes
-            .series
-            .iter()
-            .map(|(labels, s)| HistogramDataPoint {
-                attributes: attrs(labels),
-                start_time_unix_nano: self.start_ns,
-                time_unix_nano: now,
-                count: s.packets,
-                sum: Some(s.bytes as f64),
-                bucket_counts: s.buckets.to_vec(),
-                explicit_bounds: bounds.clone(),
-                ..HistogramDataPoint::default()
-            })
-            .collect();
+        if !shared {
+            sizes.extend(
+                sets.sizes
+                    .series
+                    .iter()
+                    .map(|(l, s)| histogram(attrs(l), s)),
+            );
+        }
         let mut metrics = vec![
             metric(&names::FLOW_PACKETS, cumulative_sum(packets)),
             metric(&names::FLOW_BYTES, cumulative_sum(bytes)),
@@ -138,7 +150,7 @@ impl Encoder {
         for (m, rows) in health::agent_series(snap) {
             let points = rows
                 .iter()
-                .map(|(l, v)| point(l, number_data_point::Value::AsDouble(*v)))
+                .map(|(l, v)| point(attrs(l), number_data_point::Value::AsDouble(*v)))
                 .collect();
             let data = if m.kind == "counter" {
                 cumulative_sum(points)
