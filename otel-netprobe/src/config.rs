@@ -183,6 +183,14 @@ pub struct OtlpConfig {
     pub cluster_name: String,
     /// Extra resource attributes (`OTEL_RESOURCE_ATTRIBUTES` adds to these). Default: none.
     pub resource_attributes: std::collections::BTreeMap<String, String>,
+    /// PEM file of the CA that signed the endpoint's certificate (`https://` endpoints); the
+    /// system's roots when empty. Env: `OTEL_EXPORTER_OTLP_CERTIFICATE`. Default: empty.
+    pub ca_file: String,
+    /// PEM client certificate for mutual TLS. Env: `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`.
+    /// Default: empty.
+    pub cert_file: String,
+    /// PEM private key of `cert_file`. Env: `OTEL_EXPORTER_OTLP_CLIENT_KEY`. Default: empty.
+    pub key_file: String,
 }
 
 impl Default for OtlpConfig {
@@ -196,6 +204,9 @@ impl Default for OtlpConfig {
             interval: Duration::from_secs(15),
             cluster_name: String::new(),
             resource_attributes: std::collections::BTreeMap::new(),
+            ca_file: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
         }
     }
 }
@@ -293,6 +304,27 @@ impl OtlpConfig {
         if let Some(v) = env("OTEL_METRIC_EXPORT_INTERVAL") {
             self.interval = millis("OTEL_METRIC_EXPORT_INTERVAL", &v)?;
         }
+        for (generic, specific, field) in [
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+                &mut self.ca_file,
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+                &mut self.cert_file,
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+                &mut self.key_file,
+            ),
+        ] {
+            if let Some(v) = env(specific).or_else(|| env(generic)) {
+                *field = v;
+            }
+        }
         if let Some(v) = env("OTEL_RESOURCE_ATTRIBUTES") {
             self.resource_attributes
                 .extend(parse_pairs("OTEL_RESOURCE_ATTRIBUTES", &v)?);
@@ -311,20 +343,27 @@ impl OtlpConfig {
                 format!("{:?} is not a URL: {e}", self.endpoint),
             )
         })?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(ConfigError::invalid(
-                    "otlp.endpoint",
-                    "https:// (TLS) is not supported yet: send to a node-local collector over http://",
-                ));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(ConfigError::invalid(
+                "otlp.endpoint",
+                format!("{:?} must start with http:// or https://", self.endpoint),
+            ));
+        }
+        for (key, path) in [
+            ("otlp.ca_file", &self.ca_file),
+            ("otlp.cert_file", &self.cert_file),
+            ("otlp.key_file", &self.key_file),
+        ] {
+            if !path.is_empty() {
+                std::fs::read(path)
+                    .map_err(|e| ConfigError::invalid(key, format!("cannot read {path}: {e}")))?;
             }
-            _ => {
-                return Err(ConfigError::invalid(
-                    "otlp.endpoint",
-                    format!("{:?} must start with http://", self.endpoint),
-                ));
-            }
+        }
+        if self.cert_file.is_empty() != self.key_file.is_empty() {
+            return Err(ConfigError::invalid(
+                "otlp.key_file",
+                "a client certificate needs its key, and a key its certificate (otlp.cert_file)",
+            ));
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(ConfigError::invalid(
@@ -732,6 +771,18 @@ mod tests {
         assert_eq!(
             err("otlp:\n  endpoint: http://c:4317\n  interval: 10ms\n").0,
             "otlp.interval"
+        );
+        let (key, reason) =
+            err("otlp:\n  endpoint: https://c:4317\n  ca_file: /nonexistent/ca.pem\n");
+        assert_eq!(key, "otlp.ca_file");
+        assert!(
+            reason.contains("cannot read /nonexistent/ca.pem"),
+            "{reason}"
+        );
+        assert_eq!(err("otlp:\n  endpoint: ftp://c:4317\n").0, "otlp.endpoint");
+        assert_eq!(
+            err("otlp:\n  endpoint: https://c:4317\n  cert_file: /etc/hostname\n").0,
+            "otlp.key_file"
         );
     }
 

@@ -149,11 +149,18 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     if !ebpf::has_privileges() {
         bail!("needs root or CAP_BPF and CAP_NET_ADMIN to load and attach eBPF programs");
     }
-    let agent = Agent::start(&cfg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
+    // Built before anything is loaded, so unusable TLS files stop the start with the reason.
+    let otlp_client = if cfg.otlp.endpoint.is_empty() {
+        None
+    } else {
+        let _guard = runtime.enter();
+        Some(otlp::client::OtlpClient::new(&cfg.otlp).context("setting up the OTLP exporter")?)
+    };
+    let agent = Agent::start(&cfg)?;
     let result = runtime.block_on(async {
         let server = if cfg.http.enabled {
             let listener = tokio::net::TcpListener::bind(cfg.http.listen)
@@ -165,9 +172,15 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let exporter = (!cfg.otlp.endpoint.is_empty()).then(|| {
+        let exporter = otlp_client.map(|client| {
             let resource = otlp::resource(&cfg.otlp, |k| std::env::var(k).ok());
-            tokio::spawn(otlp::run(cfg.otlp.clone(), resource, agent.shared_snapshot(), agent.export_stats()))
+            tokio::spawn(otlp::run(
+                cfg.otlp.clone(),
+                client,
+                resource,
+                agent.shared_snapshot(),
+                agent.export_stats(),
+            ))
         });
         shutdown_signal().await;
         if let Some(e) = exporter {

@@ -97,8 +97,13 @@ fn otlp_http_into_victoria_metrics() {
     });
     // The exporter runs in this (root) namespace, where VictoriaMetrics listens on loopback.
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = {
+        let _guard = rt.enter();
+        otlp::client::OtlpClient::new(&cfg).expect("client")
+    };
     rt.spawn(otlp::run(
         cfg,
+        client,
         resource,
         agent.shared_snapshot(),
         agent.export_stats(),

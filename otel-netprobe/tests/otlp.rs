@@ -132,6 +132,11 @@ fn export_until_received(
         cluster_name: "lab".into(),
         ..OtlpConfig::default()
     };
+    export_with(cfg, got, stats);
+}
+
+/// Runs the exporter with `cfg` until `got` has a request.
+fn export_with(cfg: OtlpConfig, got: &Received, stats: &Arc<ExportStats>) {
     let shared = Arc::new(RwLock::new(Arc::new(snapshot())));
     let resource = otlp::resource(&cfg, |k| {
         (k == "K8S_NODE_NAME").then(|| "node-1".to_owned())
@@ -140,7 +145,11 @@ fn export_until_received(
         .enable_all()
         .build()
         .unwrap();
-    let task = rt.spawn(otlp::run(cfg, resource, shared, Arc::clone(stats)));
+    let client = {
+        let _guard = rt.enter();
+        otlp::client::OtlpClient::new(&cfg).expect("client")
+    };
+    let task = rt.spawn(otlp::run(cfg, client, resource, shared, Arc::clone(stats)));
     let deadline = Instant::now() + Duration::from_secs(20);
     rt.block_on(async {
         while got.lock().unwrap().is_empty() {
@@ -286,4 +295,99 @@ fn a_late_collector_gets_the_totals_and_the_loss_is_counted() {
         "the same number of points per failed request"
     );
     assert!(dropped / failed > 3);
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate, with openssl.
+fn certificates(dir: &std::path::Path) {
+    let run = |args: &str| {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && {args}", dir.display()))
+            .output()
+            .expect("openssl");
+        assert!(
+            ok.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    run(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=netprobe-test-ca",
+    );
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+        ),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        run(&format!(
+            "openssl req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name}"
+        ));
+        run(&format!("printf '{ext}\\n' > {name}.ext"));
+        run(&format!(
+            "openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 1 -extfile {name}.ext"
+        ));
+    }
+}
+
+#[test]
+fn grpc_over_mutual_tls() {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let dir = std::env::temp_dir().join(format!("netprobe-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    certificates(&dir);
+    let file = |n: &str| dir.join(n).display().to_string();
+    let read = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    let addr = free_port();
+    let got = Received::default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read("server.pem"), read("server.key")))
+        .client_ca_root(Certificate::from_pem(read("ca.pem")));
+    let svc = MetricsServiceServer::new(Receiver(Arc::clone(&got)))
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(svc)
+            .serve(addr),
+    );
+    let cfg = OtlpConfig {
+        endpoint: format!("https://{addr}"),
+        protocol: OtlpProtocol::Grpc,
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_secs(2),
+        cluster_name: "lab".into(),
+        ca_file: file("ca.pem"),
+        cert_file: file("client.pem"),
+        key_file: file("client.key"),
+        ..OtlpConfig::default()
+    };
+    let stats = Arc::new(ExportStats::default());
+    export_with(cfg, &got, &stats);
+    check(&got.lock().unwrap()[0]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unusable_tls_files_fail_at_setup() {
+    let dir = std::env::temp_dir().join(format!("netprobe-badtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let cfg = OtlpConfig {
+        endpoint: "https://127.0.0.1:4318".into(),
+        protocol: OtlpProtocol::HttpProtobuf,
+        ca_file: ca.display().to_string(),
+        ..OtlpConfig::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let err = otlp::client::OtlpClient::new(&cfg)
+        .err()
+        .expect("a bad CA file is refused");
+    assert!(err.to_string().contains("otlp.ca_file"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -6,12 +6,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
 };
 use prost::Message;
-use tonic::{codec::CompressionEncoding, metadata::MetadataValue, transport::Channel};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tonic::{
+    codec::CompressionEncoding,
+    metadata::MetadataValue,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
 
 use crate::config::{OtlpConfig, OtlpProtocol};
 
@@ -29,6 +36,15 @@ pub enum SendError {
     /// No answer: connection refused, reset, timed out.
     #[error("the backend is unreachable")]
     Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The TLS settings could not be used (bad PEM, key not matching the certificate).
+    #[error("otlp TLS settings: {what}")]
+    Tls {
+        /// Which file or step.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl SendError {
@@ -36,6 +52,7 @@ impl SendError {
         match self {
             SendError::Refused { retryable, .. } => *retryable,
             SendError::Unreachable(_) => true,
+            SendError::Tls { .. } => false,
         }
     }
 }
@@ -43,7 +60,7 @@ impl SendError {
 /// One OTLP destination.
 pub struct OtlpClient {
     cfg: OtlpConfig,
-    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     grpc: Option<MetricsServiceClient<Channel>>,
     url: hyper::Uri,
 }
@@ -62,9 +79,19 @@ impl OtlpClient {
         let url: hyper::Uri = url
             .parse()
             .map_err(|e| SendError::Unreachable(Box::new(e)))?;
+        let tls = url.scheme_str() == Some("https");
         let grpc = if cfg.protocol == OtlpProtocol::Grpc {
-            let channel = Channel::from_shared(cfg.endpoint.clone())
-                .map_err(|e| SendError::Unreachable(Box::new(e)))?
+            let mut endpoint = Channel::from_shared(cfg.endpoint.clone())
+                .map_err(|e| SendError::Unreachable(Box::new(e)))?;
+            if tls {
+                endpoint = endpoint
+                    .tls_config(grpc_tls(cfg)?)
+                    .map_err(|e| SendError::Tls {
+                        what: "gRPC TLS configuration".into(),
+                        source: Box::new(e),
+                    })?;
+            }
+            let channel = endpoint
                 .connect_timeout(cfg.timeout)
                 .timeout(cfg.timeout)
                 .connect_lazy();
@@ -78,7 +105,13 @@ impl OtlpClient {
         };
         Ok(Self {
             cfg: cfg.clone(),
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: Client::builder(TokioExecutor::new()).build(
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(rustls_config(cfg)?)
+                    .https_or_http()
+                    .enable_http1()
+                    .build(),
+            ),
             grpc,
             url,
         })
@@ -171,6 +204,75 @@ impl OtlpClient {
             })
         }
     }
+}
+
+fn tls_err(what: &str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SendError + '_ {
+    move |source| SendError::Tls {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+fn read(path: &str, what: &str) -> Result<Vec<u8>, SendError> {
+    std::fs::read(path).map_err(|e| tls_err(what)(Box::new(e)))
+}
+
+/// tonic's TLS settings: the configured CA (or the system's roots) and the client identity.
+fn grpc_tls(cfg: &OtlpConfig) -> Result<ClientTlsConfig, SendError> {
+    let mut tls = ClientTlsConfig::new();
+    tls = if cfg.ca_file.is_empty() {
+        tls.with_native_roots()
+    } else {
+        tls.ca_certificate(Certificate::from_pem(read(&cfg.ca_file, "otlp.ca_file")?))
+    };
+    if !cfg.cert_file.is_empty() {
+        let cert = read(&cfg.cert_file, "otlp.cert_file")?;
+        let key = read(&cfg.key_file, "otlp.key_file")?;
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Ok(tls)
+}
+
+/// rustls settings for OTLP/HTTP over `https://` (also built for `http://`, where unused).
+fn rustls_config(cfg: &OtlpConfig) -> Result<rustls::ClientConfig, SendError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if cfg.ca_file.is_empty() {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+    } else {
+        for cert in CertificateDer::pem_file_iter(&cfg.ca_file)
+            .map_err(|e| tls_err("otlp.ca_file")(Box::new(e)))?
+        {
+            let cert = cert.map_err(|e| tls_err("otlp.ca_file")(Box::new(e)))?;
+            roots
+                .add(cert)
+                .map_err(|e| tls_err("otlp.ca_file")(Box::new(e)))?;
+        }
+        if roots.is_empty() {
+            let e: Box<dyn std::error::Error + Send + Sync> =
+                format!("no PEM certificate in {}", cfg.ca_file).into();
+            return Err(tls_err("otlp.ca_file")(e));
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_err("TLS versions")(Box::new(e)))?
+    .with_root_certificates(roots);
+    if cfg.cert_file.is_empty() {
+        return Ok(builder.with_no_client_auth());
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .map_err(|e| tls_err("otlp.cert_file")(Box::new(e)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err("otlp.cert_file")(Box::new(e)))?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
+        .map_err(|e| tls_err("otlp.key_file")(Box::new(e)))?;
+    builder
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| tls_err("otlp.cert_file and otlp.key_file")(Box::new(e)))
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -77,21 +77,16 @@ fn hostname() -> Option<String> {
     })
 }
 
-/// Runs the export loop until the task is aborted.
+/// Runs the export loop until the task is aborted. Build `client` first with
+/// [`client::OtlpClient::new`], so bad settings stop the agent at start.
 pub async fn run(
     cfg: OtlpConfig,
+    mut client: client::OtlpClient,
     resource: Vec<(String, String)>,
     snapshot: SharedSnapshot,
     stats: Arc<ExportStats>,
 ) {
     let encoder = encode::Encoder::new(&resource, SystemTime::now());
-    let mut client = match client::OtlpClient::new(&cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "OTLP export disabled");
-            return;
-        }
-    };
     info!(endpoint = %cfg.endpoint, protocol = ?cfg.protocol, interval = ?cfg.interval, "exporting OTLP metrics");
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
