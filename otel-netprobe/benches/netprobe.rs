@@ -340,7 +340,6 @@ fn export_cost() {
         export::otlp::encode::Encoder,
         flow::{FlowView, Snapshot},
     };
-    use prost::Message;
     println!("\n== OTLP export cycle (series built, request encoded to protobuf), median of 5 ==");
     for n in [1_000u32, 10_000, 100_000] {
         let flows: Vec<FlowView> = (0..n)
@@ -379,7 +378,7 @@ fn export_cost() {
                 ..Snapshot::empty()
             };
             let t = std::time::Instant::now();
-            let body = encoder.request(&snap).encode_to_vec();
+            let body = encoder.encode(&snap);
             ms.push(t.elapsed().as_secs_f64() * 1e3);
             size = body.len();
         }

@@ -9,11 +9,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
-};
-use prost::Message;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{
     codec::CompressionEncoding,
     metadata::MetadataValue,
@@ -61,7 +58,7 @@ impl SendError {
 pub struct OtlpClient {
     cfg: OtlpConfig,
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    grpc: Option<MetricsServiceClient<Channel>>,
+    grpc: Option<tonic::client::Grpc<Channel>>,
     url: hyper::Uri,
 }
 
@@ -95,7 +92,7 @@ impl OtlpClient {
                 .connect_timeout(cfg.timeout)
                 .timeout(cfg.timeout)
                 .connect_lazy();
-            let mut c = MetricsServiceClient::new(channel);
+            let mut c = tonic::client::Grpc::new(channel);
             if cfg.gzip {
                 c = c.send_compressed(CompressionEncoding::Gzip);
             }
@@ -119,14 +116,16 @@ impl OtlpClient {
 
     /// Sends `req`, retrying retryable failures with exponential backoff until the configured
     /// timeout runs out. Returns the number of attempts made.
-    pub async fn send(&mut self, req: &ExportMetricsServiceRequest) -> Result<u32, SendError> {
+    /// `body` is an encoded `ExportMetricsServiceRequest`.
+    pub async fn send(&mut self, body: Vec<u8>) -> Result<u32, SendError> {
+        let body = Bytes::from(body);
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let mut backoff = Duration::from_millis(100);
         let mut attempts = 0;
         loop {
             attempts += 1;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let result = match tokio::time::timeout(left, self.send_once(req)).await {
+            let result = match tokio::time::timeout(left, self.send_once(body.clone())).await {
                 Ok(r) => r,
                 Err(elapsed) => Err(SendError::Unreachable(Box::new(elapsed))),
             };
@@ -141,9 +140,12 @@ impl OtlpClient {
         }
     }
 
-    async fn send_once(&mut self, req: &ExportMetricsServiceRequest) -> Result<(), SendError> {
+    async fn send_once(&mut self, body: Bytes) -> Result<(), SendError> {
         if let Some(grpc) = &mut self.grpc {
-            let mut request = tonic::Request::new(req.clone());
+            grpc.ready()
+                .await
+                .map_err(|e| SendError::Unreachable(Box::new(e)))?;
+            let mut request = tonic::Request::new(body);
             for (k, v) in &self.cfg.headers {
                 let (Ok(key), Ok(value)) = (
                     k.to_ascii_lowercase()
@@ -154,30 +156,36 @@ impl OtlpClient {
                 };
                 request.metadata_mut().insert(key, value);
             }
-            return grpc.export(request).await.map(|_| ()).map_err(|s| {
-                use tonic::Code;
-                let retryable = matches!(
-                    s.code(),
-                    Code::Cancelled
-                        | Code::DeadlineExceeded
-                        | Code::Aborted
-                        | Code::OutOfRange
-                        | Code::Unavailable
-                        | Code::DataLoss
-                        | Code::ResourceExhausted
-                );
-                SendError::Refused {
-                    status: format!("gRPC {:?}", s.code()),
-                    retryable,
-                }
-            });
+            let path = hyper::http::uri::PathAndQuery::from_static(
+                "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            );
+            return grpc
+                .unary(request, path, RawCodec)
+                .await
+                .map(|_| ())
+                .map_err(|s| {
+                    use tonic::Code;
+                    let retryable = matches!(
+                        s.code(),
+                        Code::Cancelled
+                            | Code::DeadlineExceeded
+                            | Code::Aborted
+                            | Code::OutOfRange
+                            | Code::Unavailable
+                            | Code::DataLoss
+                            | Code::ResourceExhausted
+                    );
+                    SendError::Refused {
+                        status: format!("gRPC {:?}", s.code()),
+                        retryable,
+                    }
+                });
         }
-        let body = req.encode_to_vec();
         let mut builder =
             hyper::Request::post(self.url.clone()).header("content-type", "application/x-protobuf");
         let body = if self.cfg.gzip {
             builder = builder.header("content-encoding", "gzip");
-            gzip(&body)
+            Bytes::from(gzip(&body))
         } else {
             body
         };
@@ -185,7 +193,7 @@ impl OtlpClient {
             builder = builder.header(k.as_str(), v.as_str());
         }
         let request = builder
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| SendError::Unreachable(Box::new(e)))?;
         let response = self
             .http
@@ -283,4 +291,46 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     );
     let _ = e.write_all(data);
     e.finish().unwrap_or_default()
+}
+
+/// A gRPC codec for bytes that are already an encoded request; the response (empty, or a
+/// partial-success notice) is skipped.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Self::Error> {
+        use bytes::Buf as _;
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
 }

@@ -69,6 +69,7 @@ fn cumulative_sum(points: Vec<NumberDataPoint>) -> Data {
 /// cumulative series).
 pub struct Encoder {
     resource: Resource,
+    pairs: Vec<(String, String)>,
     start_ns: u64,
 }
 
@@ -80,11 +81,18 @@ impl Encoder {
                 attributes: resource.iter().map(|(k, v)| kv(k, v)).collect(),
                 ..Resource::default()
             },
+            pairs: resource.to_vec(),
             start_ns: unix_ns(started),
         }
     }
 
-    /// The whole catalogue for `snap`.
+    /// The protobuf bytes of [`Encoder::request`], written directly (what is sent).
+    pub fn encode(&self, snap: &Snapshot) -> Vec<u8> {
+        super::wire::request(snap, &self.pairs, self.start_ns, unix_ns(snap.taken_at))
+    }
+
+    /// The whole catalogue for `snap`, as a message tree (the reference the direct writer is
+    /// tested against).
     pub fn request(&self, snap: &Snapshot) -> ExportMetricsServiceRequest {
         let now = unix_ns(snap.taken_at);
         let point = |attributes: Vec<KeyValue>, v: number_data_point::Value| NumberDataPoint {
@@ -290,5 +298,44 @@ mod tests {
             .expect("overflow point");
         assert_eq!(overflow.value, Some(Value::AsInt(300)));
         assert_eq!(bytes.data_points.len(), 2);
+    }
+
+    /// The direct writer's bytes decode to exactly the reference message.
+    #[test]
+    fn direct_bytes_equal_the_reference_message() {
+        use prost::Message;
+        for max_series in [1, 2000] {
+            let cfg = crate::config::MetricsConfig {
+                max_series,
+                ..crate::config::MetricsConfig::default()
+            };
+            let flows = (0..50u16)
+                .map(|i| {
+                    let key = FlowKey {
+                        src_addr: [u32::from(i % 7), 0, 0, 0],
+                        dst_addr: [9, 0, 0, 0],
+                        src_port: (40000 + i).to_be(),
+                        dst_port: (80 + i % 4).to_be(),
+                        protocol: if i % 3 == 0 { 17 } else { 6 },
+                        ip_version: 4,
+                        pad: [0; 2],
+                    };
+                    let mut b = [0; SIZE_BUCKETS];
+                    b[usize::from(i) % SIZE_BUCKETS] = u64::from(i) * 1000 + 1;
+                    FlowView::new(&key, u64::from(i) * 100_000, b, 0, (0, 0))
+                })
+                .collect();
+            let snap = Snapshot {
+                flows,
+                budgets: std::sync::Arc::new(cfg.budgets()),
+                ..Snapshot::empty()
+            };
+            let enc = Encoder::new(
+                &[("service.name".into(), "otel-netprobe".into())],
+                SystemTime::now(),
+            );
+            let direct = ExportMetricsServiceRequest::decode(&enc.encode(&snap)[..]).unwrap();
+            assert_eq!(direct, enc.request(&snap), "max_series {max_series}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod encode;
+mod wire;
 
 use std::{
     sync::{
@@ -97,8 +98,8 @@ pub async fn run(
         if snap.health.read_cycles_total == 0 {
             continue;
         }
-        let req = encoder.request(&snap);
-        match client.send(&req).await {
+        let req = encoder.encode(&snap);
+        match client.send(req).await {
             Ok(_) => {
                 stats.ok.fetch_add(1, Ordering::Relaxed);
             }
@@ -106,7 +107,7 @@ pub async fn run(
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 stats
                     .dropped_points
-                    .fetch_add(points(&req), Ordering::Relaxed);
+                    .fetch_add(points(&snap), Ordering::Relaxed);
                 // At most one warning a minute: an absent collector must not flood the log.
                 if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                     warn!(error = %e, "OTLP export failed; dropped (the next export carries the totals)");
@@ -117,19 +118,12 @@ pub async fn run(
     }
 }
 
-fn points(
-    req: &opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
-) -> u64 {
-    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-    req.resource_metrics
+/// Data points in one export of `snap`.
+fn points(snap: &crate::flow::Snapshot) -> u64 {
+    let sets = snap.series();
+    let agent: usize = crate::export::health::agent_series(snap)
         .iter()
-        .flat_map(|r| &r.scope_metrics)
-        .flat_map(|s| &s.metrics)
-        .map(|m| match &m.data {
-            Some(Data::Sum(s)) => s.data_points.len(),
-            Some(Data::Gauge(g)) => g.data_points.len(),
-            Some(Data::Histogram(h)) => h.data_points.len(),
-            _ => 0,
-        } as u64)
-        .sum()
+        .map(|(_, rows)| rows.len())
+        .sum();
+    (2 * sets.flows.series.len() + sets.sizes.series.len() + agent) as u64
 }
