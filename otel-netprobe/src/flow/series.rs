@@ -6,12 +6,12 @@
 //! fewer than `max_series` exist, and the rest are added up in one series marked
 //! `otel.metric.overflow=true`. A set whose flows are all gone stops being reported.
 
-use std::sync::Mutex;
+use std::{net::IpAddr, sync::Mutex};
 
 use netprobe_ebpf::SIZE_BUCKETS;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::FlowView;
+use super::{FlowView, Transport};
 use crate::export::names::attr;
 
 /// Attribute set of one series, in label order.
@@ -81,29 +81,70 @@ impl FlowAttr {
     }
 }
 
-/// The labels of `f` for the attributes `attrs`.
-pub fn labels(f: &FlowView, attrs: &[FlowAttr]) -> Labels {
+/// A flow's identity under an attribute set, in binary: cheap to hash and compare; formatted
+/// into [`Labels`] once per series, not once per flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SeriesKey {
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    /// Server port, and whether it is the destination's.
+    port: Option<(u16, bool)>,
+    transport: Option<Transport>,
+    v6: Option<bool>,
+}
+
+fn key(f: &FlowView, attrs: &[FlowAttr]) -> SeriesKey {
+    let mut k = SeriesKey::default();
+    for a in attrs {
+        match a {
+            FlowAttr::SourceAddress => k.src = Some(f.src),
+            FlowAttr::DestinationAddress => k.dst = Some(f.dst),
+            FlowAttr::ServerPort => k.port = f.server_port(),
+            FlowAttr::Transport => k.transport = Some(f.transport),
+            FlowAttr::NetworkType => k.v6 = Some(f.src.is_ipv6()),
+        }
+    }
+    k
+}
+
+fn key_labels(k: &SeriesKey, attrs: &[FlowAttr]) -> Labels {
     let mut l = Labels::with_capacity(attrs.len());
     for a in attrs {
         match a {
-            FlowAttr::SourceAddress => l.push((attr::SOURCE_ADDRESS, f.src.to_string())),
-            FlowAttr::DestinationAddress => l.push((attr::DESTINATION_ADDRESS, f.dst.to_string())),
-            FlowAttr::ServerPort => match f.server_port() {
+            FlowAttr::SourceAddress => {
+                l.extend(k.src.map(|v| (attr::SOURCE_ADDRESS, v.to_string())));
+            }
+            FlowAttr::DestinationAddress => {
+                l.extend(k.dst.map(|v| (attr::DESTINATION_ADDRESS, v.to_string())));
+            }
+            FlowAttr::ServerPort => match k.port {
                 Some((port, true)) => l.push((attr::DESTINATION_PORT, port.to_string())),
                 Some((port, false)) => l.push((attr::SOURCE_PORT, port.to_string())),
                 None => {}
             },
-            FlowAttr::Transport => l.push((attr::NETWORK_TRANSPORT, f.transport.name())),
-            FlowAttr::NetworkType => l.push((attr::NETWORK_TYPE, f.network_type().to_owned())),
+            FlowAttr::Transport => {
+                l.extend(k.transport.map(|t| (attr::NETWORK_TRANSPORT, t.name())));
+            }
+            FlowAttr::NetworkType => l.extend(k.v6.map(|v6| {
+                (
+                    attr::NETWORK_TYPE,
+                    if v6 { "ipv6" } else { "ipv4" }.to_owned(),
+                )
+            })),
         }
     }
     l
 }
 
+/// The labels of `f` for the attributes `attrs`.
+pub fn labels(f: &FlowView, attrs: &[FlowAttr]) -> Labels {
+    key_labels(&key(f, attrs), attrs)
+}
+
 /// The series of one metric family.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SeriesSet {
-    /// Series sorted by labels, the overflow series (if any) included.
+    /// Series in a stable order, the overflow series (if any) last.
     pub series: Vec<(Labels, SeriesCounts)>,
     /// Flows counted in the overflow series.
     pub overflow_flows: u64,
@@ -114,7 +155,7 @@ pub struct SeriesSet {
 pub struct Budget {
     attrs: Vec<FlowAttr>,
     max_series: usize,
-    admitted: FxHashSet<Labels>,
+    admitted: FxHashSet<SeriesKey>,
 }
 
 impl Budget {
@@ -130,42 +171,49 @@ impl Budget {
     /// Aggregates `flows`, admitting new attribute sets while the budget allows.
     pub fn build(&mut self, flows: &[FlowView]) -> SeriesSet {
         // Per attribute set: its counts and how many flows it adds up.
-        let mut agg: FxHashMap<Labels, (SeriesCounts, u64)> = FxHashMap::default();
+        let mut agg: FxHashMap<SeriesKey, (SeriesCounts, u64)> = FxHashMap::default();
         for f in flows {
-            let e = agg.entry(labels(f, &self.attrs)).or_default();
+            let e = agg.entry(key(f, &self.attrs)).or_default();
             e.0.add(f);
             e.1 += 1;
         }
-        self.admitted.retain(|l| agg.contains_key(l));
-        let mut candidates: Vec<(&Labels, &SeriesCounts)> = agg
+        self.admitted.retain(|k| agg.contains_key(k));
+        let mut candidates: Vec<(&SeriesKey, &SeriesCounts)> = agg
             .iter()
-            .filter(|(l, _)| !self.admitted.contains(*l))
-            .map(|(l, (c, _))| (l, c))
+            .filter(|(k, _)| !self.admitted.contains(*k))
+            .map(|(k, (c, _))| (k, c))
             .collect();
-        candidates.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(b.0)));
         let room = self.max_series.saturating_sub(self.admitted.len());
-        let newcomers: Vec<Labels> = candidates
-            .iter()
-            .take(room)
-            .map(|(l, _)| (*l).clone())
-            .collect();
+        if candidates.len() > room {
+            // Busiest first; ties broken by identity, so the choice is deterministic.
+            candidates
+                .sort_unstable_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(b.0)));
+        }
+        let newcomers: Vec<SeriesKey> = candidates.iter().take(room).map(|(k, _)| **k).collect();
         self.admitted.extend(newcomers);
-        let mut out = SeriesSet::default();
-        out.series.reserve(agg.len());
+        let mut kept: Vec<(SeriesKey, SeriesCounts)> = Vec::with_capacity(agg.len());
         let mut overflow = SeriesCounts::default();
-        for (l, (c, n)) in agg {
-            if self.admitted.contains(&l) {
-                out.series.push((l, c));
+        let mut overflow_flows = 0;
+        for (k, (c, n)) in agg {
+            if self.admitted.contains(&k) {
+                kept.push((k, c));
             } else {
                 overflow.merge(&c);
-                out.overflow_flows += n;
+                overflow_flows += n;
             }
         }
-        if out.overflow_flows > 0 {
+        kept.sort_unstable_by_key(|(k, _)| *k);
+        let mut out = SeriesSet {
+            series: kept
+                .into_iter()
+                .map(|(k, c)| (key_labels(&k, &self.attrs), c))
+                .collect(),
+            overflow_flows,
+        };
+        if overflow_flows > 0 {
             out.series
                 .push((vec![(OVERFLOW, "true".to_owned())], overflow));
         }
-        out.series.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 }
