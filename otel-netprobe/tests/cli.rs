@@ -136,3 +136,36 @@ fn help_documents_the_commands() {
         assert!(out.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn bad_otlp_settings_stop_the_start_with_the_key() {
+    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+        (
+            &["--otlp-endpoint", "collector:4317"],
+            &[],
+            "config key `otlp.endpoint`",
+        ),
+        (&["--otlp-protocol", "udp"], &[], "unknown protocol \"udp\""),
+        (
+            &[],
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+            "config key `OTEL_EXPORTER_OTLP_PROTOCOL`",
+        ),
+        (
+            &["--otlp-endpoint", "https://collector:4317"],
+            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")],
+            "config key `otlp.ca_file`: cannot read /nonexistent/ca.pem",
+        ),
+    ];
+    for (args, env, want) in cases {
+        let o = bin()
+            .arg("run")
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?}");
+        let e = stderr(&o);
+        assert!(e.contains(want), "{args:?} {env:?}: {e}");
+    }
+}
