@@ -139,7 +139,9 @@ fn help_documents_the_commands() {
 
 #[test]
 fn bad_otlp_settings_stop_the_start_with_the_key() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    /// Arguments, environment, and what stderr must say.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         (
             &["--otlp-endpoint", "collector:4317"],
             &[],
