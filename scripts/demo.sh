@@ -113,7 +113,9 @@ cleanup() {
 
 on_exit() {
   local rc=$? vm_lines
-  trap - EXIT INT TERM
+  # A second Ctrl-C (or make's SIGTERM) must not cut the clean-up short.
+  trap - EXIT
+  trap '' INT TERM HUP
   set +e
   if [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; then
     echo "demo: stopped by a signal during step: $STEP" >&2
