@@ -431,21 +431,46 @@ fn throughput() {
             .expect("bps")
             / 1e9
     };
-    let (mut without, mut with) = (vec![], vec![]);
+    // A third arm: trivial TC programs (return "next") on the same hooks, to tell the cost of
+    // having a TC hook at all from the cost of our program.
+    let trivial = |lab: &NodeLab| {
+        lab.node.run(|| {
+            use aya::programs::TcAttachType;
+            let mut b = load_bench();
+            let p: &mut SchedClassifier =
+                b.program_mut("bench_tc_pass").unwrap().try_into().unwrap();
+            for iface in ["vethpod0", "vethpod1", "vethpod2", "eth0"] {
+                for dir in [TcAttachType::Ingress, TcAttachType::Egress] {
+                    p.attach(iface, dir).expect("attach trivial TC");
+                }
+            }
+            b
+        })
+    };
+    let (mut without, mut with, mut baseline) = (vec![], vec![], vec![]);
     for _ in 0..6 {
         without.push(run(&lab));
         let agent = common::agent::start_in(&lab.node, Vec::new());
         common::agent::wait_attached(&agent, 4);
         with.push(run(&lab));
         agent.stop();
+        let t = trivial(&lab);
+        baseline.push(run(&lab));
+        drop(t);
     }
     let _ = server.kill();
     let _ = server.wait();
-    let (a, b) = (median(without.clone()), median(with.clone()));
+    let (a, b, c) = (
+        median(without.clone()),
+        median(with.clone()),
+        median(baseline.clone()),
+    );
     println!("\n== Pod-to-pod TCP throughput (iperf3, 3 s runs, alternating, medians of 6) ==");
-    println!("without agent: {a:.1} Gbit/s {without:.1?}");
-    println!("with agent:    {b:.1} Gbit/s {with:.1?}");
-    println!("ratio:         {:.1} %", 100.0 * b / a);
+    println!("without agent:            {a:.1} Gbit/s {without:.1?}");
+    println!("with agent:               {b:.1} Gbit/s {with:.1?}");
+    println!("trivial TC, same hooks:   {c:.1} Gbit/s {baseline:.1?}");
+    println!("ratio, agent / none:      {:.1} %", 100.0 * b / a);
+    println!("ratio, agent / trivial:   {:.1} %", 100.0 * b / c);
 }
 
 fn main() {
