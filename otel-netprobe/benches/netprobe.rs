@@ -394,6 +394,62 @@ fn export_cost() {
     }
 }
 
+fn k8s_index() {
+    use otel_netprobe::k8s::index::{IndexStore, Pod, Service, Workload};
+    use std::net::{IpAddr, Ipv4Addr};
+    println!("\n== Kubernetes IP index (store + snapshot), per pod ==");
+    for n in [1_000u32, 10_000, 100_000] {
+        let before = rss_bytes();
+        let mut store = IndexStore::new(Duration::from_secs(30));
+        let ns: Vec<Arc<str>> = (0..20)
+            .map(|i| Arc::from(format!("namespace-{i}")))
+            .collect();
+        let nodes: Vec<Arc<str>> = (0..50).map(|i| Arc::from(format!("node-{i}"))).collect();
+        let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0af4_0000 + i));
+        for i in 0..n {
+            let workload = Workload {
+                kind: "Deployment",
+                name: Arc::from(format!("app-{}", i / 10)),
+            };
+            let pod = Pod {
+                namespace: Arc::clone(&ns[(i % 20) as usize]),
+                name: Arc::from(format!("app-{}-7d9f8c6b5-{i:05x}", i / 10)),
+                node: Arc::clone(&nodes[(i % 50) as usize]),
+                workload,
+                ips: vec![ip(i)],
+                host_network: false,
+            };
+            store.upsert_pod(&format!("{i:08x}-0000-4000-8000-000000000000"), pod);
+        }
+        for i in 0..n / 10 {
+            let svc = Service {
+                namespace: Arc::clone(&ns[(i % 20) as usize]),
+                name: Arc::from(format!("svc-{i}")),
+                cluster_ips: vec![IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i))],
+            };
+            let backends: Vec<IpAddr> = (0..10).map(|j| ip(i * 10 + j)).collect();
+            store.upsert_slice(&format!("slice-{i}"), svc.clone(), &backends, &[8080]);
+            store.upsert_service(&format!("svc-{i}"), svc);
+        }
+        let index = store.build();
+        let per_pod = (rss_bytes().saturating_sub(before)) as f64 / f64::from(n);
+        let lookups = 2_000_000u32;
+        let t = std::time::Instant::now();
+        let mut found = 0u32;
+        let mut x = 12_345u32;
+        for _ in 0..lookups {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            if index.lookup(ip(x % n), Some(8080)).is_some() {
+                found += 1;
+            }
+        }
+        let ns_per = t.elapsed().as_secs_f64() * 1e9 / f64::from(lookups);
+        assert_eq!(found, lookups);
+        println!("{n:>7} pods: {per_pod:>6.0} bytes resident per pod, {ns_per:>5.1} ns per lookup");
+        drop((store, index));
+    }
+}
+
 /// Resident memory of this process, bytes (VmRSS).
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -488,6 +544,9 @@ fn main() {
     }
     if want("export") {
         export_cost();
+    }
+    if want("k8s") {
+        k8s_index();
     }
     if want("throughput") {
         throughput();

@@ -10,4 +10,5 @@ pub mod config;
 pub mod ebpf;
 pub mod export;
 pub mod flow;
+pub mod k8s;
 pub mod telemetry;
