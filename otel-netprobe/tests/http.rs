@@ -1,8 +1,8 @@
 //! The embedded HTTP server over a real socket: `/metrics`, `/api/v1/summary`, `/healthz`.
 
+mod common;
+
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
     sync::{Arc, RwLock},
     time::{Duration, SystemTime},
 };
@@ -15,13 +15,7 @@ use otel_netprobe::{
 };
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let (head, body) = r.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_owned())
+    common::backends::http_get(&format!("http://{addr}{path}")).expect("GET")
 }
 
 fn flow(src: [u8; 4], sport: u16, dport: u16, protocol: u8, packets: u64, size: u64) -> FlowView {
