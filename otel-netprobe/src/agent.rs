@@ -27,6 +27,7 @@ use crate::{
     },
     export::{http::SharedSnapshot, otlp::ExportStats},
     flow::Snapshot,
+    k8s::{K8s, K8sError, naming::NamingRules},
 };
 
 /// The agent could not start.
@@ -41,6 +42,9 @@ pub enum AgentError {
     /// Listing interfaces or opening the link monitor failed.
     #[error("netlink failed")]
     Netlink(#[source] NetlinkError),
+    /// The Kubernetes API is configured but unusable.
+    #[error(transparent)]
+    K8s(#[from] K8sError),
 }
 
 /// A running agent.
@@ -49,12 +53,15 @@ pub struct Agent {
     export_stats: Arc<ExportStats>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    k8s: Option<K8s>,
 }
 
 impl Agent {
     /// Loads the programs, attaches them to the current interfaces, and starts the attacher and
     /// reader threads.
     pub fn start(cfg: &Config) -> Result<Self, AgentError> {
+        // First: a configured but unusable API stops the start before anything is loaded.
+        let k8s = K8s::start(&cfg.k8s)?;
         let mut ebpf = ebpf::load(cfg.flows.capacity, cfg.flows.capacity_ipv6)?;
         let maps = ebpf::take_maps(&mut ebpf)?;
         let interfaces = Arc::new(Mutex::new(Vec::new()));
@@ -82,7 +89,11 @@ impl Agent {
             Reader::new(maps, capacity, timeouts, interfaces, errors).map_err(AgentError::Sys)?;
         let export_stats = Arc::new(ExportStats::default());
         reader.set_export_stats(Arc::clone(&export_stats));
-        reader.set_budgets(Arc::new(cfg.metrics.budgets()));
+        reader.set_budgets(Arc::new(cfg.metrics.budgets(k8s.is_some())));
+        reader.set_naming(
+            Arc::new(NamingRules::new(&cfg.k8s, k8s.is_some())),
+            k8s.as_ref().map(K8s::shared),
+        );
         let snapshot: SharedSnapshot = Arc::new(RwLock::new(Arc::new(Snapshot::empty())));
         let stop = Arc::new(AtomicBool::new(false));
 
@@ -116,6 +127,7 @@ impl Agent {
             export_stats,
             stop,
             threads: vec![read_thread, attach_thread],
+            k8s,
         })
     }
 
@@ -162,6 +174,7 @@ impl Agent {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        drop(self.k8s.take());
     }
 }
 

@@ -47,4 +47,6 @@ pub struct Health {
     pub export_failed_total: u64,
     /// Data points in failed OTLP exports (dropped; the next export carries the totals).
     pub export_dropped_points_total: u64,
+    /// The Kubernetes watchers' figures (`None`: standalone).
+    pub k8s: Option<crate::k8s::K8sHealth>,
 }

@@ -5,7 +5,9 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
+mod k8s;
 mod otlp;
+pub use k8s::{CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
 pub use otlp::{OtlpConfig, OtlpProtocol};
 
 /// Default OTLP/gRPC port (the agent's default endpoint and the collector's receiver).
@@ -60,6 +62,8 @@ pub struct Config {
     pub otlp: OtlpConfig,
     /// Attribute sets and series budgets of the flow metrics (both exporters).
     pub metrics: MetricsConfig,
+    /// Kubernetes awareness: naming flow ends by namespace, workload, service, pod and node.
+    pub k8s: K8sConfig,
 }
 
 /// The cardinality budget: which attributes the flow metrics carry, and how many series each
@@ -67,42 +71,47 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Attributes of `netprobe.flow.packets` and `netprobe.flow.bytes`, from `source.address`,
-    /// `destination.address`, `destination.port` (the server port: `source.port` on replies;
-    /// never a client port), `network.transport`, `network.type`. Default: all five.
-    pub flow_attributes: Vec<String>,
-    /// Attributes of the `netprobe.packet.size` histogram (ten series per set). Default: all five.
-    pub size_attributes: Vec<String>,
+    /// Attributes of `netprobe.flow.packets` and `netprobe.flow.bytes`. Default (unset): with
+    /// Kubernetes, both ends' namespace, workload name and kind, the destination's service,
+    /// the server port, transport and IP version; standalone, the addresses, server port,
+    /// transport and IP version. See the README for every attribute.
+    pub flow_attributes: Option<Vec<String>>,
+    /// Attributes of the `netprobe.packet.size` histogram (ten series per set). Default
+    /// (unset): the same as `flow_attributes`.
+    pub size_attributes: Option<Vec<String>>,
     /// Series per metric before overflow. Default: 2000. Range: 1..=1000000.
     pub max_series: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        let all: Vec<String> = crate::flow::FlowAttr::ALL
-            .iter()
-            .map(|(n, _)| (*n).to_owned())
-            .collect();
         Self {
-            flow_attributes: all.clone(),
-            size_attributes: all,
+            flow_attributes: None,
+            size_attributes: None,
             max_series: 2000,
         }
     }
 }
 
 impl MetricsConfig {
-    fn parse(list: &[String]) -> Vec<crate::flow::FlowAttr> {
-        list.iter()
-            .filter_map(|n| crate::flow::FlowAttr::parse(n))
-            .collect()
-    }
-
-    /// The budgets (call after [`Config::validate`]).
-    pub fn budgets(&self) -> crate::flow::Budgets {
-        use crate::flow::Budget;
-        let flows = Self::parse(&self.flow_attributes);
-        let sizes = Self::parse(&self.size_attributes);
+    /// The budgets (call after [`Config::validate`]); `cluster`: whether Kubernetes names the
+    /// flow ends, which chooses the default attributes.
+    pub fn budgets(&self, cluster: bool) -> crate::flow::Budgets {
+        use crate::flow::{Budget, FlowAttr};
+        let default: &[&str] = if cluster {
+            &FlowAttr::CLUSTER
+        } else {
+            &FlowAttr::STANDALONE
+        };
+        let parse = |list: Option<&Vec<String>>| match list {
+            Some(l) => FlowAttr::parse_all(l.iter().map(String::as_str)),
+            None => FlowAttr::parse_all(default.iter().copied()),
+        };
+        let flows = parse(self.flow_attributes.as_ref());
+        let sizes = match &self.size_attributes {
+            None => flows.clone(),
+            some => parse(some.as_ref()),
+        };
         crate::flow::Budgets {
             sizes: (sizes != flows)
                 .then(|| std::sync::Mutex::new(Budget::new(sizes, self.max_series))),
@@ -115,6 +124,7 @@ impl MetricsConfig {
             ("metrics.flow_attributes", &self.flow_attributes),
             ("metrics.size_attributes", &self.size_attributes),
         ] {
+            let Some(list) = list else { continue };
             for (n, name) in list.iter().enumerate() {
                 if crate::flow::FlowAttr::parse(name).is_none() {
                     let known: Vec<&str> =
@@ -376,6 +386,7 @@ impl Config {
             check_pattern(&format!("interfaces.overrides[{n}].name"), &o.name)?;
         }
         self.metrics.validate()?;
+        self.k8s.validate()?;
         self.otlp.validate()
     }
 }
@@ -493,7 +504,20 @@ mod tests {
             "metrics:\n  flow_attributes: [destination.address, destination.port]\n",
         )
         .unwrap();
-        assert_eq!(c.metrics.flow_attributes.len(), 2);
+        assert_eq!(c.metrics.flow_attributes.map(|a| a.len()), Some(2));
+        assert_eq!(
+            err("k8s:\n  cidr_groups:\n    - {name: vpn, cidrs: [10.8.0.0/33]}\n").0,
+            "k8s.cidr_groups[0].cidrs[0]"
+        );
+        assert_eq!(err("k8s:\n  mode: maybe\n").0, "k8s.mode");
+        assert_eq!(
+            err("k8s:\n  cluster_cidrs: [fd00::/129]\n").0,
+            "k8s.cluster_cidrs[0]"
+        );
+        assert_eq!(
+            err("k8s:\n  namespaces:\n    exclude: [\"\"]\n").0,
+            "k8s.namespaces.exclude[0]"
+        );
     }
 
     #[test]

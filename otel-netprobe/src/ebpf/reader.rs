@@ -17,6 +17,7 @@ use super::sys::{self, BatchReader, Plain, SysError, TypedMap};
 use crate::{
     export::otlp::ExportStats,
     flow::{Budgets, FlowTable, GlobalCounters, Snapshot},
+    k8s::naming::{Naming, NamingRules},
     telemetry::{Health, InterfaceState},
 };
 
@@ -63,6 +64,8 @@ pub struct Reader {
     attach_errors: Arc<AtomicU64>,
     export: Arc<ExportStats>,
     budgets: Arc<Budgets>,
+    rules: Arc<NamingRules>,
+    k8s: Option<Arc<crate::k8s::Shared>>,
 }
 
 impl Reader {
@@ -93,6 +96,8 @@ impl Reader {
             attach_errors,
             export: Arc::default(),
             budgets: Arc::default(),
+            rules: Arc::new(NamingRules::standalone()),
+            k8s: None,
         })
     }
 
@@ -104,6 +109,13 @@ impl Reader {
     /// Sets the cardinality budgets the snapshots' series are built under.
     pub fn set_budgets(&mut self, budgets: Arc<Budgets>) {
         self.budgets = budgets;
+    }
+
+    /// Sets how flow ends are named: the rules, and the Kubernetes watchers' shared state
+    /// (`None`: standalone).
+    pub fn set_naming(&mut self, rules: Arc<NamingRules>, k8s: Option<Arc<crate::k8s::Shared>>) {
+        self.rules = rules;
+        self.k8s = k8s;
     }
 
     /// Changes the expiry settings (they apply from the next cycle).
@@ -131,11 +143,17 @@ impl Reader {
         if let Ok(i) = self.interfaces.lock() {
             self.health.interfaces.clone_from(&i);
         }
+        self.health.k8s = self.k8s.as_ref().map(|k| k.health());
+        let naming = Naming {
+            index: self.k8s.as_ref().map(|k| k.index()).unwrap_or_default(),
+            rules: Arc::clone(&self.rules),
+        };
         Snapshot::of(
             &self.table,
             self.read_counters(),
             self.health.clone(),
             Arc::clone(&self.budgets),
+            naming,
         )
     }
 

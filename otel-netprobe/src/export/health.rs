@@ -56,7 +56,73 @@ fn interface_series(snap: &Snapshot) -> (Series, Series) {
     (hooks, info)
 }
 
+/// The Kubernetes series: per-namespace counts and the watchers' health (none standalone).
+fn k8s_series(snap: &Snapshot) -> Vec<(&'static Metric, Series)> {
+    let Some(k) = snap.health.k8s else {
+        return Vec::new();
+    };
+    let rules = &snap.naming.rules;
+    let per_ns = |f: fn(&crate::k8s::index::NamespaceCounts) -> u64| -> Series {
+        snap.naming
+            .index
+            .namespaces
+            .iter()
+            .filter(|(ns, _)| rules.namespace_allowed(ns))
+            .map(|(ns, c)| (vec![(attr::K8S_NAMESPACE, ns.to_string())], f(c) as f64))
+            .collect()
+    };
+    let resources = crate::k8s::resources();
+    let per_resource = |v: [u64; 6]| -> Series {
+        resources
+            .iter()
+            .zip(v)
+            .map(|(r, n)| (vec![(attr::RESOURCE, (*r).to_owned())], n as f64))
+            .collect()
+    };
+    let l = snap.series().flows.lookups;
+    vec![
+        (&names::K8S_PODS, per_ns(|c| c.pods)),
+        (&names::K8S_SERVICES, per_ns(|c| c.services)),
+        (
+            &names::AGENT_K8S_SYNCED,
+            one(if k.synced { 1.0 } else { 0.0 }),
+        ),
+        (&names::AGENT_K8S_OBJECTS, per_resource(k.sizes.objects)),
+        (
+            &names::AGENT_K8S_ADDRESSES,
+            by(
+                attr::KIND,
+                &[
+                    ("address", k.sizes.addresses as f64),
+                    ("endpoint", k.sizes.endpoints as f64),
+                ],
+            ),
+        ),
+        (
+            &names::AGENT_K8S_WATCH_RESTARTS,
+            per_resource(k.watch_restarts),
+        ),
+        (&names::AGENT_K8S_EVENTS, one(k.events_total as f64)),
+        (
+            &names::AGENT_K8S_LOOKUPS,
+            by(
+                attr::RESULT,
+                &[
+                    ("found", l.found as f64),
+                    ("external", l.external as f64),
+                    ("unknown", l.unknown as f64),
+                ],
+            ),
+        ),
+        (
+            &names::AGENT_FLOWS_FILTERED,
+            one(snap.series().flows.filtered_flows as f64),
+        ),
+    ]
+}
+
 /// Every agent metric with its series, in catalogue order.
+#[allow(clippy::too_many_lines, reason = "one flat list, in catalogue order")]
 pub fn agent_series(snap: &Snapshot) -> Vec<(&'static Metric, Series)> {
     let h = &snap.health;
     let c = |x: Counter| snap.counters.get(x) as f64;
@@ -66,7 +132,7 @@ pub fn agent_series(snap: &Snapshot) -> Vec<(&'static Metric, Series)> {
         h.flow_table_entries as f64 / h.flow_table_capacity as f64
     };
     let (hooks, info) = interface_series(snap);
-    vec![
+    let mut all = vec![
         (&names::AGENT_FLOWS_TRACKED, one(h.flows_tracked as f64)),
         (
             &names::AGENT_FLOW_TABLE_ENTRIES,
@@ -156,5 +222,7 @@ pub fn agent_series(snap: &Snapshot) -> Vec<(&'static Metric, Series)> {
             &names::AGENT_SERIES_OVERFLOW,
             series_by_metric(snap, |s| s.overflow_flows as f64),
         ),
-    ]
+    ];
+    all.extend(k8s_series(snap));
+    all
 }

@@ -234,6 +234,79 @@ metric!(
     "Flows counted in a metric's overflow series (otel.metric.overflow=true): over the series budget."
 );
 
+metric!(
+    K8S_PODS,
+    "netprobe.k8s.pods",
+    "{pod}",
+    "netprobe_k8s_pods",
+    "gauge",
+    "Pods per namespace (running or pending; the whole cluster, as the API lists it)."
+);
+metric!(
+    K8S_SERVICES,
+    "netprobe.k8s.services",
+    "{service}",
+    "netprobe_k8s_services",
+    "gauge",
+    "Services per namespace."
+);
+metric!(
+    AGENT_K8S_SYNCED,
+    "netprobe.agent.k8s.synced",
+    "1",
+    "netprobe_agent_k8s_synced",
+    "gauge",
+    "1 once every Kubernetes resource has been listed (flow ends can be named), else 0."
+);
+metric!(
+    AGENT_K8S_OBJECTS,
+    "netprobe.agent.k8s.objects",
+    "{object}",
+    "netprobe_agent_k8s_objects",
+    "gauge",
+    "Kubernetes objects held in the agent's index, per resource."
+);
+metric!(
+    AGENT_K8S_ADDRESSES,
+    "netprobe.agent.k8s.addresses",
+    "{address}",
+    "netprobe_agent_k8s_addresses",
+    "gauge",
+    "Addresses (and, as kind=endpoint, IP:port endpoints) the agent's Kubernetes index resolves."
+);
+metric!(
+    AGENT_K8S_WATCH_RESTARTS,
+    "netprobe.agent.k8s.watch.restarts",
+    "{restart}",
+    "netprobe_agent_k8s_watch_restarts_total",
+    "counter",
+    "Kubernetes watch failures, per resource: each is a reconnect with backoff, or a re-list after 410 Gone."
+);
+metric!(
+    AGENT_K8S_EVENTS,
+    "netprobe.agent.k8s.events",
+    "{event}",
+    "netprobe_agent_k8s_events_total",
+    "counter",
+    "Kubernetes watch events applied to the index."
+);
+metric!(
+    AGENT_K8S_LOOKUPS,
+    "netprobe.agent.k8s.lookups",
+    "{end}",
+    "netprobe_agent_k8s_lookups",
+    "gauge",
+    "Flow ends in the current series by how they were named: found in the index, external, or unknown (a miss)."
+);
+metric!(
+    AGENT_FLOWS_FILTERED,
+    "netprobe.agent.flows.filtered",
+    "{flow}",
+    "netprobe_agent_flows_filtered",
+    "gauge",
+    "Flows left out of the flow metrics by the namespace filter (k8s.namespaces)."
+);
+
 /// Every metric in the catalogue.
 pub const ALL: &[Metric] = &[
     FLOW_PACKETS,
@@ -261,6 +334,15 @@ pub const ALL: &[Metric] = &[
     AGENT_EXPORT_DROPPED,
     AGENT_SERIES,
     AGENT_SERIES_OVERFLOW,
+    K8S_PODS,
+    K8S_SERVICES,
+    AGENT_K8S_SYNCED,
+    AGENT_K8S_OBJECTS,
+    AGENT_K8S_ADDRESSES,
+    AGENT_K8S_WATCH_RESTARTS,
+    AGENT_K8S_EVENTS,
+    AGENT_K8S_LOOKUPS,
+    AGENT_FLOWS_FILTERED,
 ];
 
 /// Attribute names (OTLP); Prometheus labels replace the dots with underscores.
@@ -293,6 +375,36 @@ pub mod attr {
     pub const RESULT: &str = "result";
     /// A metric's OTLP name.
     pub const METRIC: &str = "metric";
+    /// Namespace of the source end.
+    pub const SOURCE_NAMESPACE: &str = "source.k8s.namespace.name";
+    /// Workload of the source end (or CIDR group, `external`, `unknown`).
+    pub const SOURCE_WORKLOAD: &str = "source.k8s.workload.name";
+    /// Workload kind of the source end.
+    pub const SOURCE_WORKLOAD_KIND: &str = "source.k8s.workload.kind";
+    /// Pod of the source end (opt-in).
+    pub const SOURCE_POD: &str = "source.k8s.pod.name";
+    /// Node of the source end.
+    pub const SOURCE_NODE: &str = "source.k8s.node.name";
+    /// The service of the source end, when it is the server (reply traffic).
+    pub const SOURCE_SERVICE: &str = "source.k8s.service.name";
+    /// Namespace of the destination end.
+    pub const DESTINATION_NAMESPACE: &str = "destination.k8s.namespace.name";
+    /// Workload of the destination end.
+    pub const DESTINATION_WORKLOAD: &str = "destination.k8s.workload.name";
+    /// Workload kind of the destination end.
+    pub const DESTINATION_WORKLOAD_KIND: &str = "destination.k8s.workload.kind";
+    /// Pod of the destination end (opt-in).
+    pub const DESTINATION_POD: &str = "destination.k8s.pod.name";
+    /// Node of the destination end.
+    pub const DESTINATION_NODE: &str = "destination.k8s.node.name";
+    /// The service of the destination end (its ClusterIP, or a backing pod's endpoint).
+    pub const DESTINATION_SERVICE: &str = "destination.k8s.service.name";
+    /// Namespace of the per-namespace gauges.
+    pub const K8S_NAMESPACE: &str = "k8s.namespace.name";
+    /// A Kubernetes resource (`pods`, `services`, ...).
+    pub const RESOURCE: &str = "resource";
+    /// What an index entry is (`address`, `endpoint`).
+    pub const KIND: &str = "kind";
 }
 
 /// The Prometheus label for an OTLP attribute name.

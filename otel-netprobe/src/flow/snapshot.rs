@@ -9,7 +9,7 @@ use std::{
 use netprobe_ebpf::{Counter, FlowKey, SIZE_BUCKETS, parse::proto, tcp_flags};
 
 use super::{Budgets, FlowTable, SeriesSets};
-use crate::telemetry::Health;
+use crate::{k8s::naming::Naming, telemetry::Health};
 
 /// Transport protocol of a flow, as named in `network.transport`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,6 +118,13 @@ impl FlowView {
     /// towards the server, SYN-ACK from it); otherwise the lower port is taken as the server's,
     /// so an ephemeral client port never becomes an attribute.
     pub fn server_port(&self) -> Option<(u16, bool)> {
+        self.server_port_by(|_, _| false)
+    }
+
+    /// As [`Self::server_port`], with a second opinion between the handshake and the
+    /// heuristic: `serves(ip, port)` says an end is certainly a server on a port (a service's
+    /// ClusterIP or endpoint).
+    pub fn server_port_by(&self, serves: impl Fn(IpAddr, u16) -> bool) -> Option<(u16, bool)> {
         if !self.transport.has_ports() || (self.src_port == 0 && self.dst_port == 0) {
             return None;
         }
@@ -128,6 +135,12 @@ impl FlowView {
             if self.tcp_flags & tcp_flags::SYN != 0 {
                 return Some((self.dst_port, true));
             }
+        }
+        if serves(self.dst, self.dst_port) {
+            return Some((self.dst_port, true));
+        }
+        if serves(self.src, self.src_port) {
+            return Some((self.src_port, false));
         }
         if self.dst_port <= self.src_port {
             Some((self.dst_port, true))
@@ -176,6 +189,8 @@ pub struct Snapshot {
     pub budgets: Arc<Budgets>,
     /// The series of the flow metrics, built on first use.
     pub series: OnceLock<Arc<SeriesSets>>,
+    /// Names flow ends (the Kubernetes index of the moment, or nothing standalone).
+    pub naming: Naming,
 }
 
 impl Snapshot {
@@ -188,6 +203,7 @@ impl Snapshot {
             health: Health::default(),
             budgets: Arc::default(),
             series: OnceLock::new(),
+            naming: Naming::standalone(),
         }
     }
 
@@ -195,7 +211,7 @@ impl Snapshot {
     pub fn series(&self) -> Arc<SeriesSets> {
         Arc::clone(
             self.series
-                .get_or_init(|| Arc::new(self.budgets.build(&self.flows))),
+                .get_or_init(|| Arc::new(self.budgets.build(&self.flows, &self.naming))),
         )
     }
 
@@ -205,6 +221,7 @@ impl Snapshot {
         counters: GlobalCounters,
         health: Health,
         budgets: Arc<Budgets>,
+        naming: Naming,
     ) -> Self {
         let flows = table
             .records
@@ -227,6 +244,7 @@ impl Snapshot {
             health,
             budgets,
             series: OnceLock::new(),
+            naming,
         }
     }
 }

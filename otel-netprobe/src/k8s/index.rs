@@ -7,10 +7,12 @@
 //!   service a backing pod serves on that port;
 //! - a node's addresses name the node;
 //! - a deleted pod's IP keeps resolving for a grace period (late packets of a dying pod are
-//!   still attributed), unless a live pod has taken the IP over, which wins at once.
+//!   still attributed), unless a live pod has taken the IP over, which wins at once;
+//! - a pod's workload is its controller, followed up one level: a ReplicaSet's Deployment, a
+//!   Job's CronJob.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -18,12 +20,52 @@ use std::{
 
 use rustc_hash::FxHashMap;
 
-/// What owns a pod, as a workload: a Deployment (via its ReplicaSet), StatefulSet, DaemonSet,
-/// Job, CronJob (via its Job), or the pod itself.
+/// The resources the index is built from (one watcher each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// core/v1 pods.
+    Pod,
+    /// core/v1 services.
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlices.
+    EndpointSlice,
+    /// core/v1 nodes.
+    Node,
+    /// apps/v1 ReplicaSets (to name a pod's Deployment).
+    ReplicaSet,
+    /// batch/v1 Jobs (to name a pod's CronJob).
+    Job,
+}
+
+impl Kind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [Kind; 6] = [
+        Kind::Pod,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Node,
+        Kind::ReplicaSet,
+        Kind::Job,
+    ];
+
+    /// The resource's plural name, as in RBAC rules and the agent's metrics.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Kind::Pod => "pods",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::Node => "nodes",
+            Kind::ReplicaSet => "replicasets",
+            Kind::Job => "jobs",
+        }
+    }
+}
+
+/// A controller reference: kind and name (same namespace as the object).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Workload {
-    /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `CronJob`, `ReplicaSet`, `Pod`.
-    pub kind: &'static str,
+pub struct OwnerRef {
+    /// `ReplicaSet`, `StatefulSet`, `DaemonSet`, `Job`, `Deployment`, `CronJob`, ...
+    pub kind: Arc<str>,
     /// Its name.
     pub name: Arc<str>,
 }
@@ -35,10 +77,13 @@ pub struct Pod {
     pub namespace: Arc<str>,
     /// Name.
     pub name: Arc<str>,
-    /// Node it runs on.
+    /// Node it runs on (empty while unscheduled).
     pub node: Arc<str>,
-    /// Its workload.
-    pub workload: Workload,
+    /// Its controller, as listed in its owner references.
+    pub owner: Option<OwnerRef>,
+    /// Its workload, resolved when the index is built: the owner's owner for ReplicaSets and
+    /// Jobs, the owner otherwise, the pod itself without an owner.
+    pub workload: OwnerRef,
     /// `status.podIPs` (both families).
     pub ips: Vec<IpAddr>,
     /// `spec.hostNetwork`.
@@ -52,45 +97,125 @@ pub struct Service {
     pub namespace: Arc<str>,
     /// Name.
     pub name: Arc<str>,
-    /// ClusterIPs (empty for headless services).
+    /// ClusterIPs (empty for headless and ExternalName services).
     pub cluster_ips: Vec<IpAddr>,
+    /// Service ports.
+    pub ports: Vec<u16>,
 }
 
-/// Who an address (and port) belongs to.
+/// An EndpointSlice, trimmed: the service it belongs to and its endpoints' (IP, port) pairs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Owner {
-    /// A pod, and the service it serves on the looked-up port, if any.
+pub struct Slice {
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// The service (label `kubernetes.io/service-name`).
+    pub service: Arc<str>,
+    /// Endpoint addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Ports (the pods' target ports).
+    pub ports: Vec<u16>,
+}
+
+/// A ReplicaSet or Job, trimmed to its own controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Controlled {
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Name.
+    pub name: Arc<str>,
+    /// Its controller (a Deployment, a CronJob), if any.
+    pub owner: Option<OwnerRef>,
+}
+
+/// A trimmed object of any kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A pod; `terminal` (Succeeded or Failed) pods have released their IPs.
     Pod {
         /// The pod.
-        pod: Arc<Pod>,
-        /// The service an EndpointSlice maps (IP, port) to.
-        service: Option<Arc<Service>>,
+        pod: Pod,
+        /// Phase Succeeded or Failed.
+        terminal: bool,
     },
+    /// A service.
+    Service(Service),
+    /// An EndpointSlice.
+    Slice(Slice),
+    /// A node: its name and InternalIP/ExternalIP addresses.
+    Node(Arc<str>, Vec<IpAddr>),
+    /// A ReplicaSet.
+    ReplicaSet(Controlled),
+    /// A Job.
+    Job(Controlled),
+}
+
+impl Record {
+    /// The kind of object.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Record::Pod { .. } => Kind::Pod,
+            Record::Service(_) => Kind::Service,
+            Record::Slice(_) => Kind::EndpointSlice,
+            Record::Node(..) => Kind::Node,
+            Record::ReplicaSet(_) => Kind::ReplicaSet,
+            Record::Job(_) => Kind::Job,
+        }
+    }
+}
+
+/// What an address belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A pod.
+    Pod(Arc<Pod>),
     /// A service's ClusterIP.
     Service(Arc<Service>),
     /// A node's address.
     Node(Arc<str>),
 }
 
+/// Live pods and services of one namespace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceCounts {
+    /// Pods not deleted and not finished.
+    pub pods: u64,
+    /// Services.
+    pub services: u64,
+}
+
+/// Objects held per kind, for the agent's metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexSizes {
+    /// Per [`Kind::ALL`] entry: objects held.
+    pub objects: [u64; 6],
+    /// Addresses indexed.
+    pub addresses: u64,
+    /// (IP, port) endpoints indexed.
+    pub endpoints: u64,
+}
+
 /// An immutable index snapshot.
 #[derive(Debug, Default)]
 pub struct IpIndex {
-    by_ip: FxHashMap<IpAddr, Owner>,
+    by_ip: FxHashMap<IpAddr, Entry>,
     endpoints: FxHashMap<(IpAddr, u16), Arc<Service>>,
+    /// Per namespace, live pods and services.
+    pub namespaces: BTreeMap<Arc<str>, NamespaceCounts>,
+    /// Every watcher has completed its first list: an address not found is not in the cluster.
+    pub synced: bool,
+    /// Sizes, for the agent's metrics.
+    pub sizes: IndexSizes,
 }
 
 impl IpIndex {
-    /// The owner of `ip`; with `port` (the server port of a flow towards it), the service a
-    /// backing pod serves on it.
-    pub fn lookup(&self, ip: IpAddr, port: Option<u16>) -> Option<Owner> {
-        let owner = self.by_ip.get(&ip)?;
-        match (owner, port) {
-            (Owner::Pod { pod, .. }, Some(p)) => Some(Owner::Pod {
-                pod: Arc::clone(pod),
-                service: self.endpoints.get(&(ip, p)).cloned(),
-            }),
-            _ => Some(owner.clone()),
-        }
+    /// What `ip` belongs to.
+    pub fn get(&self, ip: IpAddr) -> Option<&Entry> {
+        self.by_ip.get(&ip)
+    }
+
+    /// The service a backing pod serves on (`ip`, `port`), from the EndpointSlices.
+    pub fn endpoint(&self, ip: IpAddr, port: u16) -> Option<&Arc<Service>> {
+        self.endpoints.get(&(ip, port))
     }
 
     /// Addresses indexed.
@@ -104,12 +229,9 @@ impl IpIndex {
     }
 }
 
-/// An EndpointSlice entry: a backing pod's (IP, port) and the service it serves.
-type Endpoint = ((IpAddr, u16), Arc<Service>);
-
 struct PodRecord {
     pod: Arc<Pod>,
-    /// Set when the pod was deleted: it keeps resolving until `deleted + grace`.
+    /// Set when the pod was deleted (or finished): it keeps resolving until `deleted + grace`.
     deleted: Option<Instant>,
 }
 
@@ -119,8 +241,14 @@ pub struct IndexStore {
     pods: HashMap<String, PodRecord>,
     services: HashMap<String, Arc<Service>>,
     nodes: HashMap<String, (Arc<str>, Vec<IpAddr>)>,
-    /// Per EndpointSlice UID: its (IP, port) → service entries.
-    slices: HashMap<String, Vec<Endpoint>>,
+    slices: HashMap<String, Slice>,
+    replicasets: HashMap<String, Controlled>,
+    jobs: HashMap<String, Controlled>,
+    /// Strings shared by many objects (namespaces, nodes, owners), stored once.
+    strings: HashSet<Arc<str>>,
+    /// Per kind being re-listed: the UIDs listed so far.
+    relisting: HashMap<Kind, HashSet<String>>,
+    synced: HashSet<Kind>,
 }
 
 impl IndexStore {
@@ -132,69 +260,126 @@ impl IndexStore {
             services: HashMap::new(),
             nodes: HashMap::new(),
             slices: HashMap::new(),
+            replicasets: HashMap::new(),
+            jobs: HashMap::new(),
+            strings: HashSet::new(),
+            relisting: HashMap::new(),
+            synced: HashSet::new(),
         }
     }
 
-    /// A pod was added or changed.
-    pub fn upsert_pod(&mut self, uid: &str, pod: Pod) {
-        self.pods.insert(
-            uid.to_owned(),
-            PodRecord {
-                pod: Arc::new(pod),
-                deleted: None,
-            },
-        );
+    /// The stored copy of `s`, shared with every other object that names it.
+    pub fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(Arc::clone(&a));
+        a
     }
 
-    /// A pod was deleted at `now`: it resolves for the grace period.
-    pub fn delete_pod(&mut self, uid: &str, now: Instant) {
-        if let Some(r) = self.pods.get_mut(uid) {
-            r.deleted.get_or_insert(now);
+    /// An object was added or changed (`now`: when, for pods that finished).
+    pub fn upsert(&mut self, uid: &str, record: Record, now: Instant) {
+        if let Some(seen) = self.relisting.get_mut(&record.kind()) {
+            seen.insert(uid.to_owned());
+        }
+        match record {
+            Record::Pod { pod, terminal } => {
+                let deleted = if terminal {
+                    // A finished pod keeps its first finish time.
+                    Some(self.pods.get(uid).and_then(|r| r.deleted).unwrap_or(now))
+                } else {
+                    None
+                };
+                let pod = Arc::new(self.intern_pod(pod));
+                self.pods.insert(uid.to_owned(), PodRecord { pod, deleted });
+            }
+            Record::Service(mut s) => {
+                s.namespace = self.intern(&s.namespace);
+                self.services.insert(uid.to_owned(), Arc::new(s));
+            }
+            Record::Slice(mut s) => {
+                s.namespace = self.intern(&s.namespace);
+                s.service = self.intern(&s.service);
+                self.slices.insert(uid.to_owned(), s);
+            }
+            Record::Node(name, addrs) => {
+                let name = self.intern(&name);
+                self.nodes.insert(uid.to_owned(), (name, addrs));
+            }
+            Record::ReplicaSet(c) => {
+                let c = self.intern_controlled(c);
+                self.replicasets.insert(uid.to_owned(), c);
+            }
+            Record::Job(c) => {
+                let c = self.intern_controlled(c);
+                self.jobs.insert(uid.to_owned(), c);
+            }
         }
     }
 
-    /// A service was added or changed.
-    pub fn upsert_service(&mut self, uid: &str, svc: Service) {
-        self.services.insert(uid.to_owned(), Arc::new(svc));
+    fn intern_owner(&mut self, o: Option<OwnerRef>) -> Option<OwnerRef> {
+        o.map(|o| OwnerRef {
+            kind: self.intern(&o.kind),
+            name: self.intern(&o.name),
+        })
     }
 
-    /// A service was deleted.
-    pub fn delete_service(&mut self, uid: &str) {
-        self.services.remove(uid);
+    fn intern_pod(&mut self, mut p: Pod) -> Pod {
+        p.namespace = self.intern(&p.namespace);
+        p.node = self.intern(&p.node);
+        p.owner = self.intern_owner(p.owner);
+        p.workload = OwnerRef {
+            kind: self.intern(&p.workload.kind),
+            name: self.intern(&p.workload.name),
+        };
+        p
     }
 
-    /// A node was added or changed.
-    pub fn upsert_node(&mut self, name: &str, addresses: Vec<IpAddr>) {
-        self.nodes
-            .insert(name.to_owned(), (Arc::from(name), addresses));
+    fn intern_controlled(&mut self, mut c: Controlled) -> Controlled {
+        c.namespace = self.intern(&c.namespace);
+        c.owner = self.intern_owner(c.owner);
+        c
     }
 
-    /// A node was deleted.
-    pub fn delete_node(&mut self, name: &str) {
-        self.nodes.remove(name);
+    /// An object was deleted at `now`. Pods resolve for the grace period; others go at once.
+    pub fn delete(&mut self, kind: Kind, uid: &str, now: Instant) {
+        match kind {
+            Kind::Pod => {
+                if let Some(r) = self.pods.get_mut(uid) {
+                    r.deleted.get_or_insert(now);
+                }
+            }
+            Kind::Service => drop(self.services.remove(uid)),
+            Kind::EndpointSlice => drop(self.slices.remove(uid)),
+            Kind::Node => drop(self.nodes.remove(uid)),
+            Kind::ReplicaSet => drop(self.replicasets.remove(uid)),
+            Kind::Job => drop(self.jobs.remove(uid)),
+        }
     }
 
-    /// An EndpointSlice of `service` was added or changed: its ready endpoints' addresses on
-    /// its ports.
-    pub fn upsert_slice(
-        &mut self,
-        uid: &str,
-        service: Service,
-        addresses: &[IpAddr],
-        ports: &[u16],
-    ) {
-        let svc = Arc::new(service);
-        let entries = addresses
-            .iter()
-            .flat_map(|ip| ports.iter().map(move |p| (*ip, *p)))
-            .map(|k| (k, Arc::clone(&svc)))
-            .collect();
-        self.slices.insert(uid.to_owned(), entries);
+    /// A (re-)list of `kind` starts: objects it does not list were deleted meanwhile.
+    pub fn begin_relist(&mut self, kind: Kind) {
+        self.relisting.insert(kind, HashSet::new());
     }
 
-    /// An EndpointSlice was deleted.
-    pub fn delete_slice(&mut self, uid: &str) {
-        self.slices.remove(uid);
+    /// The list of `kind` is complete: deletes what it did not list; `kind` is synced.
+    pub fn finish_relist(&mut self, kind: Kind, now: Instant) {
+        let Some(seen) = self.relisting.remove(&kind) else {
+            return;
+        };
+        let gone: Vec<String> = match kind {
+            Kind::Pod => stale(self.pods.keys(), &seen),
+            Kind::Service => stale(self.services.keys(), &seen),
+            Kind::EndpointSlice => stale(self.slices.keys(), &seen),
+            Kind::Node => stale(self.nodes.keys(), &seen),
+            Kind::ReplicaSet => stale(self.replicasets.keys(), &seen),
+            Kind::Job => stale(self.jobs.keys(), &seen),
+        };
+        for uid in gone {
+            self.delete(kind, &uid, now);
+        }
+        self.synced.insert(kind);
     }
 
     /// Forgets pods whose grace period is over; returns how many.
@@ -206,155 +391,140 @@ impl IndexStore {
         before - self.pods.len()
     }
 
+    /// Whether some deleted pod is waiting for its grace period to end.
+    pub fn has_deleted_pods(&self) -> bool {
+        self.pods.values().any(|r| r.deleted.is_some())
+    }
+
     /// Pods known (deleted ones in their grace period included).
     pub fn pods(&self) -> usize {
         self.pods.len()
     }
 
+    /// Resolves each pod's workload (a ReplicaSet's Deployment, a Job's CronJob).
+    fn resolve_workloads(&mut self) {
+        let by_name =
+            |m: &HashMap<String, Controlled>| -> HashMap<(Arc<str>, Arc<str>), Option<OwnerRef>> {
+                m.values()
+                    .map(|c| {
+                        (
+                            (Arc::clone(&c.namespace), Arc::clone(&c.name)),
+                            c.owner.clone(),
+                        )
+                    })
+                    .collect()
+            };
+        let (rs, jobs) = (by_name(&self.replicasets), by_name(&self.jobs));
+        for r in self.pods.values_mut() {
+            let p = &r.pod;
+            let workload = match &p.owner {
+                None => OwnerRef {
+                    kind: Arc::from("Pod"),
+                    name: Arc::clone(&p.name),
+                },
+                Some(o) => {
+                    let parent = match &*o.kind {
+                        "ReplicaSet" => rs.get(&(Arc::clone(&p.namespace), Arc::clone(&o.name))),
+                        "Job" => jobs.get(&(Arc::clone(&p.namespace), Arc::clone(&o.name))),
+                        _ => None,
+                    };
+                    parent.cloned().flatten().unwrap_or_else(|| o.clone())
+                }
+            };
+            if workload != p.workload {
+                let mut pod = (**p).clone();
+                pod.workload = workload;
+                r.pod = Arc::new(pod);
+            }
+        }
+    }
+
     /// Builds a snapshot. Precedence for one IP: a live pod, then a deleted pod in its grace
     /// period, then a service, then a node (hostNetwork pods name their node).
-    pub fn build(&self) -> IpIndex {
-        let mut by_ip: FxHashMap<IpAddr, Owner> = FxHashMap::default();
+    pub fn build(&mut self) -> IpIndex {
+        self.resolve_workloads();
+        let mut by_ip: FxHashMap<IpAddr, Entry> = FxHashMap::default();
         by_ip.reserve(self.pods.len() + self.services.len() + self.nodes.len());
         for (name, addrs) in self.nodes.values() {
             for ip in addrs {
-                by_ip.insert(*ip, Owner::Node(Arc::clone(name)));
+                by_ip.insert(*ip, Entry::Node(Arc::clone(name)));
             }
         }
+        let mut namespaces: BTreeMap<Arc<str>, NamespaceCounts> = BTreeMap::new();
+        let mut services: HashMap<(Arc<str>, Arc<str>), Arc<Service>> = HashMap::new();
         for svc in self.services.values() {
+            namespaces
+                .entry(Arc::clone(&svc.namespace))
+                .or_default()
+                .services += 1;
+            services.insert(
+                (Arc::clone(&svc.namespace), Arc::clone(&svc.name)),
+                Arc::clone(svc),
+            );
             for ip in &svc.cluster_ips {
-                by_ip.insert(*ip, Owner::Service(Arc::clone(svc)));
+                by_ip.insert(*ip, Entry::Service(Arc::clone(svc)));
             }
         }
         // Deleted pods first, so a live pod with the same IP overwrites them.
         for live in [false, true] {
             for r in self.pods.values().filter(|r| r.deleted.is_none() == live) {
+                if live {
+                    namespaces
+                        .entry(Arc::clone(&r.pod.namespace))
+                        .or_default()
+                        .pods += 1;
+                }
                 if r.pod.host_network {
                     continue;
                 }
                 for ip in &r.pod.ips {
-                    by_ip.insert(
-                        *ip,
-                        Owner::Pod {
-                            pod: Arc::clone(&r.pod),
-                            service: None,
-                        },
-                    );
+                    by_ip.insert(*ip, Entry::Pod(Arc::clone(&r.pod)));
                 }
             }
         }
-        let endpoints = self
-            .slices
-            .values()
-            .flatten()
-            .map(|(k, s)| (*k, Arc::clone(s)))
-            .collect();
-        IpIndex { by_ip, endpoints }
+        let mut endpoints = FxHashMap::default();
+        for s in self.slices.values() {
+            let key = (Arc::clone(&s.namespace), Arc::clone(&s.service));
+            let svc = services.get(&key).cloned().unwrap_or_else(|| {
+                Arc::new(Service {
+                    namespace: key.0,
+                    name: key.1,
+                    cluster_ips: Vec::new(),
+                    ports: Vec::new(),
+                })
+            });
+            for ip in &s.addresses {
+                for port in &s.ports {
+                    endpoints.insert((*ip, *port), Arc::clone(&svc));
+                }
+            }
+        }
+        let objects = [
+            self.pods.len(),
+            self.services.len(),
+            self.slices.len(),
+            self.nodes.len(),
+            self.replicasets.len(),
+            self.jobs.len(),
+        ]
+        .map(|n| n as u64);
+        IpIndex {
+            sizes: IndexSizes {
+                objects,
+                addresses: by_ip.len() as u64,
+                endpoints: endpoints.len() as u64,
+            },
+            by_ip,
+            endpoints,
+            namespaces,
+            synced: Kind::ALL.iter().all(|k| self.synced.contains(k)),
+        }
     }
+}
+
+fn stale<'a>(keys: impl Iterator<Item = &'a String>, seen: &HashSet<String>) -> Vec<String> {
+    keys.filter(|k| !seen.contains(*k)).cloned().collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn pod(name: &str, ips: &[&str], host: bool) -> Pod {
-        Pod {
-            namespace: "shop".into(),
-            name: name.into(),
-            node: "node-1".into(),
-            workload: Workload {
-                kind: "Deployment",
-                name: "checkout".into(),
-            },
-            ips: ips.iter().map(|s| ip(s)).collect(),
-            host_network: host,
-        }
-    }
-
-    fn owner_name(o: Option<Owner>) -> String {
-        match o {
-            Some(Owner::Pod { pod, service }) => {
-                format!(
-                    "pod {}{}",
-                    pod.name,
-                    service
-                        .map(|s| format!(" svc {}", s.name))
-                        .unwrap_or_default()
-                )
-            }
-            Some(Owner::Service(s)) => format!("svc {}", s.name),
-            Some(Owner::Node(n)) => format!("node {n}"),
-            None => "none".into(),
-        }
-    }
-
-    #[test]
-    fn pods_services_nodes_and_endpoints() {
-        let mut s = IndexStore::new(Duration::from_secs(30));
-        s.upsert_node("node-1", vec![ip("192.0.2.10")]);
-        s.upsert_pod("u1", pod("checkout-1", &["10.244.0.11", "fd00::11"], false));
-        s.upsert_pod("u2", pod("agent", &["192.0.2.10"], true));
-        let svc = Service {
-            namespace: "shop".into(),
-            name: "payments".into(),
-            cluster_ips: vec![ip("10.96.0.10")],
-        };
-        s.upsert_service("s1", svc.clone());
-        s.upsert_slice("e1", svc, &[ip("10.244.0.11")], &[8443]);
-        let idx = s.build();
-        assert_eq!(
-            owner_name(idx.lookup(ip("10.244.0.11"), None)),
-            "pod checkout-1"
-        );
-        assert_eq!(
-            owner_name(idx.lookup(ip("fd00::11"), None)),
-            "pod checkout-1"
-        );
-        assert_eq!(
-            owner_name(idx.lookup(ip("10.244.0.11"), Some(8443))),
-            "pod checkout-1 svc payments"
-        );
-        assert_eq!(
-            owner_name(idx.lookup(ip("10.244.0.11"), Some(9090))),
-            "pod checkout-1"
-        );
-        assert_eq!(
-            owner_name(idx.lookup(ip("10.96.0.10"), Some(443))),
-            "svc payments"
-        );
-        // A hostNetwork pod shares the node's address: it names the node.
-        assert_eq!(
-            owner_name(idx.lookup(ip("192.0.2.10"), None)),
-            "node node-1"
-        );
-        assert_eq!(owner_name(idx.lookup(ip("203.0.113.1"), None)), "none");
-    }
-
-    #[test]
-    fn deleted_pods_resolve_for_the_grace_period_and_reuse_wins() {
-        let mut s = IndexStore::new(Duration::from_secs(30));
-        let t0 = Instant::now();
-        s.upsert_pod("u1", pod("old", &["10.244.0.20"], false));
-        s.delete_pod("u1", t0);
-        assert_eq!(
-            owner_name(s.build().lookup(ip("10.244.0.20"), None)),
-            "pod old"
-        );
-        // The IP is reused by a new pod: it takes over at once.
-        s.upsert_pod("u2", pod("new", &["10.244.0.20"], false));
-        assert_eq!(
-            owner_name(s.build().lookup(ip("10.244.0.20"), None)),
-            "pod new"
-        );
-        s.delete_pod("u2", t0);
-        s.upsert_pod("u3", pod("other", &["10.244.0.21"], false));
-        s.delete_pod("u3", t0);
-        assert_eq!(s.expire(t0 + Duration::from_secs(29)), 0);
-        assert_eq!(s.expire(t0 + Duration::from_secs(31)), 3);
-        assert!(s.build().lookup(ip("10.244.0.21"), None).is_none());
-    }
-}
+mod tests;

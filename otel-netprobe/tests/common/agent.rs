@@ -4,7 +4,7 @@ use std::{net::IpAddr, time::Duration};
 
 use otel_netprobe::{
     agent::Agent,
-    config::{Config, HookOverride},
+    config::{Config, HookOverride, K8sMode},
     flow::{FlowView, Snapshot, Transport},
 };
 
@@ -28,6 +28,9 @@ pub fn start_with(
     cfg.flows.capacity = 65_536;
     cfg.flows.capacity_ipv6 = 16_384;
     cfg.interfaces.overrides = overrides;
+    // Never pick up a kubeconfig of the machine running the tests: a test that wants the
+    // Kubernetes API points k8s.kubeconfig at its own server.
+    cfg.k8s.mode = K8sMode::Standalone;
     tweak(&mut cfg);
     ns.run(move || Agent::start(&cfg).expect("agent starts"))
 }

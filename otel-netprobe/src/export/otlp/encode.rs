@@ -271,7 +271,7 @@ mod tests {
             .collect();
         let snap = Snapshot {
             flows,
-            budgets: std::sync::Arc::new(cfg.budgets()),
+            budgets: std::sync::Arc::new(cfg.budgets(false)),
             ..Snapshot::empty()
         };
         let text = crate::export::prometheus::render(&snap);
@@ -327,7 +327,7 @@ mod tests {
                 .collect();
             let snap = Snapshot {
                 flows,
-                budgets: std::sync::Arc::new(cfg.budgets()),
+                budgets: std::sync::Arc::new(cfg.budgets(false)),
                 ..Snapshot::empty()
             };
             let enc = Encoder::new(

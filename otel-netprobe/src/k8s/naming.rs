@@ -1,0 +1,353 @@
+//! Naming flow ends: an address (and the server port) → pod, service, node, a configured
+//! CIDR group, `external` or `unknown`.
+
+use std::{net::IpAddr, str::FromStr, sync::Arc};
+
+use super::index::{Entry, IpIndex, Pod, Service};
+use crate::config::{K8sConfig, glob_match};
+
+/// An address range, e.g. `10.8.0.0/16`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR: expected ADDRESS/PREFIX"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not a CIDR: {a:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{s:?} is not a CIDR: prefix must be 0..={max}"))?;
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is inside the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| match a {
+            IpAddr::V4(v) => (u128::from(v.to_bits()), 32u32),
+            IpAddr::V6(v) => (v.to_bits(), 128u32),
+        };
+        let ((net, width), (x, w2)) = (bits(self.addr), bits(ip));
+        if width != w2 {
+            return false;
+        }
+        let shift = width - u32::from(self.prefix);
+        shift >= width || (net >> shift) == (x >> shift)
+    }
+}
+
+/// The naming settings that do not change while the agent runs.
+#[derive(Debug)]
+pub struct NamingRules {
+    /// Whether the Kubernetes API is in use (otherwise every end is `unknown`).
+    pub cluster: bool,
+    groups: Vec<(Cidr, Arc<str>)>,
+    cluster_cidrs: Vec<Cidr>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    external: Arc<str>,
+    fixed: Fixed,
+}
+
+/// Shared copies of the fixed names, so series keys hold pointers, not new strings.
+#[derive(Debug)]
+pub struct Fixed {
+    /// `Service`.
+    pub service: Arc<str>,
+    /// `Node`.
+    pub node: Arc<str>,
+    /// `external` (as a kind).
+    pub external: Arc<str>,
+    /// `unknown`.
+    pub unknown: Arc<str>,
+}
+
+impl NamingRules {
+    /// Rules from the (validated) `k8s` section; `cluster`: whether the API is in use.
+    pub fn new(cfg: &K8sConfig, cluster: bool) -> Self {
+        let mut groups: Vec<(Cidr, Arc<str>)> = cfg
+            .cidr_groups
+            .iter()
+            .flat_map(|g| {
+                let name: Arc<str> = Arc::from(g.name.as_str());
+                g.cidrs
+                    .iter()
+                    .filter_map(move |c| Some((c.parse().ok()?, Arc::clone(&name))))
+            })
+            .collect();
+        // Most specific first.
+        groups.sort_by_key(|g| std::cmp::Reverse(g.0.prefix));
+        Self {
+            cluster,
+            groups,
+            cluster_cidrs: cfg
+                .cluster_cidrs
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+            include: cfg.namespaces.include.clone(),
+            exclude: cfg.namespaces.exclude.clone(),
+            external: Arc::from(EXTERNAL),
+            fixed: Fixed {
+                service: Arc::from("Service"),
+                node: Arc::from("Node"),
+                external: Arc::from(EXTERNAL),
+                unknown: Arc::from(UNKNOWN),
+            },
+        }
+    }
+
+    /// The fixed names.
+    pub fn fixed(&self) -> &Fixed {
+        &self.fixed
+    }
+
+    /// No cluster, no groups, no filter.
+    pub fn standalone() -> Self {
+        Self::new(&K8sConfig::default(), false)
+    }
+
+    /// Whether a namespace filter is configured.
+    pub fn filters(&self) -> bool {
+        !self.include.is_empty() || !self.exclude.is_empty()
+    }
+
+    /// Whether a namespace is reported and counted.
+    pub fn namespace_allowed(&self, ns: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| glob_match(p, ns)))
+            && !self.exclude.iter().any(|p| glob_match(p, ns))
+    }
+}
+
+/// The workload name of ends outside the cluster (and of no CIDR group).
+pub const EXTERNAL: &str = "external";
+/// The workload name of ends that cannot be named (no API, not listed yet).
+pub const UNKNOWN: &str = "unknown";
+
+/// What one end of a flow is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer<'a> {
+    /// A pod (live, or deleted within its grace period).
+    Pod(&'a Pod),
+    /// A service's ClusterIP.
+    Service(&'a Service),
+    /// A node (hostNetwork pods included).
+    Node(&'a Arc<str>),
+    /// Outside the cluster: a CIDR group's name, or `external`.
+    External(&'a Arc<str>),
+    /// Not known (no API, not yet listed, or an unlisted address in the cluster's ranges).
+    Unknown,
+}
+
+impl Peer<'_> {
+    /// The end's namespace, if it has one.
+    pub fn namespace(&self) -> Option<&Arc<str>> {
+        match self {
+            Peer::Pod(p) => Some(&p.namespace),
+            Peer::Service(s) => Some(&s.namespace),
+            _ => None,
+        }
+    }
+
+    /// Whether the index knew the address.
+    pub fn found(&self) -> bool {
+        matches!(self, Peer::Pod(_) | Peer::Service(_) | Peer::Node(_))
+    }
+}
+
+/// The index of one moment with the rules: everything needed to name a flow's ends.
+#[derive(Clone, Debug)]
+pub struct Naming {
+    /// The index snapshot.
+    pub index: Arc<IpIndex>,
+    /// The rules.
+    pub rules: Arc<NamingRules>,
+}
+
+impl Naming {
+    /// Standalone: nothing can be named.
+    pub fn standalone() -> Self {
+        Self {
+            index: Arc::default(),
+            rules: Arc::new(NamingRules::standalone()),
+        }
+    }
+
+    /// What `ip` is.
+    pub fn peer(&self, ip: IpAddr) -> Peer<'_> {
+        match self.index.get(ip) {
+            Some(Entry::Pod(p)) => return Peer::Pod(p),
+            Some(Entry::Service(s)) => return Peer::Service(s),
+            Some(Entry::Node(n)) => return Peer::Node(n),
+            None => {}
+        }
+        if let Some((_, name)) = self.rules.groups.iter().find(|(c, _)| c.contains(ip)) {
+            return Peer::External(name);
+        }
+        if !self.rules.cluster
+            || !self.index.synced
+            || self.rules.cluster_cidrs.iter().any(|c| c.contains(ip))
+        {
+            return Peer::Unknown;
+        }
+        Peer::External(&self.rules.external)
+    }
+
+    /// The service behind (`ip`, `port`) when `ip` is the server: its ClusterIP, or a backing
+    /// pod's endpoint.
+    pub fn service<'a>(
+        &'a self,
+        peer: Peer<'a>,
+        ip: IpAddr,
+        port: Option<u16>,
+    ) -> Option<&'a Service> {
+        match peer {
+            Peer::Service(s) => Some(s),
+            Peer::Pod(_) => port.and_then(|p| self.index.endpoint(ip, p)).map(|s| &**s),
+            _ => None,
+        }
+    }
+
+    /// Whether `ip` is certainly the server on `port`: a ClusterIP on one of its ports, or an
+    /// endpoint of a service.
+    pub fn serves(&self, ip: IpAddr, port: u16) -> bool {
+        match self.index.get(ip) {
+            Some(Entry::Service(s)) => s.ports.contains(&port),
+            Some(Entry::Pod(_)) => self.index.endpoint(ip, port).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Whether a flow between these ends is reported under the namespace filter.
+    pub fn keep(&self, src: Peer<'_>, dst: Peer<'_>) -> bool {
+        let r = &self.rules;
+        let (a, b) = (src.namespace(), dst.namespace());
+        let excluded =
+            |ns: Option<&Arc<str>>| ns.is_some_and(|n| r.exclude.iter().any(|p| glob_match(p, n)));
+        if excluded(a) || excluded(b) {
+            return false;
+        }
+        r.include.is_empty()
+            || [a, b]
+                .into_iter()
+                .flatten()
+                .any(|n| r.include.iter().any(|p| glob_match(p, n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::{
+        config::CidrGroup,
+        k8s::index::{IndexStore, Kind, OwnerRef, Record},
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidrs() {
+        let c: Cidr = "10.8.0.0/16".parse().unwrap();
+        assert!(c.contains(ip("10.8.255.1")));
+        assert!(!c.contains(ip("10.9.0.1")));
+        assert!(!c.contains(ip("::1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("203.0.113.9")));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains(ip("2001:db8:1::5")));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("10.0.0.0".parse::<Cidr>().is_err());
+        assert!("ten/8".parse::<Cidr>().is_err());
+    }
+
+    fn naming(synced: bool) -> Naming {
+        let now = Instant::now();
+        let mut s = IndexStore::new(Duration::from_secs(30));
+        let pod = |ns: &str, name: &str, addr: &str| Record::Pod {
+            pod: Pod {
+                namespace: ns.into(),
+                name: name.into(),
+                node: "node-1".into(),
+                owner: None,
+                workload: OwnerRef {
+                    kind: "Pod".into(),
+                    name: name.into(),
+                },
+                ips: vec![ip(addr)],
+                host_network: false,
+            },
+            terminal: false,
+        };
+        s.upsert("a", pod("shop", "web", "10.244.0.11"), now);
+        s.upsert("b", pod("kube-system", "dns", "10.244.0.12"), now);
+        if synced {
+            for k in Kind::ALL {
+                s.begin_relist(k);
+            }
+            s.upsert("a", pod("shop", "web", "10.244.0.11"), now);
+            s.upsert("b", pod("kube-system", "dns", "10.244.0.12"), now);
+            for k in Kind::ALL {
+                s.finish_relist(k, now);
+            }
+        }
+        let cfg = K8sConfig {
+            cidr_groups: vec![CidrGroup {
+                name: "corp".into(),
+                cidrs: vec!["192.168.0.0/16".into()],
+            }],
+            cluster_cidrs: vec!["10.244.0.0/16".into()],
+            namespaces: crate::config::NamespaceFilter {
+                include: vec![],
+                exclude: vec!["kube-*".into()],
+            },
+            ..K8sConfig::default()
+        };
+        Naming {
+            index: Arc::new(s.build()),
+            rules: Arc::new(NamingRules::new(&cfg, true)),
+        }
+    }
+
+    #[test]
+    fn external_only_once_synced_and_groups_and_cluster_ranges() {
+        let n = naming(false);
+        assert!(matches!(n.peer(ip("10.244.0.11")), Peer::Pod(p) if &*p.name == "web"));
+        assert_eq!(n.peer(ip("203.0.113.1")), Peer::Unknown);
+        assert!(matches!(n.peer(ip("192.168.3.4")), Peer::External(g) if &**g == "corp"));
+        let n = naming(true);
+        assert!(matches!(n.peer(ip("203.0.113.1")), Peer::External(g) if &**g == EXTERNAL));
+        assert_eq!(n.peer(ip("10.244.9.9")), Peer::Unknown);
+    }
+
+    #[test]
+    fn namespace_filter() {
+        let n = naming(true);
+        let (web, dns, out) = (
+            n.peer(ip("10.244.0.11")),
+            n.peer(ip("10.244.0.12")),
+            n.peer(ip("203.0.113.1")),
+        );
+        assert!(n.keep(web, out));
+        assert!(!n.keep(web, dns));
+        assert!(!n.keep(dns, out));
+        assert!(n.rules.namespace_allowed("shop"));
+        assert!(!n.rules.namespace_allowed("kube-system"));
+    }
+}
