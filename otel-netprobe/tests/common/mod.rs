@@ -9,7 +9,9 @@
 )]
 
 pub mod agent;
+pub mod apiserver;
 pub mod backends;
+pub mod cluster;
 pub mod packets;
 pub mod traffic;
 
