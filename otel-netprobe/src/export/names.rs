@@ -253,7 +253,7 @@ metric!(
 metric!(
     AGENT_K8S_SYNCED,
     "netprobe.agent.k8s.synced",
-    "1",
+    "",
     "netprobe_agent_k8s_synced",
     "gauge",
     "1 once every Kubernetes resource has been listed (flow ends can be named), else 0."

@@ -83,8 +83,15 @@ pub struct Bulk {
 /// Sends `bytes` from a client in `from` to a server listening on `dst` in `to`, closes, and
 /// reports what the kernels sent. Each namespace must carry no other TCP traffic meanwhile.
 pub fn tcp_bulk(from: &Netns, to: &Netns, dst: &str, bytes: usize) -> Bulk {
-    let dst: SocketAddr = dst.parse().expect("dst");
-    let listener = to.run(move || TcpListener::bind(dst).expect("listen"));
+    tcp_bulk_via(from, to, dst, dst, bytes)
+}
+
+/// As [`tcp_bulk`], with the server listening on `listen` and the client connecting to
+/// `connect` (e.g. a service's ClusterIP that the node translates to `listen`).
+pub fn tcp_bulk_via(from: &Netns, to: &Netns, listen: &str, connect: &str, bytes: usize) -> Bulk {
+    let listen: SocketAddr = listen.parse().expect("listen address");
+    let dst: SocketAddr = connect.parse().expect("connect address");
+    let listener = to.run(move || TcpListener::bind(listen).expect("listen"));
     let server_before = to.run(out_segs_and_octets);
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");

@@ -20,6 +20,15 @@
 //!
 //! Resource versions come from one counter shared by all resources, as with etcd.
 
+mod http;
+mod wire;
+
+use http::serve;
+use wire::{
+    Query, Selector, bookmark_line, event_line, full, full_bytes, key_of, line, namespace_of,
+    not_found, now, parse_path, respond, status, status_json, without_type,
+};
+
 use std::{
     collections::{BTreeMap, HashMap},
     convert::Infallible,
@@ -254,7 +263,8 @@ impl FakeApiServer {
         server
     }
 
-    /// Starts the server on 127.0.0.1 at a free port, and on that same port after an outage.
+    /// Starts the server on 127.0.0.1 at a free port, and on that same port after an outage
+    /// (while down, the port is free for anyone to take; in practice nobody does).
     pub fn start_local() -> Self {
         let port = AtomicU16::new(0);
         Self::start(move || {
@@ -298,10 +308,7 @@ impl FakeApiServer {
         K: kube::Resource<DynamicType = ()> + serde::Serialize,
     {
         let mut object = serde_json::to_value(obj).expect("Kubernetes objects serialize to JSON");
-        let key = (
-            K::api_version(&()).into_owned(),
-            K::plural(&()).into_owned(),
-        );
+        let key = key_of::<K>();
         let namespace = obj.meta().namespace.clone().unwrap_or_default();
         let name = obj
             .meta()
@@ -345,10 +352,7 @@ impl FakeApiServer {
     where
         K: kube::Resource<DynamicType = ()>,
     {
-        let key = (
-            K::api_version(&()).into_owned(),
-            K::plural(&()).into_owned(),
-        );
+        let key = key_of::<K>();
         let id = (namespace.unwrap_or_default().to_owned(), name.to_owned());
         let mut store = lock(&self.store);
         let mut object = store.resources.get_mut(&key)?.objects.remove(&id)?;
@@ -380,11 +384,7 @@ impl FakeApiServer {
     /// are closed and watches cut. The store keeps working. No-op when already down.
     pub fn outage(&self) {
         self.drop_watches();
-        let listening = self
-            .listening
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let listening = self.listening().take();
         if let Some((stop, stopped)) = listening {
             let _ = stop.send(());
             // An error means the runtime, and the listener with it, is gone already.
@@ -394,12 +394,7 @@ impl FakeApiServer {
 
     /// Listens again on the same address after an [`outage`](Self::outage); no-op when up.
     pub fn recover(&self) {
-        if self
-            .listening
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
-        {
+        if self.listening().is_none() {
             assert_eq!(
                 self.listen(),
                 self.addr,
@@ -449,11 +444,14 @@ impl FakeApiServer {
             drop(listener);
             let _ = stopped_tx.send(());
         });
-        *self
-            .listening
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((stop, stopped));
+        *self.listening() = Some((stop, stopped));
         addr
+    }
+
+    fn listening(&self) -> MutexGuard<'_, Option<(oneshot::Sender<()>, std_mpsc::Receiver<()>)>> {
+        self.listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -467,413 +465,4 @@ impl Drop for FakeApiServer {
             let _ = thread.join();
         }
     }
-}
-
-/// Accepts connections until `stop`; the connections are closed when this returns.
-async fn serve(
-    listener: &tokio::net::TcpListener,
-    store: &Shared,
-    mut stop: oneshot::Receiver<()>,
-) {
-    // Every connection ends when this is dropped.
-    let (kill, _) = watch::channel(());
-    loop {
-        let stream = tokio::select! {
-            biased;
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let mut killed = kill.subscribe();
-        let store = Arc::clone(store);
-        let service = hyper::service::service_fn(move |req| {
-            let response = route(&store, &req);
-            async move { Ok::<_, Infallible>(response) }
-        });
-        tokio::spawn(async move {
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                biased;
-                _ = killed.changed() => {}
-                _ = conn => {}
-            }
-        });
-    }
-}
-
-fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
-    let path = req.uri().path();
-    if req.method() != Method::GET {
-        return status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "only GET is served",
-        );
-    }
-    let query = Query::parse(req.uri().query().unwrap_or_default());
-    let selector = match Selector::parse(&query) {
-        Ok(selector) => selector,
-        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
-    };
-    let Some((key, namespace, name)) = parse_path(path) else {
-        return not_found(path);
-    };
-    let mut store = lock(shared);
-    let Some(resource) = store.resources.get(&key) else {
-        return not_found(path);
-    };
-    if namespace.is_some() && !resource.namespaced {
-        return not_found(path);
-    }
-    if let Some(name) = name {
-        let object = resource.objects.get(&(namespace.unwrap_or_default(), name));
-        return object.map_or_else(|| not_found(path), |o| respond(StatusCode::OK, full(o)));
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let watcher = Watcher {
-        key,
-        namespace,
-        selector,
-        tx,
-    };
-    if query.flag("watch") {
-        start_watch(shared, store, watcher, rx, &query)
-    } else {
-        store.list(&watcher, &query)
-    }
-}
-
-/// Answers a watch request: the events it missed (or all objects), then a live stream.
-fn start_watch(
-    shared: &Shared,
-    mut store: MutexGuard<'_, Store>,
-    watcher: Watcher,
-    rx: mpsc::UnboundedReceiver<Msg>,
-    query: &Query,
-) -> Response<Body> {
-    *store.watches.entry(watcher.key.1.clone()).or_default() += 1;
-    let (api_version, kind) = (
-        watcher.key.0.clone(),
-        store.resources[&watcher.key].kind.clone(),
-    );
-    let from: Option<u64> = query.positive("resourceVersion");
-    let mut replay: Vec<Msg> = match from {
-        Some(from) if from < store.compacted => {
-            let expired = status_json(StatusCode::GONE, "Expired", "too old resource version");
-            let error = line(&json!({ "type": "ERROR", "object": expired }));
-            return respond(StatusCode::OK, full_bytes(error));
-        }
-        Some(from) => {
-            let missed = store
-                .history
-                .iter()
-                .filter(|c| c.rv > from && watcher.wants(&c.key, &c.object));
-            missed.map(|c| Msg::Line(c.line.clone())).collect()
-        }
-        None => store
-            .matching(&watcher)
-            .map(|o| Msg::Line(event_line("ADDED", o)))
-            .collect(),
-    };
-    if query.flag("sendInitialEvents") {
-        replay.push(Msg::Line(bookmark_line(
-            &api_version,
-            &kind,
-            store.rv,
-            true,
-        )));
-    }
-    store.watchers.push(watcher);
-    drop(store);
-    let timeout = query.positive("timeoutSeconds");
-    let timeout = timeout.map_or(MAX_WATCH, |t| Duration::from_secs(t).min(MAX_WATCH));
-    let bookmarks = query
-        .flag("allowWatchBookmarks")
-        .then_some((api_version, kind));
-    let (out, mut body) = mpsc::channel(16);
-    tokio::spawn(pump(
-        Arc::clone(shared),
-        replay,
-        rx,
-        out,
-        bookmarks,
-        timeout,
-    ));
-    let body = StreamBody::new(futures::stream::poll_fn(move |cx| body.poll_recv(cx)));
-    respond(StatusCode::OK, body.boxed_unsync())
-}
-
-/// Writes one watch's events into its response body until the timeout, a cut, or the client
-/// going away.
-async fn pump(
-    store: Shared,
-    mut batch: Vec<Msg>,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
-    out: mpsc::Sender<Result<Frame<Bytes>, io::Error>>,
-    bookmarks: Option<(String, String)>,
-    timeout: Duration,
-) {
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    let mut ticks =
-        tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
-    loop {
-        for msg in batch.drain(..) {
-            // A body error makes hyper close the connection without the last chunk.
-            let (frame, cut) = match msg {
-                Msg::Line(line) => (Ok(Frame::data(line)), false),
-                Msg::Cut => (Err(io::Error::other("watch cut by the test")), true),
-            };
-            if out.send(frame).await.is_err() || cut {
-                return;
-            }
-        }
-        tokio::select! {
-            () = &mut deadline => return,
-            msg = rx.recv() => batch.push(msg.unwrap_or(Msg::Cut)),
-            _ = ticks.tick(), if bookmarks.is_some() => {
-                let Some((api_version, kind)) = &bookmarks else { return };
-                // Publishing holds the lock: with the queue drained under it, every event up to
-                // `rv` goes out first, so a bookmark never overtakes an event.
-                let mut store = lock(&store);
-                while let Ok(msg) = rx.try_recv() {
-                    batch.push(msg);
-                }
-                store.bookmarks += 1;
-                batch.push(Msg::Line(bookmark_line(api_version, kind, store.rv, false)));
-            }
-        }
-    }
-}
-
-/// Splits `/api/v1[/namespaces/{ns}]/{plural}[/{name}]` (or `/apis/{group}/{version}/...`).
-fn parse_path(path: &str) -> Option<(Key, Option<String>, Option<String>)> {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (api_version, rest) = match segments.as_slice() {
-        ["api", version, rest @ ..] => ((*version).to_owned(), rest),
-        ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
-        _ => return None,
-    };
-    let (namespace, plural, name) = match rest {
-        [plural] => (None, plural, None),
-        [plural, name] => (None, plural, Some(name)),
-        ["namespaces", ns, plural] => (Some(ns), plural, None),
-        ["namespaces", ns, plural, name] => (Some(ns), plural, Some(name)),
-        _ => return None,
-    };
-    let owned = |s: &&str| (*s).to_owned();
-    Some((
-        (api_version, owned(plural)),
-        namespace.map(owned),
-        name.map(owned),
-    ))
-}
-
-/// The decoded query string.
-struct Query(HashMap<String, String>);
-
-impl Query {
-    fn parse(query: &str) -> Self {
-        let pairs = query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        });
-        Self(pairs.collect())
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
-    }
-
-    /// A number above zero.
-    fn positive<T: std::str::FromStr + Default + PartialOrd>(&self, key: &str) -> Option<T> {
-        self.get(key)?.parse().ok().filter(|n| *n > T::default())
-    }
-
-    fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("true" | "1"))
-    }
-}
-
-/// Decodes `application/x-www-form-urlencoded` text.
-fn decode(text: &str) -> String {
-    let mut out = Vec::with_capacity(text.len());
-    let mut bytes = text.bytes();
-    while let Some(b) = bytes.next() {
-        out.push(match b {
-            b'+' => b' ',
-            b'%' => {
-                let hex = [bytes.next().unwrap_or(b'?'), bytes.next().unwrap_or(b'?')];
-                let hex = std::str::from_utf8(&hex).unwrap_or("?");
-                u8::from_str_radix(hex, 16).unwrap_or(b'?')
-            }
-            b => b,
-        });
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Label and field selectors: each requirement must hold.
-#[derive(Default)]
-struct Selector {
-    labels: Vec<(String, Op, String)>,
-    fields: Vec<(String, Op, String)>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Equal,
-    NotEqual,
-    Exists,
-    Absent,
-}
-
-impl Selector {
-    fn parse(query: &Query) -> Result<Self, String> {
-        let parse = |selector: Option<&str>| {
-            let terms = selector
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty());
-            terms
-                .map(|term| {
-                    let (key, op, value) = if term.contains(['(', ' ']) {
-                        return Err(format!("unsupported selector `{term}`"));
-                    } else if let Some((k, v)) = term.split_once("!=") {
-                        (k, Op::NotEqual, v)
-                    } else if let Some((k, v)) =
-                        term.split_once("==").or_else(|| term.split_once('='))
-                    {
-                        (k, Op::Equal, v)
-                    } else if let Some(k) = term.strip_prefix('!') {
-                        (k, Op::Absent, "")
-                    } else {
-                        (term, Op::Exists, "")
-                    };
-                    Ok((key.to_owned(), op, value.to_owned()))
-                })
-                .collect::<Result<Vec<_>, String>>()
-        };
-        let selector = Self {
-            labels: parse(query.get("labelSelector"))?,
-            fields: parse(query.get("fieldSelector"))?,
-        };
-        if selector
-            .fields
-            .iter()
-            .any(|(_, op, _)| matches!(op, Op::Exists | Op::Absent))
-        {
-            return Err("field selectors take = and != only".into());
-        }
-        Ok(selector)
-    }
-
-    fn matches(&self, object: &Value) -> bool {
-        let labels = self.labels.iter().all(|(key, op, value)| {
-            let label = object["metadata"]["labels"]
-                .get(key)
-                .and_then(Value::as_str);
-            match op {
-                Op::Equal => label == Some(value.as_str()),
-                Op::NotEqual => label != Some(value.as_str()),
-                Op::Exists => label.is_some(),
-                Op::Absent => label.is_none(),
-            }
-        });
-        // A missing field reads as "", as `spec.nodeName=` matches unscheduled pods.
-        let fields = self.fields.iter().all(|(path, op, value)| {
-            let field = match path.split('.').try_fold(object, |v, k| v.get(k)) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
-            (field == *value) == (*op == Op::Equal)
-        });
-        labels && fields
-    }
-}
-
-fn namespace_of(object: &Value) -> &str {
-    object["metadata"]["namespace"].as_str().unwrap_or_default()
-}
-
-/// A list item: real servers leave out apiVersion and kind (the list carries them).
-fn without_type(mut object: Value) -> Value {
-    if let Some(fields) = object.as_object_mut() {
-        fields.remove("apiVersion");
-        fields.remove("kind");
-    }
-    object
-}
-
-/// Now as a Kubernetes timestamp (whole seconds, UTC).
-fn now() -> Value {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let time = k8s_openapi::jiff::Timestamp::from_second(secs as i64).expect("now is a valid time");
-    json!(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(time))
-}
-
-fn event_line(kind: &str, object: &Value) -> Bytes {
-    line(&json!({ "type": kind, "object": object }))
-}
-
-fn bookmark_line(api_version: &str, kind: &str, rv: u64, initial_events_end: bool) -> Bytes {
-    let mut metadata = json!({ "resourceVersion": rv.to_string() });
-    if initial_events_end {
-        metadata["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
-    }
-    let object = json!({ "kind": kind, "apiVersion": api_version, "metadata": metadata });
-    line(&json!({ "type": "BOOKMARK", "object": object }))
-}
-
-/// JSON and a newline.
-fn line(value: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(value).expect("JSON values serialize");
-    line.push(b'\n');
-    line.into()
-}
-
-fn full(value: &Value) -> Body {
-    full_bytes(
-        serde_json::to_vec(value)
-            .expect("JSON values serialize")
-            .into(),
-    )
-}
-
-fn full_bytes(bytes: Bytes) -> Body {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-fn respond(code: StatusCode, body: Body) -> Response<Body> {
-    let response = Response::builder()
-        .status(code)
-        .header(header::CONTENT_TYPE, "application/json");
-    response.body(body).expect("a valid response")
-}
-
-fn status_json(code: StatusCode, reason: &str, message: &str) -> Value {
-    json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code.as_u16(),
-    })
-}
-
-fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
-    respond(code, full(&status_json(code, reason, message)))
-}
-
-fn not_found(path: &str) -> Response<Body> {
-    status(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        &format!("the server could not find {path}"),
-    )
 }
