@@ -54,11 +54,11 @@ mod prog {
     /// Parsing alone (the result is kept so the work is not optimised away).
     #[xdp]
     pub fn bench_xdp_parse(ctx: XdpContext) -> u32 {
-        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
-            if let Some(slot) = BENCH_COUNTERS.get_ptr_mut(0) {
-                // SAFETY: this CPU's slot of a per-CPU array.
-                unsafe { *slot += u64::from(info.key.dst_port) + u64::from(info.ip_len) };
-            }
+        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end())
+            && let Some(slot) = BENCH_COUNTERS.get_ptr_mut(0)
+        {
+            // SAFETY: this CPU's slot of a per-CPU array.
+            unsafe { *slot += u64::from(info.key.dst_port) + u64::from(info.ip_len) };
         }
         xdp_action::XDP_PASS
     }
@@ -66,10 +66,10 @@ mod prog {
     /// Parsing and the flow-table lookup, without the update.
     #[xdp]
     pub fn bench_xdp_lookup(ctx: XdpContext) -> u32 {
-        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
-            if BENCH_SHARED_FLOWS.get_ptr(info.key).is_none() {
-                let _ = BENCH_SHARED_FLOWS.insert(info.key, FlowStats::default(), 0);
-            }
+        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end())
+            && BENCH_SHARED_FLOWS.get_ptr(info.key).is_none()
+        {
+            let _ = BENCH_SHARED_FLOWS.insert(info.key, FlowStats::default(), 0);
         }
         xdp_action::XDP_PASS
     }
