@@ -19,7 +19,8 @@ run: build
 
 ## demo: a simulated Kubernetes node in network namespaces, real traffic, real counts
 demo: build
-	bash scripts/demo.sh ./target/release/otel-netprobe
+	$(CARGO) build --release --locked -p otel-netprobe --example lab-apiserver
+	bash scripts/demo.sh ./target/release/otel-netprobe ./target/release/examples/lab-apiserver
 
 ## lint: rustfmt, and clippy with -D warnings on the user-space and eBPF crates
 lint: setup

@@ -2,7 +2,7 @@
 # `make demo`: a simulated Kubernetes node built from network namespaces on this machine, the real
 # agent attached inside it, real traffic on every path, and the counts it saw.
 #
-#   usage: bash scripts/demo.sh PATH/TO/otel-netprobe        (root; ends by itself in ~20 s)
+#   usage: bash scripts/demo.sh PATH/TO/otel-netprobe PATH/TO/lab-apiserver   (root; ~25 s)
 #
 # Lab (every name is prefixed with npdemo<pid>- so runs never collide; nothing is created or changed
 # in the root namespace and no packet leaves the lab):
@@ -12,22 +12,28 @@
 #   pod2 10.244.0.13 ─┘                                   agent here
 #                                                         VictoriaMetrics on its 127.0.0.1:8428
 #
-# The agent also pushes its metrics over OTLP/HTTP (every second) into a VictoriaMetrics started
-# inside the node namespace (installed by `make setup`); the demo ends with PromQL queries on it.
+# The pods are registered with a Kubernetes API (lab-apiserver: the test suite's list/watch server,
+# on the node's 127.0.0.1:6443) as Deployments checkout and web, StatefulSet db, and Service web
+# (ClusterIP 10.96.0.10:80 -> web's 8080, translated by nftables in the node as kube-proxy would),
+# so the agent names both ends of every flow. The agent also pushes its metrics over OTLP/HTTP
+# (every second) into a VictoriaMetrics started inside the node namespace (installed by `make
+# setup`); the demo ends with PromQL queries on it, by address and by workload.
 # Everything started here is stopped, and every namespace deleted, on exit, on failure and on Ctrl-C.
 set -euo pipefail
 
 BIN=${1:-}
-if [ -z "$BIN" ] || [ ! -x "$BIN" ]; then
-  echo "usage: $0 PATH/TO/otel-netprobe  (an executable agent binary)" >&2
+APISERVER=${2:-}
+if [ -z "$BIN" ] || [ ! -x "$BIN" ] || [ -z "$APISERVER" ] || [ ! -x "$APISERVER" ]; then
+  echo "usage: $0 PATH/TO/otel-netprobe PATH/TO/lab-apiserver  (executables; see make demo)" >&2
   exit 2
 fi
 BIN=$(readlink -f "$BIN")
+APISERVER=$(readlink -f "$APISERVER")
 if [ "$(id -u)" -ne 0 ]; then
   echo "demo: needs root (it creates network namespaces and loads eBPF programs)" >&2
   exit 2
 fi
-for tool in ip iperf3 ping socat curl ss; do
+for tool in ip iperf3 ping socat curl ss nft; do
   command -v "$tool" >/dev/null 2>&1 || { echo "demo: '$tool' is missing (run: make setup)" >&2; exit 2; }
 done
 command -v python3 >/dev/null 2>&1 || { echo "demo: 'python3' is missing" >&2; exit 2; }
@@ -52,12 +58,15 @@ LISTEN=127.0.0.1:9464
 URL="http://$LISTEN"
 POLL=500ms
 VM_URL="http://127.0.0.1:8428"   # inside the node namespace
+API_LISTEN=127.0.0.1:6443         # inside the node namespace
+CLUSTER_IP=10.96.0.10
 
 WORK=$(mktemp -d "/tmp/${PREFIX}XXXXXX")
 AGENT_LOG="$WORK/agent.log"
 CREATED_NS=()   # namespaces to delete
 BG_PIDS=()      # servers and receivers to stop
 AGENT_PID=""
+API_PID=""
 VM_PID=""
 VM_DATA=""
 VM_LOG="$WORK/victoria-metrics.log"
@@ -99,6 +108,10 @@ cleanup() {
   if [ -n "$VM_DATA" ]; then
     rm -rf "$VM_DATA"
     VM_DATA=""
+  fi
+  if [ -n "$API_PID" ]; then
+    stop_pid "$API_PID" 2
+    API_PID=""
   fi
   for pid in "${BG_PIDS[@]}"; do stop_pid "$pid" 1; done
   BG_PIDS=()
@@ -217,6 +230,7 @@ ip -n "$OUTSIDE" addr add "$OUTSIDE_IP/24" dev eth0
 ip -n "$OUTSIDE" addr add "$OUTSIDE_IP6/64" dev eth0 nodad
 ip -n "$OUTSIDE" link set eth0 up
 ip -n "$OUTSIDE" route add 10.244.0.0/24 via "$NODE_UP"
+ip -n "$OUTSIDE" route add 10.96.0.0/16 via "$NODE_UP"
 ip -n "$OUTSIDE" -6 route add fd00:244::/64 via fd00:99::1
 
 step "waiting for the links to come up"
@@ -224,7 +238,60 @@ wait_for "pod0 -> outside reachability" 10 in_ns "${PODS[0]}" ping -c 1 -W 1 "$O
 info "node ${NODE}: br0 $NODE_BR (ports vethpod0..2), uplink eth0 $NODE_UP"
 info "pods: ${POD_IP[*]}   outside: $OUTSIDE_IP"
 
-# --- 2. VictoriaMetrics and the agent ------------------------------------------------------------
+step "node: Service web's ClusterIP $CLUSTER_IP:80 -> ${POD_IP[1]}:8080 (nftables DNAT, kube-proxy's part)"
+in_ns "$NODE" nft -f - <<NFT
+table ip netprobe_demo {
+  chain pre {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr $CLUSTER_IP tcp dport 80 dnat to ${POD_IP[1]}:8080
+  }
+}
+NFT
+
+# --- 2. the Kubernetes API, VictoriaMetrics and the agent -----------------------------------------
+say "Registering the lab with a Kubernetes API (lab-apiserver, on the node's $API_LISTEN)"
+step "writing the objects"
+owner() { printf '[{"apiVersion":"%s","kind":"%s","name":"%s","uid":"uid-%s","controller":true}]' "$1" "$2" "$3" "$3"; }
+pod_json() { # NS NAME IP IP6 OWNER-KIND OWNER-NAME OWNER-API
+  printf '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"%s","namespace":"%s","ownerReferences":%s},"spec":{"nodeName":"demo-node","containers":[{"name":"app","image":"app"}]},"status":{"phase":"Running","podIP":"%s","podIPs":[{"ip":"%s"},{"ip":"%s"}]}}' \
+    "$2" "$1" "$(owner "$7" "$5" "$6")" "$3" "$3" "$4"
+}
+rs_json() { # NS NAME DEPLOYMENT
+  printf '{"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"%s","namespace":"%s","ownerReferences":%s},"spec":{"selector":{}}}' \
+    "$2" "$1" "$(owner apps/v1 Deployment "$3")"
+}
+cat >"$WORK/objects.json" <<OBJECTS
+[
+ {"apiVersion":"v1","kind":"Node","metadata":{"name":"demo-node"},"status":{"addresses":[{"type":"InternalIP","address":"$NODE_UP"},{"type":"InternalIP","address":"$NODE_BR"}]}},
+ $(rs_json shop checkout-6f7c checkout),
+ $(rs_json shop web-5d8b web),
+ $(pod_json shop checkout-6f7c-x2k9p "${POD_IP[0]}" "${POD_IP6[0]}" ReplicaSet checkout-6f7c apps/v1),
+ $(pod_json shop web-5d8b-q8w4r "${POD_IP[1]}" "${POD_IP6[1]}" ReplicaSet web-5d8b apps/v1),
+ $(pod_json data db-0 "${POD_IP[2]}" "${POD_IP6[2]}" StatefulSet db apps/v1),
+ {"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"shop"},"spec":{"clusterIP":"$CLUSTER_IP","clusterIPs":["$CLUSTER_IP"],"ports":[{"port":80,"targetPort":8080,"protocol":"TCP"}]}},
+ {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"web-7xq2","namespace":"shop","labels":{"kubernetes.io/service-name":"web"}},"addressType":"IPv4","endpoints":[{"addresses":["${POD_IP[1]}"],"conditions":{"ready":true}}],"ports":[{"port":8080,"protocol":"TCP"}]}
+]
+OBJECTS
+info "node demo-node; namespace shop: Deployments checkout (pod0) and web (pod1), Service web -> web;"
+info "namespace data: StatefulSet db (pod2); the outside host is outside the cluster"
+step "starting lab-apiserver"
+ip netns exec "$NODE" "$APISERVER" --listen "$API_LISTEN" --objects "$WORK/objects.json" \
+  --kubeconfig "$WORK/kubeconfig" </dev/null >"$WORK/apiserver.log" 2>&1 &
+API_PID=$!
+wait_for "lab-apiserver on $API_LISTEN" 10 test -s "$WORK/kubeconfig"
+cat >"$WORK/netprobe.yaml" <<CONFIG
+k8s:
+  mode: cluster
+  kubeconfig: $WORK/kubeconfig
+  cluster_cidrs: [10.244.0.0/16, 10.96.0.0/16]
+metrics:
+  # The default with Kubernetes (workload level), plus the addresses so that the per-path table
+  # below can pick out each path.
+  flow_attributes: [source.address, destination.address, source.k8s.namespace.name,
+    source.k8s.workload.name, source.k8s.workload.kind, destination.k8s.namespace.name,
+    destination.k8s.workload.name, destination.k8s.workload.kind, destination.k8s.service.name,
+    destination.port, network.transport, network.type]
+CONFIG
 say "Starting VictoriaMetrics (the OTLP backend) inside the node namespace"
 step "starting VictoriaMetrics"
 VM_DATA=$(mktemp -d "/tmp/${PREFIX}vm-data-XXXXXX")
@@ -255,10 +322,12 @@ OTLP_ARGS=(--otlp-endpoint "$VM_URL/opentelemetry" --otlp-protocol http/protobuf
 # on it so the demo shows both entry points: XDP on the uplink, TC on the pod veths.
 # OTEL_METRIC_EXPORT_INTERVAL (ms): push every second; K8S_NODE_NAME becomes k8s.node.name.
 info "OTEL_METRIC_EXPORT_INTERVAL=1000 K8S_NODE_NAME=demo-node \\"
-info "  ip netns exec $NODE $(basename "$BIN") run --listen $LISTEN --poll-interval $POLL --hook eth0=xdp --log warn \\"
+info "  ip netns exec $NODE $(basename "$BIN") run --config netprobe.yaml --listen $LISTEN \\"
+info "  --poll-interval $POLL --hook eth0=xdp --log warn \\"
 info "  ${OTLP_ARGS[*]}"
 OTEL_METRIC_EXPORT_INTERVAL=1000 K8S_NODE_NAME=demo-node \
-  ip netns exec "$NODE" "$BIN" run --listen "$LISTEN" --poll-interval "$POLL" --hook eth0=xdp --log warn \
+  ip netns exec "$NODE" "$BIN" run --config "$WORK/netprobe.yaml" --listen "$LISTEN" --poll-interval "$POLL" \
+  --hook eth0=xdp --log warn \
   "${OTLP_ARGS[@]}" </dev/null >"$AGENT_LOG" 2>&1 &
 AGENT_PID=$!
 agent_healthy() {
@@ -278,6 +347,10 @@ until agent_healthy; do
   sleep 0.1
 done
 info "agent healthy (pid $AGENT_PID) after $((SECONDS - T0)) s since start of demo"
+k8s_synced() { in_ns "$NODE" curl -sf --max-time 1 "$URL/metrics" | grep -qx 'netprobe_agent_k8s_synced 1'; }
+step "waiting until the agent has listed the Kubernetes API (netprobe_agent_k8s_synced 1)"
+wait_for "the agent's Kubernetes index" 20 k8s_synced
+info "the agent's Kubernetes index is synced: flow ends are named"
 
 # --- 3. traffic -----------------------------------------------------------------------------------
 say "Generating traffic on every path (TCP, UDP, ICMP)"
@@ -302,6 +375,8 @@ for p in "${PATHS[@]}"; do
   bg_in "$to" socat -u "UDP-RECV:$uport" /dev/null
   [ "$tool" = socat ] && bg_in "$to" socat -u "TCP-LISTEN:$tport,reuseaddr,fork" /dev/null
 done
+bg_in "$P1" socat -u "TCP-LISTEN:8080,reuseaddr,fork" /dev/null  # Service web's backend
+wait_for "web's server on :8080" 10 listening "$P1" tcp 8080
 for p in "${PATHS[@]}"; do
   IFS='|' read -r name _ to _ _ uport tport _ <<<"$p"
   wait_for "UDP receiver for $name" 10 listening "$to" udp "$uport"
@@ -324,6 +399,8 @@ for p in "${PATHS[@]}"; do
     head -c 65536 /dev/zero | in_ns "$from" socat -u - "TCP:$dst:$tport"
   fi
 done
+step "outside -> Service web: TCP 64 KiB to its ClusterIP $CLUSTER_IP:80 (the node translates it to web's :8080)"
+head -c 65536 /dev/zero | in_ns "$OUTSIDE" socat -u - "TCP:$CLUSTER_IP:80"
 step "ICMPv6: ping pod0 -> outside ($OUTSIDE_IP6)"
 in_ns "$P0" ping -6 -q -c "$PING_COUNT" -i 0.2 -W 1 "$OUTSIDE_IP6" | grep -E 'packets transmitted' | sed 's/^/   /'
 
@@ -396,7 +473,7 @@ grep -E "^netprobe_flow_packets_total\{source_address=\"(${POD_IP[1]}|$NODE_UP|$
 grep -E "^netprobe_flow_packets_total\{.*network_type=\"ipv6\"" "$METRICS" | grep -F "$OUTSIDE_IP6" | sed 's/^/   /' || true
 
 say "Prometheus /metrics: netprobe_packet_size_bytes (pod0->pod1 TCP data, iperf3)"
-grep -E "^netprobe_packet_size_bytes_(bucket|sum|count)\{source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\",destination_port=\"5201\"" "$METRICS" | sed 's/^/   /' || true
+grep -E "^netprobe_packet_size_bytes_(bucket|sum|count)\{source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\".*destination_port=\"5201\"" "$METRICS" | sed 's/^/   /' || true
 
 say "Prometheus /metrics: which hook each interface of the node got"
 grep -E '^netprobe_agent_interface_info' "$METRICS" | sed 's/^/   /' || true
@@ -485,6 +562,17 @@ else
   info "agent /metrics: $agent_n packets, VictoriaMetrics: ${vm_n:-no value} (they differ after 10 s)"
 fi
 
+say "PromQL by workload: what the default attributes give (no addresses, no client ports)"
+step "VictoriaMetrics: TCP packets, client -> server, by namespace / workload / service"
+vm_table "sum by (source_k8s_namespace_name, source_k8s_workload_name, destination_k8s_namespace_name, destination_k8s_workload_name, destination_k8s_workload_kind, destination_k8s_service_name, destination_port) (netprobe_flow_packets_total{network_transport=\"tcp\",destination_port!=\"\"})" \
+  source_k8s_namespace_name source_k8s_workload_name destination_k8s_namespace_name \
+  destination_k8s_workload_name destination_k8s_workload_kind destination_k8s_service_name destination_port
+echo
+vm_table "netprobe_k8s_pods" k8s_namespace_name
+SVC_Q="sum(netprobe_flow_packets_total{source_k8s_workload_name=\"external\",destination_k8s_workload_kind=\"Service\",destination_k8s_service_name=\"web\",destination_port=\"80\"})"
+svc_n=$(vm_value "$SVC_Q" || true)
+info "outside -> Service web: ${svc_n:-no} packets attributed to the service ($SVC_Q)"
+
 STEP="checking the results"
 say "Result"
 if [ "$total" -le 0 ]; then
@@ -498,4 +586,9 @@ if [ "${#odd_paths[@]}" -gt 0 ]; then
   info "WARNING: UDP/ICMP counts differ from what was sent on: ${odd_paths[*]}"
 fi
 info "OTLP push to VictoriaMetrics: pod0->pod1 iperf3 count $VM_AGREE"
+if [ -z "$svc_n" ] || [ "$svc_n" -le 0 ]; then
+  echo "demo: the traffic to Service web's ClusterIP was not attributed to the service" >&2
+  exit 1
+fi
+info "Kubernetes names: traffic to Service web's ClusterIP attributed to it ($svc_n packets)"
 info "OK: $total packets counted in $(grep -c '^netprobe_flow_packets_total{' "$METRICS") flow series; demo took $((SECONDS - T0)) s"

@@ -7,14 +7,14 @@
 //! ```
 //!
 //! `objects.json` is a JSON array of Kubernetes objects (Node, Pod, Service, EndpointSlice,
-//! ReplicaSet, Job), each with `apiVersion` and `kind`. The server runs until stdin closes or
-//! it gets SIGTERM/SIGINT.
+//! ReplicaSet, Job), each with `apiVersion` and `kind`. The server runs until it is killed
+//! (SIGTERM, SIGINT).
 
 #[allow(dead_code, reason = "the demo uses only part of the test server's API")]
 #[path = "../tests/common/apiserver/mod.rs"]
 mod apiserver;
 
-use std::{io::Read as _, net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::{
@@ -75,7 +75,8 @@ fn main() -> anyhow::Result<()> {
         objects.display(),
         api.url()
     );
-    // Until stdin closes (or a signal ends the process).
-    let _ = std::io::stdin().read_to_end(&mut Vec::new());
-    Ok(())
+    // Until a signal ends the process.
+    loop {
+        std::thread::park();
+    }
 }

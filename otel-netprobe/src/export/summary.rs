@@ -10,7 +10,10 @@ use std::{
 use netprobe_ebpf::{Counter, tcp_flags};
 use serde::{Deserialize, Serialize};
 
-use crate::flow::{Snapshot, Transport};
+use crate::{
+    flow::{Snapshot, Transport},
+    k8s::naming::{Peer, UNKNOWN},
+};
 
 /// Packets and bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +35,23 @@ pub struct Talker {
     pub bytes: u64,
     /// Flows it sent on.
     pub flows: u64,
+    /// Who it is, with Kubernetes: `namespace/workload (Kind)`, `node NAME`, `external` (or a
+    /// CIDR group), `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One namespace, with Kubernetes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceSummary {
+    /// Pods (running or pending).
+    pub pods: u64,
+    /// Services.
+    pub services: u64,
+    /// Traffic its pods and services sent.
+    pub sent: Volume,
+    /// Traffic sent to its pods and services.
+    pub received: Volume,
 }
 
 /// The summary document.
@@ -54,6 +74,23 @@ pub struct Summary {
     pub top_talkers: Vec<Talker>,
     /// Packets passed but not counted in a flow: non-IP, malformed, untracked (table full).
     pub not_in_flows: BTreeMap<String, u64>,
+    /// With Kubernetes: per namespace (under the namespace filter), its objects and traffic.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, NamespaceSummary>,
+}
+
+/// A flow end for people.
+fn peer_name(p: Peer<'_>) -> String {
+    match p {
+        Peer::Pod(pod) => format!(
+            "{}/{} ({})",
+            pod.namespace, pod.workload.name, pod.workload.kind
+        ),
+        Peer::Service(svc) => format!("{}/{} (Service)", svc.namespace, svc.name),
+        Peer::Node(n) => format!("node {n}"),
+        Peer::External(g) => g.to_string(),
+        Peer::Unknown => UNKNOWN.to_owned(),
+    }
 }
 
 fn tcp_state(flags: u64) -> &'static str {
@@ -79,7 +116,28 @@ impl Summary {
         let mut sources = HashSet::new();
         let mut dests = HashSet::new();
         let mut talkers: HashMap<std::net::IpAddr, Talker> = HashMap::new();
+        let naming = &snap.naming;
+        let cluster = naming.rules.cluster;
+        if cluster {
+            for (ns, c) in &naming.index.namespaces {
+                if naming.rules.namespace_allowed(ns) {
+                    let n = s.namespaces.entry(ns.to_string()).or_default();
+                    (n.pods, n.services) = (c.pods, c.services);
+                }
+            }
+        }
         for f in &snap.flows {
+            if cluster {
+                let (src, dst) = (naming.peer(f.src), naming.peer(f.dst));
+                for (peer, sent) in [(src, true), (dst, false)] {
+                    let Some(ns) = peer.namespace() else { continue };
+                    if let Some(n) = s.namespaces.get_mut(&**ns) {
+                        let v = if sent { &mut n.sent } else { &mut n.received };
+                        v.packets += f.packets;
+                        v.bytes += f.bytes;
+                    }
+                }
+            }
             s.total.packets += f.packets;
             s.total.bytes += f.bytes;
             s.flows += 1;
@@ -98,6 +156,7 @@ impl Summary {
                 packets: 0,
                 bytes: 0,
                 flows: 0,
+                name: cluster.then(|| peer_name(naming.peer(f.src))),
             });
             t.packets += f.packets;
             t.bytes += f.bytes;
@@ -155,15 +214,32 @@ impl Summary {
         let _ = writeln!(o, "\nTop talkers (by bytes sent)");
         let _ = writeln!(
             o,
-            "  {:<40} {:>10} {:>14} {:>6}",
+            "  {:<40} {:>10} {:>14} {:>6}  name",
             "source", "packets", "bytes", "flows"
         );
         for t in &self.top_talkers {
             let _ = writeln!(
                 o,
-                "  {:<40} {:>10} {:>14} {:>6}",
-                t.address, t.packets, t.bytes, t.flows
+                "  {:<40} {:>10} {:>14} {:>6}  {}",
+                t.address,
+                t.packets,
+                t.bytes,
+                t.flows,
+                t.name.as_deref().unwrap_or("-")
             );
+        }
+        if !self.namespaces.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nNamespaces        pods services   sent bytes  received bytes"
+            );
+            for (ns, n) in &self.namespaces {
+                let _ = writeln!(
+                    o,
+                    "  {ns:<16} {:>4} {:>8} {:>12} {:>15}",
+                    n.pods, n.services, n.sent.bytes, n.received.bytes
+                );
+            }
         }
         let _ = writeln!(o, "\nPassed, not in a flow");
         for (k, n) in &self.not_in_flows {

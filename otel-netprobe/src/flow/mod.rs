@@ -4,12 +4,12 @@
 //! Sits between `ebpf` (which hands it kernel map contents) and `export` (which only ever sees
 //! [`Snapshot`]s). Touches no kernel object itself, so it is unit-tested without root.
 
+mod attrs;
 mod series;
 mod snapshot;
 mod table;
 
-pub use series::{
-    Budget, Budgets, FlowAttr, Labels, OVERFLOW, SeriesCounts, SeriesSet, SeriesSets, labels,
-};
+pub use attrs::{EndPart, FlowAttr, Lookups, Side, labels};
+pub use series::{Budget, Budgets, Labels, OVERFLOW, SeriesCounts, SeriesSet, SeriesSets};
 pub use snapshot::{FlowView, GlobalCounters, Snapshot, Transport};
 pub use table::{CycleStats, FlowTable, KernelFlow};

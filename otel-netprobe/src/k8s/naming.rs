@@ -168,6 +168,26 @@ impl Peer<'_> {
     }
 }
 
+/// Whether `ip` can be a peer beyond the node's links: link-local, multicast, loopback and
+/// unspecified addresses are never `external` (neighbour discovery, DHCP, mDNS).
+fn routable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => {
+            !(v.is_link_local()
+                || v.is_multicast()
+                || v.is_loopback()
+                || v.is_unspecified()
+                || v.is_broadcast())
+        }
+        IpAddr::V6(v) => {
+            !(v.is_unicast_link_local()
+                || v.is_multicast()
+                || v.is_loopback()
+                || v.is_unspecified())
+        }
+    }
+}
+
 /// The index of one moment with the rules: everything needed to name a flow's ends.
 #[derive(Clone, Debug)]
 pub struct Naming {
@@ -199,6 +219,7 @@ impl Naming {
         }
         if !self.rules.cluster
             || !self.index.synced
+            || !routable(ip)
             || self.rules.cluster_cidrs.iter().any(|c| c.contains(ip))
         {
             return Peer::Unknown;
@@ -334,6 +355,9 @@ mod tests {
         let n = naming(true);
         assert!(matches!(n.peer(ip("203.0.113.1")), Peer::External(g) if &**g == EXTERNAL));
         assert_eq!(n.peer(ip("10.244.9.9")), Peer::Unknown);
+        assert_eq!(n.peer(ip("fe80::1")), Peer::Unknown);
+        assert_eq!(n.peer(ip("ff02::16")), Peer::Unknown);
+        assert_eq!(n.peer(ip("169.254.1.1")), Peer::Unknown);
     }
 
     #[test]
