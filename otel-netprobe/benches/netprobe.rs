@@ -430,14 +430,76 @@ fn export_cost() {
     }
 }
 
-fn k8s_index() {
-    use otel_netprobe::k8s::{
-        index::{Controlled, IndexStore, OwnerRef, Pod, Record, Service, Slice},
-        naming::{Naming, NamingRules},
+/// A store of `n` pods: ten per Deployment (via its ReplicaSet), 20 namespaces, 50 nodes; one
+/// service per Deployment with an EndpointSlice of its ten pods.
+fn k8s_store(n: u32) -> otel_netprobe::k8s::index::IndexStore {
+    use otel_netprobe::k8s::index::{
+        Controlled, IndexStore, OwnerRef, Pod, Record, Service, Slice,
     };
     use std::net::{IpAddr, Ipv4Addr};
-    println!("\n== Kubernetes IP index (store + snapshot), per pod ==");
     let now = std::time::Instant::now();
+    let mut store = IndexStore::new(Duration::from_secs(30));
+    let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0af4_0000 + i));
+    let owner = |kind: &str, name: String| {
+        Some(OwnerRef {
+            kind: kind.into(),
+            name: name.into(),
+        })
+    };
+    // Ten pods per Deployment (via its ReplicaSet), 20 namespaces, 50 nodes; one service
+    // per Deployment with an EndpointSlice of its ten pods.
+    for i in 0..n {
+        let ns = format!("namespace-{}", (i / 10) % 20);
+        let rs = format!("app-{}-7d9f8c6b5", i / 10);
+        let pod = Pod {
+            namespace: ns.as_str().into(),
+            name: format!("{rs}-{i:05x}").into(),
+            node: format!("node-{}", i % 50).into(),
+            workload: owner("ReplicaSet", rs.clone()).unwrap(),
+            owner: owner("ReplicaSet", rs),
+            ips: vec![ip(i)],
+            host_network: false,
+        };
+        let uid = format!("{i:08x}-0000-4000-8000-000000000000");
+        store.upsert(
+            &uid,
+            Record::Pod {
+                pod,
+                terminal: false,
+            },
+            now,
+        );
+    }
+    for i in 0..n / 10 {
+        let ns = format!("namespace-{}", i % 20);
+        let rs = Controlled {
+            namespace: ns.as_str().into(),
+            name: format!("app-{i}-7d9f8c6b5").into(),
+            owner: owner("Deployment", format!("app-{i}")),
+        };
+        store.upsert(&format!("rs-{i}"), Record::ReplicaSet(rs), now);
+        let svc = Service {
+            namespace: ns.as_str().into(),
+            name: format!("svc-{i}").into(),
+            cluster_ips: vec![IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i))],
+            ports: vec![80],
+        };
+        store.upsert(&format!("svc-{i}"), Record::Service(svc), now);
+        let slice = Slice {
+            namespace: ns.as_str().into(),
+            service: format!("svc-{i}").into(),
+            addresses: (0..10).map(|j| ip(i * 10 + j)).collect(),
+            ports: vec![8080],
+        };
+        store.upsert(&format!("slice-{i}"), Record::Slice(slice), now);
+    }
+    store
+}
+
+fn k8s_index() {
+    use otel_netprobe::k8s::naming::{Naming, NamingRules};
+    use std::net::{IpAddr, Ipv4Addr};
+    println!("\n== Kubernetes IP index (store + snapshot), per pod ==");
     // The first round warms up (code, allocator arenas) and is not reported: the figures are
     // the index's own, not one-time costs of the process.
     for (n, report) in [
@@ -448,61 +510,8 @@ fn k8s_index() {
     ] {
         let before = rss_bytes();
         let heap_before = live_heap();
-        let mut store = IndexStore::new(Duration::from_secs(30));
+        let mut store = k8s_store(n);
         let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0af4_0000 + i));
-        let owner = |kind: &str, name: String| {
-            Some(OwnerRef {
-                kind: kind.into(),
-                name: name.into(),
-            })
-        };
-        // Ten pods per Deployment (via its ReplicaSet), 20 namespaces, 50 nodes; one service
-        // per Deployment with an EndpointSlice of its ten pods.
-        for i in 0..n {
-            let ns = format!("namespace-{}", (i / 10) % 20);
-            let rs = format!("app-{}-7d9f8c6b5", i / 10);
-            let pod = Pod {
-                namespace: ns.as_str().into(),
-                name: format!("{rs}-{i:05x}").into(),
-                node: format!("node-{}", i % 50).into(),
-                workload: owner("ReplicaSet", rs.clone()).unwrap(),
-                owner: owner("ReplicaSet", rs),
-                ips: vec![ip(i)],
-                host_network: false,
-            };
-            let uid = format!("{i:08x}-0000-4000-8000-000000000000");
-            store.upsert(
-                &uid,
-                Record::Pod {
-                    pod,
-                    terminal: false,
-                },
-                now,
-            );
-        }
-        for i in 0..n / 10 {
-            let ns = format!("namespace-{}", i % 20);
-            let rs = Controlled {
-                namespace: ns.as_str().into(),
-                name: format!("app-{i}-7d9f8c6b5").into(),
-                owner: owner("Deployment", format!("app-{i}")),
-            };
-            store.upsert(&format!("rs-{i}"), Record::ReplicaSet(rs), now);
-            let svc = Service {
-                namespace: ns.as_str().into(),
-                name: format!("svc-{i}").into(),
-                cluster_ips: vec![IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i))],
-                ports: vec![80],
-            };
-            store.upsert(&format!("svc-{i}"), Record::Service(svc), now);
-            let slice = Slice {
-                namespace: ns.as_str().into(),
-                service: format!("svc-{i}").into(),
-                addresses: (0..10).map(|j| ip(i * 10 + j)).collect(),
-                ports: vec![8080],
-            };
-            store.upsert(&format!("slice-{i}"), Record::Slice(slice), now);
-        }
         let t = std::time::Instant::now();
         let index = store.build();
         let build_ms = t.elapsed().as_secs_f64() * 1e3;
