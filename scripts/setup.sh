@@ -39,7 +39,7 @@ fi
 
 # --- Debian packages: lab and traffic tools ----------------------------------------------------------
 need_pkgs=()
-for p in iproute2 iperf3 iputils-ping nftables tcpdump socat python3 curl; do
+for p in iproute2 iperf3 iputils-ping nftables tcpdump socat python3 curl openssl; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

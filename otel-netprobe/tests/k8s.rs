@@ -4,9 +4,16 @@
 
 mod common;
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
-use common::{apiserver::FakeApiServer, cluster, wait_until};
+use common::{
+    apiserver::{FakeApiServer, Security, TlsFiles},
+    cluster, wait_until,
+};
 use k8s_openapi::api::core::v1::Pod;
 use otel_netprobe::{
     config::{K8sConfig, K8sMode},
@@ -349,4 +356,52 @@ fn cluster_mode_without_an_api_refuses_to_start() {
         msg.contains("k8s.kubeconfig") && msg.contains("missing"),
         "{msg}"
     );
+}
+
+#[test]
+fn https_and_a_bearer_token_as_a_real_cluster_serves_them() {
+    let dir = TempDir(std::env::temp_dir().join(common::unique("k8stls")));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    common::certs::make(&dir.0);
+    let security = Security {
+        tls: Some(TlsFiles {
+            cert: dir.0.join("server.pem"),
+            key: dir.0.join("server.key"),
+            ca: dir.0.join("ca.pem"),
+        }),
+        token: Some("s3cr3t-token".into()),
+    };
+    let port = Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let bind = move || {
+        let l =
+            std::net::TcpListener::bind(("127.0.0.1", port.load(Ordering::Relaxed))).expect("bind");
+        port.store(l.local_addr().expect("addr").port(), Ordering::Relaxed);
+        l
+    };
+    let api = FakeApiServer::start_secure(bind, security);
+    assert!(api.url().starts_with("https://"), "{}", api.url());
+    api.apply(&cluster::pod("shop", "a", &["10.244.0.61"], "node-a", None));
+    // The right token over TLS: the index fills.
+    let c = start(api, Duration::from_secs(30));
+    c.wait_synced();
+    assert_eq!(c.name("10.244.0.61", None), "pod a Pod/a");
+    assert_eq!(c.api.unauthorized(), 0);
+    // A wrong token: every request is refused, the failures are counted, nothing is named.
+    let wrong = dir.0.join("wrong-kubeconfig");
+    c.api
+        .write_kubeconfig_with_token(&wrong, Some("not-the-token"));
+    let cfg = K8sConfig {
+        mode: K8sMode::Cluster,
+        kubeconfig: wrong.display().to_string(),
+        ..K8sConfig::default()
+    };
+    let refused = K8s::start(&cfg).expect("starts").expect("cluster mode");
+    let restarts = |k: &K8s| k.shared().health().watch_restarts.iter().sum::<u64>();
+    assert!(
+        wait_until(DEADLINE, || restarts(&refused) >= 6),
+        "each watcher's refused list is counted"
+    );
+    assert!(c.api.unauthorized() >= 6);
+    assert!(!refused.shared().index().synced);
+    assert!(refused.shared().index().is_empty());
 }

@@ -3,6 +3,8 @@
 //! points that arrive are the snapshot's, exactly; a receiver that is absent at first is caught
 //! up with once it starts, and the loss is counted.
 
+mod common;
+
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex, RwLock},
@@ -297,46 +299,12 @@ fn a_late_collector_gets_the_totals_and_the_loss_is_counted() {
     assert!(dropped / failed > 3);
 }
 
-/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate, with openssl.
-fn certificates(dir: &std::path::Path) {
-    let run = |args: &str| {
-        let ok = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("cd {} && {args}", dir.display()))
-            .output()
-            .expect("openssl");
-        assert!(
-            ok.status.success(),
-            "{args}: {}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
-    };
-    run(
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=netprobe-test-ca",
-    );
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
-        ),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ] {
-        run(&format!(
-            "openssl req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name}"
-        ));
-        run(&format!("printf '{ext}\\n' > {name}.ext"));
-        run(&format!(
-            "openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 1 -extfile {name}.ext"
-        ));
-    }
-}
-
 #[test]
 fn grpc_over_mutual_tls() {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
     let dir = std::env::temp_dir().join(format!("netprobe-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    certificates(&dir);
+    common::certs::make(&dir);
     let file = |n: &str| dir.join(n).display().to_string();
     let read = |n: &str| std::fs::read(dir.join(n)).unwrap();
     let addr = free_port();

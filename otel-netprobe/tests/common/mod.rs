@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod apiserver;
 pub mod backends;
+pub mod certs;
 pub mod cluster;
 pub mod packets;
 pub mod traffic;

@@ -11,6 +11,7 @@ use super::{
 pub(super) async fn serve(
     listener: &tokio::net::TcpListener,
     store: &Shared,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: oneshot::Receiver<()>,
 ) {
     // Every connection ends when this is dropped.
@@ -30,12 +31,30 @@ pub(super) async fn serve(
             let response = route(&store, &req);
             async move { Ok::<_, Infallible>(response) }
         });
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                biased;
-                _ = killed.changed() => {}
-                _ = conn => {}
+            let builder = http1::Builder::new();
+            match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        biased;
+                        _ = killed.changed() => {}
+                        _ = conn => {}
+                    }
+                }
+                Some(tls) => {
+                    // A failed handshake (a client that does not trust us) just closes.
+                    let Ok(stream) = tls.accept(stream).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        biased;
+                        _ = killed.changed() => {}
+                        _ = conn => {}
+                    }
+                }
             }
         });
     }
@@ -43,6 +62,19 @@ pub(super) async fn serve(
 
 pub(super) fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
     let path = req.uri().path();
+    {
+        let mut store = lock(shared);
+        if let Some(token) = &store.token {
+            let sent = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if sent != Some(format!("Bearer {token}").as_str()) {
+                store.unauthorized += 1;
+                return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+            }
+        }
+    }
     if req.method() != Method::GET {
         return status(
             StatusCode::METHOD_NOT_ALLOWED,

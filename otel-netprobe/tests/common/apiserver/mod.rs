@@ -87,6 +87,8 @@ type Shared = Arc<Mutex<Store>>;
 /// inside another tokio runtime.
 pub struct FakeApiServer {
     store: Shared,
+    security: Security,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     bind: Box<dyn Fn() -> TcpListener + Send + Sync>,
     addr: SocketAddr,
     runtime: tokio::runtime::Handle,
@@ -111,6 +113,48 @@ struct Store {
     lists: HashMap<String, usize>,
     watches: HashMap<String, usize>,
     bookmarks: usize,
+    /// Requests must carry `Authorization: Bearer {token}` (else 401).
+    token: Option<String>,
+    /// Requests refused with 401.
+    unauthorized: usize,
+}
+
+/// Transport security and authentication, as a real API server has them.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// Serve HTTPS with this certificate and key (PEM files), trusted through `ca` (PEM).
+    pub tls: Option<TlsFiles>,
+    /// The bearer token every request must carry.
+    pub token: Option<String>,
+}
+
+/// A server certificate, its key, and the CA a client trusts it by.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Server certificate (PEM).
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub key: std::path::PathBuf,
+    /// The CA's certificate (PEM), written into the kubeconfig.
+    pub ca: std::path::PathBuf,
+}
+
+fn acceptor(files: &TlsFiles) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .expect("server certificate")
+        .collect::<Result<_, _>>()
+        .expect("server certificate PEM");
+    let key = PrivateKeyDer::from_pem_file(&files.key).expect("server key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server certificate and key");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 struct Resource {
@@ -224,6 +268,14 @@ impl FakeApiServer {
     /// SO_REUSEADDR on Unix, so a port just closed can be bound again). It may bind inside
     /// another network namespace.
     pub fn start(bind: impl Fn() -> TcpListener + Send + Sync + 'static) -> Self {
+        Self::start_secure(bind, Security::default())
+    }
+
+    /// As [`Self::start`], with HTTPS and/or a required bearer token.
+    pub fn start_secure(
+        bind: impl Fn() -> TcpListener + Send + Sync + 'static,
+        security: Security,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -248,10 +300,13 @@ impl FakeApiServer {
         let store = Store {
             rv: 1,
             resources: resources.collect(),
+            token: security.token.clone(),
             ..Store::default()
         };
         let mut server = Self {
             store: Arc::new(Mutex::new(store)),
+            tls: security.tls.as_ref().map(acceptor),
+            security,
             bind: Box::new(bind),
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             runtime: handle,
@@ -285,15 +340,31 @@ impl FakeApiServer {
 
     /// `http://ADDR`, the cluster URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Requests refused for a missing or wrong bearer token.
+    pub fn unauthorized(&self) -> usize {
+        lock(&self.store).unauthorized
     }
 
     /// Writes a kubeconfig whose current context points at this server (no credentials).
     pub fn write_kubeconfig(&self, path: &Path) {
+        self.write_kubeconfig_with_token(path, self.security.token.as_deref());
+    }
+
+    /// As [`Self::write_kubeconfig`], with the given bearer token (or none) instead of the
+    /// server's, to test refused credentials. With TLS, the CA is the server's.
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: Option<&str>) {
         let url = self.url();
+        let ca = self.security.tls.as_ref().map_or(String::new(), |t| {
+            format!("\n    certificate-authority: {}", t.ca.display())
+        });
+        let user = token.map_or_else(|| "{}".to_owned(), |t| format!("\n    token: {t}"));
         let config = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
-             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    \
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}{ca}\n\
+             users:\n- name: fake\n  user: {user}\ncontexts:\n- name: fake\n  context:\n    \
              cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\n"
         );
         std::fs::write(path, config).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
@@ -437,10 +508,11 @@ impl FakeApiServer {
         let (stop, stop_rx) = oneshot::channel();
         let (stopped_tx, stopped) = std_mpsc::channel();
         let store = Arc::clone(&self.store);
+        let tls = self.tls.clone();
         self.runtime.spawn(async move {
             let listener =
                 tokio::net::TcpListener::from_std(listener).expect("registering the listener");
-            serve(&listener, &store, stop_rx).await;
+            serve(&listener, &store, tls, stop_rx).await;
             drop(listener);
             let _ = stopped_tx.send(());
         });
