@@ -199,9 +199,16 @@ async fn client_config(cfg: &K8sConfig) -> Result<Option<kube::Config>, K8sError
             from_file(Path::new(&cfg.kubeconfig))?,
         ))
     } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        return kube::Config::incluster()
-            .map(Some)
-            .map_err(K8sError::InCluster);
+        return match kube::Config::incluster() {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if cfg.mode == K8sMode::Cluster => Err(K8sError::InCluster(e)),
+            // In a pod without a service account token (automountServiceAccountToken: false),
+            // `auto` means standalone.
+            Err(e) => {
+                tracing::warn!(error = %e, "in-cluster Kubernetes configuration is unusable");
+                Ok(None)
+            }
+        };
     } else {
         let env = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty());
         let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".kube/config"));
