@@ -171,3 +171,36 @@ fn bad_otlp_settings_stop_the_start_with_the_key() {
         assert!(e.contains(want), "{args:?} {env:?}: {e}");
     }
 }
+
+#[test]
+fn cluster_mode_without_a_usable_api_stops_the_start_with_the_key() {
+    let dir = std::env::temp_dir().join(format!("netprobe-cli-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            "k8s:\n  mode: cluster\n  kubeconfig: /nonexistent/kubeconfig\n",
+            "config key `k8s.kubeconfig`: cannot use /nonexistent/kubeconfig",
+        ),
+        (
+            "k8s:\n  mode: cluster\n",
+            "config key `k8s.mode`: cluster, but no Kubernetes API is configured",
+        ),
+    ];
+    for (n, (yaml, want)) in cases.iter().enumerate() {
+        let path = dir.join(format!("config{n}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        // No API anywhere: no in-cluster variables, no $KUBECONFIG, no ~/.kube/config.
+        let o = bin()
+            .args(["run", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBECONFIG")
+            .env("HOME", "/nonexistent")
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{yaml}");
+        let e = stderr(&o);
+        assert!(e.contains(want), "{yaml}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
