@@ -459,6 +459,7 @@ fn k8s_store(n: u32) -> otel_netprobe::k8s::index::IndexStore {
             owner: owner("ReplicaSet", rs),
             ips: vec![ip(i)],
             host_network: false,
+            host_ports: Vec::new(),
         };
         let uid = format!("{i:08x}-0000-4000-8000-000000000000");
         store.upsert(

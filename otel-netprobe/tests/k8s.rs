@@ -94,6 +94,19 @@ impl Cluster {
         }
     }
 
+    /// How `ip` is named as the server on `port` (a hostNetwork pod on its declared ports).
+    fn name_at(&self, ip: &str, port: u16) -> String {
+        let naming = Naming {
+            index: self.index(),
+            rules: Arc::clone(&self.rules),
+        };
+        match naming.peer_at(ip.parse().expect("ip"), Some(port)) {
+            Peer::Pod(p) => format!("pod {} {}/{}", p.name, p.workload.kind, p.workload.name),
+            Peer::Node(n) => format!("node {n}"),
+            other => format!("{other:?}"),
+        }
+    }
+
     /// Waits until `ip` is named `want`.
     fn wait_name(&self, ip: &str, port: Option<u16>, want: &str) {
         let ok = wait_until(DEADLINE, || self.name(ip, port) == want);
@@ -180,6 +193,7 @@ fn pods_services_owners_and_host_network() {
         "node-exporter-x",
         "192.0.2.10",
         "node-a",
+        9100,
     ));
     c.wait_name("10.96.0.10", Some(443), "svc payments");
     c.wait_name(
@@ -193,6 +207,12 @@ fn pods_services_owners_and_host_network() {
     );
     c.wait_name("10.244.0.13", None, "pod backup-2911-q7 CronJob/backup");
     assert_eq!(c.name("192.0.2.10", None), "node node-a");
+    // ... except on the port the hostNetwork pod declares.
+    assert_eq!(
+        c.name_at("192.0.2.10", 9100),
+        "pod node-exporter-x DaemonSet/node-exporter-x"
+    );
+    assert_eq!(c.name_at("192.0.2.10", 22), "node node-a");
     // Per-namespace counts: the hostNetwork pod counts in its namespace.
     let idx = c.index();
     let count = |ns: &str| idx.namespaces.get(ns).map(|n| (n.pods, n.services));

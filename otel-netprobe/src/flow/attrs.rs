@@ -278,13 +278,7 @@ impl Plan {
         peers: Option<(Peer<'_>, Peer<'_>)>,
     ) -> SeriesKey {
         let mut k = SeriesKey::default();
-        let port = || {
-            if naming.rules.cluster {
-                f.server_port_by(|ip, port| naming.serves(ip, port))
-            } else {
-                f.server_port()
-            }
-        };
+        let port = || server_port(f, naming);
         for a in &self.attrs {
             match a {
                 FlowAttr::SourceAddress => k.src = Some(f.src),
@@ -363,12 +357,34 @@ impl Plan {
     }
 }
 
+/// The server port of `f`, and whether the destination is the server: from the handshake,
+/// then (with Kubernetes) a service, endpoint or hostNetwork port, then the lower port.
+pub fn server_port(f: &FlowView, naming: &Naming) -> Option<(u16, bool)> {
+    if naming.rules.cluster {
+        f.server_port_by(|ip, port| naming.serves(ip, port))
+    } else {
+        f.server_port()
+    }
+}
+
+/// Both ends of `f`, named: the server end by its address and port (a hostNetwork pod is
+/// named on the ports it declares), the client end by its address.
+pub fn peers<'a>(f: &FlowView, naming: &'a Naming) -> (Peer<'a>, Peer<'a>) {
+    let port = server_port(f, naming);
+    let at = |dst: bool| match port {
+        Some((p, d)) if d == dst => Some(p),
+        _ => None,
+    };
+    (
+        naming.peer_at(f.src, at(false)),
+        naming.peer_at(f.dst, at(true)),
+    )
+}
+
 /// The labels of `f` for the attributes `attrs`, named by `naming`.
 pub fn labels(f: &FlowView, attrs: &[FlowAttr], naming: &Naming) -> Labels {
     let plan = Plan::new(attrs.to_vec());
-    let peers = plan
-        .needs_peers()
-        .then(|| (naming.peer(f.src), naming.peer(f.dst)));
+    let peers = plan.needs_peers().then(|| peers(f, naming));
     plan.labels(&plan.key(f, naming, peers))
 }
 
@@ -414,10 +430,8 @@ mod tests {
         FlowView::new(&key, 400, b, flags, (0, 0))
     }
 
-    fn naming(exclude: &[&str]) -> Naming {
-        let now = Instant::now();
-        let mut s = IndexStore::new(Duration::from_secs(30));
-        let pod = |ns: &str, name: &str, ip: &str, kind: &str, wl: &str| Record::Pod {
+    fn pod(ns: &str, name: &str, ip: &str, kind: &str, wl: &str) -> Record {
+        Record::Pod {
             pod: Pod {
                 namespace: ns.into(),
                 name: name.into(),
@@ -432,9 +446,15 @@ mod tests {
                 },
                 ips: vec![ip.parse().unwrap()],
                 host_network: false,
+                host_ports: Vec::new(),
             },
             terminal: false,
-        };
+        }
+    }
+
+    fn naming(exclude: &[&str]) -> Naming {
+        let now = Instant::now();
+        let mut s = IndexStore::new(Duration::from_secs(30));
         for k in Kind::ALL {
             s.begin_relist(k);
         }
@@ -458,6 +478,33 @@ mod tests {
                 "StatefulSet",
                 "payments",
             ),
+            now,
+        );
+        s.upsert(
+            "n",
+            Record::Node("node-a".into(), vec!["192.0.2.10".parse().unwrap()]),
+            now,
+        );
+        let Record::Pod {
+            pod: mut exporter, ..
+        } = pod(
+            "monitoring",
+            "node-exporter-x",
+            "192.0.2.10",
+            "DaemonSet",
+            "node-exporter",
+        )
+        else {
+            unreachable!()
+        };
+        exporter.host_network = true;
+        exporter.host_ports = vec![9100];
+        s.upsert(
+            "x",
+            Record::Pod {
+                pod: exporter,
+                terminal: false,
+            },
             now,
         );
         s.upsert(
@@ -547,6 +594,25 @@ mod tests {
             tcp_flags::ACK,
         );
         assert!(text(&labels(&mid, &attrs, &n)).contains("source.port=8443"));
+        // A hostNetwork pod is named on its declared port; the node's other ports name the node.
+        let scrape = tcp(
+            [10, 244, 0, 11],
+            41001,
+            [192, 0, 2, 10],
+            9100,
+            tcp_flags::SYN,
+        );
+        let l = text(&labels(&scrape, &attrs, &n));
+        assert!(
+            l.contains("destination.k8s.namespace.name=monitoring destination.k8s.workload.name=node-exporter destination.k8s.workload.kind=DaemonSet"),
+            "{l}"
+        );
+        let ssh = tcp([10, 244, 0, 11], 41002, [192, 0, 2, 10], 22, tcp_flags::SYN);
+        let l = text(&labels(&ssh, &attrs, &n));
+        assert!(
+            l.contains("destination.k8s.workload.name=node-a destination.k8s.workload.kind=Node"),
+            "{l}"
+        );
         // Outside the cluster, and pods on demand.
         let ext = tcp(
             [203, 0, 113, 9],

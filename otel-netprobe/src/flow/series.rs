@@ -93,7 +93,7 @@ impl Budget {
         // Per attribute set: its counts and how many flows it adds up.
         let mut agg: FxHashMap<SeriesKey, (SeriesCounts, u64)> = FxHashMap::default();
         for f in flows {
-            let peers = lookup.then(|| (naming.peer(f.src), naming.peer(f.dst)));
+            let peers = lookup.then(|| super::attrs::peers(f, naming));
             if let Some((src, dst)) = peers {
                 for p in [src, dst] {
                     match p {

@@ -88,6 +88,9 @@ pub struct Pod {
     pub ips: Vec<IpAddr>,
     /// `spec.hostNetwork`.
     pub host_network: bool,
+    /// For hostNetwork pods: the ports its containers declare, which name the pod on its
+    /// node's addresses (the node's other ports name the node).
+    pub host_ports: Vec<u16>,
 }
 
 /// A service, trimmed.
@@ -199,6 +202,8 @@ pub struct IndexSizes {
 pub struct IpIndex {
     by_ip: FxHashMap<IpAddr, Entry>,
     endpoints: FxHashMap<(IpAddr, u16), Arc<Service>>,
+    /// hostNetwork pods by (node address, declared port).
+    host_ports: FxHashMap<(IpAddr, u16), Arc<Pod>>,
     /// Per namespace, live pods and services.
     pub namespaces: BTreeMap<Arc<str>, NamespaceCounts>,
     /// Every watcher has completed its first list: an address not found is not in the cluster.
@@ -216,6 +221,11 @@ impl IpIndex {
     /// The service a backing pod serves on (`ip`, `port`), from the EndpointSlices.
     pub fn endpoint(&self, ip: IpAddr, port: u16) -> Option<&Arc<Service>> {
         self.endpoints.get(&(ip, port))
+    }
+
+    /// The hostNetwork pod serving (`ip`, `port`) on its node's address.
+    pub fn host_port(&self, ip: IpAddr, port: u16) -> Option<&Arc<Pod>> {
+        self.host_ports.get(&(ip, port))
     }
 
     /// Addresses indexed.
@@ -466,6 +476,7 @@ impl IndexStore {
             }
         }
         // Deleted pods first, so a live pod with the same IP overwrites them.
+        let mut host_ports = FxHashMap::default();
         for live in [false, true] {
             for r in self.pods.values().filter(|r| r.deleted.is_none() == live) {
                 if live {
@@ -475,6 +486,11 @@ impl IndexStore {
                         .pods += 1;
                 }
                 if r.pod.host_network {
+                    for ip in &r.pod.ips {
+                        for port in &r.pod.host_ports {
+                            host_ports.insert((*ip, *port), Arc::clone(&r.pod));
+                        }
+                    }
                     continue;
                 }
                 for ip in &r.pod.ips {
@@ -516,6 +532,7 @@ impl IndexStore {
             },
             by_ip,
             endpoints,
+            host_ports,
             namespaces,
             synced: Kind::ALL.iter().all(|k| self.synced.contains(k)),
         }

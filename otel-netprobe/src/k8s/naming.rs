@@ -227,6 +227,15 @@ impl Naming {
         Peer::External(&self.rules.external)
     }
 
+    /// What `ip` is when it serves on `port`: a hostNetwork pod on its node's address is
+    /// named by the ports it declares; otherwise as [`Self::peer`].
+    pub fn peer_at(&self, ip: IpAddr, port: Option<u16>) -> Peer<'_> {
+        if let Some(p) = port.and_then(|p| self.index.host_port(ip, p)) {
+            return Peer::Pod(p);
+        }
+        self.peer(ip)
+    }
+
     /// The service behind (`ip`, `port`) when `ip` is the server: its ClusterIP, or a backing
     /// pod's endpoint.
     pub fn service<'a>(
@@ -248,7 +257,10 @@ impl Naming {
         match self.index.get(ip) {
             Some(Entry::Service(s)) => s.ports.contains(&port),
             Some(Entry::Pod(_)) => self.index.endpoint(ip, port).is_some(),
-            _ => false,
+            Some(Entry::Node(_)) => {
+                self.index.host_port(ip, port).is_some() || self.index.endpoint(ip, port).is_some()
+            }
+            None => false,
         }
     }
 
@@ -313,6 +325,7 @@ mod tests {
                 },
                 ips: vec![ip(addr)],
                 host_network: false,
+                host_ports: Vec::new(),
             },
             terminal: false,
         };

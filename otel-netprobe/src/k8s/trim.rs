@@ -56,6 +56,19 @@ fn ips<'a>(list: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
     v
 }
 
+/// The ports a hostNetwork pod's containers declare (container and host port are the same).
+fn host_ports(spec: Option<&k8s_openapi::api::core::v1::PodSpec>) -> Vec<u16> {
+    let mut v: Vec<u16> = spec
+        .into_iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| port(p.host_port.unwrap_or(p.container_port)))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 fn port(p: i32) -> Option<u16> {
     u16::try_from(p).ok().filter(|p| *p != 0)
 }
@@ -78,6 +91,7 @@ impl Trim for KPod {
             addrs = ips(status.and_then(|s| s.pod_ip.as_deref()));
         }
         let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or_default();
+        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
         Some(Record::Pod {
             pod: Pod {
                 namespace: text(self.metadata.namespace.as_ref()),
@@ -89,7 +103,12 @@ impl Trim for KPod {
                 node: text(spec.and_then(|s| s.node_name.as_ref())),
                 owner,
                 ips: addrs,
-                host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+                host_ports: if host_network {
+                    host_ports(spec)
+                } else {
+                    Vec::new()
+                },
+                host_network,
             },
             terminal: matches!(phase, "Succeeded" | "Failed"),
         })
@@ -230,13 +249,15 @@ mod tests {
         assert!(!pod.host_network);
         let done: KPod = from_json(serde_json::json!({
             "metadata": {"name": "j", "namespace": "shop", "uid": "u2"},
-            "spec": {"hostNetwork": true, "containers": []},
+            "spec": {"hostNetwork": true, "containers": [{"name": "a", "ports": [
+                {"containerPort": 9100}, {"containerPort": 9101, "hostPort": 9101}]}]},
             "status": {"phase": "Succeeded"}
         }));
         let Some(Record::Pod { pod, terminal }) = done.trim() else {
             panic!("a pod")
         };
         assert!(terminal && pod.host_network && pod.ips.is_empty());
+        assert_eq!(pod.host_ports, vec![9100, 9101]);
         assert_eq!(&*pod.workload.kind, "Pod");
     }
 

@@ -33,10 +33,12 @@ pub fn pod(ns: &str, name: &str, ips: &[&str], node: &str, owner: Option<(&str, 
     }))
 }
 
-/// A hostNetwork pod: it has its node's IP.
-pub fn host_pod(ns: &str, name: &str, node_ip: &str, node: &str) -> Pod {
+/// A hostNetwork pod of a DaemonSet: it has its node's IP, and serves on `port`.
+pub fn host_pod(ns: &str, name: &str, node_ip: &str, node: &str, port: u16) -> Pod {
     let mut p = pod(ns, name, &[node_ip], node, Some(("DaemonSet", name)));
-    p.spec.as_mut().expect("spec").host_network = Some(true);
+    let spec = p.spec.as_mut().expect("spec");
+    spec.host_network = Some(true);
+    spec.containers[0].ports = Some(vec![parse(json!({"containerPort": port}))]);
     p
 }
 

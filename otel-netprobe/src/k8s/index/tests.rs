@@ -26,6 +26,7 @@ fn pod(name: &str, ips: &[&str], host: bool, own: Option<OwnerRef>) -> Record {
             owner: own,
             ips: ips.iter().map(|s| ip(s)).collect(),
             host_network: host,
+            host_ports: if host { vec![9100] } else { Vec::new() },
         },
         terminal: false,
     }
@@ -106,8 +107,14 @@ fn pods_services_nodes_and_endpoints() {
     );
     assert_eq!(name(&idx, "10.96.0.10", None), "svc payments");
     assert_eq!(name(&idx, "fd00:96::10", None), "svc payments");
-    // A hostNetwork pod shares the node's address: it names the node.
+    // A hostNetwork pod shares the node's address: it names the node, except on the ports
+    // the pod declares.
     assert_eq!(name(&idx, "192.0.2.10", None), "node node-1");
+    assert_eq!(
+        idx.host_port(ip("192.0.2.10"), 9100).map(|p| &*p.name),
+        Some("agent")
+    );
+    assert!(idx.host_port(ip("192.0.2.10"), 22).is_none());
     assert_eq!(name(&idx, "203.0.113.1", None), "none");
     let shop = idx.namespaces[&Arc::<str>::from("shop")];
     assert_eq!((shop.pods, shop.services), (2, 1));
