@@ -128,7 +128,7 @@ impl Summary {
         }
         for f in &snap.flows {
             if cluster {
-                let (src, dst) = crate::flow::peers(f, naming);
+                let crate::flow::Ends { src, dst, .. } = crate::flow::ends(f, naming);
                 for (peer, sent) in [(src, true), (dst, false)] {
                     let Some(ns) = peer.namespace() else { continue };
                     if let Some(n) = s.namespaces.get_mut(&**ns) {

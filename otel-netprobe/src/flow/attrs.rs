@@ -271,14 +271,11 @@ impl Plan {
         self.service || !self.src_parts.is_empty() || !self.dst_parts.is_empty()
     }
 
-    pub(super) fn key(
-        &self,
-        f: &FlowView,
-        naming: &Naming,
-        peers: Option<(Peer<'_>, Peer<'_>)>,
-    ) -> SeriesKey {
+    /// The key of `f`; `ends`: its named ends, when [`Self::needs_peers`] (or a filter) had
+    /// them looked up.
+    pub(super) fn key(&self, f: &FlowView, naming: &Naming, ends: Option<Ends<'_>>) -> SeriesKey {
         let mut k = SeriesKey::default();
-        let port = || server_port(f, naming);
+        let port = || ends.map_or_else(|| server_port(f, naming), |e| e.port);
         for a in &self.attrs {
             match a {
                 FlowAttr::SourceAddress => k.src = Some(f.src),
@@ -289,7 +286,7 @@ impl Plan {
                 FlowAttr::End(..) | FlowAttr::ServerService => {}
             }
         }
-        if let Some((src, dst)) = peers {
+        if let Some(Ends { src, dst, .. }) = ends {
             k.src_end = end_key(src, &self.src_parts, naming);
             k.dst_end = end_key(dst, &self.dst_parts, naming);
             if self.service {
@@ -367,25 +364,37 @@ pub fn server_port(f: &FlowView, naming: &Naming) -> Option<(u16, bool)> {
     }
 }
 
+/// A flow's ends, named, with the server port that named them.
+#[derive(Clone, Copy, Debug)]
+pub struct Ends<'a> {
+    /// The server port, and whether the destination is the server.
+    pub port: Option<(u16, bool)>,
+    /// The source.
+    pub src: Peer<'a>,
+    /// The destination.
+    pub dst: Peer<'a>,
+}
+
 /// Both ends of `f`, named: the server end by its address and port (a hostNetwork pod is
 /// named on the ports it declares), the client end by its address.
-pub fn peers<'a>(f: &FlowView, naming: &'a Naming) -> (Peer<'a>, Peer<'a>) {
+pub fn ends<'a>(f: &FlowView, naming: &'a Naming) -> Ends<'a> {
     let port = server_port(f, naming);
     let at = |dst: bool| match port {
         Some((p, d)) if d == dst => Some(p),
         _ => None,
     };
-    (
-        naming.peer_at(f.src, at(false)),
-        naming.peer_at(f.dst, at(true)),
-    )
+    Ends {
+        port,
+        src: naming.peer_at(f.src, at(false)),
+        dst: naming.peer_at(f.dst, at(true)),
+    }
 }
 
 /// The labels of `f` for the attributes `attrs`, named by `naming`.
 pub fn labels(f: &FlowView, attrs: &[FlowAttr], naming: &Naming) -> Labels {
     let plan = Plan::new(attrs.to_vec());
-    let peers = plan.needs_peers().then(|| peers(f, naming));
-    plan.labels(&plan.key(f, naming, peers))
+    let ends = plan.needs_peers().then(|| ends(f, naming));
+    plan.labels(&plan.key(f, naming, ends))
 }
 
 /// How the ends of the flows in a series set were named.

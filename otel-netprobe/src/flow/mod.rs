@@ -9,7 +9,7 @@ mod series;
 mod snapshot;
 mod table;
 
-pub use attrs::{EndPart, FlowAttr, Lookups, Side, labels, peers, server_port};
+pub use attrs::{EndPart, Ends, FlowAttr, Lookups, Side, ends, labels, server_port};
 pub use series::{Budget, Budgets, Labels, OVERFLOW, SeriesCounts, SeriesSet, SeriesSets};
 pub use snapshot::{FlowView, GlobalCounters, Snapshot, Transport};
 pub use table::{CycleStats, FlowTable, KernelFlow};

@@ -93,8 +93,8 @@ impl Budget {
         // Per attribute set: its counts and how many flows it adds up.
         let mut agg: FxHashMap<SeriesKey, (SeriesCounts, u64)> = FxHashMap::default();
         for f in flows {
-            let peers = lookup.then(|| super::attrs::peers(f, naming));
-            if let Some((src, dst)) = peers {
+            let ends = lookup.then(|| super::attrs::ends(f, naming));
+            if let Some(super::Ends { src, dst, .. }) = ends {
                 for p in [src, dst] {
                     match p {
                         Peer::External(_) => lookups.external += 1,
@@ -107,7 +107,7 @@ impl Budget {
                     continue;
                 }
             }
-            let e = agg.entry(self.plan.key(f, naming, peers)).or_default();
+            let e = agg.entry(self.plan.key(f, naming, ends)).or_default();
             e.0.add(f);
             e.1 += 1;
         }

@@ -49,7 +49,7 @@ fn controller(refs: Option<&Vec<OwnerReference>>) -> Option<OwnerRef> {
     })
 }
 
-/// Parses addresses, skipping what is not one (`None`, empty, garbage).
+/// Parses addresses, leaving out what is not one (`None`, empty, garbage).
 fn ips<'a>(list: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = list.into_iter().filter_map(|s| s.parse().ok()).collect();
     v.dedup();
