@@ -143,9 +143,11 @@ impl Reader {
         if let Ok(i) = self.interfaces.lock() {
             self.health.interfaces.clone_from(&i);
         }
-        self.health.k8s = self.k8s.as_ref().map(|k| k.health());
+        // One index for the snapshot's names and its figures.
+        let index = self.k8s.as_ref().map(|k| k.index()).unwrap_or_default();
+        self.health.k8s = self.k8s.as_ref().map(|k| k.health_of(&index));
         let naming = Naming {
-            index: self.k8s.as_ref().map(|k| k.index()).unwrap_or_default(),
+            index,
             rules: Arc::clone(&self.rules),
         };
         Snapshot::of(

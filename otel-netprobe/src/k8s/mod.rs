@@ -87,7 +87,12 @@ impl Shared {
 
     /// The watchers' figures, for the agent's metrics.
     pub fn health(&self) -> K8sHealth {
-        let index = self.index();
+        self.health_of(&self.index())
+    }
+
+    /// The watchers' figures with those of `index` (a snapshot taken by the caller, so the
+    /// figures and the names of one agent snapshot come from the same index).
+    pub fn health_of(&self, index: &IpIndex) -> K8sHealth {
         K8sHealth {
             synced: index.synced,
             sizes: index.sizes,
