@@ -121,6 +121,21 @@ async fn quiet_until(events: &mut Events, what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Pods `a` and `b` exist, a watcher has listed them (exactly Init, InitApply ×2, InitDone)
+/// and its watch is open.
+async fn two_pods_listed_and_watched(server: &FakeApiServer) -> Events {
+    server.apply(&pod("default", "a", "10.244.0.11"));
+    server.apply(&pod("default", "b", "10.244.0.12"));
+    let mut events = pods(client(server).await, watcher::Config::default());
+    let init = take(&mut events, 4).await;
+    assert_eq!(
+        names(&init),
+        ["Init", "InitApply(a)", "InitApply(b)", "InitDone"]
+    );
+    quiet_until(&mut events, "the watch", || server.watches("pods") == 1).await;
+    events
+}
+
 #[test]
 fn list_then_watch_lifecycle() {
     let server = FakeApiServer::start_local();
@@ -212,16 +227,8 @@ fn bookmarks_keep_an_idle_watch_healthy_across_watch_timeouts() {
 #[test]
 fn compacted_history_makes_the_watcher_relist() {
     let server = FakeApiServer::start_local();
-    server.apply(&pod("default", "a", "10.244.0.11"));
-    server.apply(&pod("default", "b", "10.244.0.12"));
     runtime().block_on(async {
-        let mut events = pods(client(&server).await, watcher::Config::default());
-        let init = take(&mut events, 4).await;
-        assert_eq!(
-            names(&init),
-            ["Init", "InitApply(a)", "InitApply(b)", "InitDone"]
-        );
-        quiet_until(&mut events, "the watch", || server.watches("pods") == 1).await;
+        let mut events = two_pods_listed_and_watched(&server).await;
 
         server.compact();
         server.drop_watches();
@@ -269,16 +276,8 @@ fn dropped_watch_resumes_without_relisting() {
 #[test]
 fn watcher_recovers_from_an_outage() {
     let server = FakeApiServer::start_local();
-    server.apply(&pod("default", "a", "10.244.0.11"));
-    server.apply(&pod("default", "b", "10.244.0.12"));
     runtime().block_on(async {
-        let mut events = pods(client(&server).await, watcher::Config::default());
-        let init = take(&mut events, 4).await;
-        assert_eq!(
-            names(&init),
-            ["Init", "InitApply(a)", "InitApply(b)", "InitDone"]
-        );
-        quiet_until(&mut events, "the watch", || server.watches("pods") == 1).await;
+        let mut events = two_pods_listed_and_watched(&server).await;
 
         server.outage();
         let refused = std::net::TcpStream::connect(server.addr()).map(|_| ());

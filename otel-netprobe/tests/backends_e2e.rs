@@ -9,7 +9,7 @@ use common::{
     NodeLab,
     addr::PODS,
     agent::{Sel, start_in, wait_attached, wait_flow},
-    backends::{Prometheus, VictoriaMetrics},
+    backends::{Prometheus, VictoriaMetrics, single_series},
     traffic,
 };
 use otel_netprobe::{
@@ -19,18 +19,8 @@ use otel_netprobe::{
 };
 use serde_json::Value;
 
-/// The single sample's value of a query result, when there is exactly one series.
-fn single(v: &Value) -> Option<(Value, f64)> {
-    let rows = v.as_array()?;
-    if rows.len() != 1 {
-        return None;
-    }
-    let value = rows[0]["value"][1].as_str()?.parse().ok()?;
-    Some((rows[0]["metric"].clone(), value))
-}
-
 fn expect(v: &Value, want: f64) -> bool {
-    single(v).is_some_and(|(_, got)| (got - want).abs() < 0.5)
+    single_series(v).is_some_and(|(_, got)| (got - want).abs() < 0.5)
 }
 
 const FLOW: &str = "source_address=\"10.244.0.11\",destination_address=\"10.244.0.12\",destination_port=\"7040\",network_transport=\"udp\"";
@@ -112,7 +102,7 @@ fn otlp_http_into_victoria_metrics() {
     check(|q, pred| vm.wait_query(q, Duration::from_secs(30), pred));
     // Resource attributes arrive as labels.
     let v = vm.query(&format!("netprobe_flow_packets_total{{{FLOW}}}"));
-    let (labels, _) = single(&v).expect("one series");
+    let (labels, _) = single_series(&v).expect("one series");
     assert_eq!(labels["service_name"], "otel-netprobe");
     assert_eq!(labels["k8s_node_name"], "node-a");
     assert_eq!(labels["k8s_cluster_name"], "lab");

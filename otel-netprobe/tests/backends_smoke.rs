@@ -9,16 +9,7 @@ use std::{
     time::Duration,
 };
 
-use common::backends::{Prometheus, VictoriaMetrics};
-use serde_json::Value;
-
-/// The single sample's value of a one-series result, if there is exactly one series.
-fn single_value(r: &Value) -> Option<f64> {
-    match r.as_array()?.as_slice() {
-        [series] => series["value"][1].as_str()?.parse().ok(),
-        _ => None,
-    }
-}
+use common::backends::{Prometheus, VictoriaMetrics, single_value};
 
 #[test]
 fn victoria_metrics_imports_and_answers() {

@@ -69,13 +69,17 @@ impl Cluster {
         self.k8s.shared().index()
     }
 
+    fn naming(&self) -> Naming {
+        Naming {
+            index: self.index(),
+            rules: Arc::clone(&self.rules),
+        }
+    }
+
     /// How `ip` (with `port`, for endpoints) is named now: "pod NAME KIND/WORKLOAD [svc S]",
     /// "svc S", "node N", "external", "unknown".
     fn name(&self, ip: &str, port: Option<u16>) -> String {
-        let naming = Naming {
-            index: self.index(),
-            rules: Arc::clone(&self.rules),
-        };
+        let naming = self.naming();
         let ip: IpAddr = ip.parse().expect("ip");
         let peer = naming.peer(ip);
         let svc = naming
@@ -83,28 +87,15 @@ impl Cluster {
             .map(|s| format!(" svc {}", s.name))
             .unwrap_or_default();
         match peer {
-            Peer::Pod(p) => format!(
-                "pod {} {}/{}{svc}",
-                p.name, p.workload.kind, p.workload.name
-            ),
-            Peer::Service(s) => format!("svc {}", s.name),
-            Peer::Node(n) => format!("node {n}"),
-            Peer::External(g) => g.to_string(),
-            Peer::Unknown => "unknown".into(),
+            Peer::Pod(_) => format!("{}{svc}", describe(peer)),
+            _ => describe(peer),
         }
     }
 
     /// How `ip` is named as the server on `port` (a hostNetwork pod on its declared ports).
     fn name_at(&self, ip: &str, port: u16) -> String {
-        let naming = Naming {
-            index: self.index(),
-            rules: Arc::clone(&self.rules),
-        };
-        match naming.peer_at(ip.parse().expect("ip"), Some(port)) {
-            Peer::Pod(p) => format!("pod {} {}/{}", p.name, p.workload.kind, p.workload.name),
-            Peer::Node(n) => format!("node {n}"),
-            other => format!("{other:?}"),
-        }
+        let naming = self.naming();
+        describe(naming.peer_at(ip.parse().expect("ip"), Some(port)))
     }
 
     /// Waits until `ip` is named `want`.
@@ -127,6 +118,16 @@ impl Cluster {
             .position(|r| *r == resource)
             .expect("resource");
         h.watch_restarts[i]
+    }
+}
+
+fn describe(peer: Peer<'_>) -> String {
+    match peer {
+        Peer::Pod(p) => format!("pod {} {}/{}", p.name, p.workload.kind, p.workload.name),
+        Peer::Service(s) => format!("svc {}", s.name),
+        Peer::Node(n) => format!("node {n}"),
+        Peer::External(g) => g.to_string(),
+        Peer::Unknown => "unknown".into(),
     }
 }
 

@@ -18,7 +18,7 @@ use common::{
     addr::{NODE_UPLINK, OUTSIDE, PODS},
     agent::{start_with, wait_attached},
     apiserver::FakeApiServer,
-    backends::VictoriaMetrics,
+    backends::{VictoriaMetrics, single_value},
     cluster, sh, traffic,
 };
 use otel_netprobe::{
@@ -111,15 +111,6 @@ fn register(api: &FakeApiServer) {
         &[PAYMENTS],
         8443,
     ));
-}
-
-/// The value of the single series a query returns.
-fn single(v: &Value) -> Option<f64> {
-    let rows = v.as_array()?;
-    if rows.len() != 1 {
-        return None;
-    }
-    rows[0]["value"][1].as_str()?.parse().ok()
 }
 
 fn sel(pairs: &[(&str, &str)]) -> String {
@@ -229,9 +220,9 @@ fn kubernetes_names_arrive_in_victoria_metrics_with_exact_counts() {
     let expect = |labels: &[(&str, &str)], metric: &str, want: u64| {
         let q = format!("{metric}{{{}}}", sel(labels));
         let v = vm.wait_query(&q, Duration::from_secs(60), |v: &Value| {
-            single(v).is_some_and(|got| (got - want as f64).abs() < 0.5)
+            single_value(v).is_some_and(|got| (got - want as f64).abs() < 0.5)
         });
-        assert_eq!(single(&v), Some(want as f64), "{q}: {v}");
+        assert_eq!(single_value(&v), Some(want as f64), "{q}: {v}");
     };
     let udp_web = [
         checkout[0],
@@ -306,9 +297,9 @@ fn kubernetes_names_arrive_in_victoria_metrics_with_exact_counts() {
     expect(&[], "netprobe_agent_k8s_synced", 1);
     // No addresses and no client ports in the default attributes.
     let v = vm.query("count(netprobe_flow_packets_total{source_address!=\"\"}) or vector(0)");
-    assert_eq!(single(&v), Some(0.0), "addresses leaked: {v}");
+    assert_eq!(single_value(&v), Some(0.0), "addresses leaked: {v}");
     let v = vm.query("count(netprobe_flow_packets_total{network_transport=\"tcp\"})");
-    assert_eq!(single(&v), Some(2.0), "one TCP series each way: {v}");
+    assert_eq!(single_value(&v), Some(2.0), "one TCP series each way: {v}");
     agent.stop();
     drop(payments);
     let _ = std::fs::remove_dir_all(&dir);

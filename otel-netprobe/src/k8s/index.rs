@@ -411,39 +411,38 @@ impl IndexStore {
         self.pods.len()
     }
 
-    /// Resolves each pod's workload (a ReplicaSet's Deployment, a Job's CronJob).
+    /// Resolves each pod's workload (a ReplicaSet's Deployment, a Job's CronJob). Runs on
+    /// every rebuild, so it allocates only for pods whose workload changed.
     fn resolve_workloads(&mut self) {
-        let by_name =
-            |m: &HashMap<String, Controlled>| -> HashMap<(Arc<str>, Arc<str>), Option<OwnerRef>> {
-                m.values()
-                    .map(|c| {
-                        (
-                            (Arc::clone(&c.namespace), Arc::clone(&c.name)),
-                            c.owner.clone(),
-                        )
-                    })
-                    .collect()
-            };
+        fn by_name(m: &HashMap<String, Controlled>) -> HashMap<(&str, &str), Option<&OwnerRef>> {
+            m.values()
+                .map(|c| ((&*c.namespace, &*c.name), c.owner.as_ref()))
+                .collect()
+        }
+        let pod_kind = self.intern("Pod");
         let (rs, jobs) = (by_name(&self.replicasets), by_name(&self.jobs));
         for r in self.pods.values_mut() {
             let p = &r.pod;
-            let workload = match &p.owner {
-                None => OwnerRef {
-                    kind: Arc::from("Pod"),
-                    name: Arc::clone(&p.name),
-                },
+            let (kind, name) = match &p.owner {
+                None => (&pod_kind, &p.name),
                 Some(o) => {
-                    let parent = match &*o.kind {
-                        "ReplicaSet" => rs.get(&(Arc::clone(&p.namespace), Arc::clone(&o.name))),
-                        "Job" => jobs.get(&(Arc::clone(&p.namespace), Arc::clone(&o.name))),
+                    let parents = match &*o.kind {
+                        "ReplicaSet" => Some(&rs),
+                        "Job" => Some(&jobs),
                         _ => None,
                     };
-                    parent.cloned().flatten().unwrap_or_else(|| o.clone())
+                    match parents.and_then(|m| m.get(&(&*p.namespace, &*o.name))) {
+                        Some(Some(w)) => (&w.kind, &w.name),
+                        _ => (&o.kind, &o.name),
+                    }
                 }
             };
-            if workload != p.workload {
+            if *kind != p.workload.kind || *name != p.workload.name {
                 let mut pod = (**p).clone();
-                pod.workload = workload;
+                pod.workload = OwnerRef {
+                    kind: Arc::clone(kind),
+                    name: Arc::clone(name),
+                };
                 r.pod = Arc::new(pod);
             }
         }

@@ -189,6 +189,22 @@ impl Drop for Backend {
     }
 }
 
+/// The series and value of a query answer holding exactly one series.
+pub fn single_series(answer: &Value) -> Option<(&Value, f64)> {
+    match answer.as_array()?.as_slice() {
+        [series] => Some((
+            &series["metric"],
+            series["value"][1].as_str()?.parse().ok()?,
+        )),
+        _ => None,
+    }
+}
+
+/// The value of a query answer holding exactly one series.
+pub fn single_value(answer: &Value) -> Option<f64> {
+    single_series(answer).map(|(_, v)| v)
+}
+
 /// A VictoriaMetrics single-node server, killed on drop.
 pub struct VictoriaMetrics {
     /// `http://127.0.0.1:PORT`.
