@@ -53,9 +53,11 @@ pub struct Reader {
     maps: super::Maps,
     batch4: BatchReader<FlowKey4, FlowStats>,
     batch6: BatchReader<FlowKey, FlowStats>,
-    /// The previous read of each table, in the kernel's order: (key, bytes, first seen).
+    /// The previous read of each table, in the kernel's order: (key, bytes, first seen), and
+    /// when each entry's counts last changed.
     prev4: Vec<(FlowKey4, u64, u64)>,
     prev6: Vec<(FlowKey, u64, u64)>,
+    changed_at: Vec<u64>,
     table: FlowTable,
     cpus: usize,
     timeouts: Timeouts,
@@ -85,6 +87,7 @@ impl Reader {
             batch6: BatchReader::new(1024),
             prev4: Vec::new(),
             prev6: Vec::new(),
+            changed_at: Vec::new(),
             table: FlowTable::new(),
             cpus,
             timeouts,
@@ -168,19 +171,19 @@ impl Reader {
         self.health.flow_table_entries = (v4.keys.len() + v6.keys.len()) as u64;
         // The kernel walks a hash table in bucket order, which only inserts and deletes change:
         // an entry equal to the previous read's at the same position is unchanged (same key,
-        // same bytes, same incarnation) and needs no lookup in the flow table.
-        let (prev4, prev6) = (&self.prev4, &self.prev6);
+        // same bytes, same incarnation) and needs no lookup in the flow table; it last changed
+        // when the previous read said.
+        let (prev4, prev6, prev_at) = (&self.prev4, &self.prev6, &self.changed_at);
+        let n4 = prev4.len();
+        let known = |i: usize, same: bool| same.then(|| prev_at[i]);
         let kernel = v4
             .keys
             .iter()
             .zip(v4.values.iter())
             .enumerate()
             .map(|(i, (k, s))| {
-                (
-                    k.widen(),
-                    s,
-                    prev4.get(i) != Some(&(*k, s.bytes, s.first_seen_ns)),
-                )
+                let same = prev4.get(i) == Some(&(*k, s.bytes, s.first_seen_ns));
+                (k.widen(), s, known(i, same))
             })
             .chain(
                 v6.keys
@@ -188,10 +191,16 @@ impl Reader {
                     .zip(v6.values.iter())
                     .enumerate()
                     .map(|(i, (k, s))| {
-                        (*k, s, prev6.get(i) != Some(&(*k, s.bytes, s.first_seen_ns)))
+                        let same = prev6.get(i) == Some(&(*k, s.bytes, s.first_seen_ns));
+                        (*k, s, known(n4 + i, same))
                     }),
             );
-        let evict = self.table.ingest(kernel, now, kernel_idle).to_vec();
+        let mut changed_at = Vec::with_capacity(v4.keys.len() + v6.keys.len());
+        let evict = self
+            .table
+            .ingest(kernel, now, kernel_idle, &mut changed_at)
+            .to_vec();
+        self.changed_at = changed_at;
         self.prev4.clear();
         self.prev4.extend(
             v4.keys
@@ -218,7 +227,7 @@ impl Reader {
             } else {
                 map6.lookup_and_delete(key)?
             };
-            self.table.fold_evicted(key, last);
+            self.table.fold_evicted(key, last, now);
         }
         self.health.flow_table_entries -= evict.len() as u64;
         self.health.kernel_evictions_total += evict.len() as u64;

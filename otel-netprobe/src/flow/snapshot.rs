@@ -232,7 +232,7 @@ impl Snapshot {
                     k,
                     t.bytes,
                     t.buckets,
-                    t.tcp_flags,
+                    t.tcp_flags(),
                     (r.first_seen_ns, r.last_seen_ns),
                 )
             })
