@@ -39,7 +39,9 @@ fi
 
 # --- Debian packages: lab and traffic tools ----------------------------------------------------------
 need_pkgs=()
-for p in iproute2 iperf3 iputils-ping nftables tcpdump socat python3 curl openssl; do
+# qemu-system-x86, cpio and busybox-static: the kernel matrix's VMs (scripts/vm-run.sh).
+for p in iproute2 iperf3 iputils-ping nftables tcpdump socat python3 curl openssl \
+  qemu-system-x86 cpio busybox-static binutils xz-utils; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -81,5 +83,8 @@ if ! backends_ok; then
   rm -rf "$D/debs" "$D/root" "$D/lists" "$D/cache"  # about 300 MB; only $D/versions is kept
   backends_ok || { log "test backends do not run: ${BACKENDS[*]}"; exit 1; }
 fi
+
+# --- The kernel matrix: Debian's 5.10, 6.1 and 6.12 kernels, booted by the lab tests in QEMU ---------
+bash "$(dirname "$0")/kernels.sh"
 
 log "ready (bpf-linker $(bpf-linker --version 2>/dev/null | awk '{print $2}'), $NIGHTLY for eBPF)"
