@@ -48,6 +48,52 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// How idle entries leave the kernel table, by what the kernel offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (hash maps: kernel 5.14 on): the final value comes
+    /// with the deletion, atomically for the entry.
+    LookupAndDelete,
+    /// A lookup, then a delete (before 5.14): a packet that lands in the microsecond between
+    /// the two is not counted; the flow was idle for `kernel_idle_timeout` before.
+    LookupThenDelete,
+}
+
+impl Eviction {
+    /// Asks the kernel: a lookup-and-delete of a key that is not there answers "no such
+    /// entry" where the command works on hash maps, and "not supported" where it does not.
+    pub fn probe(map: &TypedMap<'_, FlowKey4, FlowStats>) -> Self {
+        let absent = FlowKey4 {
+            src_addr: u32::MAX,
+            dst_addr: u32::MAX,
+            src_port: 0,
+            dst_port: 0,
+            protocol: 255,
+            pad: [0; 3],
+        };
+        match map.lookup_and_delete(&absent) {
+            Ok(_) => Self::LookupAndDelete,
+            Err(_) => Self::LookupThenDelete,
+        }
+    }
+
+    /// Takes `key`'s final value out of the kernel table (`None`: already gone).
+    fn take<K: Plain>(
+        self,
+        map: &TypedMap<'_, K, FlowStats>,
+        key: &K,
+    ) -> Result<Option<FlowStats>, SysError> {
+        match self {
+            Self::LookupAndDelete => map.lookup_and_delete(key),
+            Self::LookupThenDelete => {
+                let last = map.lookup(key)?.and_then(|v| v.first().copied());
+                map.delete_batch(std::slice::from_ref(key))?;
+                Ok(last)
+            }
+        }
+    }
+}
+
 /// Owns the maps and the cumulative flow table.
 pub struct Reader {
     maps: super::Maps,
@@ -58,6 +104,7 @@ pub struct Reader {
     prev4: Vec<(FlowKey4, u64, u64)>,
     prev6: Vec<(FlowKey, u64, u64)>,
     changed_at: Vec<u64>,
+    eviction: Eviction,
     table: FlowTable,
     cpus: usize,
     timeouts: Timeouts,
@@ -81,6 +128,14 @@ impl Reader {
         attach_errors: Arc<AtomicU64>,
     ) -> Result<Self, SysError> {
         let cpus = sys::possible_cpus()?;
+        let eviction = Eviction::probe(&TypedMap::new(maps.flows4.fd().as_fd())?);
+        if eviction == Eviction::LookupThenDelete {
+            tracing::info!(
+                kernel = %super::kernel::release(),
+                "no lookup-and-delete for hash maps (kernel 5.14): idle flows leave the kernel \
+                 table by a lookup then a delete; a packet in the microsecond between is not counted"
+            );
+        }
         Ok(Self {
             maps,
             batch4: BatchReader::new(1024),
@@ -88,6 +143,7 @@ impl Reader {
             prev4: Vec::new(),
             prev6: Vec::new(),
             changed_at: Vec::new(),
+            eviction,
             table: FlowTable::new(),
             cpus,
             timeouts,
@@ -102,6 +158,11 @@ impl Reader {
             rules: Arc::new(NamingRules::standalone()),
             k8s: None,
         })
+    }
+
+    /// How idle entries leave the kernel table on this kernel.
+    pub fn eviction(&self) -> Eviction {
+        self.eviction
     }
 
     /// Shares the OTLP exporter's figures, so snapshots report them.
@@ -215,17 +276,17 @@ impl Reader {
                 .zip(v6.values.iter())
                 .map(|(k, s)| (*k, s.bytes, s.first_seen_ns)),
         );
-        // Each idle entry leaves the kernel with its final value (lookup-and-delete is atomic
-        // for the entry), so a packet that arrives after our read is not lost.
+        // Each idle entry leaves the kernel with its final value, so a packet that arrives
+        // after our read is not lost.
         let (map4, map6) = (
             TypedMap::<FlowKey4, FlowStats>::new(fd4)?,
             TypedMap::<FlowKey, FlowStats>::new(fd6)?,
         );
         for key in &evict {
             let last = if key.ip_version == 4 {
-                map4.lookup_and_delete(&FlowKey4::narrow(key))?
+                self.eviction.take(&map4, &FlowKey4::narrow(key))?
             } else {
-                map6.lookup_and_delete(key)?
+                self.eviction.take(&map6, key)?
             };
             self.table.fold_evicted(key, last, now);
         }

@@ -49,6 +49,7 @@ fn interface_series(snap: &Snapshot) -> (Series, Series) {
                 (attr::INTERFACE, i.name.clone()),
                 (attr::HOOK, i.hook.to_owned()),
                 (attr::EGRESS, i.egress.to_string()),
+                (attr::TC_ATTACH, i.tc_attach.to_owned()),
             ];
             (l, 1.0)
         })
