@@ -45,8 +45,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     if [ -s /run/secrets/cacert ]; then export CARGO_HTTP_CAINFO=/run/secrets/cacert; fi \
  && cargo build --release --locked -p otel-netprobe --bin otel-netprobe \
  && install -D -m 0755 target/release/otel-netprobe /out/otel-netprobe \
- && setcap cap_bpf,cap_net_admin,cap_perfmon=ep /out/otel-netprobe \
- && /out/otel-netprobe --version
+ && /out/otel-netprobe --version \
+ && setcap cap_bpf,cap_net_admin,cap_perfmon=ep /out/otel-netprobe
 
 FROM ${RUNTIME_IMAGE}
 ARG VERSION=0.1.0

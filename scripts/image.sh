@@ -152,10 +152,16 @@ buildah bud --isolation chroot --layers --pull-never --format docker \
   -t "$IMAGE" -f Dockerfile .
 log "built $IMAGE in $(( $(date +%s) - start )) s"
 
-# The image's agent runs, and it carries its file capabilities (the non-root default needs them).
+# The image's agent runs as its non-root user, and only with its capabilities in the bounding
+# set: the kernel refuses to exec a binary whose file capabilities it cannot grant (EPERM),
+# which is why the chart adds exactly these three.
 c=$(buildah from --pull-never "$IMAGE")
 trap 'buildah rm "$c" >/dev/null 2>&1 || true' EXIT
-buildah run --isolation chroot "$c" -- /usr/local/bin/otel-netprobe --version
+if buildah run --isolation chroot --cap-drop all "$c" -- /usr/local/bin/otel-netprobe --version >/dev/null 2>&1; then
+  log "the agent ran without its capabilities in the bounding set: file capabilities missing"; exit 1
+fi
+buildah run --isolation chroot --cap-drop all --cap-add CAP_BPF,CAP_NET_ADMIN,CAP_PERFMON "$c" -- \
+  /usr/local/bin/otel-netprobe --version
 caps=$(getcap "$(buildah mount "$c")/usr/local/bin/otel-netprobe")
 buildah umount "$c" >/dev/null
 log "file capabilities: ${caps##* }"
