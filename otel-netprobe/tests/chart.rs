@@ -409,6 +409,28 @@ fn key_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>, stop: &[&str])
     }
 }
 
+/// Asserts every object of a schema that lists properties is closed, as serde's
+/// deny_unknown_fields structs are.
+fn closed(s: &Value, at: &str) {
+    if s["type"] == "object" && s.get("properties").is_some() {
+        assert_eq!(s["additionalProperties"], false, "{at} is open");
+        for (k, p) in s["properties"].as_object().expect("properties") {
+            closed(p, &format!("{at}.{k}"));
+            closed(&p["items"], &format!("{at}.{k}[]"));
+        }
+    }
+}
+
+/// The key paths of a schema's closed objects.
+fn schema_paths(s: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    for (k, p) in s["properties"].as_object().into_iter().flatten() {
+        out.insert(format!("{prefix}{k}"));
+        if p.get("additionalProperties") == Some(&Value::Bool(false)) {
+            schema_paths(p, &format!("{prefix}{k}."), out);
+        }
+    }
+}
+
 #[test]
 fn the_values_schema_mirrors_the_agent_config_and_rejects_typos() {
     let schema: Value =
@@ -416,26 +438,9 @@ fn the_values_schema_mirrors_the_agent_config_and_rejects_typos() {
             .expect("schema JSON");
     let agent = &schema["properties"]["agent"]["properties"]["config"];
     // Every object in the agent's part is closed, as the agent's serde structs are.
-    fn closed(s: &Value, at: &str) {
-        if s["type"] == "object" && s.get("properties").is_some() {
-            assert_eq!(s["additionalProperties"], false, "{at} is open");
-            for (k, p) in s["properties"].as_object().expect("properties") {
-                closed(p, &format!("{at}.{k}"));
-                closed(&p["items"], &format!("{at}.{k}[]"));
-            }
-        }
-    }
     closed(agent, "agent.config");
     // The schema knows exactly the keys the documented example has (+ the two commented out).
     let mut schema_keys = BTreeSet::new();
-    fn schema_paths(s: &Value, prefix: &str, out: &mut BTreeSet<String>) {
-        for (k, p) in s["properties"].as_object().into_iter().flatten() {
-            out.insert(format!("{prefix}{k}"));
-            if p.get("additionalProperties") == Some(&Value::Bool(false)) {
-                schema_paths(p, &format!("{prefix}{k}."), out);
-            }
-        }
-    }
     schema_paths(agent, "", &mut schema_keys);
     let mut example_keys = BTreeSet::new();
     let maps = ["otlp.headers", "otlp.resource_attributes"];
@@ -634,7 +639,11 @@ fn dashboards_are_provisioned_for_the_grafana_sidecar() {
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .expect("dashboards/")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json"))
+        .filter(|n| {
+            std::path::Path::new(n)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        })
         .collect();
     files.sort();
     assert_eq!(maps.len(), files.len());

@@ -30,91 +30,7 @@ fn dashboards_import_by_hand_and_provision() {
     );
     let mut uids = BTreeSet::new();
     for (file, d) in &all {
-        let stem = file.trim_end_matches(".json");
-        // A stable uid, the file's name: links and provisioning keep working across imports.
-        assert_eq!(d["uid"], stem, "{file}");
-        assert!(uids.insert(d["uid"].to_string()));
-        assert!(
-            d["title"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("otel-netprobe / "))
-        );
-        assert_eq!(
-            d["__inputs"],
-            json!([{"name": "DS_PROMETHEUS", "label": "Prometheus",
-                "description": "The Prometheus (or compatible) datasource with the otel-netprobe metrics",
-                "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}]),
-            "{file}"
-        );
-        let vars = d["templating"]["list"].as_array().expect("variables");
-        let ds = &vars[0];
-        assert_eq!(
-            (&ds["name"], &ds["type"], &ds["query"]),
-            (
-                &json!("datasource"),
-                &json!("datasource"),
-                &json!("prometheus")
-            ),
-            "{file}"
-        );
-        assert_eq!(ds["current"]["value"], "${DS_PROMETHEUS}");
-        let names: Vec<&str> = vars
-            .iter()
-            .map(|v| v["name"].as_str().expect("name"))
-            .collect();
-        let want: &[&str] = if stem == "netprobe-agent" {
-            &["datasource", "cluster", "node"]
-        } else {
-            &["datasource", "cluster", "namespace", "workload"]
-        };
-        assert_eq!(names, want, "{file}");
-        for v in &vars[1..] {
-            assert_eq!(
-                v["datasource"],
-                json!({"type": "prometheus", "uid": "${datasource}"})
-            );
-            // "All" must also match series without the label (a cluster without a name).
-            assert_eq!(
-                (&v["includeAll"], &v["allValue"]),
-                (&json!(true), &json!(".*"))
-            );
-        }
-        let panels = grafana::panels(d);
-        let mut ids = BTreeSet::new();
-        for p in &panels {
-            let title = p["title"].as_str().unwrap_or_default();
-            assert!(
-                ids.insert(p["id"].as_u64().expect("id")),
-                "{file}: id of {title}"
-            );
-            assert!(!title.is_empty() && p["description"].as_str().is_some_and(|s| !s.is_empty()));
-            let g = &p["gridPos"];
-            let (x, w) = (g["x"].as_u64().expect("x"), g["w"].as_u64().expect("w"));
-            assert!(x + w <= 24, "{file}: {title} is wider than the grid");
-            let ds = json!({"type": "prometheus", "uid": "${datasource}"});
-            assert_eq!(p["datasource"], ds, "{file}: {title}");
-            let targets = p["targets"].as_array().expect("targets");
-            assert!(!targets.is_empty(), "{file}: {title} has no query");
-            for t in targets {
-                assert_eq!(t["datasource"], ds, "{file}: {title}");
-            }
-        }
-        for q in grafana::queries(d) {
-            for f in ["rate(", "increase("] {
-                let uses = q.expr.matches(f).count();
-                let windows = q.expr.matches("[$__rate_interval])").count();
-                assert!(
-                    uses == 0 || windows >= uses,
-                    "{file}: {}: {f} without $__rate_interval",
-                    q.panel
-                );
-            }
-            assert!(
-                !q.expr.contains("[5m]") && !q.expr.contains("[1m]"),
-                "{}",
-                q.expr
-            );
-        }
+        check_dashboard(file, d, &mut uids);
     }
     let (_, traffic) = &all[3];
     let kinds: BTreeSet<&str> = all
@@ -138,6 +54,95 @@ fn dashboards_import_by_hand_and_provision() {
             .as_str()
             .is_some_and(|d| d.contains("counted by both"))
     );
+}
+
+/// One dashboard's import model, variables, panels and queries.
+fn check_dashboard(file: &str, d: &Value, uids: &mut BTreeSet<String>) {
+    let stem = file.trim_end_matches(".json");
+    // A stable uid, the file's name: links and provisioning keep working across imports.
+    assert_eq!(d["uid"], stem, "{file}");
+    assert!(uids.insert(d["uid"].to_string()), "{file}: uid taken");
+    assert!(
+        d["title"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("otel-netprobe / "))
+    );
+    assert_eq!(
+        d["__inputs"],
+        json!([{"name": "DS_PROMETHEUS", "label": "Prometheus",
+            "description": "The Prometheus (or compatible) datasource with the otel-netprobe metrics",
+            "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}]),
+        "{file}"
+    );
+    let vars = d["templating"]["list"].as_array().expect("variables");
+    let ds = &vars[0];
+    assert_eq!(
+        (&ds["name"], &ds["type"], &ds["query"]),
+        (
+            &json!("datasource"),
+            &json!("datasource"),
+            &json!("prometheus")
+        ),
+        "{file}"
+    );
+    assert_eq!(ds["current"]["value"], "${DS_PROMETHEUS}");
+    let names: Vec<&str> = vars
+        .iter()
+        .map(|v| v["name"].as_str().expect("name"))
+        .collect();
+    let want: &[&str] = if stem == "netprobe-agent" {
+        &["datasource", "cluster", "node"]
+    } else {
+        &["datasource", "cluster", "namespace", "workload"]
+    };
+    assert_eq!(names, want, "{file}");
+    for v in &vars[1..] {
+        assert_eq!(
+            v["datasource"],
+            json!({"type": "prometheus", "uid": "${datasource}"})
+        );
+        // "All" must also match series without the label (a cluster without a name).
+        assert_eq!(
+            (&v["includeAll"], &v["allValue"]),
+            (&json!(true), &json!(".*"))
+        );
+    }
+    let panels = grafana::panels(d);
+    let mut ids = BTreeSet::new();
+    for p in &panels {
+        let title = p["title"].as_str().unwrap_or_default();
+        assert!(
+            ids.insert(p["id"].as_u64().expect("id")),
+            "{file}: id of {title}"
+        );
+        assert!(!title.is_empty() && p["description"].as_str().is_some_and(|s| !s.is_empty()));
+        let g = &p["gridPos"];
+        let (x, w) = (g["x"].as_u64().expect("x"), g["w"].as_u64().expect("w"));
+        assert!(x + w <= 24, "{file}: {title} is wider than the grid");
+        let ds = json!({"type": "prometheus", "uid": "${datasource}"});
+        assert_eq!(p["datasource"], ds, "{file}: {title}");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{file}: {title} has no query");
+        for t in targets {
+            assert_eq!(t["datasource"], ds, "{file}: {title}");
+        }
+    }
+    for q in grafana::queries(d) {
+        for f in ["rate(", "increase("] {
+            let uses = q.expr.matches(f).count();
+            let windows = q.expr.matches("[$__rate_interval])").count();
+            assert!(
+                uses == 0 || windows >= uses,
+                "{file}: {}: {f} without $__rate_interval",
+                q.panel
+            );
+        }
+        assert!(
+            !q.expr.contains("[5m]") && !q.expr.contains("[1m]"),
+            "{}",
+            q.expr
+        );
+    }
 }
 
 /// Every expression of the dashboards (panels and variables) and the alert rules.

@@ -408,9 +408,9 @@ fn every_dashboard_query_returns_data_from_a_real_agent() {
                 let expr = grafana::substitute(&q.expr, set, "1m");
                 let result = run_query(&prom, q, &expr);
                 let series = result.as_array().map_or(0, Vec::len);
-                let vals = values(&result);
-                let finite = vals.iter().filter(|v| v.is_finite()).count();
-                let moving = vals.iter().any(|v| v.is_finite() && *v > 0.0);
+                let numbers = values(&result);
+                let finite = numbers.iter().filter(|v| v.is_finite()).count();
+                let moving = numbers.iter().any(|v| v.is_finite() && *v > 0.0);
                 let ok = series > 0 && finite > 0 && (!traffic_dashboard || moving);
                 if how == "chosen" {
                     report.push(format!(

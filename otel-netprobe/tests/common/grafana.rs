@@ -12,7 +12,11 @@ pub fn dashboards() -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
         .expect("dashboards/")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json"))
+        .filter(|n| {
+            std::path::Path::new(n)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        })
         .map(|n| {
             let text = std::fs::read_to_string(dir.join(&n)).expect("read dashboard");
             let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{n}: {e}"));
