@@ -134,6 +134,20 @@ pub fn render(values: &Value) -> Result<Rendered, String> {
     })
 }
 
+/// `helm package`: the files of the archive.
+pub fn package() -> Vec<String> {
+    let dir = std::env::temp_dir().join(super::common::unique("package"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let v = chart_py(&["package", &chart_dir(), &dir.display().to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    v["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f.as_str().expect("name").to_owned())
+        .collect()
+}
+
 /// `helm lint --strict` findings of warning or error severity.
 pub fn lint(values: &Value) -> Vec<String> {
     let v = chart_py(&["lint", &chart_dir(), &values.to_string()]);

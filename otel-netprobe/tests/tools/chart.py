@@ -5,6 +5,7 @@ Usage (JSON on stdout; any failure exits non-zero with the reason on stderr):
       -> {"objects": [{"template": path, "object": {...}}, ...], "notes": "..."}
       (rendering failures, schema violations included, print {"error": "..."} and exit 3)
   chart.py lint CHART VALUES_JSON          -> the SDK's lint report, strict
+  chart.py package CHART DIR               -> {"archive": path, "files": [names in the archive]}
   chart.py validate K8S_VERSION FILE       -> {"validated": [kind/name ...], "errors": [...]}
       every object against the Kubernetes schemas (strict: unknown fields are errors);
       prometheus-operator kinds, which kubernetes-validate does not know, against the subset of
@@ -15,6 +16,7 @@ Usage (JSON on stdout; any failure exits non-zero with the reason on stderr):
 import json
 import logging
 import sys
+import tarfile
 
 import helm_python as helm
 import jsonschema
@@ -160,6 +162,11 @@ def main(argv):
         return 3 if "error" in out else 0
     if cmd == "lint":
         print(json.dumps(helm.lint(argv[2], load_values(argv[3]), strict=True)))
+        return 0
+    if cmd == "package":
+        archive = helm.package(argv[2], destination=argv[3])
+        with tarfile.open(archive) as t:
+            print(json.dumps({"archive": archive, "files": sorted(t.getnames())}))
         return 0
     if cmd == "validate":
         print(json.dumps(validate(argv[2], argv[3])))
