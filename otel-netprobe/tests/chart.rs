@@ -448,6 +448,15 @@ fn the_values_schema_mirrors_the_agent_config_and_rejects_typos() {
     example_keys.insert("metrics.flow_attributes".into());
     example_keys.insert("metrics.size_attributes".into());
     assert_eq!(schema_keys, example_keys);
+    // The attribute lists take exactly the attributes the agent knows.
+    let known: Vec<&str> = otel_netprobe::flow::FlowAttr::ALL
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    for key in ["flow_attributes", "size_attributes"] {
+        let items = &agent["properties"]["metrics"]["properties"][key]["items"];
+        assert_eq!(strings(&items["enum"]), known, "metrics.{key}");
+    }
 
     // Bad values stop `helm install` and name the key.
     let bad = [
@@ -470,6 +479,10 @@ fn the_values_schema_mirrors_the_agent_config_and_rejects_typos() {
         (
             json!({"agent": {"config": {"k8s": {"mode": "kubernetes"}}}}),
             "mode",
+        ),
+        (
+            json!({"agent": {"config": {"metrics": {"flow_attributes": ["source.pod"]}}}}),
+            "flow_attributes",
         ),
         (json!({"agentt": {}}), "agentt"),
         (json!({"image": {"pullPolicy": "Sometimes"}}), "pullPolicy"),
