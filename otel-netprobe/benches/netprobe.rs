@@ -3,12 +3,16 @@
 //!
 //! 1. Per-packet cost of our XDP and TC programs (BPF_PROG_TEST_RUN), minus a trivial
 //!    XDP_PASS / TC program, for four packet shapes; and the per-CPU flow-table variant.
+//!    Under traffic (`traffic`): the kernel's BPF stats of our programs and a trivial one on
+//!    the same hooks while the lab carries 100k flows.
 //! 2. Kernel memory of the flow table: shared (ours) vs per-CPU, at 8/64/256 CPUs.
 //! 3. Reader: µs per flow to read 100k flows, and to read and expire them.
 //! 4. Throughput: pod-to-pod TCP (iperf3) with and without the agent attached.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "netprobe/traffic.rs"]
+mod traffic;
 
 use std::{os::fd::AsFd, sync::Arc, time::Duration};
 
@@ -680,6 +684,9 @@ fn main() {
     let want = |s: &str| only.as_deref().is_none_or(|o| s.contains(o));
     if want("packet") {
         per_packet();
+    }
+    if want("traffic") {
+        traffic::under_traffic();
     }
     if want("memory") {
         memory();

@@ -232,7 +232,7 @@ fn vlan_tagged_frames_are_counted_once() {
         };
         let mut frames = vec![frame(&[0x8100], 40130, 100); 6];
         frames.extend(vec![frame(&[0x88a8, 0x8100], 40131, 300); 4]);
-        traffic::raw_frames(&lab.outside, "eth0", frames);
+        traffic::raw_frames(&lab.outside, "eth0", std::sync::Arc::new(frames), 1);
         for (sport, count, ip_len) in [(40130, 6, 128), (40131, 4, 328)] {
             let sel = Sel {
                 src: OUTSIDE,

@@ -174,10 +174,10 @@ fn bytes_sent(s: &TcpStream) -> u64 {
     u64::from_ne_bytes(info[200..208].try_into().expect("8 bytes"))
 }
 
-/// Sends each of `frames` (whole Ethernet frames, from the destination MAC on) out of
-/// interface `ifname` of `ns` through a raw packet socket: for frames no socket would build,
-/// such as VLAN-tagged ones from a host without VLAN devices.
-pub fn raw_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
+/// Sends each of `frames` (whole Ethernet frames, from the destination MAC on) `repeat` times
+/// in a row out of interface `ifname` of `ns` through a raw packet socket: for frames no
+/// socket would build, such as VLAN-tagged ones from a host without VLAN devices.
+pub fn raw_frames(ns: &Netns, ifname: &str, frames: std::sync::Arc<Vec<Vec<u8>>>, repeat: usize) {
     let ifname = ifname.to_owned();
     ns.run(move || {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -197,7 +197,7 @@ pub fn raw_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
             addr.sll_family = libc::AF_PACKET as u16;
             addr.sll_ifindex = index as i32;
             addr.sll_halen = 6;
-            for frame in &frames {
+            for frame in frames.iter().flat_map(|f| std::iter::repeat_n(f, repeat)) {
                 addr.sll_addr[..6].copy_from_slice(&frame[..6]);
                 let sent = libc::sendto(
                     fd.as_raw_fd(),
