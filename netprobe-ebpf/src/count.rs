@@ -18,8 +18,9 @@ use aya_ebpf::{
 };
 
 use crate::{
-    Counter, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS,
-    parse::{PacketInfo, Parsed},
+    Counter, FlowKey, FlowKey4, FlowStats, IcmpErrorKey, SIZE_BUCKETS,
+    conn::{ConnTables, on_control},
+    parse::{PacketInfo, Parsed, parse_quoted},
     size_bucket, tcp_control, tcp_flags,
 };
 
@@ -97,28 +98,91 @@ pub enum Frame {
     },
 }
 
-/// The maps the core writes: the flow tables (IPv4 with 16-byte keys, IPv6) and the per-CPU
-/// global counters.
+/// A frame as its hook hands it over: the bytes in `[data, end)`, the interface whose hook
+/// runs, and what the hook knows of the length.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    /// Start of the frame.
+    pub data: usize,
+    /// End of the frame (exclusive).
+    pub end: usize,
+    /// The interface the hook is attached to.
+    pub ifindex: u32,
+    /// Length facts.
+    pub frame: Frame,
+}
+
+/// The maps the core writes: the flow tables (IPv4 with 16-byte keys, IPv6), the TCP
+/// connections, the ICMP errors by the flow they answer, and the per-CPU global counters.
 pub struct Tables<'a> {
     /// IPv4 flows.
     pub v4: &'a HashMap<FlowKey4, FlowStats>,
     /// IPv6 flows.
     pub v6: &'a HashMap<FlowKey, FlowStats>,
+    /// ICMP errors per answered flow, type and code.
+    pub icmp_errors: &'a HashMap<IcmpErrorKey, u64>,
+    /// TCP connections.
+    pub conns: ConnTables<'a>,
     /// Global counters ([`Counter`]).
     pub counters: &'a PerCpuArray<u64>,
 }
 
-/// Counts one parsed packet: in its flow, or in a global counter.
+/// Counts one parsed packet: in its flow, or in a global counter; a TCP packet with SYN, FIN
+/// or RST also in its connection; an ICMP error also under the flow it answers.
 #[inline(always)]
-pub fn on_packet(t: &Tables<'_>, parsed: &Parsed, frame: Frame) {
+pub fn on_packet(t: &Tables<'_>, p: &Packet, parsed: &Parsed) {
     match parsed {
         Parsed::Ip(info) => {
-            if let Some(sample) = sample(t.counters, info, frame) {
+            if let Some(sample) = sample(t.counters, info, p.frame) {
                 count_partial(t.counters, info, sample.packets());
-                record(t, info, &sample);
+                // Data packets (no SYN, FIN or RST; other transports have no flags) skip the
+                // control lanes and the connections with this one test.
+                let control = info.tcp_flags & tcp_flags::CONTROL;
+                record(t, info, &sample, control);
+                if control != 0 {
+                    on_control(&t.conns, t.counters, info, p.ifindex);
+                }
+                if info.is_icmp_error() {
+                    record_icmp_error(t, p.data, p.end, info);
+                }
             }
         }
         Parsed::Other(counter) => bump(t.counters, *counter, 1),
+    }
+}
+
+/// Counts an ICMP error under the flow of the packet it quotes (errors whose quote is cut
+/// short are counted only in their own flow).
+#[inline(always)]
+fn record_icmp_error(t: &Tables<'_>, data: usize, data_end: usize, info: &PacketInfo) {
+    let Some(quoted) = parse_quoted(data, data_end, info.l4_offset as usize, info.version) else {
+        return;
+    };
+    let words = [
+        quoted[0],
+        quoted[1],
+        quoted[2],
+        quoted[3],
+        quoted[4],
+        u64::from(info.icmp_type)
+            | (u64::from(info.icmp_code) << 8)
+            | (u64::from(info.version) << 16),
+    ];
+    // SAFETY: IcmpErrorKey is the first 44 bytes of these 48: the quoted FlowKey's five
+    // words, then type, code, version and a zero pad byte.
+    let key = unsafe { &*words.as_ptr().cast::<IcmpErrorKey>() };
+    let mut entry = t.icmp_errors.get_ptr_mut(key);
+    if entry.is_none() {
+        let _ = t.icmp_errors.insert(key, 0, BPF_NOEXIST);
+        entry = t.icmp_errors.get_ptr_mut(key);
+    }
+    match entry {
+        // A value pointer from the lookup just above.
+        Some(n) => {
+            // SAFETY: as above.
+            unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(n, 1) };
+        }
+        None => bump(t.counters, Counter::IcmpErrorsUntracked, 1),
     }
 }
 
@@ -183,12 +247,11 @@ pub fn sample(counters: &PerCpuArray<u64>, info: &PacketInfo, frame: Frame) -> O
     Some(Sample::single(ip_len))
 }
 
-/// Records `sample` in the flow table of its IP version.
+/// Records `sample` in the flow table of its IP version; `control` is the packet's SYN, FIN
+/// and RST flags.
 #[inline(always)]
-pub fn record(t: &Tables<'_>, info: &PacketInfo, sample: &Sample) {
-    // Data packets (no SYN, FIN or RST; other transports have no flags) skip the control
-    // lanes with one test.
-    let control = if info.tcp_flags & tcp_flags::CONTROL != 0 {
+pub fn record(t: &Tables<'_>, info: &PacketInfo, sample: &Sample, control: u8) {
+    let control = if control != 0 {
         tcp_control::increment(info.tcp_flags)
     } else {
         0

@@ -13,7 +13,11 @@
 pub mod parse;
 
 #[cfg(target_arch = "bpf")]
+pub mod conn;
+#[cfg(target_arch = "bpf")]
 pub mod count;
+#[cfg(target_arch = "bpf")]
+pub mod drop;
 
 /// Name of the IPv4 flow table map in the eBPF object (16-byte keys).
 pub const FLOWS4_MAP: &str = "FLOWS4";
@@ -21,6 +25,38 @@ pub const FLOWS4_MAP: &str = "FLOWS4";
 pub const FLOWS6_MAP: &str = "FLOWS6";
 /// Name of the per-CPU global counter array in the eBPF object.
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Name of the dropped-packet table (per flow and reason).
+pub const DROPS_MAP: &str = "DROPS";
+/// Name of the ICMP-error table (per answered flow, type and code).
+pub const ICMP_ERRORS_MAP: &str = "ICMP_ERRORS";
+/// Name of the connection table (TCP handshakes and closes, by the client's port and ISN).
+pub const CONNS_MAP: &str = "CONNS";
+/// Name of the table that finds a connection from its client end (as either side sees it).
+pub const CONN_ENDS_MAP: &str = "CONN_ENDS";
+/// Default capacity of the connection table (an LRU: the least recently touched connection
+/// makes room, and the reader counts it as evicted).
+pub const DEFAULT_CONNS_CAPACITY: u32 = 32_768;
+/// Name of the drop program for kernels whose `kfree_skb` tracepoint carries a reason (5.17).
+pub const DROP_PROGRAM: &str = "netprobe_drop";
+/// Name of the drop program for kernels before 5.17 (no reason argument).
+pub const DROP_PROGRAM_NO_REASON: &str = "netprobe_drop_old";
+/// The load-time globals of the drop programs: `sk_buff` field offsets from the kernel's BTF.
+pub mod skb_offsets {
+    /// Offset of `head`.
+    pub const HEAD: &str = "SKB_HEAD";
+    /// Offset of `network_header`.
+    pub const NETWORK_HEADER: &str = "SKB_NETWORK_HEADER";
+    /// Offset of `transport_header`.
+    pub const TRANSPORT_HEADER: &str = "SKB_TRANSPORT_HEADER";
+    /// Offset of `protocol`.
+    pub const PROTOCOL: &str = "SKB_PROTOCOL";
+}
+/// Default capacity of the drop table.
+pub const DEFAULT_DROPS_CAPACITY: u32 = 16_384;
+/// Default capacity of the ICMP-error table.
+pub const DEFAULT_ICMP_ERRORS_CAPACITY: u32 = 8_192;
+/// The reason a drop program records on kernels whose tracepoint has none.
+pub const UNKNOWN_REASON: u32 = u32::MAX;
 /// Name of the XDP entry point.
 pub const XDP_PROGRAM: &str = "netprobe_xdp";
 /// Name of the TC ingress entry point.
@@ -291,6 +327,109 @@ pub mod tcp_control {
     }
 }
 
+/// A dropped packet's flow and why the kernel dropped it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    /// The flow, as the packet's headers say at the drop (IPv4 widened).
+    pub flow: FlowKey,
+    /// `enum skb_drop_reason` of the running kernel ([`UNKNOWN_REASON`] before 5.17).
+    pub reason: u32,
+}
+
+/// Packets and IP bytes dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropStats {
+    /// Packets.
+    pub packets: u64,
+    /// IP bytes (the header's length).
+    pub bytes: u64,
+}
+
+/// An ICMP error and the flow it answers (the packet it quotes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IcmpErrorKey {
+    /// The flow of the quoted packet: the one the error answers.
+    pub flow: FlowKey,
+    /// ICMP (or ICMPv6) type.
+    pub icmp_type: u8,
+    /// ICMP code.
+    pub icmp_code: u8,
+    /// 4 or 6: ICMP or ICMPv6.
+    pub icmp_version: u8,
+    /// Explicit padding; always zero (it is hashed).
+    pub pad: u8,
+}
+
+/// A TCP connection's identity: the client's port and initial sequence number, as on its
+/// first SYN. Both survive the NAT a node applies (DNAT to a service's backend, a source NAT
+/// that keeps the port), so the server's SYN-ACK (`ack = ISN + 1`, to the client's port) finds
+/// the connection whatever addresses it carries. Word-aligned: the programs handle it as one
+/// `u64`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// The client's initial sequence number.
+    pub isn: u32,
+    /// The client's port, network byte order.
+    pub client_port: u16,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// Explicit padding; always zero (it is hashed).
+    pub pad: u8,
+}
+
+/// What the kernel saw of a connection. Fields other than the retransmit count are written
+/// once (events are bytes set to 1: a write that two CPUs may race on harmlessly).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn {
+    /// The flow of the first SYN (client to server, as the node saw it).
+    pub flow: FlowKey,
+    /// `CLOCK_MONOTONIC` time of the first SYN, ns.
+    pub syn_ns: u64,
+    /// First SYN to the matching SYN-ACK, ns (0 until answered).
+    pub handshake_ns: u64,
+    /// The interface whose hook saw the first SYN: the same SYN at another hook is not a
+    /// retransmission.
+    pub ifindex: u32,
+    /// SYNs with the connection's ISN after the first, at the same hook.
+    pub syn_retransmits: u32,
+    /// Events, one byte each ([`conn_event`]).
+    pub events: [u8; 8],
+}
+
+/// Indexes into [`Conn::events`].
+pub mod conn_event {
+    /// A SYN-ACK with `ack = ISN + 1` answered the SYN.
+    pub const ANSWERED: usize = 0;
+    /// A RST with `ack = ISN + 1` answered the SYN: refused.
+    pub const REFUSED: usize = 1;
+    /// The client sent a FIN.
+    pub const FIN_CLIENT: usize = 2;
+    /// The server sent a FIN.
+    pub const FIN_SERVER: usize = 3;
+    /// A RST after the handshake (either side).
+    pub const RESET: usize = 4;
+}
+
+/// A client end of a connection (address and port as one side's packets carry it), to find
+/// the connection from a FIN or RST, which carry no ISN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnEnd {
+    /// Address, network byte order (IPv4 in the first word).
+    pub addr: [u32; 4],
+    /// Port, network byte order.
+    pub port: u16,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// Explicit padding; always zero (it is hashed).
+    pub pad: [u8; 5],
+}
+
 /// Indexes of the per-CPU global counters ([`COUNTERS_MAP`]).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,14 +458,22 @@ pub enum Counter {
     MapFullPackets = 10,
     /// IP bytes of the packets not tracked because the flow table was full.
     MapFullBytes = 11,
+    /// Dropped packets whose headers could not be read (not IP, or not yet parsed).
+    DropsUnparsed = 12,
+    /// Dropped packets not recorded because the drop table was full.
+    DropsUntracked = 13,
+    /// ICMP errors not recorded because their table was full.
+    IcmpErrorsUntracked = 14,
+    /// SYNs whose connection could not be recorded (the table refused the insert).
+    ConnsUntracked = 15,
 }
 
 /// Number of slots in the global counter array.
-pub const COUNTER_SLOTS: u32 = 16;
+pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 16] = [
         Counter::NonIpArp,
         Counter::NonIpLldp,
         Counter::NonIpOther,
@@ -339,6 +486,10 @@ impl Counter {
         Counter::Ipv6ExtTooLong,
         Counter::MapFullPackets,
         Counter::MapFullBytes,
+        Counter::DropsUnparsed,
+        Counter::DropsUntracked,
+        Counter::IcmpErrorsUntracked,
+        Counter::ConnsUntracked,
     ];
 }
 
@@ -348,6 +499,13 @@ const _: () = assert!(core::mem::align_of::<FlowKey>() == 4);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 88);
 const _: () = assert!(core::mem::align_of::<FlowStats>() == 8);
 const _: () = assert!(Counter::ALL.len() as u32 <= COUNTER_SLOTS);
+const _: () = assert!(core::mem::size_of::<DropKey>() == 44);
+const _: () = assert!(core::mem::size_of::<DropStats>() == 16);
+const _: () = assert!(core::mem::size_of::<IcmpErrorKey>() == 44);
+const _: () = assert!(core::mem::size_of::<ConnKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Conn>() == 72);
+const _: () = assert!(core::mem::align_of::<Conn>() == 8);
+const _: () = assert!(core::mem::size_of::<ConnEnd>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -358,4 +516,16 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey4 {}
     // SAFETY: as above for FlowStats.
     unsafe impl aya::Pod for super::FlowStats {}
+    // SAFETY: as above: integers and explicit padding only.
+    unsafe impl aya::Pod for super::DropKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DropStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IcmpErrorKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Conn {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnEnd {}
 }

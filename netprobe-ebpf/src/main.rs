@@ -19,14 +19,17 @@
 mod prog {
     use aya_ebpf::{
         bindings::{TC_ACT_UNSPEC, xdp_action},
-        macros::{classifier, map, xdp},
-        maps::{HashMap, PerCpuArray},
-        programs::{TcContext, XdpContext},
+        macros::{classifier, map, raw_tracepoint, xdp},
+        maps::{HashMap, LruHashMap, PerCpuArray},
+        programs::{RawTracePointContext, TcContext, XdpContext},
     };
     use netprobe_ebpf::{
-        COUNTER_SLOTS, DEFAULT_FLOW4_CAPACITY, DEFAULT_FLOW6_CAPACITY, FlowKey, FlowKey4,
-        FlowStats,
-        count::{Frame, Tables, on_packet},
+        COUNTER_SLOTS, Conn, ConnEnd, ConnKey, DEFAULT_CONNS_CAPACITY, DEFAULT_DROPS_CAPACITY,
+        DEFAULT_FLOW4_CAPACITY, DEFAULT_FLOW6_CAPACITY, DEFAULT_ICMP_ERRORS_CAPACITY, DropKey,
+        DropStats, FlowKey, FlowKey4, FlowStats, IcmpErrorKey, UNKNOWN_REASON,
+        conn::ConnTables,
+        count::{Frame, Packet, Tables, on_packet},
+        drop::{SkbOffsets, on_drop},
         parse::{parse_ethernet, parse_l3},
     };
 
@@ -45,19 +48,45 @@ mod prog {
     #[map]
     static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+    /// ICMP errors per answered flow, type and code.
+    #[map]
+    static ICMP_ERRORS: HashMap<IcmpErrorKey, u64> =
+        HashMap::with_max_entries(DEFAULT_ICMP_ERRORS_CAPACITY, 0);
+
+    /// TCP connections by client port and ISN (an LRU: the reader counts what it evicts).
+    #[map]
+    static CONNS: LruHashMap<ConnKey, Conn> =
+        LruHashMap::with_max_entries(DEFAULT_CONNS_CAPACITY, 0);
+
+    /// Client ends of the connections, to find one from a FIN or RST.
+    #[map]
+    static CONN_ENDS: LruHashMap<ConnEnd, ConnKey> =
+        LruHashMap::with_max_entries(2 * DEFAULT_CONNS_CAPACITY, 0);
+
     const TABLES: Tables<'static> = Tables {
         v4: &FLOWS4,
         v6: &FLOWS6,
+        icmp_errors: &ICMP_ERRORS,
+        conns: ConnTables {
+            conns: &CONNS,
+            ends: &CONN_ENDS,
+        },
         counters: &COUNTERS,
     };
 
     #[xdp]
     pub fn netprobe_xdp(ctx: XdpContext) -> u32 {
         let (data, end) = (ctx.data(), ctx.data_end());
-        let frame = Frame::Xdp {
-            len: (end - data) as u32,
+        let packet = Packet {
+            data,
+            end,
+            // SAFETY: a plain read of a context field.
+            ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+            frame: Frame::Xdp {
+                len: (end - data) as u32,
+            },
         };
-        on_packet(&TABLES, &parse_ethernet(data, end), frame);
+        on_packet(&TABLES, &packet, &parse_ethernet(data, end));
         xdp_action::XDP_PASS
     }
 
@@ -68,26 +97,32 @@ mod prog {
         // SAFETY: `skb` is the context pointer the kernel passed; these are plain field reads
         // (the verifier rewrites them into loads from the sk_buff and its shared info, so the
         // ones not always needed are read only when they are).
-        let (len, gso_segs) = unsafe { ((*skb).len, (*skb).gso_segs) };
+        let (len, gso_segs, ifindex) = unsafe { ((*skb).len, (*skb).gso_segs, (*skb).ifindex) };
         let gso_size = if gso_segs > 1 {
             // SAFETY: as above.
             unsafe { (*skb).gso_size }
         } else {
             0
         };
+        let (data, end) = (ctx.data(), ctx.data_end());
         let parsed = if l3 {
             // SAFETY: as above.
             let proto = unsafe { (*skb).protocol };
-            parse_l3(ctx.data(), ctx.data_end(), u16::from_be(proto as u16))
+            parse_l3(data, end, u16::from_be(proto as u16))
         } else {
-            parse_ethernet(ctx.data(), ctx.data_end())
+            parse_ethernet(data, end)
         };
-        let frame = Frame::Skb {
-            len,
-            gso_segs,
-            gso_size,
+        let packet = Packet {
+            data,
+            end,
+            ifindex,
+            frame: Frame::Skb {
+                len,
+                gso_segs,
+                gso_size,
+            },
         };
-        on_packet(&TABLES, &parsed, frame);
+        on_packet(&TABLES, &packet, &parsed);
     }
 
     /// TC/TCX ingress: every packet entering through a virtual interface. Returns
@@ -129,6 +164,50 @@ mod prog {
             count_skb(&ctx, false);
         }
         TC_ACT_UNSPEC
+    }
+
+    /// Dropped packets per flow and reason.
+    #[map]
+    static DROPS: HashMap<DropKey, DropStats> =
+        HashMap::with_max_entries(DEFAULT_DROPS_CAPACITY, 0);
+
+    // `sk_buff` offsets from the running kernel's BTF, set by user space before load
+    // (netprobe_ebpf::skb_offsets names them); read volatile so they are not folded to 0.
+    #[unsafe(no_mangle)]
+    static SKB_HEAD: u32 = 0;
+    #[unsafe(no_mangle)]
+    static SKB_NETWORK_HEADER: u32 = 0;
+    #[unsafe(no_mangle)]
+    static SKB_TRANSPORT_HEADER: u32 = 0;
+    #[unsafe(no_mangle)]
+    static SKB_PROTOCOL: u32 = 0;
+
+    #[inline(always)]
+    fn skb_offsets() -> SkbOffsets {
+        // SAFETY: reads of our own statics.
+        unsafe {
+            SkbOffsets {
+                head: core::ptr::read_volatile(&raw const SKB_HEAD),
+                network_header: core::ptr::read_volatile(&raw const SKB_NETWORK_HEADER),
+                transport_header: core::ptr::read_volatile(&raw const SKB_TRANSPORT_HEADER),
+                protocol: core::ptr::read_volatile(&raw const SKB_PROTOCOL),
+            }
+        }
+    }
+
+    /// Every dropped buffer, with the kernel's reason (the tracepoint's third argument, 5.17).
+    #[raw_tracepoint(tracepoint = "kfree_skb")]
+    pub fn netprobe_drop(ctx: RawTracePointContext) -> i32 {
+        let reason: u64 = ctx.arg(2);
+        on_drop(&ctx, reason as u32, &skb_offsets(), &DROPS, &COUNTERS);
+        0
+    }
+
+    /// As `netprobe_drop`, for kernels whose tracepoint has no reason (before 5.17).
+    #[raw_tracepoint(tracepoint = "kfree_skb")]
+    pub fn netprobe_drop_old(ctx: RawTracePointContext) -> i32 {
+        on_drop(&ctx, UNKNOWN_REASON, &skb_offsets(), &DROPS, &COUNTERS);
+        0
     }
 
     #[panic_handler]

@@ -73,9 +73,30 @@ pub struct PacketInfo {
     pub ip_len: u32,
     /// IP header length plus transport header length: the headers every GSO segment repeats.
     pub hdr_len: u32,
+    /// Offset of the transport header from `data` (0 when none was read).
+    pub l4_offset: u32,
+    /// ICMP / ICMPv6 type (0 for other transports: tell by `protocol`).
+    pub icmp_type: u8,
+    /// ICMP / ICMPv6 code.
+    pub icmp_code: u8,
+    /// TCP sequence number (host order), read only for packets with SYN, FIN or RST.
+    pub seq: u32,
+    /// TCP acknowledgement number (host order), likewise.
+    pub ack: u32,
 }
 
 impl PacketInfo {
+    /// Whether this is an ICMP error that quotes the packet it answers: destination
+    /// unreachable, time exceeded, parameter problem (v4 and v6), packet too big (v6).
+    #[inline(always)]
+    pub fn is_icmp_error(&self) -> bool {
+        match self.protocol {
+            proto::ICMP => matches!(self.icmp_type, 3 | 11 | 12),
+            proto::ICMPV6 => matches!(self.icmp_type, 1..=4),
+            _ => false,
+        }
+    }
+
     /// The IPv4 key's two words ([`crate::FlowKey4`]'s memory).
     #[inline(always)]
     pub fn key4_words(&self) -> [u64; 2] {
@@ -95,6 +116,16 @@ impl PacketInfo {
             self.dst[1],
             u64::from(self.ports) | (u64::from(self.protocol) << 32) | (6 << 40),
         ]
+    }
+
+    /// The flow's key as [`FlowKey`]'s five words, whatever the IP version (the connection,
+    /// drop and ICMP tables use the general key).
+    #[inline(always)]
+    pub fn flow_words(&self) -> [u64; 5] {
+        let tail = u64::from(self.ports)
+            | (u64::from(self.protocol) << 32)
+            | (u64::from(self.version) << 40);
+        [self.src[0], self.src[1], self.dst[0], self.dst[1], tail]
     }
 
     /// The flow's key, decoded (user space and tests).
@@ -210,6 +241,11 @@ pub fn parse_ipv4(data: usize, data_end: usize, off: usize) -> Parsed {
         l3_offset: off as u32,
         ip_len: tot_len,
         hdr_len: ihl as u32,
+        l4_offset: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        seq: 0,
+        ack: 0,
     };
     if info.fragment {
         return Parsed::Ip(info);
@@ -294,6 +330,11 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
             payload_len + 40
         },
         hdr_len: 40,
+        l4_offset: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        seq: 0,
+        ack: 0,
     };
     let mut ext_off: usize = 40;
     let mut walked = 0;
@@ -319,6 +360,7 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
     }
     info.protocol = next;
     info.hdr_len = ext_off as u32;
+    info.l4_offset = (off + ext_off) as u32;
     if is_ext_header(next) {
         info.ext_too_long = true;
         return Parsed::Ip(info);
@@ -331,20 +373,25 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
 fn parse_transport(data: usize, data_end: usize, off: usize, mut info: PacketInfo) -> Parsed {
     match info.protocol {
         proto::TCP => {
-            // ports (4), seq (4), ack (4), data offset + flags (2).
-            let Ok(ports) = load::<u32>(data, data_end, off) else {
+            // Ports (4), seq (4), ack (4), data offset + flags (2) + window (2), in one load:
+            // the compiler drops bounds checks it can prove from another one, which the
+            // verifier, tracking bounds per pointer, cannot follow.
+            let Ok(h) = load::<[u32; 4]>(data, data_end, off) else {
                 return Parsed::Other(Counter::MalformedTransport);
             };
-            let Ok(off_flags) = load::<[u8; 2]>(data, data_end, off + 12) else {
-                return Parsed::Other(Counter::MalformedTransport);
-            };
+            let off_flags = h[3].to_ne_bytes();
             let doff = u32::from(off_flags[0] >> 4) * 4;
             if doff < 20 {
                 return Parsed::Other(Counter::MalformedTransport);
             }
-            info.ports = ports;
+            info.ports = h[0];
             info.tcp_flags = off_flags[1];
             info.hdr_len += doff;
+            // The connection tracker's numbers: only packets with SYN, FIN or RST go there.
+            if off_flags[1] & crate::tcp_flags::CONTROL != 0 {
+                info.seq = u32::from_be(h[1]);
+                info.ack = u32::from_be(h[2]);
+            }
         }
         proto::UDP => {
             let Ok(hdr) = load::<[u32; 2]>(data, data_end, off) else {
@@ -354,14 +401,70 @@ fn parse_transport(data: usize, data_end: usize, off: usize, mut info: PacketInf
             info.hdr_len += 8;
         }
         proto::ICMP | proto::ICMPV6 => {
-            if load::<u32>(data, data_end, off).is_err() {
+            let Ok(type_code) = load::<[u8; 4]>(data, data_end, off) else {
                 return Parsed::Other(Counter::MalformedTransport);
-            }
+            };
+            info.icmp_type = type_code[0];
+            info.icmp_code = type_code[1];
             info.hdr_len += 8;
         }
         _ => {}
     }
+    info.l4_offset = off as u32;
     Parsed::Ip(info)
+}
+
+/// The flow of the packet an ICMP error quotes, as [`FlowKey`]'s five words: its IP header
+/// (IPv4 for ICMP, IPv6 for ICMPv6) eight bytes after the error's own header at `l4`, and the
+/// first eight bytes of its transport (the ports of TCP and UDP). `None` when the quote is cut
+/// short or is not IP.
+#[inline(always)]
+pub fn parse_quoted(data: usize, data_end: usize, l4: usize, version: u8) -> Option<[u64; 5]> {
+    let off = l4 + 8;
+    if version == 4 {
+        let hdr = load::<[u32; 5]>(data, data_end, off).ok()?;
+        let w0 = u32::from_be(hdr[0]);
+        if w0 >> 28 != 4 {
+            return None;
+        }
+        let ihl = ((w0 >> 24) & 0xF) as usize * 4;
+        let protocol = (u32::from_be(hdr[2]) >> 16) & 0xFF;
+        let later_fragment = u32::from_be(hdr[1]) & 0x1FFF != 0;
+        let ports = if !later_fragment && (protocol == 6 || protocol == 17) {
+            load::<u32>(data, data_end, off + (ihl & 0x3C)).ok()?
+        } else {
+            0
+        };
+        Some([
+            u64::from(hdr[3]),
+            0,
+            u64::from(hdr[4]),
+            0,
+            u64::from(ports) | (u64::from(protocol) << 32) | (4 << 40),
+        ])
+    } else {
+        // One load of the whole header: the verifier tracks bounds per pointer, and the
+        // compiler would drop checks it can prove from a later one on another pointer.
+        let h = load::<[u64; 5]>(data, data_end, off).ok()?;
+        let first = u64::from_be(h[0]);
+        if first >> 60 != 6 {
+            return None;
+        }
+        let next = ((first >> 8) & 0xFF) as u8;
+        let addrs = [h[1], h[2], h[3], h[4]];
+        let ports = if next == proto::TCP || next == proto::UDP {
+            load::<u32>(data, data_end, off + 40).ok()?
+        } else {
+            0
+        };
+        Some([
+            addrs[0],
+            addrs[1],
+            addrs[2],
+            addrs[3],
+            u64::from(ports) | (u64::from(next) << 32) | (6 << 40),
+        ])
+    }
 }
 
 #[cfg(test)]

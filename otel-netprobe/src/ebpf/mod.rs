@@ -6,6 +6,7 @@
 //! wrappers over the kernel interfaces that aya 0.14 does not cover.
 
 pub mod attach;
+pub mod btf;
 pub mod kernel;
 pub mod netlink;
 pub mod reader;

@@ -13,6 +13,7 @@ pub mod apiserver;
 pub mod backends;
 pub mod certs;
 pub mod cluster;
+pub mod kernel;
 pub mod packets;
 pub mod traffic;
 pub mod vm;

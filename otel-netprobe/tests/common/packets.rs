@@ -34,6 +34,25 @@ pub fn tcp(sport: u16, dport: u16, flags: u8, opts: usize) -> Vec<u8> {
     h
 }
 
+/// TCP header with ports, flags, sequence and acknowledgement numbers, no options.
+pub fn tcp_seq(sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&seq.to_be_bytes());
+    h.extend_from_slice(&ack.to_be_bytes());
+    h.extend_from_slice(&[5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    h
+}
+
+/// An ICMP (or ICMPv6) error header of `icmp_type` and `code`, followed by the `quoted`
+/// packet (its IP header and at least eight bytes of its transport).
+pub fn icmp_error(icmp_type: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut h = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
+    h.extend_from_slice(quoted);
+    h
+}
+
 /// UDP header.
 pub fn udp(sport: u16, dport: u16, payload: usize) -> Vec<u8> {
     let mut h = Vec::new();
@@ -97,13 +116,24 @@ pub fn frag6(next: u8, offset8: u16, more: bool) -> Vec<u8> {
 
 /// An IPv6 header whose first next-header is `next`, followed by `rest` and `payload` bytes.
 pub fn ipv6(next: u8, rest: &[u8], payload: usize) -> Vec<u8> {
+    ipv6_between(SRC6, DST6, next, rest, payload)
+}
+
+/// As [`ipv6`], between the given addresses.
+pub fn ipv6_between(
+    src: [u8; 16],
+    dst: [u8; 16],
+    next: u8,
+    rest: &[u8],
+    payload: usize,
+) -> Vec<u8> {
     let plen = rest.len() + payload;
     let mut h = vec![0x60, 0, 0, 0];
     h.extend_from_slice(&(plen as u16).to_be_bytes());
     h.push(next);
     h.push(64);
-    h.extend_from_slice(&SRC6);
-    h.extend_from_slice(&DST6);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
     h.extend_from_slice(rest);
     h.extend(std::iter::repeat_n(0xcdu8, payload));
     h
