@@ -5,6 +5,7 @@
 //! [`Snapshot`]s). Touches no kernel object itself, so it is unit-tested without root.
 
 mod attrs;
+pub mod conns;
 mod series;
 mod snapshot;
 mod table;
