@@ -3,15 +3,16 @@
 mod common;
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 use otel_netprobe::{
     export::{http, summary::Summary},
-    flow::{FlowView, Snapshot},
-    telemetry::Health,
+    flow::{Budgets, FlowView, Reading},
+    metrics::Aggregator,
+    telemetry::{Health, Telemetry},
 };
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -35,21 +36,20 @@ fn flow(src: [u8; 4], sport: u16, dport: u16, protocol: u8, packets: u64, size: 
 
 #[test]
 fn serves_metrics_summary_and_health() {
-    let snap = Snapshot {
-        taken_at: SystemTime::now(),
+    let snap = Aggregator::standalone(Budgets::default()).publish(Reading {
         flows: vec![
             flow([10, 0, 0, 1], 40000, 443, 6, 10, 1500),
             flow([10, 0, 0, 1], 40001, 443, 6, 5, 100),
             flow([10, 0, 0, 2], 50000, 53, 17, 3, 80),
         ],
-        counters: otel_netprobe::flow::GlobalCounters::default(),
         health: Health {
             read_cycles_total: 1,
             ..Health::default()
         },
-        ..Snapshot::empty()
-    };
-    let shared = Arc::new(RwLock::new(Arc::new(snap)));
+        ..Reading::default()
+    });
+    let shared = http::shared_empty();
+    http::publish(&shared, snap);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +58,11 @@ fn serves_metrics_summary_and_health() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = http::router(Arc::clone(&shared), 5, Duration::from_secs(60));
+    let app = http::router(
+        Arc::clone(&shared),
+        Arc::new(Telemetry::default()),
+        Duration::from_secs(60),
+    );
     std::thread::spawn(move || rt.block_on(async { axum::serve(listener, app).await }));
 
     let (code, metrics) = get(addr, "/metrics");
@@ -76,6 +80,9 @@ fn serves_metrics_summary_and_health() {
     assert!(metrics.contains(&format!(
         "netprobe_packet_size_bytes_bucket{{{tcp},le=\"1500\"}} 15\n"
     )));
+    // The agent's own health is appended, error counters present at 0.
+    assert!(metrics.contains("netprobe_agent_export_requests_total{result=\"failed\"} 0\n"));
+    assert!(metrics.contains("netprobe_agent_read_errors_total 0\n"));
 
     let (code, body) = get(addr, "/api/v1/summary");
     assert_eq!(code, 200);
@@ -89,8 +96,8 @@ fn serves_metrics_summary_and_health() {
 
     assert_eq!(get(addr, "/healthz").0, 200);
     // A snapshot older than the staleness limit makes the agent unhealthy.
-    let mut stale = (**shared.read().unwrap()).clone();
+    let mut stale = (*http::latest(&shared)).clone();
     stale.taken_at = SystemTime::now() - Duration::from_secs(120);
-    *shared.write().unwrap() = Arc::new(stale);
+    http::publish(&shared, stale);
     assert_eq!(get(addr, "/healthz").0, 503);
 }

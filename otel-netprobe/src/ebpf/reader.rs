@@ -1,32 +1,23 @@
 //! The map reader: one cycle reads the whole flow table with batched lookups, moves idle
 //! entries out of the kernel (each with its final value, so no packet is lost), expires
-//! forgotten flows, sums the per-CPU counters and produces a [`Snapshot`].
+//! forgotten flows, sums the per-CPU counters and hands the aggregator a [`Reading`].
 
 use std::{
     os::fd::AsFd,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use netprobe_ebpf::{Counter, FlowKey, FlowKey4, FlowStats};
 
-use super::sys::{self, BatchReader, Plain, SysError, TypedMap};
+use super::sys::{self, BatchReader, SysError, TypedMap};
 use crate::{
-    export::otlp::ExportStats,
-    flow::{Budgets, FlowTable, GlobalCounters, Snapshot},
-    k8s::naming::{Naming, NamingRules},
-    telemetry::{Health, InterfaceState},
+    flow::{FlowTable, GlobalCounters, Reading, flows_of},
+    telemetry::{
+        Count, Health, Telemetry,
+        events::{Event, FlowsExpired, FlowsMovedOut, ReadCompleted, ReadFailed},
+    },
 };
-
-// SAFETY: FlowKey is #[repr(C)], Copy, all integers with explicit padding: any bytes are valid.
-unsafe impl Plain for FlowKey {}
-// SAFETY: as above for FlowKey4.
-unsafe impl Plain for FlowKey4 {}
-// SAFETY: as above for FlowStats.
-unsafe impl Plain for FlowStats {}
 
 /// Reads `CLOCK_MONOTONIC_COARSE`, the clock the programs stamp flows with.
 pub fn coarse_now_ns() -> u64 {
@@ -57,65 +48,34 @@ pub struct Reader {
     prev4: Vec<(FlowKey4, u64, u64)>,
     prev6: Vec<(FlowKey, u64, u64)>,
     table: FlowTable,
-    cpus: usize,
     timeouts: Timeouts,
     health: Health,
-    interfaces: Arc<Mutex<Vec<InterfaceState>>>,
-    attach_errors: Arc<AtomicU64>,
-    export: Arc<ExportStats>,
-    budgets: Arc<Budgets>,
-    rules: Arc<NamingRules>,
-    k8s: Option<Arc<crate::k8s::Shared>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Reader {
     /// A reader over the production maps (see [`super::take_maps`]); `capacity` is both flow
-    /// tables' together.
+    /// tables' together; what it does is counted in `telemetry`.
     pub fn new(
         maps: super::Maps,
         capacity: u64,
         timeouts: Timeouts,
-        interfaces: Arc<Mutex<Vec<InterfaceState>>>,
-        attach_errors: Arc<AtomicU64>,
-    ) -> Result<Self, SysError> {
-        let cpus = sys::possible_cpus()?;
-        Ok(Self {
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        Self {
             maps,
             batch4: BatchReader::new(1024),
             batch6: BatchReader::new(1024),
             prev4: Vec::new(),
             prev6: Vec::new(),
             table: FlowTable::new(),
-            cpus,
             timeouts,
             health: Health {
                 flow_table_capacity: capacity,
                 ..Health::default()
             },
-            interfaces,
-            attach_errors,
-            export: Arc::default(),
-            budgets: Arc::default(),
-            rules: Arc::new(NamingRules::standalone()),
-            k8s: None,
-        })
-    }
-
-    /// Shares the OTLP exporter's figures, so snapshots report them.
-    pub fn set_export_stats(&mut self, stats: Arc<ExportStats>) {
-        self.export = stats;
-    }
-
-    /// Sets the cardinality budgets the snapshots' series are built under.
-    pub fn set_budgets(&mut self, budgets: Arc<Budgets>) {
-        self.budgets = budgets;
-    }
-
-    /// Sets how flow ends are named: the rules, and the Kubernetes watchers' shared state
-    /// (`None`: standalone).
-    pub fn set_naming(&mut self, rules: Arc<NamingRules>, k8s: Option<Arc<crate::k8s::Shared>>) {
-        self.rules = rules;
-        self.k8s = k8s;
+            telemetry,
+        }
     }
 
     /// Changes the expiry settings (they apply from the next cycle).
@@ -123,40 +83,25 @@ impl Reader {
         self.timeouts = timeouts;
     }
 
-    /// One read cycle; returns the new snapshot. On error the health counters say so and the
+    /// One read cycle; returns what it found. On error the failure is counted and the
     /// previous state is kept.
-    pub fn cycle(&mut self) -> Snapshot {
+    pub fn cycle(&mut self) -> Reading {
         let started = Instant::now();
-        if let Err(e) = self.read() {
-            self.health.read_errors_total += 1;
-            tracing::warn!(error = %e, "reading the flow table failed");
-        } else {
-            self.health.read_cycles_total += 1;
+        match self.read() {
+            Ok(()) => ReadCompleted.emit(&self.telemetry),
+            Err(e) => ReadFailed { error: &e }.emit(&self.telemetry),
         }
+        let t = &self.telemetry;
+        self.health.read_cycles_total = t.get(Count::ReadCycles);
+        self.health.kernel_evictions_total = t.get(Count::MovedOut);
+        self.health.flows_expired_total = t.get(Count::Expired);
         self.health.last_read_seconds = started.elapsed().as_secs_f64();
         self.health.flows_tracked = self.table.len() as u64;
-        self.health.attach_errors_total = self.attach_errors.load(Ordering::Relaxed);
-        self.health.export_ok_total = self.export.ok.load(Ordering::Relaxed);
-        self.health.export_failed_total = self.export.failed.load(Ordering::Relaxed);
-        self.health.export_dropped_points_total =
-            self.export.dropped_points.load(Ordering::Relaxed);
-        if let Ok(i) = self.interfaces.lock() {
-            self.health.interfaces.clone_from(&i);
+        Reading {
+            flows: flows_of(&self.table),
+            counters: self.read_counters(),
+            health: self.health.clone(),
         }
-        // One index for the snapshot's names and its figures.
-        let index = self.k8s.as_ref().map(|k| k.index()).unwrap_or_default();
-        self.health.k8s = self.k8s.as_ref().map(|k| k.health_of(&index));
-        let naming = Naming {
-            index,
-            rules: Arc::clone(&self.rules),
-        };
-        Snapshot::of(
-            &self.table,
-            self.read_counters(),
-            self.health.clone(),
-            Arc::clone(&self.budgets),
-            naming,
-        )
     }
 
     fn read(&mut self) -> Result<(), SysError> {
@@ -221,9 +166,15 @@ impl Reader {
             self.table.fold_evicted(key, last);
         }
         self.health.flow_table_entries -= evict.len() as u64;
-        self.health.kernel_evictions_total += evict.len() as u64;
+        FlowsMovedOut {
+            count: evict.len() as u64,
+        }
+        .emit(&self.telemetry);
         let expired = self.table.expire(now, self.timeouts.idle.as_nanos() as u64);
-        self.health.flows_expired_total += expired as u64;
+        FlowsExpired {
+            count: expired as u64,
+        }
+        .emit(&self.telemetry);
         if let (Some(a), Some(b)) = (sys::map_memlock_bytes(fd4), sys::map_memlock_bytes(fd6)) {
             self.health.flow_table_memory_bytes = a + b;
         }
@@ -232,9 +183,8 @@ impl Reader {
 
     fn read_counters(&self) -> GlobalCounters {
         let mut g = GlobalCounters::default();
-        let fd = self.maps.counters.fd().as_fd();
         for c in Counter::ALL {
-            if let Ok(v) = sys::lookup_percpu_array_u64(fd, c as u32, self.cpus) {
+            if let Ok(v) = self.maps.counters.get(&(c as u32), 0) {
                 g.0[c as usize] = v.iter().sum();
             }
         }
