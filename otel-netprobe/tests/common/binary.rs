@@ -24,8 +24,14 @@ pub fn path() -> PathBuf {
 /// kubeconfig) and no `OTEL_*` variables of the machine running the tests.
 pub fn command(args: &[&str]) -> Command {
     let mut c = Command::new(path());
-    c.args(args)
-        .env_remove("KUBERNETES_SERVICE_HOST")
+    c.args(args);
+    clean_env(&mut c);
+    c
+}
+
+/// Removes what would let a run see this machine's Kubernetes API or OTLP settings.
+pub fn clean_env(c: &mut Command) {
+    c.env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUBECONFIG")
         .env("HOME", "/nonexistent");
     for (k, _) in std::env::vars_os() {
@@ -33,7 +39,6 @@ pub fn command(args: &[&str]) -> Command {
             c.env_remove(k);
         }
     }
-    c
 }
 
 /// Runs `cmd` inside `ns` to its end, killing it (and failing) after [`TIMEOUT`].
@@ -72,11 +77,14 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `cmd` (a `run` command listening at `listen`) inside `ns`; its log goes to a file.
+    /// Starts `cmd` (a `run` command listening at `listen`) inside `ns`; its output goes to a
+    /// log file.
     pub fn start(ns: &Netns, mut cmd: Command, listen: SocketAddr) -> Self {
         let log = std::env::temp_dir().join(unique("agentlog"));
         let file = fs::File::create(&log).expect("log file");
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(file);
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file);
         let child = ns.run(move || cmd.spawn()).expect("spawn otel-netprobe");
         Self {
             child,
