@@ -110,7 +110,7 @@ fn spawn<T: Send + 'static>(
 impl Agent {
     /// Starts everything `cfg` asks for, in the calling thread's network namespace. Settings
     /// that cannot work (capabilities, TLS files, the listen address, the Kubernetes API) stop
-    /// the start before any program is loaded.
+    /// the start before any program is attached.
     pub fn start(cfg: &Config) -> Result<Self, AgentError> {
         privileges::check()?;
         let telemetry = Arc::new(Telemetry::default());
@@ -135,8 +135,10 @@ impl Agent {
         } else {
             None
         };
+        // Loaded before the Kubernetes notice, so a refusal is the only line printed.
+        let (ebpf, maps) = load(cfg)?;
         let k8s = K8s::start(&cfg.k8s)?;
-        let (attacher, monitor, maps, interfaces) = load_and_attach(cfg, &telemetry)?;
+        let (attacher, monitor, interfaces) = attach(cfg, ebpf, &telemetry)?;
         let timeouts = Timeouts {
             kernel_idle: cfg.flows.kernel_idle_timeout,
             idle: cfg.flows.idle_timeout,
@@ -322,13 +324,8 @@ fn serve(
     (addr, tx, task)
 }
 
-/// Loads the programs, takes the reader's maps, and attaches to the current interfaces; the
-/// link monitor subscribes before the interfaces are listed, so none created in between is
-/// missed.
-fn load_and_attach(
-    cfg: &Config,
-    telemetry: &Arc<Telemetry>,
-) -> Result<(Attacher, LinkMonitor, ebpf::Maps, Interfaces), AgentError> {
+/// Loads the programs (attached nowhere yet) and takes the reader's maps.
+fn load(cfg: &Config) -> Result<(aya::Ebpf, ebpf::Maps), AgentError> {
     let mut ebpf = ebpf::load(cfg.flows.capacity, cfg.flows.capacity_ipv6).map_err(|e| {
         match privileges::explain_refusal(permission_denied(&e)) {
             Some(p) => AgentError::Privileges(p),
@@ -336,6 +333,16 @@ fn load_and_attach(
         }
     })?;
     let maps = ebpf::take_maps(&mut ebpf)?;
+    Ok((ebpf, maps))
+}
+
+/// Attaches to the current interfaces; the link monitor subscribes before the interfaces are
+/// listed, so none created in between is missed.
+fn attach(
+    cfg: &Config,
+    ebpf: aya::Ebpf,
+    telemetry: &Arc<Telemetry>,
+) -> Result<(Attacher, LinkMonitor, Interfaces), AgentError> {
     let interfaces: Interfaces = Arc::default();
     let mut attacher = Attacher::new(
         ebpf,
@@ -349,7 +356,7 @@ fn load_and_attach(
         .map_err(AgentError::Netlink)?;
     attacher.sync(&netlink::dump_links().map_err(AgentError::Netlink)?);
     info!(interfaces = attacher.len(), "programs attached");
-    Ok((attacher, monitor, maps, interfaces))
+    Ok((attacher, monitor, interfaces))
 }
 
 /// The attacher's list of interfaces, read by the aggregator.
