@@ -7,20 +7,63 @@
 //! carries its own bounds. Renderers (Prometheus text, OTLP, the summary) walk families and
 //! points and never name a catalogue metric; the metric modules in [`crate::metrics`] fill it.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{ops::Deref, sync::Arc, time::SystemTime};
 
 use crate::export::names::{Kind, Metric};
 
 /// Attribute set of one point, in label order (OTLP names; Prometheus replaces the dots).
 pub type Labels = Vec<(&'static str, String)>;
 
-/// A point's attributes, shared by the points of one series in several families (the flow
-/// metrics): renderers may encode an attribute set once and reuse it.
-pub type Attrs = Arc<[(&'static str, String)]>;
+/// A point's attributes, cheap to clone. A set shared by the points of one series in several
+/// families (the flow metrics) carries a slot number unique within its frame, so a renderer can
+/// encode it once and reuse it (the slot is kept beside the pointer: reading it costs no trip to
+/// the labels).
+#[derive(Clone, Debug)]
+pub struct Attrs {
+    slot: Option<u32>,
+    labels: Arc<[(&'static str, String)]>,
+}
 
-/// Attributes from labels.
-pub fn attrs(labels: Labels) -> Attrs {
-    Arc::from(labels)
+impl Attrs {
+    /// Attributes of one point.
+    pub fn new(labels: Labels) -> Self {
+        Self {
+            slot: None,
+            labels: labels.into(),
+        }
+    }
+
+    /// Attributes shared by several points, numbered `slot` (unique within the frame).
+    pub fn shared(labels: Labels, slot: u32) -> Self {
+        Self {
+            slot: Some(slot),
+            labels: labels.into(),
+        }
+    }
+
+    /// The slot of a shared set.
+    pub fn slot(&self) -> Option<u32> {
+        self.slot
+    }
+
+    /// Whether both are the same set (not only equal labels).
+    pub fn same(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.labels, &b.labels)
+    }
+}
+
+impl Deref for Attrs {
+    type Target = [(&'static str, String)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.labels
+    }
+}
+
+impl PartialEq for Attrs {
+    fn eq(&self, other: &Self) -> bool {
+        self.labels == other.labels
+    }
 }
 
 /// A histogram point: bucket counts against explicit upper bounds (inclusive; the last bucket
@@ -97,7 +140,7 @@ impl Family {
 
     /// Adds a point.
     pub fn push(&mut self, labels: Labels, value: Value) {
-        self.push_shared(attrs(labels), value);
+        self.push_shared(Attrs::new(labels), value);
     }
 
     /// Adds a point with attributes shared with other points.

@@ -131,7 +131,6 @@ impl Summary {
                 }
             }
         }
-        let mut sources = FxHashSet::default();
         let mut dests = FxHashSet::default();
         let mut talkers: FxHashMap<IpAddr, (Volume, u64)> = FxHashMap::default();
         let mut protocols: FxHashMap<Transport, Volume> = FxHashMap::default();
@@ -148,7 +147,6 @@ impl Summary {
             }
             s.total.add(f.packets, f.bytes);
             s.flows += 1;
-            sources.insert(f.src);
             dests.insert(f.dst);
             protocols
                 .entry(f.transport)
@@ -161,13 +159,19 @@ impl Summary {
             t.0.add(f.packets, f.bytes);
             t.1 += 1;
         }
-        s.unique_sources = sources.len() as u64;
+        s.unique_sources = talkers.len() as u64;
         s.unique_destinations = dests.len() as u64;
         s.protocols = protocols.into_iter().map(|(t, v)| (t.name(), v)).collect();
         s.tcp_states = states.into_iter().map(|(k, n)| (k.to_owned(), n)).collect();
         let mut talkers: Vec<(IpAddr, (Volume, u64))> = talkers.into_iter().collect();
-        talkers.sort_unstable_by(|a, b| b.1.0.bytes.cmp(&a.1.0.bytes).then_with(|| a.0.cmp(&b.0)));
+        let busiest = |a: &(IpAddr, (Volume, u64)), b: &(IpAddr, (Volume, u64))| {
+            b.1.0.bytes.cmp(&a.1.0.bytes).then_with(|| a.0.cmp(&b.0))
+        };
+        if talkers.len() > top && top > 0 {
+            talkers.select_nth_unstable_by(top - 1, busiest);
+        }
         talkers.truncate(top);
+        talkers.sort_unstable_by(busiest);
         s.top_talkers = talkers
             .into_iter()
             .map(|(ip, (v, flows))| Talker {

@@ -10,7 +10,7 @@
 //! fewer than `max_series` exist, and the rest are added up in one series marked
 //! `otel.metric.overflow=true`. A set whose flows are all gone stops being reported.
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use super::{
     Ends, FlowView, Lookups,
@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     export::names::Metric,
-    frame::{Attrs, Family, Histogram, Value, attrs},
+    frame::{Attrs, Family, Histogram, Value},
     k8s::naming::{Naming, Peer},
 };
 
@@ -117,6 +117,7 @@ impl SeriesSet {
         value: impl Fn(&FlowView) -> u64,
     ) -> Family {
         let mut family = Family::new(metric);
+        family.points.reserve_exact(self.series.len());
         for (a, v) in self.series.iter().zip(self.sums(flows, value)) {
             family.push_shared(a.clone(), Value::Int(v));
         }
@@ -147,6 +148,7 @@ impl SeriesSet {
             sums[s] += sum;
         }
         let mut family = Family::new(metric);
+        family.points.reserve_exact(self.series.len());
         for ((a, c), sum) in self.series.iter().zip(counts.chunks_exact(width)).zip(sums) {
             let h = Histogram {
                 bounds,
@@ -165,16 +167,39 @@ impl SeriesSet {
 pub struct Budget {
     plan: Plan,
     max_series: usize,
-    admitted: FxHashSet<SeriesKey>,
+    /// Admitted sets and their attributes, formatted once on admission; each holds a slot
+    /// (below `max_series`) for as long as it is admitted.
+    admitted: FxHashMap<SeriesKey, Attrs>,
+    /// Slots given back by sets whose flows are gone.
+    free: Vec<u32>,
+    next_slot: u32,
+    /// The slot numbers of this budget start here (each budget of a frame has its own range).
+    first_slot: u32,
+    overflow: Attrs,
+    /// The previous build's grouping, kept for its allocation (a cycle reuses it rather than
+    /// growing a large table from nothing).
+    scratch: FxHashMap<SeriesKey, u32>,
 }
 
 impl Budget {
     /// A budget of at most `max_series` series (plus the overflow series) over `attrs`.
     pub fn new(attrs: Vec<FlowAttr>, max_series: usize) -> Self {
+        Self::numbered_from(attrs, max_series, 0)
+    }
+
+    /// As [`Self::new`], its attribute sets numbered from `first_slot` (the next budget of the
+    /// same frame starts at `first_slot + max_series + 1`).
+    pub fn numbered_from(attrs: Vec<FlowAttr>, max_series: usize, first_slot: u32) -> Self {
+        let overflow = vec![(OVERFLOW, "true".to_owned())];
         Self {
             plan: Plan::new(attrs),
             max_series,
-            admitted: FxHashSet::default(),
+            admitted: FxHashMap::default(),
+            free: Vec::new(),
+            next_slot: 0,
+            first_slot,
+            overflow: Attrs::shared(overflow, first_slot + max_series as u32),
+            scratch: FxHashMap::default(),
         }
     }
 
@@ -187,8 +212,9 @@ impl Budget {
     pub fn build(&mut self, named: &Named<'_>) -> SeriesSet {
         let flows = named.flows;
         // Per attribute set: its group; per group: bytes (to rank newcomers) and flows.
-        let mut groups: FxHashMap<SeriesKey, u32> = FxHashMap::default();
-        let mut totals: Vec<(u64, u64)> = Vec::new();
+        let mut groups = std::mem::take(&mut self.scratch);
+        groups.clear();
+        let mut totals: Vec<(u64, u64)> = Vec::with_capacity(groups.capacity());
         let mut group_of = Vec::with_capacity(flows.len());
         for (i, f) in flows.iter().enumerate() {
             if !named.kept(i) {
@@ -206,19 +232,19 @@ impl Budget {
             totals[g as usize].1 += 1;
             group_of.push(g);
         }
-        self.admit(&groups, &totals);
+        let attrs_of_group = self.admit(&groups, &totals);
         let mut kept: Vec<(&SeriesKey, u32)> = groups
             .iter()
-            .filter(|(k, _)| self.admitted.contains(*k))
+            .filter(|(_, g)| attrs_of_group[**g as usize].is_some())
             .map(|(k, g)| (k, *g))
             .collect();
         kept.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let overflow = kept.len() as u32;
         let mut series_of_group = vec![overflow; totals.len()];
         let mut series: Vec<Attrs> = Vec::with_capacity(kept.len() + 1);
-        for (s, (k, g)) in kept.iter().enumerate() {
+        for (s, (_, g)) in kept.iter().enumerate() {
             series_of_group[*g as usize] = s as u32;
-            series.push(attrs(self.plan.labels(k)));
+            series.extend(attrs_of_group[*g as usize].clone());
         }
         let overflow_flows: u64 = series_of_group
             .iter()
@@ -227,7 +253,7 @@ impl Budget {
             .map(|(_, t)| t.1)
             .sum();
         if overflow_flows > 0 {
-            series.push(attrs(vec![(OVERFLOW, "true".to_owned())]));
+            series.push(self.overflow.clone());
         }
         let of_flow = group_of
             .into_iter()
@@ -238,6 +264,8 @@ impl Budget {
                     .unwrap_or(SeriesSet::LEFT_OUT)
             })
             .collect();
+        drop(kept);
+        self.scratch = groups;
         SeriesSet {
             series,
             of_flow,
@@ -245,23 +273,53 @@ impl Budget {
         }
     }
 
-    /// Forgets sets whose flows are gone, then admits newcomers, busiest first, while there
-    /// is room.
-    fn admit(&mut self, groups: &FxHashMap<SeriesKey, u32>, totals: &[(u64, u64)]) {
-        self.admitted.retain(|k| groups.contains_key(k));
+    /// Forgets sets whose flows are gone (their slots are reused), then admits newcomers,
+    /// busiest first, while there is room. Returns each group's attributes (`None`: over the
+    /// budget).
+    fn admit(
+        &mut self,
+        groups: &FxHashMap<SeriesKey, u32>,
+        totals: &[(u64, u64)],
+    ) -> Vec<Option<Attrs>> {
+        let free = &mut self.free;
+        self.admitted.retain(|k, a| {
+            let live = groups.contains_key(k);
+            if !live {
+                free.extend(a.slot());
+            }
+            live
+        });
+        let mut attrs: Vec<Option<Attrs>> = vec![None; totals.len()];
+        let mut candidates: Vec<(&SeriesKey, u32)> = Vec::new();
+        for (k, g) in groups {
+            match self.admitted.get(k) {
+                Some(a) => attrs[*g as usize] = Some(a.clone()),
+                None => candidates.push((k, *g)),
+            }
+        }
         let room = self.max_series.saturating_sub(self.admitted.len());
-        let mut candidates: Vec<(&SeriesKey, u64)> = groups
-            .iter()
-            .filter(|(k, _)| !self.admitted.contains(*k))
-            .map(|(k, g)| (k, totals[*g as usize].0))
-            .collect();
         if candidates.len() > room {
-            // Busiest first; ties broken by identity, so the choice is deterministic.
-            candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            // Busiest first; ties broken by identity, so the choice is deterministic. Only the
+            // `room` busiest are needed: no sorting of the rest (often all of them).
+            let busiest = |a: &(&SeriesKey, u32), b: &(&SeriesKey, u32)| {
+                let bytes = |g: u32| totals[g as usize].0;
+                bytes(b.1).cmp(&bytes(a.1)).then_with(|| a.0.cmp(b.0))
+            };
+            if room > 0 {
+                candidates.select_nth_unstable_by(room - 1, busiest);
+            }
             candidates.truncate(room);
         }
-        let newcomers: Vec<SeriesKey> = candidates.into_iter().map(|(k, _)| k.clone()).collect();
-        self.admitted.extend(newcomers);
+        for (k, g) in candidates {
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.next_slot += 1;
+                self.first_slot + self.next_slot - 1
+            });
+            let a = Attrs::shared(self.plan.labels(k), slot);
+            self.admitted.insert(k.clone(), a.clone());
+            attrs[g as usize] = Some(a);
+        }
+        attrs
     }
 }
 
@@ -272,7 +330,7 @@ pub struct Budgets {
     /// `netprobe.flow.packets` and `netprobe.flow.bytes`.
     pub flows: Budget,
     /// `netprobe.packet.size`; `None`: the same attributes and cap as the flows (the default),
-    /// so one grouping serves all three metrics.
+    /// so one grouping serves all three metrics. Its slots follow the flows budget's.
     pub sizes: Option<Budget>,
 }
 

@@ -4,8 +4,6 @@
 //! cost at 10k+ series). An attribute set shared by several families' points (the flow series)
 //! is encoded once. A test decodes the output with prost and compares it with the reference.
 
-use rustc_hash::FxHashMap;
-
 use crate::{
     export::names::{Kind, Metric},
     frame::{Attrs, Family, Histogram, Value},
@@ -72,16 +70,36 @@ fn attributes<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>, field: u
     w.0
 }
 
-/// Attribute bytes per attribute set and field number, encoded once per request.
+/// Attribute bytes of the shared (slotted) sets, per slot and field number, encoded once per
+/// request; a set of one point is encoded where it is used.
 #[derive(Default)]
-struct AttrCache(FxHashMap<(usize, u32), Vec<u8>>);
+struct AttrCache(Vec<[Option<Vec<u8>>; 2]>);
+
+fn which(field: u32) -> usize {
+    usize::from(field == 9)
+}
 
 impl AttrCache {
-    fn get(&mut self, a: &Attrs, field: u32) -> &[u8] {
-        let key = (a.as_ptr() as usize, field);
-        self.0
-            .entry(key)
-            .or_insert_with(|| attributes(a.iter().map(|(k, v)| (*k, v.as_str())), field))
+    /// Encodes `a` for `field` if it is shared and not yet encoded.
+    fn fill(&mut self, a: &Attrs, field: u32) {
+        let Some(slot) = a.slot() else { return };
+        let slot = slot as usize;
+        if self.0.len() <= slot {
+            self.0.resize_with(slot + 1, Default::default);
+        }
+        self.0[slot][which(field)]
+            .get_or_insert_with(|| attributes(a.iter().map(|(k, v)| (*k, v.as_str())), field));
+    }
+
+    /// The bytes of `a` for `field` (after [`Self::fill`]).
+    fn get<'a>(&'a self, a: &Attrs, field: u32) -> std::borrow::Cow<'a, [u8]> {
+        match a
+            .slot()
+            .and_then(|s| self.0.get(s as usize)?[which(field)].as_deref())
+        {
+            Some(b) => std::borrow::Cow::Borrowed(b),
+            None => attributes(a.iter().map(|(k, v)| (*k, v.as_str())), field).into(),
+        }
     }
 }
 
@@ -131,79 +149,96 @@ const SUM: u32 = 7;
 const HISTOGRAM: u32 = 9;
 const CUMULATIVE: u64 = 2;
 
-/// Writes a Metric's header: name, description, unit, and the length prefix of its data
-/// (field `data_field`, `data_len` bytes, written by the caller).
-fn metric_header(w: &mut W, m: &Metric, data_field: u32, data_len: usize) {
-    let len = field_len(m.otlp.len())
-        + field_len(m.help.len())
-        + field_len(m.unit.len())
-        + field_len(data_len);
-    w.len_prefix(2, len);
-    w.bytes(1, m.otlp.as_bytes());
-    w.bytes(2, m.help.as_bytes());
-    w.bytes(3, m.unit.as_bytes());
-    w.len_prefix(data_field, data_len);
-}
-
-/// Writes one family as a Metric.
-fn family(w: &mut W, cache: &mut AttrCache, f: &Family, t: (u64, u64)) {
-    let (data_field, attrs_field, trailer) = match f.metric.kind {
+/// A family's data field, the field number of its points' attributes, and its trailer length
+/// (Sum: temporality and monotonic; Histogram: temporality).
+fn layout(f: &Family) -> (u32, u32, usize) {
+    match f.metric.kind {
         Kind::Counter => (SUM, 7, 4),
         Kind::Gauge => (GAUGE, 7, 0),
         Kind::Histogram => (HISTOGRAM, 9, 2),
-    };
-    for p in &f.points {
-        cache.get(&p.attrs, attrs_field);
     }
-    let attrs = |p: &crate::frame::Point| &cache.0[&(p.attrs.as_ptr() as usize, attrs_field)];
+}
+
+/// The length of a family's data (points and trailer), its points' attributes encoded into the
+/// cache on the way.
+fn data_len(cache: &mut AttrCache, f: &Family) -> usize {
+    let (_, field, trailer) = layout(f);
     let points: usize = f
         .points
         .iter()
-        .map(|p| match &p.value {
-            Value::Histogram(h) => field_len(histogram_point_len(attrs(p), h)),
-            _ => field_len(number_point_len(attrs(p))),
+        .map(|p| {
+            cache.fill(&p.attrs, field);
+            let a = &cache.get(&p.attrs, field);
+            match &p.value {
+                Value::Histogram(h) => field_len(histogram_point_len(a, h)),
+                _ => field_len(number_point_len(a)),
+            }
         })
         .sum();
-    metric_header(w, f.metric, data_field, points + trailer);
-    for p in &f.points {
-        match &p.value {
-            Value::Histogram(h) => histogram_point(w, attrs(p), t, h),
-            v => number_point(w, attrs(p), t, v),
+    points + trailer
+}
+
+fn metric_len(m: &Metric, data_len: usize) -> usize {
+    field_len(m.otlp.len())
+        + field_len(m.help.len())
+        + field_len(m.unit.len())
+        + field_len(data_len)
+}
+
+/// Writes one family as a Metric (its attributes already in the cache).
+fn family(out: &mut W, cache: &AttrCache, fam: &Family, data_len: usize, times: (u64, u64)) {
+    let (data_field, field, trailer) = layout(fam);
+    let metric = fam.metric;
+    out.len_prefix(2, metric_len(metric, data_len));
+    out.bytes(1, metric.otlp.as_bytes());
+    out.bytes(2, metric.help.as_bytes());
+    out.bytes(3, metric.unit.as_bytes());
+    out.len_prefix(data_field, data_len);
+    for point in &fam.points {
+        let attrs = &cache.get(&point.attrs, field);
+        match &point.value {
+            Value::Histogram(h) => histogram_point(out, attrs, times, h),
+            value => number_point(out, attrs, times, value),
         }
     }
     if trailer > 0 {
-        w.tag(2, VARINT);
-        w.varint(CUMULATIVE);
+        out.tag(2, VARINT);
+        out.varint(CUMULATIVE);
     }
-    if f.metric.kind == Kind::Counter {
+    if metric.kind == Kind::Counter {
         // is_monotonic
-        w.tag(3, VARINT);
-        w.varint(1);
+        out.tag(3, VARINT);
+        out.varint(1);
     }
 }
 
 /// The encoded request for `families`; `resource` and the scope as the reference encoder has
-/// them; `t`: the start of every cumulative series and the time of the points (ns).
+/// them; `t`: the start of every cumulative series and the time of the points (ns). Lengths
+/// are computed first, so the request is written once, into a buffer of its exact size.
 pub fn request(families: &[&Family], resource: &[(String, String)], t: (u64, u64)) -> Vec<u8> {
     let mut cache = AttrCache::default();
-    let points: usize = families.iter().map(|f| f.points.len()).sum();
-    let mut metrics = W(Vec::with_capacity(points * 160 + 16_384));
-    for f in families {
-        family(&mut metrics, &mut cache, f, t);
-    }
-    // ScopeMetrics { scope = 1 { name = 1, version = 2 }, metrics = 2 (already written) }.
+    let lens: Vec<usize> = families.iter().map(|f| data_len(&mut cache, f)).collect();
+    let metrics_len: usize = families
+        .iter()
+        .zip(&lens)
+        .map(|(f, l)| field_len(metric_len(f.metric, *l)))
+        .sum();
+    // ScopeMetrics { scope = 1 { name = 1, version = 2 }, metrics = 2 }.
     let version = env!("CARGO_PKG_VERSION");
     let scope_len = field_len("otel-netprobe".len()) + field_len(version.len());
-    let scope_metrics_len = field_len(scope_len) + metrics.0.len();
+    let scope_metrics_len = field_len(scope_len) + metrics_len;
     let res_attrs = attributes(resource.iter().map(|(k, v)| (k.as_str(), v.as_str())), 1);
     let resource_metrics_len = field_len(res_attrs.len()) + field_len(scope_metrics_len);
-    let mut w = W(Vec::with_capacity(metrics.0.len() + res_attrs.len() + 64));
+    let mut w = W(Vec::with_capacity(field_len(resource_metrics_len)));
     w.len_prefix(1, resource_metrics_len);
     w.bytes(1, &res_attrs);
     w.len_prefix(2, scope_metrics_len);
     w.len_prefix(1, scope_len);
     w.bytes(1, b"otel-netprobe");
     w.bytes(2, version.as_bytes());
-    w.0.extend_from_slice(&metrics.0);
+    for (f, l) in families.iter().zip(lens) {
+        family(&mut w, &cache, f, l, t);
+    }
+    debug_assert_eq!(w.0.len(), w.0.capacity());
     w.0
 }

@@ -110,8 +110,42 @@ fn families_sum_over_the_grouping_and_histograms_carry_their_bounds() {
         (&[2, 4, 6][..], 12, 400.0)
     );
     // The attribute sets are shared between the families of one grouping.
-    assert!(std::sync::Arc::ptr_eq(
+    assert!(crate::frame::Attrs::same(
         &h.points[1].attrs,
         &packets.points[1].attrs
     ));
+}
+
+#[test]
+fn admitted_sets_keep_their_attributes_and_slots_and_free_ones_are_reused() {
+    let mut b = Budget::new(FlowAttr::parse_all(FlowAttr::STANDALONE), 2);
+    let naming = Naming::standalone();
+    let flows = vec![flow(1, 53, 300), flow(2, 53, 200), flow(3, 53, 100)];
+    let first = b.build(&Named::new(&flows, &naming, false));
+    let again = b.build(&Named::new(&flows, &naming, false));
+    // The same sets, not new copies: labels are formatted once, on admission.
+    assert!(crate::frame::Attrs::same(
+        &first.series[0],
+        &again.series[0]
+    ));
+    let slots = |s: &SeriesSet| {
+        s.series
+            .iter()
+            .map(crate::frame::Attrs::slot)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        slots(&first),
+        [Some(0), Some(1), Some(2)],
+        "the overflow's slot is 2"
+    );
+    // 10.0.0.1 leaves: 10.0.0.3 is admitted into its slot.
+    let rest = [flow(2, 53, 200), flow(3, 53, 100)];
+    let set = b.build(&Named::new(&rest, &naming, false));
+    assert_eq!(set.series[1][0].1, "10.0.0.3");
+    assert_eq!(slots(&set), [Some(1), Some(0)]);
+    // A second budget of the same frame numbers its sets after the first one's.
+    let mut sizes = Budget::numbered_from(vec![FlowAttr::Transport], 2, 3);
+    let s = sizes.build(&Named::new(&rest, &naming, false));
+    assert_eq!(slots(&s), [Some(3)]);
 }
