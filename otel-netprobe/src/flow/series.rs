@@ -124,6 +124,33 @@ impl SeriesSet {
         family
     }
 
+    /// A counter family whose points also carry `extra` attributes: `value` reports each part
+    /// of a flow's count with its extra attribute values (a flow's drops per reason, say); one
+    /// point per series and values, in a stable order.
+    pub fn counter_by<const N: usize>(
+        &self,
+        metric: &'static Metric,
+        flows: &[FlowView],
+        extra: [&'static str; N],
+        value: impl Fn(&FlowView, &mut dyn FnMut([&str; N], u64)),
+    ) -> Family {
+        let mut sums = std::collections::BTreeMap::<(u32, [String; N]), u64>::new();
+        for (f, &s) in flows.iter().zip(&self.of_flow) {
+            if (s as usize) < self.series.len() {
+                value(f, &mut |values, n| {
+                    *sums.entry((s, values.map(str::to_owned))).or_default() += n;
+                });
+            }
+        }
+        let mut family = Family::new(metric);
+        for ((s, values), n) in sums {
+            let mut labels = self.series[s as usize].to_vec();
+            labels.extend(extra.into_iter().zip(values));
+            family.push(labels, Value::Int(n));
+        }
+        family
+    }
+
     /// A histogram family with `bounds`: one point per series, adding up each flow's bucket
     /// counts (`bounds.len() + 1` of them) and sum, as `value` gives them.
     pub fn histogram<'f>(

@@ -149,3 +149,37 @@ fn admitted_sets_keep_their_attributes_and_slots_and_free_ones_are_reused() {
     let s = sizes.build(&Named::new(&rest, &naming, false));
     assert_eq!(slots(&s), [Some(3)]);
 }
+
+#[test]
+fn extra_attributes_split_a_series_points() {
+    let mut b = Budget::new(vec![FlowAttr::ServerPort], 100);
+    let flows = [flow(1, 53, 100), flow(2, 53, 300), flow(3, 80, 200)];
+    let naming = Naming::standalone();
+    let set = b.build(&Named::new(&flows, &naming, false));
+    // Say each flow dropped one packet per 100 bytes: half for "a", the rest for "b".
+    let family = set.counter_by(&names::FLOW_PACKETS, &flows, ["reason"], |f, emit| {
+        let n = f.bytes / 100;
+        emit(["a"], n / 2);
+        emit(["b"], n - n / 2);
+    });
+    let points: Vec<(Vec<(&str, String)>, &Value)> = family
+        .points
+        .iter()
+        .map(|p| (p.attrs.to_vec(), &p.value))
+        .collect();
+    let port = |p: &str, r: &str| {
+        vec![
+            (attr::DESTINATION_PORT, p.to_owned()),
+            ("reason", r.to_owned()),
+        ]
+    };
+    assert_eq!(
+        points,
+        [
+            (port("53", "a"), &Value::Int(1)),
+            (port("53", "b"), &Value::Int(3)),
+            (port("80", "a"), &Value::Int(1)),
+            (port("80", "b"), &Value::Int(1)),
+        ]
+    );
+}
