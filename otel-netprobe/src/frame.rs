@@ -107,6 +107,10 @@ pub struct Family {
     pub metric: &'static Metric,
     /// The points, in a stable order.
     pub points: Vec<Point>,
+    /// Whether the traffic summary shows this family's total, and split by which of its
+    /// attributes (`None`: not in the summary). The flow metrics are totalled over their
+    /// series; a metric with an attribute of its own (a drop reason) is split by it.
+    pub totals_by: Option<&'static [&'static str]>,
 }
 
 impl Family {
@@ -115,6 +119,7 @@ impl Family {
         Self {
             metric,
             points: Vec::new(),
+            totals_by: None,
         }
     }
 

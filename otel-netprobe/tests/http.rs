@@ -93,6 +93,28 @@ fn serves_metrics_summary_and_health() {
     assert_eq!(s.protocols["udp"].bytes, 240);
     assert_eq!(s.top_talkers[0].address, "10.0.0.1");
     assert_eq!(s.tcp_states["established"], 2);
+    // The frame's flow metrics, totalled generically.
+    let total = |name: &str| {
+        let m = s.metrics.iter().find(|m| m.name == name).expect(name);
+        assert_eq!(m.rows.len(), 1, "{m:?}");
+        m.rows[0].clone()
+    };
+    assert_eq!(Some(total("netprobe.flow.packets").value), Some(18.0));
+    assert_eq!(Some(total("netprobe.flow.bytes").value), Some(15_740.0));
+    let sizes = total("netprobe.packet.size");
+    assert_eq!((sizes.value, sizes.sum), (18.0, Some(15_740.0)));
+    let le = |b: &str| {
+        sizes
+            .buckets
+            .iter()
+            .find(|(le, _)| le == b)
+            .map(|(_, n)| *n)
+    };
+    assert_eq!(
+        (le("64"), le("128"), le("1500"), le("+Inf")),
+        (Some(0), Some(8), Some(10), Some(0))
+    );
+    assert!(s.to_table().contains("netprobe.packet.size"));
 
     assert_eq!(get(addr, "/healthz").0, 200);
     // A snapshot older than the staleness limit makes the agent unhealthy.

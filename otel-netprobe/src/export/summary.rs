@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     flow::{GlobalCounters, Named, Transport},
+    frame::{Family, Value},
     k8s::naming::{Peer, UNKNOWN},
 };
 
@@ -84,6 +85,86 @@ pub struct Summary {
     /// With Kubernetes: per namespace (under the namespace filter), its objects and traffic.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespaces: BTreeMap<String, NamespaceSummary>,
+    /// Every flow metric of the frame, totalled over its series (split by the attributes of
+    /// its own, such as a drop reason).
+    #[serde(default)]
+    pub metrics: Vec<MetricTotal>,
+}
+
+/// A metric's total over its series, as the frame has it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricTotal {
+    /// OTLP name.
+    pub name: String,
+    /// UCUM unit.
+    pub unit: String,
+    /// One row per value of the attributes it is split by (one row when it is not split).
+    pub rows: Vec<TotalRow>,
+}
+
+/// One row of a [`MetricTotal`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TotalRow {
+    /// The attributes the metric is split by, with their values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// The total; for a histogram, its number of observations.
+    pub value: f64,
+    /// A histogram's sum of observations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum: Option<f64>,
+    /// A histogram's observations per bucket, by upper bound (`+Inf` last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<(String, u64)>,
+}
+
+/// The totals of the families that ask for them ([`Family::totals_by`]), generically.
+fn totals(families: &[Family]) -> Vec<MetricTotal> {
+    let mut out = Vec::new();
+    for f in families {
+        let Some(by) = f.totals_by else { continue };
+        let mut rows: BTreeMap<BTreeMap<String, String>, TotalRow> = BTreeMap::new();
+        for p in &f.points {
+            let key = p
+                .attrs
+                .iter()
+                .filter(|(k, _)| by.contains(k))
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            let row = rows.entry(key).or_default();
+            match &p.value {
+                Value::Int(v) => row.value += *v as f64,
+                Value::Double(v) => row.value += v,
+                Value::Histogram(h) => {
+                    row.value += h.count as f64;
+                    *row.sum.get_or_insert(0.0) += h.sum;
+                    if row.buckets.is_empty() {
+                        row.buckets = h
+                            .counts
+                            .iter()
+                            .enumerate()
+                            .map(|(i, _)| {
+                                let le = h.bounds.get(i).map_or("+Inf".into(), f64::to_string);
+                                (le, 0)
+                            })
+                            .collect();
+                    }
+                    for (b, c) in row.buckets.iter_mut().zip(&h.counts) {
+                        b.1 += c;
+                    }
+                }
+            }
+        }
+        out.push(MetricTotal {
+            name: f.metric.otlp.to_owned(),
+            unit: f.metric.unit.to_owned(),
+            rows: rows
+                .into_iter()
+                .map(|(attributes, row)| TotalRow { attributes, ..row })
+                .collect(),
+        });
+    }
+    out
 }
 
 /// A flow end for people.
@@ -117,10 +198,18 @@ fn tcp_state(flags: u64) -> &'static str {
 }
 
 impl Summary {
-    /// Summarises one cycle's flows (their ends named when Kubernetes names them), listing
-    /// `top` talkers.
-    pub fn of(named: &Named<'_>, counters: &GlobalCounters, top: usize) -> Self {
-        let mut s = Summary::default();
+    /// Summarises one cycle's flows (their ends named when Kubernetes names them) and the
+    /// totals of its frame's flow metrics, listing `top` talkers.
+    pub fn of(
+        named: &Named<'_>,
+        counters: &GlobalCounters,
+        families: &[Family],
+        top: usize,
+    ) -> Self {
+        let mut s = Summary {
+            metrics: totals(families),
+            ..Summary::default()
+        };
         let naming = named.naming;
         let cluster = naming.rules.cluster;
         if cluster {
@@ -249,6 +338,32 @@ impl Summary {
                     "  {ns:<16} {:>4} {:>8} {:>12} {:>15}",
                     n.pods, n.services, n.sent.bytes, n.received.bytes
                 );
+            }
+        }
+        if !self.metrics.is_empty() {
+            let _ = writeln!(o, "\nFlow metrics, totals over their series");
+        }
+        for m in &self.metrics {
+            for r in &m.rows {
+                let attrs: Vec<String> = r
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let name = format!("{} {}", m.name, attrs.join(" "));
+                let _ = write!(o, "  {:<40} {:>14} {}", name.trim_end(), r.value, m.unit);
+                if let Some(sum) = r.sum {
+                    let _ = write!(o, " (sum {sum})");
+                }
+                let _ = writeln!(o);
+                if !r.buckets.is_empty() {
+                    let b: Vec<String> = r
+                        .buckets
+                        .iter()
+                        .map(|(le, n)| format!("≤{le}: {n}"))
+                        .collect();
+                    let _ = writeln!(o, "      {}", b.join("  "));
+                }
             }
         }
         let _ = writeln!(o, "\nPassed, not in a flow");

@@ -117,6 +117,7 @@ impl SeriesSet {
         value: impl Fn(&FlowView) -> u64,
     ) -> Family {
         let mut family = Family::new(metric);
+        family.totals_by = Some(&[]);
         family.points.reserve_exact(self.series.len());
         for (a, v) in self.series.iter().zip(self.sums(flows, value)) {
             family.push_shared(a.clone(), Value::Int(v));
@@ -127,25 +128,28 @@ impl SeriesSet {
     /// A counter family whose points also carry `extra` attributes: `value` reports each part
     /// of a flow's count with its extra attribute values (a flow's drops per reason, say); one
     /// point per series and values, in a stable order.
-    pub fn counter_by<const N: usize>(
+    pub fn counter_by(
         &self,
         metric: &'static Metric,
         flows: &[FlowView],
-        extra: [&'static str; N],
-        value: impl Fn(&FlowView, &mut dyn FnMut([&str; N], u64)),
+        extra: &'static [&'static str],
+        value: impl Fn(&FlowView, &mut dyn FnMut(&[&str], u64)),
     ) -> Family {
-        let mut sums = std::collections::BTreeMap::<(u32, [String; N]), u64>::new();
+        let mut sums = std::collections::BTreeMap::<(u32, Vec<String>), u64>::new();
         for (f, &s) in flows.iter().zip(&self.of_flow) {
             if (s as usize) < self.series.len() {
                 value(f, &mut |values, n| {
-                    *sums.entry((s, values.map(str::to_owned))).or_default() += n;
+                    debug_assert_eq!(values.len(), extra.len(), "{}", metric.otlp);
+                    let key = values.iter().map(|v| (*v).to_owned()).collect();
+                    *sums.entry((s, key)).or_default() += n;
                 });
             }
         }
         let mut family = Family::new(metric);
+        family.totals_by = Some(extra);
         for ((s, values), n) in sums {
             let mut labels = self.series[s as usize].to_vec();
-            labels.extend(extra.into_iter().zip(values));
+            labels.extend(extra.iter().copied().zip(values));
             family.push(labels, Value::Int(n));
         }
         family
@@ -175,6 +179,7 @@ impl SeriesSet {
             sums[s] += sum;
         }
         let mut family = Family::new(metric);
+        family.totals_by = Some(&[]);
         family.points.reserve_exact(self.series.len());
         for ((a, c), sum) in self.series.iter().zip(counts.chunks_exact(width)).zip(sums) {
             let h = Histogram {

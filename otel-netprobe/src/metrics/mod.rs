@@ -130,10 +130,9 @@ impl Aggregator {
                 counters: &counters,
                 health: &health,
             };
-            (
-                families(&cycle),
-                Summary::of(&named, &counters, self.top_talkers),
-            )
+            let families = families(&cycle);
+            let summary = Summary::of(&named, &counters, &families, self.top_talkers);
+            (families, summary)
         };
         Snapshot {
             taken_at,

@@ -157,11 +157,12 @@ fn extra_attributes_split_a_series_points() {
     let naming = Naming::standalone();
     let set = b.build(&Named::new(&flows, &naming, false));
     // Say each flow dropped one packet per 100 bytes: half for "a", the rest for "b".
-    let family = set.counter_by(&names::FLOW_PACKETS, &flows, ["reason"], |f, emit| {
+    let family = set.counter_by(&names::FLOW_PACKETS, &flows, &["reason"], |f, emit| {
         let n = f.bytes / 100;
-        emit(["a"], n / 2);
-        emit(["b"], n - n / 2);
+        emit(&["a"], n / 2);
+        emit(&["b"], n - n / 2);
     });
+    assert_eq!(family.totals_by, Some(&["reason"][..]));
     let points: Vec<(Vec<(&str, String)>, &Value)> = family
         .points
         .iter()
