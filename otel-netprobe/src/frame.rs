@@ -7,48 +7,55 @@
 //! carries its own bounds. Renderers (Prometheus text, OTLP, the summary) walk families and
 //! points and never name a catalogue metric; the metric modules in [`crate::metrics`] fill it.
 
-use std::{ops::Deref, sync::Arc, time::SystemTime};
+use std::{
+    ops::Deref,
+    sync::{Arc, OnceLock},
+    time::SystemTime,
+};
 
 use crate::export::names::{Kind, Metric};
 
 /// Attribute set of one point, in label order (OTLP names; Prometheus replaces the dots).
 pub type Labels = Vec<(&'static str, String)>;
 
-/// A point's attributes, cheap to clone. A set shared by the points of one series in several
-/// families (the flow metrics) carries a slot number unique within its frame, so a renderer can
-/// encode it once and reuse it (the slot is kept beside the pointer: reading it costs no trip to
-/// the labels).
+/// A point's attributes, cheap to clone. The points of one series in several families (the
+/// flow metrics) share one set, which lives as long as its series is admitted to the budget; a
+/// renderer may keep its rendering of a set in the set's memos, so a set is rendered once, not
+/// once per point and export.
 #[derive(Clone, Debug)]
-pub struct Attrs {
-    slot: Option<u32>,
-    labels: Arc<[(&'static str, String)]>,
+pub struct Attrs(Arc<AttrSet>);
+
+#[derive(Debug)]
+struct AttrSet {
+    labels: Labels,
+    memos: [OnceLock<Box<[u8]>>; MEMOS],
 }
 
+/// Memo slots per attribute set; renderers choose theirs (see [`Attrs::memo`]).
+pub const MEMOS: usize = 3;
+
 impl Attrs {
-    /// Attributes of one point.
+    /// An attribute set.
     pub fn new(labels: Labels) -> Self {
-        Self {
-            slot: None,
-            labels: labels.into(),
-        }
+        Self(Arc::new(AttrSet {
+            labels,
+            memos: Default::default(),
+        }))
     }
 
-    /// Attributes shared by several points, numbered `slot` (unique within the frame).
-    pub fn shared(labels: Labels, slot: u32) -> Self {
-        Self {
-            slot: Some(slot),
-            labels: labels.into(),
-        }
-    }
-
-    /// The slot of a shared set.
-    pub fn slot(&self) -> Option<u32> {
-        self.slot
+    /// The rendering of this set kept in memo `slot` (0..[`MEMOS`]; each renderer has its
+    /// own), made by `render` the first time.
+    pub fn memo(
+        &self,
+        slot: usize,
+        render: impl FnOnce(&[(&'static str, String)]) -> Vec<u8>,
+    ) -> &[u8] {
+        self.0.memos[slot].get_or_init(|| render(&self.0.labels).into_boxed_slice())
     }
 
     /// Whether both are the same set (not only equal labels).
     pub fn same(a: &Self, b: &Self) -> bool {
-        Arc::ptr_eq(&a.labels, &b.labels)
+        Arc::ptr_eq(&a.0, &b.0)
     }
 }
 
@@ -56,13 +63,13 @@ impl Deref for Attrs {
     type Target = [(&'static str, String)];
 
     fn deref(&self) -> &Self::Target {
-        &self.labels
+        &self.0.labels
     }
 }
 
 impl PartialEq for Attrs {
     fn eq(&self, other: &Self) -> bool {
-        self.labels == other.labels
+        self.0.labels == other.0.labels
     }
 }
 

@@ -112,10 +112,8 @@ impl MetricsConfig {
             None => flows.clone(),
             some => parse(some.as_ref()),
         };
-        // The size budget's attribute sets are numbered after the flows budget's.
-        let after = self.max_series as u32 + 1;
         crate::flow::Budgets {
-            sizes: (sizes != flows).then(|| Budget::numbered_from(sizes, self.max_series, after)),
+            sizes: (sizes != flows).then(|| Budget::new(sizes, self.max_series)),
             flows: Budget::new(flows, self.max_series),
         }
     }

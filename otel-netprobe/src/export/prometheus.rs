@@ -69,10 +69,12 @@ pub fn render<'a>(families: impl IntoIterator<Item = &'a Family>) -> String {
         let _ = writeln!(out, "# HELP {name} {}", m.help);
         let _ = writeln!(out, "# TYPE {name} {}", m.kind);
         for p in &f.points {
-            let labels = label_text(&p.attrs);
+            // Memo 2: the label text, kept while the set lives.
+            let labels = p.attrs.memo(2, |l| label_text(l).into_bytes());
+            let labels = std::str::from_utf8(labels).unwrap_or_default();
             match &p.value {
-                Value::Int(v) => sample(&mut out, name, "", &labels, "", &v.to_string()),
-                Value::Double(v) => sample(&mut out, name, "", &labels, "", &float(*v)),
+                Value::Int(v) => sample(&mut out, name, "", labels, "", &v.to_string()),
+                Value::Double(v) => sample(&mut out, name, "", labels, "", &float(*v)),
                 Value::Histogram(h) => {
                     let mut cumulative = 0;
                     for (i, n) in h.counts.iter().enumerate() {
@@ -86,13 +88,13 @@ pub fn render<'a>(families: impl IntoIterator<Item = &'a Family>) -> String {
                             &mut out,
                             name,
                             "_bucket",
-                            &labels,
+                            labels,
                             &extra,
                             &cumulative.to_string(),
                         );
                     }
-                    sample(&mut out, name, "_sum", &labels, "", &float(h.sum));
-                    sample(&mut out, name, "_count", &labels, "", &h.count.to_string());
+                    sample(&mut out, name, "_sum", labels, "", &float(h.sum));
+                    sample(&mut out, name, "_count", labels, "", &h.count.to_string());
                 }
             }
         }

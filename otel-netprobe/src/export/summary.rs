@@ -118,42 +118,48 @@ pub struct TotalRow {
     pub buckets: Vec<(String, u64)>,
 }
 
+fn add(row: &mut TotalRow, value: &Value) {
+    match value {
+        Value::Int(v) => row.value += *v as f64,
+        Value::Double(v) => row.value += v,
+        Value::Histogram(h) => {
+            row.value += h.count as f64;
+            *row.sum.get_or_insert(0.0) += h.sum;
+            if row.buckets.is_empty() {
+                row.buckets = (0..h.counts.len())
+                    .map(|i| (h.bounds.get(i).map_or("+Inf".into(), f64::to_string), 0))
+                    .collect();
+            }
+            for (b, c) in row.buckets.iter_mut().zip(&h.counts) {
+                b.1 += c;
+            }
+        }
+    }
+}
+
 /// The totals of the families that ask for them ([`Family::totals_by`]), generically.
 fn totals(families: &[Family]) -> Vec<MetricTotal> {
     let mut out = Vec::new();
     for f in families {
         let Some(by) = f.totals_by else { continue };
         let mut rows: BTreeMap<BTreeMap<String, String>, TotalRow> = BTreeMap::new();
+        let mut all = TotalRow::default();
         for p in &f.points {
-            let key = p
-                .attrs
-                .iter()
-                .filter(|(k, _)| by.contains(k))
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect();
-            let row = rows.entry(key).or_default();
-            match &p.value {
-                Value::Int(v) => row.value += *v as f64,
-                Value::Double(v) => row.value += v,
-                Value::Histogram(h) => {
-                    row.value += h.count as f64;
-                    *row.sum.get_or_insert(0.0) += h.sum;
-                    if row.buckets.is_empty() {
-                        row.buckets = h
-                            .counts
-                            .iter()
-                            .enumerate()
-                            .map(|(i, _)| {
-                                let le = h.bounds.get(i).map_or("+Inf".into(), f64::to_string);
-                                (le, 0)
-                            })
-                            .collect();
-                    }
-                    for (b, c) in row.buckets.iter_mut().zip(&h.counts) {
-                        b.1 += c;
-                    }
-                }
-            }
+            let row = if by.is_empty() {
+                &mut all
+            } else {
+                let key = p
+                    .attrs
+                    .iter()
+                    .filter(|(k, _)| by.contains(k))
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect();
+                rows.entry(key).or_default()
+            };
+            add(row, &p.value);
+        }
+        if by.is_empty() {
+            rows.insert(BTreeMap::new(), all);
         }
         out.push(MetricTotal {
             name: f.metric.otlp.to_owned(),

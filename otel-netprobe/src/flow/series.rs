@@ -199,14 +199,9 @@ impl SeriesSet {
 pub struct Budget {
     plan: Plan,
     max_series: usize,
-    /// Admitted sets and their attributes, formatted once on admission; each holds a slot
-    /// (below `max_series`) for as long as it is admitted.
+    /// Admitted sets and their attributes, formatted once on admission and kept (with their
+    /// renderings) while admitted.
     admitted: FxHashMap<SeriesKey, Attrs>,
-    /// Slots given back by sets whose flows are gone.
-    free: Vec<u32>,
-    next_slot: u32,
-    /// The slot numbers of this budget start here (each budget of a frame has its own range).
-    first_slot: u32,
     overflow: Attrs,
     /// The previous build's grouping, kept for its allocation (a cycle reuses it rather than
     /// growing a large table from nothing).
@@ -216,21 +211,11 @@ pub struct Budget {
 impl Budget {
     /// A budget of at most `max_series` series (plus the overflow series) over `attrs`.
     pub fn new(attrs: Vec<FlowAttr>, max_series: usize) -> Self {
-        Self::numbered_from(attrs, max_series, 0)
-    }
-
-    /// As [`Self::new`], its attribute sets numbered from `first_slot` (the next budget of the
-    /// same frame starts at `first_slot + max_series + 1`).
-    pub fn numbered_from(attrs: Vec<FlowAttr>, max_series: usize, first_slot: u32) -> Self {
-        let overflow = vec![(OVERFLOW, "true".to_owned())];
         Self {
             plan: Plan::new(attrs),
             max_series,
             admitted: FxHashMap::default(),
-            free: Vec::new(),
-            next_slot: 0,
-            first_slot,
-            overflow: Attrs::shared(overflow, first_slot + max_series as u32),
+            overflow: Attrs::new(vec![(OVERFLOW, "true".to_owned())]),
             scratch: FxHashMap::default(),
         }
     }
@@ -305,22 +290,14 @@ impl Budget {
         }
     }
 
-    /// Forgets sets whose flows are gone (their slots are reused), then admits newcomers,
-    /// busiest first, while there is room. Returns each group's attributes (`None`: over the
-    /// budget).
+    /// Forgets sets whose flows are gone, then admits newcomers, busiest first, while there
+    /// is room. Returns each group's attributes (`None`: over the budget).
     fn admit(
         &mut self,
         groups: &FxHashMap<SeriesKey, u32>,
         totals: &[(u64, u64)],
     ) -> Vec<Option<Attrs>> {
-        let free = &mut self.free;
-        self.admitted.retain(|k, a| {
-            let live = groups.contains_key(k);
-            if !live {
-                free.extend(a.slot());
-            }
-            live
-        });
+        self.admitted.retain(|k, _| groups.contains_key(k));
         let mut attrs: Vec<Option<Attrs>> = vec![None; totals.len()];
         let mut candidates: Vec<(&SeriesKey, u32)> = Vec::new();
         for (k, g) in groups {
@@ -343,11 +320,7 @@ impl Budget {
             candidates.truncate(room);
         }
         for (k, g) in candidates {
-            let slot = self.free.pop().unwrap_or_else(|| {
-                self.next_slot += 1;
-                self.first_slot + self.next_slot - 1
-            });
-            let a = Attrs::shared(self.plan.labels(k), slot);
+            let a = Attrs::new(self.plan.labels(k));
             self.admitted.insert(k.clone(), a.clone());
             attrs[g as usize] = Some(a);
         }
@@ -362,7 +335,7 @@ pub struct Budgets {
     /// `netprobe.flow.packets` and `netprobe.flow.bytes`.
     pub flows: Budget,
     /// `netprobe.packet.size`; `None`: the same attributes and cap as the flows (the default),
-    /// so one grouping serves all three metrics. Its slots follow the flows budget's.
+    /// so one grouping serves all three metrics.
     pub sizes: Option<Budget>,
 }
 

@@ -2,7 +2,8 @@
 //! [`super::encode::Encoder::request`], without building the message tree and without prost's
 //! repeated length computations at every nesting level (measured: most of the export cycle's
 //! cost at 10k+ series). An attribute set shared by several families' points (the flow series)
-//! is encoded once. A test decodes the output with prost and compares it with the reference.
+//! is encoded once while its series lives (memo 0 and 1 of [`Attrs::memo`]). A test decodes the
+//! output with prost and compares it with the reference.
 
 use crate::{
     export::names::{Kind, Metric},
@@ -70,37 +71,14 @@ fn attributes<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>, field: u
     w.0
 }
 
-/// Attribute bytes of the shared (slotted) sets, per slot and field number, encoded once per
-/// request; a set of one point is encoded where it is used.
-#[derive(Default)]
-struct AttrCache(Vec<[Option<Vec<u8>>; 2]>);
-
-fn which(field: u32) -> usize {
-    usize::from(field == 9)
-}
-
-impl AttrCache {
-    /// Encodes `a` for `field` if it is shared and not yet encoded.
-    fn fill(&mut self, a: &Attrs, field: u32) {
-        let Some(slot) = a.slot() else { return };
-        let slot = slot as usize;
-        if self.0.len() <= slot {
-            self.0.resize_with(slot + 1, Default::default);
-        }
-        self.0[slot][which(field)]
-            .get_or_insert_with(|| attributes(a.iter().map(|(k, v)| (*k, v.as_str())), field));
-    }
-
-    /// The bytes of `a` for `field` (after [`Self::fill`]).
-    fn get<'a>(&'a self, a: &Attrs, field: u32) -> std::borrow::Cow<'a, [u8]> {
-        match a
-            .slot()
-            .and_then(|s| self.0.get(s as usize)?[which(field)].as_deref())
-        {
-            Some(b) => std::borrow::Cow::Borrowed(b),
-            None => attributes(a.iter().map(|(k, v)| (*k, v.as_str())), field).into(),
-        }
-    }
+/// The attributes of a point as field `field` of its data point (7 in number points, 9 in
+/// histogram points), kept in the set's memos: a set shared by many points, and by one export
+/// after another, is encoded once.
+fn attrs_of(a: &Attrs, field: u32) -> &[u8] {
+    let memo = usize::from(field == 9);
+    a.memo(memo, |labels| {
+        attributes(labels.iter().map(|(k, v)| (*k, v.as_str())), field)
+    })
 }
 
 /// A NumberDataPoint: attributes (7), start (2), time (3), then `as_int` (6) or `as_double` (4).
@@ -159,16 +137,14 @@ fn layout(f: &Family) -> (u32, u32, usize) {
     }
 }
 
-/// The length of a family's data (points and trailer), its points' attributes encoded into the
-/// cache on the way.
-fn data_len(cache: &mut AttrCache, f: &Family) -> usize {
+/// The length of a family's data (points and trailer).
+fn data_len(f: &Family) -> usize {
     let (_, field, trailer) = layout(f);
     let points: usize = f
         .points
         .iter()
         .map(|p| {
-            cache.fill(&p.attrs, field);
-            let a = &cache.get(&p.attrs, field);
+            let a = attrs_of(&p.attrs, field);
             match &p.value {
                 Value::Histogram(h) => field_len(histogram_point_len(a, h)),
                 _ => field_len(number_point_len(a)),
@@ -185,8 +161,8 @@ fn metric_len(m: &Metric, data_len: usize) -> usize {
         + field_len(data_len)
 }
 
-/// Writes one family as a Metric (its attributes already in the cache).
-fn family(out: &mut W, cache: &AttrCache, fam: &Family, data_len: usize, times: (u64, u64)) {
+/// Writes one family as a Metric.
+fn family(out: &mut W, fam: &Family, data_len: usize, times: (u64, u64)) {
     let (data_field, field, trailer) = layout(fam);
     let metric = fam.metric;
     out.len_prefix(2, metric_len(metric, data_len));
@@ -195,7 +171,7 @@ fn family(out: &mut W, cache: &AttrCache, fam: &Family, data_len: usize, times: 
     out.bytes(3, metric.unit.as_bytes());
     out.len_prefix(data_field, data_len);
     for point in &fam.points {
-        let attrs = &cache.get(&point.attrs, field);
+        let attrs = attrs_of(&point.attrs, field);
         match &point.value {
             Value::Histogram(h) => histogram_point(out, attrs, times, h),
             value => number_point(out, attrs, times, value),
@@ -216,8 +192,7 @@ fn family(out: &mut W, cache: &AttrCache, fam: &Family, data_len: usize, times: 
 /// them; `t`: the start of every cumulative series and the time of the points (ns). Lengths
 /// are computed first, so the request is written once, into a buffer of its exact size.
 pub fn request(families: &[&Family], resource: &[(String, String)], t: (u64, u64)) -> Vec<u8> {
-    let mut cache = AttrCache::default();
-    let lens: Vec<usize> = families.iter().map(|f| data_len(&mut cache, f)).collect();
+    let lens: Vec<usize> = families.iter().map(|f| data_len(f)).collect();
     let metrics_len: usize = families
         .iter()
         .zip(&lens)
@@ -237,7 +212,7 @@ pub fn request(families: &[&Family], resource: &[(String, String)], t: (u64, u64
     w.bytes(1, b"otel-netprobe");
     w.bytes(2, version.as_bytes());
     for (f, l) in families.iter().zip(lens) {
-        family(&mut w, &cache, f, l, t);
+        family(&mut w, f, l, t);
     }
     debug_assert_eq!(w.0.len(), w.0.capacity());
     w.0
