@@ -357,11 +357,17 @@ impl Summary {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
                 let name = format!("{} {}", m.name, attrs.join(" "));
-                let _ = write!(o, "  {:<40} {:>14} {}", name.trim_end(), r.value, m.unit);
-                if let Some(sum) = r.sum {
-                    let _ = write!(o, " (sum {sum})");
-                }
-                let _ = writeln!(o);
+                let _ = match r.sum {
+                    // A histogram: how many observations, and their sum in the unit.
+                    Some(sum) => writeln!(
+                        o,
+                        "  {:<40} {:>14} observed, sum {sum} {}",
+                        name.trim_end(),
+                        r.value,
+                        m.unit
+                    ),
+                    None => writeln!(o, "  {:<40} {:>14} {}", name.trim_end(), r.value, m.unit),
+                };
                 if !r.buckets.is_empty() {
                     let b: Vec<String> = r
                         .buckets
