@@ -110,7 +110,9 @@ fn k8s_store(n: u32) -> otel_netprobe::k8s::index::IndexStore {
 pub fn k8s_index() {
     use otel_netprobe::k8s::naming::{Naming, NamingRules};
     use std::net::{IpAddr, Ipv4Addr};
-    println!("\n== Kubernetes IP index (store + snapshot), per pod ==");
+    println!(
+        "\n== Kubernetes IP index (store + snapshot), per pod; absolute, and naming as × the address series =="
+    );
     // The first round warms up (code, allocator arenas) and is not reported: the figures are
     // the index's own, not one-time costs of the process.
     for (n, report) in [
