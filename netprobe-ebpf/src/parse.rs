@@ -8,7 +8,7 @@
 //! with a bounded walk of extension headers, TCP, UDP, ICMP and ICMPv6. Anything else is
 //! classified, never rejected: the programs always pass the packet.
 
-use crate::{Counter, FlowKey};
+use crate::{Counter, FlowKey, opaque};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -44,10 +44,28 @@ pub mod proto {
 pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 
 /// A parsed IP packet: its flow, sizes and TCP flags.
+///
+/// The flow's identity is kept in words as the key maps store it, so that the programs build a
+/// key with two (IPv4) or five (IPv6) stores; [`PacketInfo::key`] decodes it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketInfo {
-    /// The flow the packet belongs to.
-    pub key: FlowKey,
+    /// 4 or 6.
+    pub version: u8,
+    /// IP protocol number (IPv6: the upper-layer next header).
+    pub protocol: u8,
+    /// The TCP flags byte (0 for other transports).
+    pub tcp_flags: u8,
+    /// Set for non-first IPv4/IPv6 fragments (counted without ports).
+    pub fragment: bool,
+    /// Set when the IPv6 extension-header chain was too long to reach the transport.
+    pub ext_too_long: bool,
+    /// Source address as stored in a key: IPv4 in the low half of the first word.
+    pub src: [u64; 2],
+    /// Destination address, likewise.
+    pub dst: [u64; 2],
+    /// Source and destination port as on the wire (the four bytes read as one `u32`); 0 when
+    /// the transport has none.
+    pub ports: u32,
     /// Offset of the IP header from `data`.
     pub l3_offset: u32,
     /// IP length from the header (IPv4 total length, IPv6 payload length + 40); 0 for an IPv6
@@ -55,12 +73,38 @@ pub struct PacketInfo {
     pub ip_len: u32,
     /// IP header length plus transport header length: the headers every GSO segment repeats.
     pub hdr_len: u32,
-    /// TCP flags byte (0 for other transports), with [`crate::tcp_flags::SYN_ACK`] folded in.
-    pub tcp_flags: u64,
-    /// Set for non-first IPv4/IPv6 fragments (counted without ports).
-    pub fragment: bool,
-    /// Set when the IPv6 extension-header chain was too long to reach the transport.
-    pub ext_too_long: bool,
+}
+
+impl PacketInfo {
+    /// The IPv4 key's two words ([`crate::FlowKey4`]'s memory).
+    #[inline(always)]
+    pub fn key4_words(&self) -> [u64; 2] {
+        [
+            self.src[0] | (self.dst[0] << 32),
+            u64::from(self.ports) | (u64::from(self.protocol) << 32),
+        ]
+    }
+
+    /// The IPv6 key's five words ([`FlowKey`]'s memory).
+    #[inline(always)]
+    pub fn key6_words(&self) -> [u64; 5] {
+        [
+            self.src[0],
+            self.src[1],
+            self.dst[0],
+            self.dst[1],
+            u64::from(self.ports) | (u64::from(self.protocol) << 32) | (6 << 40),
+        ]
+    }
+
+    /// The flow's key, decoded (user space and tests).
+    pub fn key(&self) -> FlowKey {
+        if self.version == 4 {
+            crate::FlowKey4::from_words(self.key4_words()).widen()
+        } else {
+            FlowKey::from_words(self.key6_words())
+        }
+    }
 }
 
 /// Outcome of parsing one frame.
@@ -70,15 +114,6 @@ pub enum Parsed {
     Ip(PacketInfo),
     /// A packet counted only in this global counter (non-IP, or malformed at some layer).
     Other(Counter),
-}
-
-#[inline(always)]
-fn load_u8(data: usize, end: usize, off: usize) -> Result<u8, ()> {
-    if data + off + 1 > end {
-        return Err(());
-    }
-    // SAFETY: bounds checked against `end` just above.
-    Ok(unsafe { core::ptr::read_volatile((data + off) as *const u8) })
 }
 
 /// Reads `size_of::<T>()` bytes at `data + off` after a bounds check against `end`.
@@ -160,32 +195,69 @@ pub fn parse_ipv4(data: usize, data_end: usize, off: usize) -> Parsed {
     if version != 4 || ihl < 20 || (tot_len as usize) < ihl {
         return Parsed::Other(Counter::MalformedIpv4);
     }
-    let w1 = u32::from_be(hdr[1]);
-    let frag_off = w1 & 0x1FFF;
-    let protocol = ((u32::from_be(hdr[2]) >> 16) & 0xFF) as u8;
-
-    let mut info = PacketInfo {
-        key: FlowKey {
-            src_addr: [hdr[3], 0, 0, 0],
-            dst_addr: [hdr[4], 0, 0, 0],
-            protocol,
-            ip_version: 4,
-            ..FlowKey::default()
-        },
+    let frag_off = u32::from_be(hdr[1]) & 0x1FFF;
+    let info = PacketInfo {
+        version: 4,
+        protocol: ((u32::from_be(hdr[2]) >> 16) & 0xFF) as u8,
+        tcp_flags: 0,
+        // Non-first fragment: no transport header; counted in the flow without ports. A first
+        // fragment (more-fragments set, offset 0) still carries the transport header.
+        fragment: frag_off != 0,
+        ext_too_long: false,
+        src: [u64::from(hdr[3]), 0],
+        dst: [u64::from(hdr[4]), 0],
+        ports: 0,
         l3_offset: off as u32,
         ip_len: tot_len,
         hdr_len: ihl as u32,
-        ..PacketInfo::default()
     };
-    if frag_off != 0 {
-        // Non-first fragment: no transport header; counted in the flow without ports.
-        info.fragment = true;
+    if info.fragment {
         return Parsed::Ip(info);
     }
-    // A first fragment (more-fragments set, offset 0) still carries the transport header and
-    // is counted with its ports.
     // IHL is at most 60: the verifier sees a bounded offset.
     parse_transport(data, data_end, off + (ihl & 0x3C), info)
+}
+
+/// How an IPv6 extension header's length follows from its second byte `b`:
+/// `((b & mask) + add) << shift`, packed as `mask | add << 8 | shift << 16`, per next-header
+/// value; 0 for values that are not extension headers. A table rather
+/// than branches, so that each header of the walk leaves the verifier one state, not three.
+const fn ext_rule(next: u8) -> u32 {
+    match next {
+        // Length in 8-byte units, not counting the first 8 bytes.
+        proto::HOPOPTS | proto::ROUTING | proto::DSTOPTS => 0xFF | (1 << 8) | (3 << 16),
+        // Length in 4-byte units, not counting the first 8 bytes (two units).
+        proto::AH => 0xFF | (2 << 8) | (2 << 16),
+        // Always 8 bytes.
+        proto::FRAGMENT => (1 << 8) | (3 << 16),
+        _ => 0,
+    }
+}
+
+const fn ext_rules() -> [u32; 256] {
+    let mut t = [0; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = ext_rule(i as u8);
+        i += 1;
+    }
+    t
+}
+
+/// Indexed by any `u8` (a smaller table would need a mask the compiler may drop after an
+/// earlier range test, which the verifier cannot see through).
+static EXT_RULES: [u32; 256] = ext_rules();
+
+/// Extension headers the walk steps over (bit `n` for next-header value `n`).
+const EXT_HEADERS: u64 = (1 << proto::HOPOPTS)
+    | (1 << proto::ROUTING)
+    | (1 << proto::FRAGMENT)
+    | (1 << proto::AH)
+    | (1 << proto::DSTOPTS);
+
+#[inline(always)]
+fn is_ext_header(next: u8) -> bool {
+    next < 64 && (EXT_HEADERS >> next) & 1 != 0
 }
 
 /// Parses an IPv6 packet whose header starts at `data + off`, walking extension headers.
@@ -198,7 +270,7 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
     let Ok(lens) = load::<[u16; 2]>(data, data_end, off + 4) else {
         return Parsed::Other(Counter::MalformedIpv6);
     };
-    let Ok(addrs) = load::<[[u32; 4]; 2]>(data, data_end, off + 8) else {
+    let Ok(addrs) = load::<[u64; 4]>(data, data_end, off + 8) else {
         return Parsed::Other(Counter::MalformedIpv6);
     };
     if u32::from_be(w0) >> 28 != 6 {
@@ -207,12 +279,14 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
     let payload_len = u32::from(be16(lens[0]));
     let mut next = (u16::from_be(lens[1]) >> 8) as u8;
     let mut info = PacketInfo {
-        key: FlowKey {
-            src_addr: addrs[0],
-            dst_addr: addrs[1],
-            ip_version: 6,
-            ..FlowKey::default()
-        },
+        version: 6,
+        protocol: 0,
+        tcp_flags: 0,
+        fragment: false,
+        ext_too_long: false,
+        src: [addrs[0], addrs[1]],
+        dst: [addrs[2], addrs[3]],
+        ports: 0,
         l3_offset: off as u32,
         ip_len: if payload_len == 0 {
             0
@@ -220,51 +294,32 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
             payload_len + 40
         },
         hdr_len: 40,
-        ..PacketInfo::default()
     };
     let mut ext_off: usize = 40;
     let mut walked = 0;
-    while walked < MAX_IPV6_EXT_HEADERS {
-        match next {
-            proto::HOPOPTS | proto::ROUTING | proto::DSTOPTS | proto::AH => {
-                let Ok(eh) = load::<[u8; 2]>(data, data_end, off + ext_off) else {
-                    return Parsed::Other(Counter::MalformedIpv6);
-                };
-                // AH counts its length in 4-byte units minus 2, the others in 8-byte units
-                // minus 1; each header is at most 2 KiB, so the offset stays bounded.
-                ext_off += if next == proto::AH {
-                    (usize::from(eh[1]) + 2) * 4
-                } else {
-                    (usize::from(eh[1]) + 1) * 8
-                };
-                next = eh[0];
-            }
-            proto::FRAGMENT => {
-                let Ok(fh) = load::<[u16; 2]>(data, data_end, off + ext_off) else {
-                    return Parsed::Other(Counter::MalformedIpv6);
-                };
-                next = (u16::from_be(fh[0]) >> 8) as u8;
-                ext_off += 8;
-                if be16(fh[1]) & 0xFFF8 != 0 {
-                    info.key.protocol = next;
-                    info.fragment = true;
-                    info.hdr_len = ext_off as u32;
-                    return Parsed::Ip(info);
-                }
-            }
-            _ => break,
-        }
-        if ext_off > 40 + MAX_IPV6_EXT_HEADERS * 2048 {
+    while walked < MAX_IPV6_EXT_HEADERS && is_ext_header(next) {
+        // Every extension header is at least 8 bytes: its next header, its length, and (in a
+        // fragment header) the fragment offset.
+        let Ok(eh) = load::<[u8; 4]>(data, data_end, off + ext_off) else {
             return Parsed::Other(Counter::MalformedIpv6);
+        };
+        if next == proto::FRAGMENT && u16::from_be_bytes([eh[2], eh[3]]) & 0xFFF8 != 0 {
+            info.protocol = eh[0];
+            info.fragment = true;
+            info.hdr_len = (ext_off + 8) as u32;
+            return Parsed::Ip(info);
         }
+        let rule = EXT_RULES[usize::from(next)];
+        let len = ((u32::from(eh[1]) & rule & 0xFF) + ((rule >> 8) & 3)) << ((rule >> 16) & 3);
+        // At most 2064 bytes; the mask tells the verifier so (it knows no bounds of a shift by
+        // a variable amount), and keeps the offset after six headers below 64 KiB.
+        ext_off += (opaque(len) & 0xFFF) as usize;
+        next = eh[0];
         walked += 1;
     }
-    info.key.protocol = next;
+    info.protocol = next;
     info.hdr_len = ext_off as u32;
-    if matches!(
-        next,
-        proto::HOPOPTS | proto::ROUTING | proto::DSTOPTS | proto::AH | proto::FRAGMENT
-    ) {
+    if is_ext_header(next) {
         info.ext_too_long = true;
         return Parsed::Ip(info);
     }
@@ -274,40 +329,32 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
 /// Reads the transport header at `data + off` into `info`.
 #[inline(always)]
 fn parse_transport(data: usize, data_end: usize, off: usize, mut info: PacketInfo) -> Parsed {
-    match info.key.protocol {
+    match info.protocol {
         proto::TCP => {
             // ports (4), seq (4), ack (4), data offset + flags (2).
-            let Ok(ports) = load::<[u16; 2]>(data, data_end, off) else {
+            let Ok(ports) = load::<u32>(data, data_end, off) else {
                 return Parsed::Other(Counter::MalformedTransport);
             };
             let Ok(off_flags) = load::<[u8; 2]>(data, data_end, off + 12) else {
                 return Parsed::Other(Counter::MalformedTransport);
             };
-            let doff = usize::from(off_flags[0] >> 4) * 4;
+            let doff = u32::from(off_flags[0] >> 4) * 4;
             if doff < 20 {
                 return Parsed::Other(Counter::MalformedTransport);
             }
-            let flags = u64::from(off_flags[1]);
-            let syn_ack = crate::tcp_flags::SYN | crate::tcp_flags::ACK;
-            info.tcp_flags = if flags & syn_ack == syn_ack {
-                flags | crate::tcp_flags::SYN_ACK
-            } else {
-                flags
-            };
-            info.key.src_port = ports[0];
-            info.key.dst_port = ports[1];
-            info.hdr_len += doff as u32;
+            info.ports = ports;
+            info.tcp_flags = off_flags[1];
+            info.hdr_len += doff;
         }
         proto::UDP => {
-            let Ok(ports) = load::<[u16; 4]>(data, data_end, off) else {
+            let Ok(hdr) = load::<[u32; 2]>(data, data_end, off) else {
                 return Parsed::Other(Counter::MalformedTransport);
             };
-            info.key.src_port = ports[0];
-            info.key.dst_port = ports[1];
+            info.ports = hdr[0];
             info.hdr_len += 8;
         }
         proto::ICMP | proto::ICMPV6 => {
-            if load_u8(data, data_end, off + 3).is_err() {
+            if load::<u32>(data, data_end, off).is_err() {
                 return Parsed::Other(Counter::MalformedTransport);
             }
             info.hdr_len += 8;
@@ -347,10 +394,13 @@ mod tests {
         let Parsed::Ip(info) = parse(&ipv4_udp(7, 10)) else {
             panic!("not IP")
         };
-        assert_eq!(u16::from_be(info.key.src_port), 40000);
-        assert_eq!(u16::from_be(info.key.dst_port), 53);
+        let key = info.key();
+        assert_eq!(u16::from_be(key.src_port), 40000);
+        assert_eq!(u16::from_be(key.dst_port), 53);
+        assert_eq!((key.protocol, key.ip_version), (17, 4));
         assert_eq!((info.ip_len, info.hdr_len, info.l3_offset), (46, 36, 14));
-        assert_eq!(info.key.src_addr[0].to_ne_bytes(), [10, 0, 0, 1]);
+        assert_eq!(key.src_addr[0].to_ne_bytes(), [10, 0, 0, 1]);
+        assert_eq!(key.dst_addr, [u32::from_ne_bytes([10, 0, 0, 2]), 0, 0, 0]);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum AgentError {
     /// Loading the programs failed.
     #[error(transparent)]
     Ebpf(#[from] EbpfError),
+    /// Reading what the kernel offers (the flow tables' eviction) failed.
+    #[error("probing the flow tables failed")]
+    Sys(#[source] crate::ebpf::sys::SysError),
     /// Listing interfaces or opening the link monitor failed.
     #[error("netlink failed")]
     Netlink(#[source] NetlinkError),
@@ -144,7 +147,8 @@ impl Agent {
             idle: cfg.flows.idle_timeout,
         };
         let capacity = u64::from(cfg.flows.capacity) + u64::from(cfg.flows.capacity_ipv6);
-        let reader = Reader::new(maps, capacity, timeouts, Arc::clone(&telemetry));
+        let reader = Reader::new(maps, capacity, timeouts, Arc::clone(&telemetry))
+            .map_err(AgentError::Sys)?;
         let aggregator = Aggregator::new(
             cfg.metrics.budgets(k8s.is_some()),
             Arc::new(NamingRules::new(&cfg.k8s, k8s.is_some())),

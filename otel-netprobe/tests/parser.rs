@@ -10,7 +10,9 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use common::packets::*;
-use netprobe_ebpf::{Counter, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS, size_bucket, tcp_flags};
+use netprobe_ebpf::{
+    Counter, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS, size_bucket, tcp_control, tcp_flags,
+};
 
 const XDP_PASS: u32 = 2;
 const TC_ACT_UNSPEC: u32 = u32::MAX;
@@ -74,6 +76,13 @@ impl Kernel {
             .collect();
         all.extend(v6.iter().map(Result::unwrap));
         all
+    }
+
+    /// Overwrites the value of an IPv4 flow.
+    fn set_flow(&mut self, key: &FlowKey, stats: &FlowStats) {
+        let mut v4: HashMap<_, FlowKey4, FlowStats> =
+            HashMap::try_from(self.ebpf.map_mut("FLOWS4").unwrap()).unwrap();
+        v4.insert(FlowKey4::narrow(key), stats, 0).unwrap();
     }
 
     fn only_flow(&self) -> (FlowKey, FlowStats) {
@@ -173,7 +182,7 @@ fn vlan_and_qinq_are_walked() {
     k.xdp(&frame(&[&eth(&[0x8100], 0x0800), &ipv4(6, 0, 0, &syn, 0)]));
     let (key, stats) = k.only_flow();
     assert_eq!(key, key4(6, 40001, 443));
-    assert_eq!(stats.tcp_flags, tcp_flags::SYN);
+    assert_eq!(lanes(&stats), [1, 0, 0, 0], "one SYN");
     one_packet(&stats, 40);
 
     let k = Kernel::new();
@@ -207,22 +216,64 @@ fn ipv4_options_are_skipped_to_the_transport() {
     k.xdp(&f);
     let (key, stats) = k.only_flow();
     assert_eq!(key, key4(6, 40002, 8080));
-    assert_eq!(stats.tcp_flags, tcp_flags::PSH | tcp_flags::ACK);
+    assert_eq!(
+        stats.tcp_control, 0,
+        "a data packet touches no control lane"
+    );
     one_packet(&stats, 32 + 32 + 100);
 }
 
+/// The control lanes of a flow: SYN, SYN-ACK, FIN, RST packets.
+fn lanes(stats: &FlowStats) -> [u64; 4] {
+    [0, 1, 2, 3].map(|lane| tcp_control::count(stats.tcp_control, lane))
+}
+
 #[test]
-fn syn_ack_is_marked() {
+fn control_packets_are_counted_per_kind() {
     let k = Kernel::new();
-    k.xdp(&frame(&[
-        &eth(&[], 0x0800),
-        &ipv4(6, 0, 0, &tcp(443, 40003, 0x12, 0), 0),
-    ]));
-    let stats = k.only_flow().1;
+    let packet = |sport, dport, flags| {
+        frame(&[
+            &eth(&[], 0x0800),
+            &ipv4(6, 0, 0, &tcp(sport, dport, flags, 0), 0),
+        ])
+    };
+    // Client → server: a SYN and its retransmission, data, a FIN+ACK, a RST.
+    for flags in [0x02, 0x02, 0x10, 0x18, 0x11, 0x04] {
+        k.xdp(&packet(40003, 443, flags));
+    }
+    // Server → client: the SYN-ACK.
+    k.xdp(&packet(443, 40003, 0x12));
+    let flows = k.flows();
+    let up = flows.iter().find(|(key, _)| *key == key4(6, 40003, 443));
+    let down = flows.iter().find(|(key, _)| *key == key4(6, 443, 40003));
+    assert_eq!(lanes(&up.expect("client flow").1), [2, 0, 1, 1]);
+    assert_eq!(lanes(&down.expect("server flow").1), [0, 1, 0, 0]);
     assert_eq!(
-        stats.tcp_flags,
+        tcp_control::flags(down.unwrap().1.tcp_control),
         tcp_flags::SYN | tcp_flags::ACK | tcp_flags::SYN_ACK
     );
+}
+
+#[test]
+fn a_full_control_lane_stops_without_carrying_into_the_next() {
+    let mut k = Kernel::new();
+    let syn = frame(&[
+        &eth(&[], 0x0800),
+        &ipv4(6, 0, 0, &tcp(40004, 443, 0x02, 0), 0),
+    ]);
+    k.xdp(&syn);
+    // Fill the SYN lane to its limit, as a SYN flood on one tuple would.
+    let (key, mut stats) = k.only_flow();
+    stats.tcp_control = tcp_control::LIMIT;
+    k.set_flow(&key, &stats);
+    k.xdp(&syn);
+    k.xdp(&frame(&[
+        &eth(&[], 0x0800),
+        &ipv4(6, 0, 0, &tcp(40004, 443, 0x04, 0), 0),
+    ]));
+    let stats = k.only_flow().1;
+    assert_eq!(lanes(&stats), [tcp_control::LIMIT, 0, 0, 1]);
+    assert_eq!(stats.packets(), 3);
 }
 
 #[test]

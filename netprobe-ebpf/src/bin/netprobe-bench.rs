@@ -17,22 +17,14 @@ mod prog {
     use aya_ebpf::{
         bindings::{TC_ACT_UNSPEC, xdp_action},
         macros::{classifier, map, xdp},
-        maps::{PerCpuArray, PerCpuHashMap},
+        maps::{HashMap, PerCpuArray, PerCpuHashMap},
         programs::{TcContext, XdpContext},
     };
     use netprobe_ebpf::{
-        COUNTER_SLOTS, FlowKey, FlowKey4, FlowStats,
-        count::{Sample, count_other, record_percpu, xdp_sample},
-        parse::{Parsed, parse_ethernet},
+        COUNTER_SLOTS, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS,
+        count::{Frame, Sample, bump, sample},
+        parse::{PacketInfo, Parsed, parse_ethernet},
     };
-
-    #[map]
-    static BENCH_PERCPU_FLOWS4: PerCpuHashMap<FlowKey4, FlowStats> =
-        PerCpuHashMap::with_max_entries(4096, 0);
-
-    #[map]
-    static BENCH_PERCPU_FLOWS6: PerCpuHashMap<FlowKey, FlowStats> =
-        PerCpuHashMap::with_max_entries(4096, 0);
 
     #[map]
     static BENCH_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
@@ -47,10 +39,6 @@ mod prog {
         TC_ACT_UNSPEC
     }
 
-    #[map]
-    static BENCH_SHARED_FLOWS: aya_ebpf::maps::HashMap<FlowKey, FlowStats> =
-        aya_ebpf::maps::HashMap::with_max_entries(4096, 0);
-
     /// Parsing alone (the result is kept so the work is not optimised away).
     #[xdp]
     pub fn bench_xdp_parse(ctx: XdpContext) -> u32 {
@@ -58,83 +46,59 @@ mod prog {
             && let Some(slot) = BENCH_COUNTERS.get_ptr_mut(0)
         {
             // SAFETY: this CPU's slot of a per-CPU array.
-            unsafe { *slot += u64::from(info.key.dst_port) + u64::from(info.ip_len) };
+            unsafe { *slot += u64::from(info.ports) + u64::from(info.ip_len) };
         }
         xdp_action::XDP_PASS
     }
 
-    /// Parsing and the flow-table lookup, without the update.
+    #[map]
+    static BENCH_SHARED4: HashMap<FlowKey4, FlowStats> = HashMap::with_max_entries(4096, 0);
+
+    /// The IPv4 key the production programs build (two word stores).
+    #[inline(always)]
+    fn key4(words: &[u64; 2]) -> &FlowKey4 {
+        // SAFETY: FlowKey4 is exactly these 16 bytes of plain integers.
+        unsafe { &*words.as_ptr().cast::<FlowKey4>() }
+    }
+
+    /// Parsing and the IPv4 flow-table lookup, without the update.
     #[xdp]
     pub fn bench_xdp_lookup(ctx: XdpContext) -> u32 {
         if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end())
-            && BENCH_SHARED_FLOWS.get_ptr(info.key).is_none()
+            && info.version == 4
         {
-            let _ = BENCH_SHARED_FLOWS.insert(info.key, FlowStats::default(), 0);
-        }
-        xdp_action::XDP_PASS
-    }
-
-    #[map]
-    static BENCH_V4_FLOWS: aya_ebpf::maps::HashMap<[u32; 4], FlowStats> =
-        aya_ebpf::maps::HashMap::with_max_entries(4096, 0);
-
-    /// Parsing and a lookup with a 16-byte IPv4 key.
-    #[xdp]
-    pub fn bench_xdp_lookup4(ctx: XdpContext) -> u32 {
-        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
-            let k = &info.key;
-            let key = [
-                k.src_addr[0],
-                k.dst_addr[0],
-                u32::from(k.src_port) << 16 | u32::from(k.dst_port),
-                u32::from(k.protocol),
-            ];
-            if BENCH_V4_FLOWS.get_ptr(key).is_none() {
-                let _ = BENCH_V4_FLOWS.insert(key, FlowStats::default(), 0);
+            let words = info.key4_words();
+            if BENCH_SHARED4.get_ptr(key4(&words)).is_none() {
+                let _ = BENCH_SHARED4.insert(key4(&words), FlowStats::default(), 0);
             }
         }
         xdp_action::XDP_PASS
     }
 
-    /// Where the time goes: lookup and atomic adds, with a constant instead of the clock.
-    #[xdp]
-    pub fn bench_xdp_noclock(ctx: XdpContext) -> u32 {
-        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
-            let key = FlowKey4::narrow(&info.key);
-            match BENCH_SHARED4.get_ptr_mut(key) {
-                // SAFETY: a value pointer from the lookup just above.
-                Some(v) => unsafe {
-                    netprobe_ebpf::count::add_shared(
-                        v,
-                        &Sample::single(info.ip_len),
-                        info.tcp_flags,
-                        1,
-                    );
-                },
-                None => {
-                    let _ = BENCH_SHARED4.insert(key, FlowStats::default(), 0);
-                }
-            }
-        }
-        xdp_action::XDP_PASS
-    }
-
-    /// Where the time goes: lookup, clock, and plain (non-atomic) adds.
+    /// Where the time goes: parsing, lookup and plain (non-atomic) adds; the production
+    /// program minus this is the price of the atomic adds.
     #[xdp]
     pub fn bench_xdp_plainadd(ctx: XdpContext) -> u32 {
-        if let Parsed::Ip(info) = parse_ethernet(ctx.data(), ctx.data_end()) {
-            let key = FlowKey4::narrow(&info.key);
-            let now = netprobe_ebpf::count::now_coarse();
-            match BENCH_SHARED4.get_ptr_mut(key) {
+        let (data, end) = (ctx.data(), ctx.data_end());
+        if let Parsed::Ip(info) = parse_ethernet(data, end)
+            && info.version == 4
+            && let Some(s) = sample(
+                &BENCH_COUNTERS,
+                &info,
+                Frame::Xdp {
+                    len: (end - data) as u32,
+                },
+            )
+        {
+            let words = info.key4_words();
+            match BENCH_SHARED4.get_ptr_mut(key4(&words)) {
                 // SAFETY: a value pointer from the lookup just above.
                 Some(v) => unsafe {
-                    let s = Sample::single(info.ip_len);
                     (*v).bytes += s.bytes;
-                    (*v).size_buckets[s.bucket_a & 7] += s.count_a;
-                    (*v).last_seen_ns = now;
+                    (*v).size_buckets[s.bucket_a & (SIZE_BUCKETS - 1)] += s.count_a;
                 },
                 None => {
-                    let _ = BENCH_SHARED4.insert(key, FlowStats::default(), 0);
+                    let _ = BENCH_SHARED4.insert(key4(&words), FlowStats::default(), 0);
                 }
             }
         }
@@ -142,38 +106,65 @@ mod prog {
     }
 
     #[map]
-    static BENCH_SHARED4: aya_ebpf::maps::HashMap<FlowKey4, FlowStats> =
-        aya_ebpf::maps::HashMap::with_max_entries(4096, 0);
+    static BENCH_PERCPU_FLOWS4: PerCpuHashMap<FlowKey4, FlowStats> =
+        PerCpuHashMap::with_max_entries(4096, 0);
 
+    #[map]
+    static BENCH_PERCPU_FLOWS6: PerCpuHashMap<FlowKey, FlowStats> =
+        PerCpuHashMap::with_max_entries(4096, 0);
+
+    /// The per-CPU design: the same parse and sample, plain adds into this CPU's copy.
     #[xdp]
     pub fn bench_xdp_percpu(ctx: XdpContext) -> u32 {
         let (data, end) = (ctx.data(), ctx.data_end());
-        let parsed = parse_ethernet(data, end);
-        if let Parsed::Ip(info) = &parsed {
-            if let Some(sample) = xdp_sample(&BENCH_COUNTERS, info, (end - data) as u32) {
-                if info.key.ip_version == 4 {
-                    let key = FlowKey4::narrow(&info.key);
-                    record_percpu(
-                        &BENCH_PERCPU_FLOWS4,
-                        &BENCH_COUNTERS,
-                        &key,
-                        &sample,
-                        info.tcp_flags,
-                    );
-                } else {
-                    record_percpu(
-                        &BENCH_PERCPU_FLOWS6,
-                        &BENCH_COUNTERS,
-                        &info.key,
-                        &sample,
-                        info.tcp_flags,
-                    );
+        match parse_ethernet(data, end) {
+            Parsed::Ip(info) => {
+                let frame = Frame::Xdp {
+                    len: (end - data) as u32,
+                };
+                if let Some(s) = sample(&BENCH_COUNTERS, &info, frame) {
+                    if info.version == 4 {
+                        let words = info.key4_words();
+                        record_percpu(&BENCH_PERCPU_FLOWS4, key4(&words), &s, &info);
+                    } else {
+                        let words = info.key6_words();
+                        // SAFETY: FlowKey is exactly these 40 bytes of plain integers.
+                        let key = unsafe { &*words.as_ptr().cast::<FlowKey>() };
+                        record_percpu(&BENCH_PERCPU_FLOWS6, key, &s, &info);
+                    }
                 }
             }
-        } else {
-            count_other(&BENCH_COUNTERS, &parsed);
+            Parsed::Other(c) => bump(&BENCH_COUNTERS, c, 1),
         }
         xdp_action::XDP_PASS
+    }
+
+    #[inline(always)]
+    fn record_percpu<K>(
+        flows: &PerCpuHashMap<K, FlowStats>,
+        key: &K,
+        s: &Sample,
+        info: &PacketInfo,
+    ) {
+        if let Some(v) = flows.get_ptr_mut(key) {
+            // SAFETY: this CPU's copy of a live map value; no other CPU writes it.
+            unsafe {
+                (*v).bytes += s.bytes;
+                (*v).size_buckets[s.bucket_a & (SIZE_BUCKETS - 1)] += s.count_a;
+                if s.count_b != 0 {
+                    (*v).size_buckets[s.bucket_b & (SIZE_BUCKETS - 1)] += s.count_b;
+                }
+                if info.tcp_flags & netprobe_ebpf::tcp_flags::CONTROL != 0 {
+                    (*v).tcp_control += netprobe_ebpf::tcp_control::increment(info.tcp_flags);
+                }
+            }
+        } else if flows.insert(key, FlowStats::default(), 0).is_err() {
+            bump(
+                &BENCH_COUNTERS,
+                netprobe_ebpf::Counter::MapFullPackets,
+                s.packets(),
+            );
+        }
     }
 
     #[panic_handler]

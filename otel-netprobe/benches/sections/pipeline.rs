@@ -41,11 +41,9 @@ fn fill_flows(map: &mut HashMap<MapData, FlowKey4, FlowStats>, round: u64) {
             protocol: 6,
             pad: [0; 3],
         };
-        let now = reader::coarse_now_ns();
         let mut v = FlowStats {
             bytes: 1500 * round,
-            first_seen_ns: now,
-            last_seen_ns: now,
+            first_seen_ns: reader::coarse_now_ns(),
             ..FlowStats::default()
         };
         v.size_buckets[5] = round;
@@ -69,7 +67,7 @@ fn reader_of(
         kernel_idle: idle,
         idle,
     };
-    Reader::new(maps, u64::from(CAP) * 2, timeouts, Arc::default())
+    Reader::new(maps, u64::from(CAP) * 2, timeouts, Arc::default()).unwrap()
 }
 
 fn per_flow(t: Instant) -> f64 {

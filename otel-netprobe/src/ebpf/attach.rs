@@ -101,8 +101,28 @@ pub fn decide(cfg: &InterfacesConfig, link: &LinkInfo) -> Decision {
     }
 }
 
-/// A TC link and the program it belongs to.
-type TcLink = (&'static str, SchedClassifierLinkId);
+/// How a TC program is attached: through a TCX link (6.6 on), or as a cls_bpf filter on a
+/// clsact qdisc (before).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcMode {
+    /// A TCX link, first in the chain.
+    Tcx,
+    /// A cls_bpf filter on the interface's clsact qdisc.
+    Clsact,
+}
+
+impl TcMode {
+    /// The name reported in the agent's metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcx => "tcx",
+            Self::Clsact => "clsact",
+        }
+    }
+}
+
+/// A TC link, the program it belongs to, and how it is attached.
+type TcLink = (&'static str, SchedClassifierLinkId, TcMode);
 
 enum Ingress {
     Xdp(XdpLinkId),
@@ -236,7 +256,7 @@ impl Attacher {
         self.publish();
     }
 
-    fn drop_tc(&mut self, (prog, id): TcLink) {
+    fn drop_tc(&mut self, (prog, id, _): TcLink) {
         if let Ok(tc) = program::<SchedClassifier>(&mut self.ebpf, prog) {
             drop(tc.take_link(id));
         }
@@ -325,19 +345,25 @@ impl Attacher {
         let tc: &mut SchedClassifier = program(&mut self.ebpf, prog_name)?;
         // First in the TCX chain, so we see every packet before another program can redirect
         // or drop it; we return "next", so they all still run.
-        if let Ok(id) =
-            tc.attach_with_options(name, dir, TcAttachOptions::TcxOrder(LinkOrder::first()))
-        {
-            Ok((prog_name, id))
-        } else {
-            // Kernels before 6.6 have no TCX: legacy cls_bpf on a clsact qdisc.
-            let _ = aya::programs::tc::qdisc_add_clsact(name);
-            tc.attach(name, dir)
-                .map(|id| (prog_name, id))
-                .map_err(|source| EbpfError::Program {
-                    name: prog_name,
-                    source,
-                })
+        let tcx = tc.attach_with_options(name, dir, TcAttachOptions::TcxOrder(LinkOrder::first()));
+        match tcx {
+            Ok(id) => Ok((prog_name, id, TcMode::Tcx)),
+            Err(tcx_error) => {
+                // Kernels before 6.6 have no TCX: cls_bpf on a clsact qdisc (an existing one
+                // is fine: its other filters keep running, ours return "unspec").
+                let _ = aya::programs::tc::qdisc_add_clsact(name);
+                let options = TcAttachOptions::Netlink(aya::programs::tc::NlOptions::default());
+                match tc.attach_with_options(name, dir, options) {
+                    Ok(id) => Ok((prog_name, id, TcMode::Clsact)),
+                    Err(source) => {
+                        warn!(interface = %name, tcx = %tcx_error, "neither TCX nor a clsact qdisc accepted the TC program");
+                        Err(EbpfError::Program {
+                            name: prog_name,
+                            source,
+                        })
+                    }
+                }
+            }
         }
     }
 
@@ -350,6 +376,10 @@ impl Attacher {
                 index: *index,
                 hook: a.hook.as_str(),
                 egress: a.egress.is_some(),
+                tc_attach: match (&a.ingress, &a.egress) {
+                    (Ingress::Tc((_, _, mode)), _) | (_, Some((_, _, mode))) => mode.as_str(),
+                    _ => "none",
+                },
             })
             .collect();
         list.sort_by_key(|i| i.index);

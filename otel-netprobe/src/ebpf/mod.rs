@@ -6,6 +6,7 @@
 //! wrappers over the kernel interfaces that aya 0.14 does not cover.
 
 pub mod attach;
+pub mod kernel;
 pub mod netlink;
 pub mod reader;
 pub mod sys;
@@ -23,9 +24,39 @@ pub static BENCH_OBJECT: &[u8] =
 /// Loading or attaching failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
-    /// The object could not be loaded (permissions, verifier, map creation).
-    #[error("loading the eBPF object failed")]
-    Load(#[source] aya::EbpfError),
+    /// The kernel is older than the oldest line the programs are verified on.
+    #[error(
+        "kernel {release} is below the supported floor {}.{}: the programs are verified on {}.{} and later",
+        kernel::FLOOR.0, kernel::FLOOR.1, kernel::FLOOR.0, kernel::FLOOR.1
+    )]
+    BelowFloor {
+        /// The running kernel's release.
+        release: String,
+    },
+    /// The maps could not be created.
+    #[error("kernel {release}: creating the maps failed{hint}")]
+    Maps {
+        /// The running kernel's release.
+        release: String,
+        /// What to do about it, when known (starts with "; ").
+        hint: &'static str,
+        /// The cause (boxed: it is large, and this is the cold path).
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    /// The verifier rejected a program.
+    #[error("kernel {release} rejected program {name} ({log})")]
+    Verifier {
+        /// The running kernel's release.
+        release: String,
+        /// Program name.
+        name: &'static str,
+        /// Where the verifier's log went.
+        log: String,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
     /// A program could not be loaded into the kernel or attached.
     #[error("loading or attaching program {name} failed")]
     Program {
@@ -41,15 +72,101 @@ pub enum EbpfError {
 }
 
 /// Loads the production object with flow tables of `v4` and `v6` entries, and loads (but does
-/// not attach) its three programs.
+/// not attach) its programs. Refuses kernels below [`kernel::FLOOR`]; a verifier rejection
+/// names the program and the file its log went to.
 pub fn load(v4: u32, v6: u32) -> Result<Ebpf, EbpfError> {
+    let release = kernel::release();
+    check_floor(&release)?;
+    let version = kernel::Version::parse(&release);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(FLOWS4_MAP, v4)
         .map_max_entries(FLOWS6_MAP, v6)
         .load(OBJECT)
-        .map_err(EbpfError::Load)?;
-    attach::load_programs(&mut ebpf)?;
+        .map_err(|source| {
+            // Before 5.11 the kernel charges maps to RLIMIT_MEMLOCK (aya raises it, which
+            // takes CAP_SYS_RESOURCE); later, to the memory cgroup.
+            let old = version.is_some_and(|v| v < kernel::Version(5, 11));
+            let hint = if old && is_permission(&source) {
+                "; kernels before 5.11 charge maps to RLIMIT_MEMLOCK: grant CAP_SYS_RESOURCE or raise the limit"
+            } else {
+                ""
+            };
+            EbpfError::Maps {
+                release: release.clone(),
+                hint,
+                source: Box::new(source),
+            }
+        })?;
+    attach::load_programs(&mut ebpf).map_err(|e| verifier_error(e, &release))?;
+    for (name, program) in ebpf.programs() {
+        if let Some(n) = program
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count())
+        {
+            tracing::debug!(program = name, verified_instructions = n, "loaded");
+        }
+    }
     Ok(ebpf)
+}
+
+/// Refuses a kernel below [`kernel::FLOOR`] (an unparsable release is let through: the
+/// verifier will say).
+fn check_floor(release: &str) -> Result<(), EbpfError> {
+    let floor = kernel::Version(kernel::FLOOR.0, kernel::FLOOR.1);
+    if kernel::Version::parse(release).is_some_and(|v| v < floor) {
+        return Err(EbpfError::BelowFloor {
+            release: release.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn is_permission(e: &aya::EbpfError) -> bool {
+    matches!(
+        e,
+        aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
+            if io_error.raw_os_error() == Some(libc::EPERM)
+    )
+}
+
+/// A verifier rejection, with its log written to a file (it runs to thousands of lines: never
+/// to the terminal); other errors as they are.
+fn verifier_error(e: EbpfError, release: &str) -> EbpfError {
+    let EbpfError::Program {
+        name,
+        source:
+            aya::programs::ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            },
+    } = e
+    else {
+        return e;
+    };
+    rejected(release, name, &verifier_log.to_string(), io_error)
+}
+
+/// The error for program `name` rejected with `log`, written to a file in the temporary
+/// directory (or, if that fails, to debug logging).
+fn rejected(release: &str, name: &'static str, log: &str, source: std::io::Error) -> EbpfError {
+    let path = std::env::temp_dir().join(format!("otel-netprobe-verifier-{name}.log"));
+    let log = match std::fs::write(&path, log) {
+        Ok(()) => format!("the verifier's log is in {}", path.display()),
+        Err(write) => {
+            tracing::debug!(program = name, log, "the verifier's log");
+            format!(
+                "the verifier's log could not be written to {} ({write}); run with --log debug to see it",
+                path.display()
+            )
+        }
+    };
+    EbpfError::Verifier {
+        release: release.to_owned(),
+        name,
+        log,
+        source,
+    }
 }
 
 /// The maps the reader owns.
@@ -81,4 +198,43 @@ pub fn take_maps(ebpf: &mut Ebpf) -> Result<Maps, EbpfError> {
         flows6,
         counters,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_below_the_floor_is_named() {
+        let e = check_floor("4.19.0-27-cloud-amd64").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "kernel 4.19.0-27-cloud-amd64 is below the supported floor 5.10: the programs are \
+             verified on 5.10 and later"
+        );
+        assert!(check_floor("5.10.0-46-cloud-amd64").is_ok());
+        assert!(check_floor("6.18.44").is_ok());
+    }
+
+    #[test]
+    fn a_rejection_names_kernel_program_and_log_file() {
+        let log = "0: (b7) r0 = 0\nBPF program is too large. Processed 1000001 insn\n";
+        let e = rejected(
+            "6.1.0-57-cloud-amd64",
+            "netprobe_tc_ingress",
+            log,
+            std::io::Error::from_raw_os_error(libc::E2BIG),
+        );
+        let path = std::env::temp_dir().join("otel-netprobe-verifier-netprobe_tc_ingress.log");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "kernel 6.1.0-57-cloud-amd64 rejected program netprobe_tc_ingress (the verifier's \
+                 log is in {})",
+                path.display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), log);
+        let _ = std::fs::remove_file(path);
+    }
 }

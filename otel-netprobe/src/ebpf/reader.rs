@@ -8,6 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::{
+    Pod,
+    maps::{HashMap, Map, MapData, MapError},
+};
 use netprobe_ebpf::{Counter, FlowKey, FlowKey4, FlowStats};
 
 use super::sys::{self, BatchReader, SysError, TypedMap};
@@ -39,14 +43,94 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// How idle entries leave the kernel table, by what the kernel offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (hash maps: kernel 5.14 on): the final value comes
+    /// with the deletion, atomically for the entry.
+    LookupAndDelete,
+    /// A lookup, then a delete (before 5.14): a packet that lands in the microsecond between
+    /// the two is not counted; the flow was idle for `kernel_idle_timeout` before.
+    LookupThenDelete,
+}
+
+impl Eviction {
+    /// Asks the kernel: a lookup-and-delete of a key that is not there answers "no such
+    /// entry" where the command works on hash maps, and "not supported" where it does not.
+    pub fn probe(map: &TypedMap<'_, FlowKey4, FlowStats>) -> Self {
+        let absent = FlowKey4 {
+            src_addr: u32::MAX,
+            dst_addr: u32::MAX,
+            src_port: 0,
+            dst_port: 0,
+            protocol: 255,
+            pad: [0; 3],
+        };
+        match map.lookup_and_delete(&absent) {
+            Ok(_) => Self::LookupAndDelete,
+            Err(_) => Self::LookupThenDelete,
+        }
+    }
+
+    /// Takes `key`'s final value out of the kernel table (`None`: already gone); `aya`: the
+    /// same table through aya, for the lookup and the delete before 5.14.
+    fn take<K: Pod>(
+        self,
+        map: &TypedMap<'_, K, FlowStats>,
+        aya: Option<&mut HashMap<MapData, K, FlowStats>>,
+        key: &K,
+    ) -> Result<Option<FlowStats>, SysError> {
+        let (Self::LookupThenDelete, Some(aya)) = (self, aya) else {
+            return map.lookup_and_delete(key);
+        };
+        let last = match aya.get(key, 0) {
+            Ok(v) => Some(v),
+            Err(MapError::KeyNotFound) => None,
+            Err(e) => return Err(SysError::Aya(Box::new(e))),
+        };
+        match aya.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(last),
+            Err(e) => Err(SysError::Aya(Box::new(e))),
+        }
+    }
+}
+
+/// The flow tables through aya's own map types (a second handle on each), for the lookup and
+/// the delete that replace lookup-and-delete before 5.14.
+struct AyaTables {
+    v4: HashMap<MapData, FlowKey4, FlowStats>,
+    v6: HashMap<MapData, FlowKey, FlowStats>,
+}
+
+impl AyaTables {
+    fn of(maps: &super::Maps) -> Result<Self, SysError> {
+        fn handle<K: Pod>(data: &MapData) -> Result<HashMap<MapData, K, FlowStats>, SysError> {
+            let aya = |e: MapError| SysError::Aya(Box::new(e));
+            let fd = data.fd().as_fd().try_clone_to_owned();
+            let fd = fd.map_err(|e| aya(MapError::IoError(e)))?;
+            let map = Map::from_map_data(MapData::from_fd(fd).map_err(aya)?).map_err(aya)?;
+            HashMap::try_from(map).map_err(aya)
+        }
+        Ok(Self {
+            v4: handle(&maps.flows4)?,
+            v6: handle(&maps.flows6)?,
+        })
+    }
+}
+
 /// Owns the maps and the cumulative flow table.
 pub struct Reader {
     maps: super::Maps,
     batch4: BatchReader<FlowKey4, FlowStats>,
     batch6: BatchReader<FlowKey, FlowStats>,
-    /// The previous read of each table, in the kernel's order: (key, bytes, first seen).
+    /// The previous read of each table, in the kernel's order: (key, bytes, first seen), and
+    /// when each entry's counts last changed.
     prev4: Vec<(FlowKey4, u64, u64)>,
     prev6: Vec<(FlowKey, u64, u64)>,
+    changed_at: Vec<u64>,
+    eviction: Eviction,
+    /// Before 5.14 only: the tables through aya.
+    aya: Option<AyaTables>,
     table: FlowTable,
     timeouts: Timeouts,
     health: Health,
@@ -61,13 +145,28 @@ impl Reader {
         capacity: u64,
         timeouts: Timeouts,
         telemetry: Arc<Telemetry>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, SysError> {
+        let eviction = Eviction::probe(&TypedMap::new(maps.flows4.fd().as_fd())?);
+        let aya = match eviction {
+            Eviction::LookupAndDelete => None,
+            Eviction::LookupThenDelete => Some(AyaTables::of(&maps)?),
+        };
+        if eviction == Eviction::LookupThenDelete {
+            tracing::info!(
+                kernel = %super::kernel::release(),
+                "no lookup-and-delete for hash maps (kernel 5.14): idle flows leave the kernel \
+                 table by a lookup then a delete; a packet in the microsecond between is not counted"
+            );
+        }
+        Ok(Self {
             maps,
             batch4: BatchReader::new(1024),
             batch6: BatchReader::new(1024),
             prev4: Vec::new(),
             prev6: Vec::new(),
+            changed_at: Vec::new(),
+            eviction,
+            aya,
             table: FlowTable::new(),
             timeouts,
             health: Health {
@@ -75,7 +174,12 @@ impl Reader {
                 ..Health::default()
             },
             telemetry,
-        }
+        })
+    }
+
+    /// How idle entries leave the kernel table on this kernel.
+    pub fn eviction(&self) -> Eviction {
+        self.eviction
     }
 
     /// Changes the expiry settings (they apply from the next cycle).
@@ -113,19 +217,19 @@ impl Reader {
         self.health.flow_table_entries = (v4.keys.len() + v6.keys.len()) as u64;
         // The kernel walks a hash table in bucket order, which only inserts and deletes change:
         // an entry equal to the previous read's at the same position is unchanged (same key,
-        // same bytes, same incarnation) and needs no lookup in the flow table.
-        let (prev4, prev6) = (&self.prev4, &self.prev6);
+        // same bytes, same incarnation) and needs no lookup in the flow table; it last changed
+        // when the previous read said.
+        let (prev4, prev6, prev_at) = (&self.prev4, &self.prev6, &self.changed_at);
+        let n4 = prev4.len();
+        let known = |i: usize, same: bool| same.then(|| prev_at[i]);
         let kernel = v4
             .keys
             .iter()
             .zip(v4.values.iter())
             .enumerate()
             .map(|(i, (k, s))| {
-                (
-                    k.widen(),
-                    s,
-                    prev4.get(i) != Some(&(*k, s.bytes, s.first_seen_ns)),
-                )
+                let same = prev4.get(i) == Some(&(*k, s.bytes, s.first_seen_ns));
+                (k.widen(), s, known(i, same))
             })
             .chain(
                 v6.keys
@@ -133,10 +237,16 @@ impl Reader {
                     .zip(v6.values.iter())
                     .enumerate()
                     .map(|(i, (k, s))| {
-                        (*k, s, prev6.get(i) != Some(&(*k, s.bytes, s.first_seen_ns)))
+                        let same = prev6.get(i) == Some(&(*k, s.bytes, s.first_seen_ns));
+                        (*k, s, known(n4 + i, same))
                     }),
             );
-        let evict = self.table.ingest(kernel, now, kernel_idle).to_vec();
+        let mut changed_at = Vec::with_capacity(v4.keys.len() + v6.keys.len());
+        let evict = self
+            .table
+            .ingest(kernel, now, kernel_idle, &mut changed_at)
+            .to_vec();
+        self.changed_at = changed_at;
         self.prev4.clear();
         self.prev4.extend(
             v4.keys
@@ -151,19 +261,21 @@ impl Reader {
                 .zip(v6.values.iter())
                 .map(|(k, s)| (*k, s.bytes, s.first_seen_ns)),
         );
-        // Each idle entry leaves the kernel with its final value (lookup-and-delete is atomic
-        // for the entry), so a packet that arrives after our read is not lost.
+        // Each idle entry leaves the kernel with its final value, so a packet that arrives
+        // after our read is not lost.
         let (map4, map6) = (
             TypedMap::<FlowKey4, FlowStats>::new(fd4)?,
             TypedMap::<FlowKey, FlowStats>::new(fd6)?,
         );
         for key in &evict {
+            let aya = self.aya.as_mut();
             let last = if key.ip_version == 4 {
-                map4.lookup_and_delete(&FlowKey4::narrow(key))?
+                let aya = aya.map(|a| &mut a.v4);
+                self.eviction.take(&map4, aya, &FlowKey4::narrow(key))?
             } else {
-                map6.lookup_and_delete(key)?
+                self.eviction.take(&map6, aya.map(|a| &mut a.v6), key)?
             };
-            self.table.fold_evicted(key, last);
+            self.table.fold_evicted(key, last, now);
         }
         self.health.flow_table_entries -= evict.len() as u64;
         FlowsMovedOut {

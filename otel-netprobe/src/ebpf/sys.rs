@@ -57,6 +57,9 @@ pub enum SysError {
         #[source]
         source: io::Error,
     },
+    /// An operation through aya's map types failed.
+    #[error("map operation failed")]
+    Aya(#[source] Box<aya::maps::MapError>),
     /// A bucket overflowed the batch even at the largest chunk size.
     #[error("batch chunk size {chunk} cannot grow further")]
     ChunkOverflow {

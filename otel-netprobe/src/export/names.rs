@@ -406,6 +406,8 @@ pub mod attr {
     pub const INTERFACE: &str = "interface";
     /// Whether TC egress is attached.
     pub const EGRESS: &str = "egress";
+    /// How TC programs are attached (`tcx`, `clsact`, `none`).
+    pub const TC_ATTACH: &str = "tc_attach";
     /// Outcome of an export.
     pub const RESULT: &str = "result";
     /// A metric's OTLP name.

@@ -196,7 +196,7 @@ pub fn flows_of(table: &FlowTable) -> Vec<FlowView> {
                 k,
                 t.bytes,
                 t.buckets,
-                t.tcp_flags,
+                t.tcp_flags(),
                 (r.first_seen_ns, r.last_seen_ns),
             )
         })

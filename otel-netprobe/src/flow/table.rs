@@ -2,7 +2,7 @@
 
 use rustc_hash::FxHashMap;
 
-use netprobe_ebpf::{FlowKey, FlowStats, SIZE_BUCKETS};
+use netprobe_ebpf::{FlowKey, FlowStats, SIZE_BUCKETS, tcp_control};
 
 /// One flow as read from the kernel table.
 pub type KernelFlow = (FlowKey, FlowStats);
@@ -12,7 +12,8 @@ pub type KernelFlow = (FlowKey, FlowStats);
 pub(crate) struct Totals {
     pub bytes: u64,
     pub buckets: [u64; SIZE_BUCKETS],
-    pub tcp_flags: u64,
+    /// TCP control packets per kind ([`netprobe_ebpf::tcp_control`] lanes).
+    pub tcp_control: [u64; 4],
 }
 
 impl Totals {
@@ -21,7 +22,24 @@ impl Totals {
         for (t, b) in self.buckets.iter_mut().zip(s.size_buckets) {
             *t += b;
         }
-        self.tcp_flags |= s.tcp_flags;
+        for (lane, t) in self.tcp_control.iter_mut().enumerate() {
+            *t += tcp_control::count(s.tcp_control, lane as u32);
+        }
+    }
+
+    /// The union of TCP flags the control counts show ([`netprobe_ebpf::tcp_flags`]), with ACK
+    /// for a flow that sent packets other than bare SYNs (every TCP segment after the first SYN
+    /// carries ACK; the kernel does not count ACKs, only SYN, FIN and RST).
+    pub fn tcp_flags(&self) -> u64 {
+        let mut lanes = 0;
+        for (lane, n) in self.tcp_control.iter().enumerate() {
+            lanes |= u64::from(*n > 0) << (16 * lane);
+        }
+        let mut flags = tcp_control::flags(lanes);
+        if self.buckets.iter().sum::<u64>() > self.tcp_control[tcp_control::SYN as usize] {
+            flags |= netprobe_ebpf::tcp_flags::ACK;
+        }
+        flags
     }
 }
 
@@ -32,9 +50,10 @@ pub(crate) struct Record {
     /// The current kernel entry's value (zero when the flow is not in the kernel).
     pub current: FlowStats,
     pub in_kernel: bool,
-    /// Kernel coarse-clock time of the first packet ever seen.
+    /// Coarse-clock time the flow's first kernel entry was created.
     pub first_seen_ns: u64,
-    /// Kernel coarse-clock time of the latest packet.
+    /// Coarse-clock time of the read that last saw the counts change (the kernel stamps no
+    /// time per packet: a read cycle is the resolution).
     pub last_seen_ns: u64,
     /// Read cycle in which the kernel entry was last seen, to notice entries that vanished.
     seen_cycle: u64,
@@ -90,26 +109,36 @@ impl FlowTable {
     }
 
     /// Takes in the kernel table's current contents (cumulative per kernel entry) at coarse time
-    /// `now_ns`, and returns the keys idle for at least `kernel_idle_ns` that should be moved out
-    /// of the kernel.
+    /// `now_ns`, and returns the keys whose counts have not changed for `kernel_idle_ns`, to be
+    /// moved out of the kernel.
     ///
-    /// Each item says whether the entry `changed` since the previous cycle; unchanged entries
-    /// (the reader compares with its previous read, in the kernel's stable order) cost no
-    /// lookup here. The iterator is walked a second time only in the rare case that entries
-    /// vanished from the kernel without the reader moving them out.
-    pub fn ingest<'a, I>(&mut self, kernel: I, now_ns: u64, kernel_idle_ns: u64) -> &[FlowKey]
+    /// Each item carries, when the reader knows the entry is unchanged since the previous cycle
+    /// (it compares with its previous read, in the kernel's stable order), the time the entry
+    /// last changed; such entries cost no lookup here. For every item, in order, the time its
+    /// counts last changed is appended to `changed_at`, for the reader's next comparison. The
+    /// iterator is walked a second time only in the rare case that entries vanished from the
+    /// kernel without the reader moving them out.
+    pub fn ingest<'a, I>(
+        &mut self,
+        kernel: I,
+        now_ns: u64,
+        kernel_idle_ns: u64,
+        changed_at: &mut Vec<u64>,
+    ) -> &[FlowKey]
     where
-        I: Iterator<Item = (FlowKey, &'a FlowStats, bool)> + Clone,
+        I: Iterator<Item = (FlowKey, &'a FlowStats, Option<u64>)> + Clone,
     {
         self.cycle += 1;
         self.evict.clear();
         let mut seen = 0;
-        for (key, stats, changed) in kernel.clone() {
+        for (key, stats, known) in kernel.clone() {
             seen += 1;
-            if changed {
-                self.update(key, stats);
-            }
-            if now_ns.saturating_sub(stats.last_seen_ns) >= kernel_idle_ns {
+            let at = match known {
+                Some(at) => at,
+                None => self.update(key, stats, now_ns),
+            };
+            changed_at.push(at);
+            if now_ns.saturating_sub(at) >= kernel_idle_ns {
                 self.evict.push(key);
             }
         }
@@ -135,37 +164,48 @@ impl FlowTable {
         &self.evict
     }
 
-    fn update(&mut self, key: FlowKey, stats: &FlowStats) {
+    /// Takes in one kernel entry; returns when its counts last changed.
+    fn update(&mut self, key: FlowKey, stats: &FlowStats, now_ns: u64) -> u64 {
         let rec = self.records.entry(key).or_insert_with(|| Record {
             base: Totals::default(),
             current: FlowStats::default(),
             in_kernel: false,
             first_seen_ns: stats.first_seen_ns,
-            last_seen_ns: stats.last_seen_ns,
+            last_seen_ns: now_ns,
             seen_cycle: 0,
         });
-        // A kernel entry whose counts went down is a new incarnation (the old one was deleted by
-        // someone else): keep what the old one had counted.
-        if rec.in_kernel && stats.packets() < rec.current.packets() {
-            let old = rec.current;
-            rec.base.add(&old);
+        if rec.current != *stats {
+            // A kernel entry whose counts went down, or that was created anew, is a new
+            // incarnation (the old one was deleted by someone else): keep what the old one
+            // had counted.
+            if rec.in_kernel
+                && (stats.packets() < rec.current.packets()
+                    || stats.first_seen_ns != rec.current.first_seen_ns)
+            {
+                let old = rec.current;
+                rec.base.add(&old);
+            }
+            rec.current = *stats;
+            rec.last_seen_ns = now_ns;
         }
         if !rec.in_kernel {
             self.in_kernel += 1;
         }
-        rec.current = *stats;
         rec.in_kernel = true;
         rec.seen_cycle = self.cycle;
-        rec.last_seen_ns = rec.last_seen_ns.max(stats.last_seen_ns);
+        rec.last_seen_ns
     }
 
-    /// Folds the final value of a kernel entry that was moved out (`None` if it was already
-    /// gone, in which case the last value read stands).
-    pub fn fold_evicted(&mut self, key: &FlowKey, last: Option<FlowStats>) {
+    /// Folds the final value of a kernel entry that was moved out at `now_ns` (`None` if it
+    /// was already gone, in which case the last value read stands).
+    pub fn fold_evicted(&mut self, key: &FlowKey, last: Option<FlowStats>, now_ns: u64) {
         if let Some(rec) = self.records.get_mut(key) {
             let fin = last.unwrap_or(rec.current);
+            if fin != rec.current {
+                // Packets arrived between the read and the move.
+                rec.last_seen_ns = now_ns;
+            }
             rec.base.add(&fin);
-            rec.last_seen_ns = rec.last_seen_ns.max(fin.last_seen_ns);
             rec.current = FlowStats::default();
             if rec.in_kernel {
                 rec.in_kernel = false;
@@ -186,6 +226,8 @@ impl FlowTable {
 
 #[cfg(test)]
 mod tests {
+    use netprobe_ebpf::tcp_flags::{ACK, FIN, SYN};
+
     use super::*;
 
     fn key(n: u32) -> FlowKey {
@@ -200,19 +242,29 @@ mod tests {
         }
     }
 
-    fn stats(packets: u64, bytes: u64, last: u64) -> FlowStats {
+    fn stats(packets: u64, bytes: u64) -> FlowStats {
         let mut s = FlowStats {
             bytes,
             first_seen_ns: 1,
-            last_seen_ns: last,
             ..FlowStats::default()
         };
         s.size_buckets[5] = packets;
         s
     }
 
-    fn kv(v: &[KernelFlow]) -> impl Iterator<Item = (FlowKey, &FlowStats, bool)> + Clone {
-        v.iter().map(|(k, s)| (*k, s, true))
+    fn kv(v: &[KernelFlow]) -> impl Iterator<Item = (FlowKey, &FlowStats, Option<u64>)> + Clone {
+        v.iter().map(|(k, s)| (*k, s, None))
+    }
+
+    fn ingest(
+        t: &mut FlowTable,
+        v: &[KernelFlow],
+        now: u64,
+        idle: u64,
+    ) -> (Vec<FlowKey>, Vec<u64>) {
+        let mut at = Vec::new();
+        let evict = t.ingest(kv(v), now, idle, &mut at).to_vec();
+        (evict, at)
     }
 
     fn packets(t: &FlowTable, k: &FlowKey) -> u64 {
@@ -223,29 +275,69 @@ mod tests {
     fn counts_survive_kernel_eviction() {
         let mut t = FlowTable::new();
         let k = key(7);
-        let evict = t
-            .ingest(kv(&[(k, stats(10, 15000, 100))]), 100, 50)
-            .to_vec();
+        let (evict, at) = ingest(&mut t, &[(k, stats(10, 15000))], 100, 50);
         assert!(evict.is_empty());
-        // 60 ns later the flow is idle past 50: the reader moves it out with its final value.
-        let evict = t
-            .ingest(kv(&[(k, stats(12, 18000, 100))]), 160, 50)
-            .to_vec();
-        assert_eq!(evict, vec![k]);
-        t.fold_evicted(&k, Some(stats(13, 19500, 100)));
+        assert_eq!(at, vec![100]);
+        // Still changing at 140: not idle.
+        let (evict, at) = ingest(&mut t, &[(k, stats(12, 18000))], 140, 50);
+        assert!(evict.is_empty());
+        assert_eq!(at, vec![140]);
+        // Unchanged since 140, idle past 50 at 190: the reader moves it out with its final
+        // value (one more packet arrived after the read).
+        let (evict, at) = ingest(&mut t, &[(k, stats(12, 18000))], 190, 50);
+        assert_eq!((evict, at), (vec![k], vec![140]));
+        t.fold_evicted(&k, Some(stats(13, 19500)), 190);
         assert_eq!(packets(&t, &k), 13);
+        assert_eq!(t.records[&k].last_seen_ns, 190);
         // The flow comes back: a new kernel entry counts on top.
-        t.ingest(kv(&[(k, stats(2, 3000, 200))]), 200, 50);
+        ingest(&mut t, &[(k, stats(2, 3000))], 200, 50);
         assert_eq!(packets(&t, &k), 15);
         assert_eq!(t.records[&k].totals().bytes, 22500);
+    }
+
+    #[test]
+    fn a_new_incarnation_with_the_same_counts_is_not_taken_for_the_old() {
+        let mut t = FlowTable::new();
+        let k = key(3);
+        ingest(&mut t, &[(k, stats(4, 400))], 10, 1000);
+        // Someone else deleted the entry and the flow made a new one with equal counts.
+        let mut again = stats(4, 400);
+        again.first_seen_ns = 20;
+        ingest(&mut t, &[(k, again)], 30, 1000);
+        assert_eq!(packets(&t, &k), 8);
+    }
+
+    #[test]
+    fn control_lanes_add_up_across_incarnations() {
+        let mut t = FlowTable::new();
+        let k = key(4);
+        let mut s = stats(3, 300);
+        s.tcp_control = netprobe_ebpf::tcp_control::increment(0x02) * 2
+            + netprobe_ebpf::tcp_control::increment(0x11);
+        ingest(&mut t, &[(k, s)], 10, 5);
+        let (evict, _) = ingest(&mut t, &[(k, s)], 20, 5);
+        assert_eq!(evict, vec![k]);
+        t.fold_evicted(&k, Some(s), 20);
+        ingest(&mut t, &[(k, s)], 30, 5);
+        let totals = t.records[&k].totals();
+        assert_eq!(totals.tcp_control, [4, 0, 2, 0]);
+        // 6 packets of which 4 bare SYNs: the others carried ACK.
+        let f = totals.tcp_flags();
+        assert_eq!(f, SYN | FIN | ACK, "{f:#x}");
+        let syns_only = Totals {
+            buckets: [0, 0, 0, 0, 0, 3, 0, 0],
+            tcp_control: [3, 0, 0, 0],
+            ..Totals::default()
+        };
+        assert_eq!(syns_only.tcp_flags(), SYN);
     }
 
     #[test]
     fn vanished_entries_keep_their_counts_and_expire_later() {
         let mut t = FlowTable::new();
         let k = key(1);
-        t.ingest(kv(&[(k, stats(5, 500, 10))]), 10, 1000);
-        t.ingest(kv(&[]), 20, 1000);
+        ingest(&mut t, &[(k, stats(5, 500))], 10, 1000);
+        ingest(&mut t, &[], 20, 1000);
         assert_eq!(packets(&t, &k), 5);
         assert_eq!(t.expire(50, 100), 0);
         assert_eq!(t.expire(110, 100), 1);
@@ -256,25 +348,42 @@ mod tests {
     fn unchanged_entries_are_skipped_but_still_present() {
         let mut t = FlowTable::new();
         let (a, b) = (key(1), key(2));
-        let (sa, sb) = (stats(5, 500, 10), stats(7, 700, 10));
-        t.ingest(kv(&[(a, sa), (b, sb)]), 10, 1000);
-        // Next cycle: a unchanged (no lookup), b changed.
-        let sb2 = stats(9, 900, 20);
-        let items = [(a, sa, false), (b, sb2, true)];
-        t.ingest(items.iter().map(|(k, s, c)| (*k, s, *c)), 20, 1000);
+        let (sa, sb) = (stats(5, 500), stats(7, 700));
+        ingest(&mut t, &[(a, sa), (b, sb)], 10, 1000);
+        // Next cycle: a unchanged since 10 (no lookup), b changed.
+        let sb2 = stats(9, 900);
+        let items = [(a, sa, Some(10)), (b, sb2, None)];
+        let mut at = Vec::new();
+        t.ingest(items.iter().map(|(k, s, c)| (*k, s, *c)), 20, 1000, &mut at);
+        assert_eq!(at, vec![10, 20]);
         assert_eq!((packets(&t, &a), packets(&t, &b)), (5, 9));
         // Someone else deleted b: a, unchanged, must not be taken for vanished too.
-        let items = [(a, sa, false)];
-        t.ingest(items.iter().map(|(k, s, c)| (*k, s, *c)), 30, 1000);
+        let items = [(a, sa, Some(10))];
+        t.ingest(
+            items.iter().map(|(k, s, c)| (*k, s, *c)),
+            30,
+            1000,
+            &mut Vec::new(),
+        );
         assert!(t.records[&a].in_kernel);
         assert!(!t.records[&b].in_kernel);
         assert_eq!(packets(&t, &b), 9);
     }
 
     #[test]
+    fn an_entry_that_only_moved_keeps_its_change_time() {
+        let mut t = FlowTable::new();
+        let k = key(9);
+        ingest(&mut t, &[(k, stats(1, 100))], 10, 1000);
+        // The reader could not tell (the entry moved in the kernel's order): looked up, equal.
+        let (_, at) = ingest(&mut t, &[(k, stats(1, 100))], 500, 1000);
+        assert_eq!(at, vec![10]);
+    }
+
+    #[test]
     fn flows_in_the_kernel_never_expire() {
         let mut t = FlowTable::new();
-        t.ingest(kv(&[(key(1), stats(5, 500, 10))]), 10_000, 1_000_000);
+        ingest(&mut t, &[(key(1), stats(5, 500))], 10_000, 1_000_000);
         assert_eq!(t.expire(10_000, 100), 0);
     }
 }

@@ -24,6 +24,7 @@ pub fn families(c: &Cycle<'_>, out: &mut Vec<Family>) {
             (attr::INTERFACE, i.name.clone()),
             (attr::HOOK, i.hook.to_owned()),
             (attr::EGRESS, i.egress.to_string()),
+            (attr::TC_ATTACH, i.tc_attach.to_owned()),
         ];
         info.push(labels, Value::Int(1));
     }

@@ -34,6 +34,9 @@ pub struct InterfaceState {
     pub hook: &'static str,
     /// Whether TC egress (locally originated packets) is attached.
     pub egress: bool,
+    /// How the TC programs are attached: `tcx` (kernel 6.6 on), `clsact` (a cls_bpf filter on
+    /// a clsact qdisc, before), or `none` (XDP only).
+    pub tc_attach: &'static str,
 }
 
 /// What the reader saw in its latest cycle, copied into every snapshot.

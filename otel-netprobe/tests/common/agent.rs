@@ -39,7 +39,9 @@ pub fn start_with(
 
 /// Waits until the agent reports `n` attached interfaces.
 pub fn wait_attached(agent: &Agent, n: usize) -> std::sync::Arc<Snapshot> {
-    let (snap, ok) = agent.wait_for(Duration::from_secs(20), |s| s.health.interfaces.len() == n);
+    let (snap, ok) = agent.wait_for(super::patient(Duration::from_secs(20)), |s| {
+        s.health.interfaces.len() == n
+    });
     assert!(
         ok,
         "expected {n} attached interfaces, got {:?}",
@@ -94,7 +96,7 @@ pub fn flows(snap: &Snapshot, sel: Sel<'_>) -> Vec<FlowView> {
 /// Waits until exactly one flow matches `sel` with at least `packets` packets, then returns it
 /// (the caller asserts exact values: a double count shows up as more).
 pub fn wait_flow(agent: &Agent, sel: Sel<'_>, packets: u64) -> FlowView {
-    let (snap, ok) = agent.wait_for(Duration::from_secs(20), |s| {
+    let (snap, ok) = agent.wait_for(super::patient(Duration::from_secs(20)), |s| {
         flows(s, sel).iter().map(|f| f.packets).sum::<u64>() >= packets
     });
     let found = flows(&snap, sel);
@@ -105,7 +107,7 @@ pub fn wait_flow(agent: &Agent, sel: Sel<'_>, packets: u64) -> FlowView {
     assert_eq!(found.len(), 1, "one flow expected for {sel:?}: {found:?}");
     // Two more read cycles: a late double count would show now.
     let cycles = snap.health.read_cycles_total;
-    let (snap, ok) = agent.wait_for(Duration::from_secs(20), |s| {
+    let (snap, ok) = agent.wait_for(super::patient(Duration::from_secs(20)), |s| {
         s.health.read_cycles_total >= cycles + 2
     });
     assert!(

@@ -354,6 +354,24 @@ impl Prometheus {
         }
     }
 
+    /// As [`Self::start`] with a whole configuration file of the caller's (scrape jobs with
+    /// target labels, `rule_files`, evaluation interval).
+    pub fn start_with_config(config: &str) -> Self {
+        let config = config.to_owned();
+        let backend = Backend::start(None, "prometheus", "/-/ready", move |dir, addr| {
+            fs::write(format!("{dir}/prometheus.yml"), &config).expect("write prometheus.yml");
+            vec![
+                format!("--config.file={dir}/prometheus.yml"),
+                format!("--storage.tsdb.path={dir}/data"),
+                format!("--web.listen-address={addr}"),
+            ]
+        });
+        Self {
+            url: backend.url.clone(),
+            backend,
+        }
+    }
+
     /// An instant query now; returns `data.result`.
     pub fn query(&self, promql: &str) -> Value {
         self.backend.query(promql)

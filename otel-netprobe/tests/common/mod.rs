@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod packets;
 pub mod proxy;
 pub mod traffic;
+pub mod vm;
 
 use std::{
     fs::File,
@@ -226,9 +227,36 @@ impl NodeLab {
     }
 }
 
-/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+/// How many times longer than on a fast machine the tests wait for anything:
+/// `NETPROBE_TEST_PATIENCE` (the kernel-matrix VMs run under software emulation and set 10).
+pub fn patience() -> u32 {
+    std::env::var("NETPROBE_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// `d`, scaled by [`patience`]: every deadline a test waits for goes through here.
+pub fn patient(d: Duration) -> Duration {
+    d * patience()
+}
+
+/// The running kernel's (major, minor) version, from its release string.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release.trim().split(['.', '-']);
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("kernel version")
+    };
+    (next(), next())
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` (scaled by [`patience`]) passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + patient(timeout);
     loop {
         if cond() {
             return true;

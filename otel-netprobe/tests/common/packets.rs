@@ -51,6 +51,19 @@ pub fn icmp_echo(v6: bool) -> Vec<u8> {
 
 /// An IPv4 header (with `opts` bytes of options) followed by `l4` and `payload` bytes.
 pub fn ipv4(proto: u8, opts: usize, frag: u16, l4: &[u8], payload: usize) -> Vec<u8> {
+    ipv4_between(SRC4, DST4, proto, opts, frag, l4, payload)
+}
+
+/// As [`ipv4`], between the given addresses.
+pub fn ipv4_between(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    opts: usize,
+    frag: u16,
+    l4: &[u8],
+    payload: usize,
+) -> Vec<u8> {
     let ihl = (20 + opts) / 4;
     let tot = 20 + opts + l4.len() + payload;
     let mut h = vec![0x40 | ihl as u8, 0];
@@ -58,8 +71,8 @@ pub fn ipv4(proto: u8, opts: usize, frag: u16, l4: &[u8], payload: usize) -> Vec
     h.extend_from_slice(&[0, 1]);
     h.extend_from_slice(&frag.to_be_bytes());
     h.extend_from_slice(&[64, proto, 0, 0]);
-    h.extend_from_slice(&SRC4);
-    h.extend_from_slice(&DST4);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
     h.extend(std::iter::repeat_n(1u8, opts));
     h.extend_from_slice(l4);
     h.extend(std::iter::repeat_n(0xabu8, payload));

@@ -14,7 +14,7 @@ pub fn udp(from: &Netns, src: &str, to: &Netns, dst: &str, count: usize, payload
     let dst: SocketAddr = dst.parse().expect("dst address");
     let src: SocketAddr = src.parse().expect("src address");
     let rx = to.run(move || UdpSocket::bind(dst).expect("bind receiver"));
-    rx.set_read_timeout(Some(Duration::from_secs(10)))
+    rx.set_read_timeout(Some(super::patient(Duration::from_secs(10))))
         .expect("timeout");
     from.run(move || {
         let tx = UdpSocket::bind(src).expect("bind sender");
@@ -172,4 +172,63 @@ fn bytes_sent(s: &TcpStream) -> u64 {
     assert_eq!(rc, 0, "TCP_INFO");
     assert!(len >= 208, "kernel too old for tcpi_bytes_sent");
     u64::from_ne_bytes(info[200..208].try_into().expect("8 bytes"))
+}
+
+/// Sends each of `frames` (whole Ethernet frames, from the destination MAC on) out of
+/// interface `ifname` of `ns` through a raw packet socket: for frames no socket would build,
+/// such as VLAN-tagged ones from a host without VLAN devices.
+pub fn raw_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
+    let ifname = ifname.to_owned();
+    ns.run(move || {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let c_name = std::ffi::CString::new(ifname.clone()).expect("name");
+        // SAFETY: plain libc calls on values we own; the socket is closed by OwnedFd.
+        unsafe {
+            let index = libc::if_nametoindex(c_name.as_ptr());
+            assert_ne!(index, 0, "no interface {ifname}");
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let fd = OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = index as i32;
+            addr.sll_halen = 6;
+            for frame in &frames {
+                addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+                let sent = libc::sendto(
+                    fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(
+                    sent,
+                    frame.len() as isize,
+                    "raw send: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    });
+}
+
+/// The MAC address of interface `ifname` in `ns`.
+pub fn mac(ns: &Netns, ifname: &str) -> [u8; 6] {
+    let out = ns.ip(&format!("link show dev {ifname}"));
+    let text = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no MAC in {out}"));
+    let mut m = [0u8; 6];
+    for (b, h) in m.iter_mut().zip(text.split(':')) {
+        *b = u8::from_str_radix(h, 16).expect("hex");
+    }
+    m
 }

@@ -1,10 +1,7 @@
 //! Bulk TCP on the bridged and the routed path: GSO buffers are counted as the wire segments
-//! the sender's kernel reports. A test binary of its own, so it runs alone (a loaded machine
-//! only adds retransmissions, which the truth includes, but keep it simple to read).
+//! the sender's kernel reports.
 
-mod common;
-
-use common::{
+use super::common::{
     NodeLab,
     addr::{OUTSIDE, PODS},
     agent::{Sel, start_in, wait_attached, wait_flow},

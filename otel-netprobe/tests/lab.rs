@@ -1,13 +1,24 @@
-//! Exact counts on every path of a simulated node, with the real agent attached in the node
-//! namespace: pod→pod, pod→node, pod→outside, outside→pod, node→outside, node→pod.
+//! The node lab: exact counts on every path of a simulated node, with the real agent attached
+//! in the node namespace (pod→pod, pod→node, pod→outside, outside→pod, node→outside,
+//! node→pod; UDP, bulk TCP, ICMP, IPv6, VLAN-tagged frames), the TC attach method the kernel
+//! offers, and the binary's clean exit on SIGTERM.
+//!
+//! The same binary is the kernel matrix: the `kernel_*` tests boot Debian's 5.10, 6.1 and 6.12
+//! kernels in QEMU and run every other test of this file there (`common::vm`).
 
+#[path = "lab/binary.rs"]
+mod binary;
 mod common;
+#[path = "lab/tcp.rs"]
+mod tcp;
+
+use std::time::Duration;
 
 use common::{
     NodeLab,
     addr::{NODE_BR, NODE_UPLINK, OUTSIDE, PODS},
     agent::{Sel, start_in, wait_attached, wait_flow},
-    traffic,
+    packets, traffic,
 };
 use netprobe_ebpf::{SIZE_BUCKETS, size_bucket};
 use otel_netprobe::{
@@ -133,8 +144,8 @@ fn ipv6_udp_pod_to_outside() {
 fn counts_survive_the_kernel_entry_and_idle_flows_are_forgotten() {
     let lab = NodeLab::new("evict");
     let agent = common::agent::start_with(&lab.node, Vec::new(), |c| {
-        c.flows.kernel_idle_timeout = std::time::Duration::from_secs(1);
-        c.flows.idle_timeout = std::time::Duration::from_secs(3);
+        c.flows.kernel_idle_timeout = Duration::from_secs(1);
+        c.flows.idle_timeout = Duration::from_secs(3);
     });
     wait_attached(&agent, 4);
     let (src, dst) = (format!("{}:40120", PODS[0]), format!("{}:7020", PODS[1]));
@@ -148,7 +159,7 @@ fn counts_survive_the_kernel_entry_and_idle_flows_are_forgotten() {
     traffic::udp(&lab.pods[0], &src, &lab.pods[1], &dst, 5, 100);
     wait_flow(&agent, sel, 5);
     // Idle for a second: the kernel entry is moved out, the counts stay.
-    let (snap, ok) = agent.wait_for(std::time::Duration::from_secs(10), |s| {
+    let (snap, ok) = agent.wait_for(common::patient(Duration::from_secs(10)), |s| {
         s.health.kernel_evictions_total >= 1 && s.health.flow_table_entries == 0
     });
     assert!(ok, "no kernel eviction: {:?}", snap.health);
@@ -158,7 +169,7 @@ fn counts_survive_the_kernel_entry_and_idle_flows_are_forgotten() {
     let flow = wait_flow(&agent, sel, 9);
     assert_eq!((flow.packets, flow.bytes), (9, 9 * 128));
     // Idle past idle_timeout: forgotten, its series gone.
-    let (snap, ok) = agent.wait_for(std::time::Duration::from_secs(20), |s| {
+    let (snap, ok) = agent.wait_for(common::patient(Duration::from_secs(20)), |s| {
         common::agent::flows(s, sel).is_empty()
     });
     assert!(
@@ -187,4 +198,80 @@ fn icmp_echo_both_ways() {
         assert_eq!((flow.packets, flow.bytes), (4, 4 * 128), "{src} → {dst}");
     }
     agent.stop();
+}
+
+/// VLAN-tagged frames (one tag, and two: QinQ) from the outside host, on the uplink at XDP
+/// (which sees the tags) and at TC (which sees the frame after the kernel moved the outer tag
+/// into metadata): each frame counted once, in its IP flow, with its IP length. Sent raw, so the
+/// test needs no VLAN support in the kernel (the host's has none); the node drops them after
+/// the hooks, having no VLAN device.
+#[test]
+fn vlan_tagged_frames_are_counted_once() {
+    for hook in [Hook::Xdp, Hook::Tc] {
+        let lab = NodeLab::new("vlan");
+        let agent = start_in(
+            &lab.node,
+            vec![HookOverride {
+                name: "eth0".into(),
+                hook,
+            }],
+        );
+        wait_attached(&agent, 4);
+        let (dst_mac, src_mac) = (
+            traffic::mac(&lab.node, "eth0"),
+            traffic::mac(&lab.outside, "eth0"),
+        );
+        // The lab's addresses: outside → node uplink.
+        let frame = |tags: &[u16], sport: u16, payload: usize| {
+            let udp = packets::udp(sport, 7030, payload);
+            let ip = packets::ipv4_between([10, 99, 0, 2], [10, 99, 0, 1], 17, 0, 0, &udp, payload);
+            let mut f = [packets::eth(tags, 0x0800), ip].concat();
+            f[..6].copy_from_slice(&dst_mac);
+            f[6..12].copy_from_slice(&src_mac);
+            f
+        };
+        let mut frames = vec![frame(&[0x8100], 40130, 100); 6];
+        frames.extend(vec![frame(&[0x88a8, 0x8100], 40131, 300); 4]);
+        traffic::raw_frames(&lab.outside, "eth0", frames);
+        for (sport, count, ip_len) in [(40130, 6, 128), (40131, 4, 328)] {
+            let sel = Sel {
+                src: OUTSIDE,
+                dst: NODE_UPLINK,
+                sport: Some(sport),
+                dport: Some(7030),
+                transport: Transport::Udp,
+            };
+            let flow = wait_flow(&agent, sel, count);
+            assert_eq!(
+                (flow.packets, flow.bytes),
+                (count, count * ip_len),
+                "{hook:?}, source port {sport}"
+            );
+            assert_eq!(flow.size_buckets[size_bucket(ip_len as u32)], count);
+        }
+        agent.stop();
+    }
+}
+
+/// Every kernel of the matrix runs all of the tests above (and in `tcp` and `binary`).
+mod kernel_matrix {
+    use std::time::Duration;
+
+    /// Generous: a boot is seconds, the suite under emulation a few minutes.
+    const VM_TIMEOUT: Duration = Duration::from_secs(1500);
+
+    #[test]
+    fn kernel_5_10_runs_the_lab_exactly() {
+        super::common::vm::run_lab("5.10", VM_TIMEOUT);
+    }
+
+    #[test]
+    fn kernel_6_1_runs_the_lab_exactly() {
+        super::common::vm::run_lab("6.1", VM_TIMEOUT);
+    }
+
+    #[test]
+    fn kernel_6_12_runs_the_lab_exactly() {
+        super::common::vm::run_lab("6.12", VM_TIMEOUT);
+    }
 }

@@ -1,0 +1,98 @@
+{{/* Names, labels and the values every template derives from. */}}
+
+{{- define "netprobe.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "netprobe.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "netprobe.collectorName" -}}
+{{- printf "%s-collector" (include "netprobe.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "netprobe.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "netprobe.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of every object; "component" says which part of the install it is. */}}
+{{- define "netprobe.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "netprobe.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: otel-netprobe
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "netprobe.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "netprobe.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "netprobe.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The agent's HTTP port (/metrics, /healthz), from agent.config.http.listen when given. */}}
+{{- define "netprobe.agentPort" -}}
+{{- $listen := dig "http" "listen" "0.0.0.0:9464" (.Values.agent.config | default dict) -}}
+{{- last (splitList ":" $listen) -}}
+{{- end -}}
+
+{{/* The Collector's OTLP port for the agents' protocol. */}}
+{{- define "netprobe.collectorOtlpPort" -}}
+{{- if eq .Values.collector.protocol "grpc" -}}4317{{- else -}}4318{{- end -}}
+{{- end -}}
+
+{{/*
+The agent's configuration file: agent.config, plus the endpoint of this release's Collector and
+the cluster name. The agent validates the result at start (and `check-config` in the chart tests).
+*/}}
+{{- define "netprobe.agentConfig" -}}
+{{- $cfg := deepCopy (.Values.agent.config | default dict) -}}
+{{- $otlp := $cfg.otlp | default dict -}}
+{{- if and .Values.collector.enabled (not $otlp.endpoint) -}}
+{{- $_ := set $otlp "endpoint" (printf "http://%s.%s.svc:%s" (include "netprobe.collectorName" .) .Release.Namespace (include "netprobe.collectorOtlpPort" .)) -}}
+{{- $_ := set $otlp "protocol" .Values.collector.protocol -}}
+{{- end -}}
+{{- if .Values.agent.clusterName -}}
+{{- $_ := set $otlp "cluster_name" .Values.agent.clusterName -}}
+{{- end -}}
+{{- if $otlp -}}
+{{- $_ := set $cfg "otlp" $otlp -}}
+{{- end -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* GOMEMLIMIT: 80 % of the Collector's memory limit (Mi or Gi). */}}
+{{- define "netprobe.goMemLimit" -}}
+{{- $mem := toString .Values.collector.resources.limits.memory -}}
+{{- $mib := 0 -}}
+{{- if hasSuffix "Gi" $mem -}}
+{{- $mib = mul (trimSuffix "Gi" $mem | atoi) 1024 -}}
+{{- else if hasSuffix "Mi" $mem -}}
+{{- $mib = trimSuffix "Mi" $mem | atoi -}}
+{{- end -}}
+{{- if le $mib 0 -}}
+{{- fail (printf "collector.resources.limits.memory: %q must be a whole number of Mi or Gi (GOMEMLIMIT is derived from it)" $mem) -}}
+{{- end -}}
+{{- printf "%dMiB" (div (mul $mib 80) 100) -}}
+{{- end -}}

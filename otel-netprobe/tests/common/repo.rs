@@ -1,0 +1,238 @@
+//! The repository's deliverables outside the crate (chart, dashboards, alert rules, Dockerfile)
+//! and the tools that check them: the Python venv `make setup` installs (Helm v4 SDK,
+//! kubernetes-validate, hadolint), promtool, and the metric catalogue's Prometheus names.
+//!
+//! Included with `#[path]` by the test files that need it (no change to `common/mod.rs`).
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use otel_netprobe::export::names::{ALL, Metric};
+use serde_json::Value;
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A file of the repository, read whole.
+pub fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The venv's program `name` (`python`, `hadolint`); a missing venv fails the test.
+pub fn venv(name: &str) -> PathBuf {
+    let tools = std::env::var_os("NETPROBE_TOOLS_DIR").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/otel-netprobe"),
+        PathBuf::from,
+    );
+    let path = tools.join("venv/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make setup`",
+        path.display()
+    );
+    path
+}
+
+/// Runs a command; returns (success, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `tests/tools/chart.py ARGS` and decodes its JSON answer (exit 0 or 3, see the script).
+fn chart_py(args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/chart.py");
+    let (_, stdout, stderr) = run(Command::new(venv("python")).arg(script).args(args));
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("chart.py {args:?}: {e}\nstdout: {stdout}\nstderr: {stderr}"))
+}
+
+/// The chart's directory.
+pub fn chart_dir() -> String {
+    root().join("charts/otel-netprobe").display().to_string()
+}
+
+/// A rendered install: its objects (template path, object) and NOTES.txt.
+pub struct Rendered {
+    /// Every object, in template order.
+    pub objects: Vec<(String, Value)>,
+    /// The rendered NOTES.txt.
+    pub notes: String,
+}
+
+impl Rendered {
+    /// The one object of `kind` named `name`.
+    pub fn get(&self, kind: &str, name: &str) -> &Value {
+        let found: Vec<&Value> = self
+            .objects
+            .iter()
+            .map(|(_, o)| o)
+            .filter(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .collect();
+        assert_eq!(found.len(), 1, "{kind}/{name} in {:?}", self.names());
+        found[0]
+    }
+
+    /// Every object of `kind`.
+    pub fn all(&self, kind: &str) -> Vec<&Value> {
+        self.objects
+            .iter()
+            .map(|(_, o)| o)
+            .filter(|o| o["kind"] == kind)
+            .collect()
+    }
+
+    /// `Kind/name` of every object.
+    pub fn names(&self) -> Vec<String> {
+        self.objects
+            .iter()
+            .map(|(_, o)| format!("{}/{}", str_of(&o["kind"]), str_of(&o["metadata"]["name"])))
+            .collect()
+    }
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
+/// Renders the chart as release `np` in namespace `netprobe` with `values` (schema checked
+/// first, as `helm install` does); `Err` carries the SDK's message.
+pub fn render(values: &Value) -> Result<Rendered, String> {
+    let v = chart_py(&["render", &chart_dir(), &values.to_string()]);
+    if let Some(e) = v["error"].as_str() {
+        return Err(e.to_owned());
+    }
+    let objects = v["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| {
+            (
+                o["template"].as_str().expect("template").to_owned(),
+                o["object"].clone(),
+            )
+        })
+        .collect();
+    Ok(Rendered {
+        objects,
+        notes: v["notes"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+/// `helm package`: the files of the archive.
+pub fn package() -> Vec<String> {
+    let dir = std::env::temp_dir().join(super::common::unique("package"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let v = chart_py(&["package", &chart_dir(), &dir.display().to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    v["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f.as_str().expect("name").to_owned())
+        .collect()
+}
+
+/// `helm lint --strict` findings of warning or error severity.
+pub fn lint(values: &Value) -> Vec<String> {
+    let v = chart_py(&["lint", &chart_dir(), &values.to_string()]);
+    let mut found: Vec<String> = v["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    for m in v["messages"].as_array().into_iter().flatten() {
+        if m["severity"].as_u64().unwrap_or(3) >= 2 {
+            found.push(m.to_string());
+        }
+    }
+    found
+}
+
+/// Validates objects against the Kubernetes schemas of `version` (strict), CRDs against their
+/// used subset; returns the errors.
+pub fn validate(objects: &[&Value], version: &str) -> Vec<String> {
+    let file = std::env::temp_dir().join(format!("{}.json", super::common::unique("objects")));
+    std::fs::write(&file, serde_json::to_vec(objects).expect("json")).expect("write objects");
+    let v = chart_py(&["validate", version, &file.display().to_string()]);
+    let _ = std::fs::remove_file(&file);
+    let validated = v["validated"].as_array().map_or(0, Vec::len);
+    let errors: Vec<String> = v["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e.as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(validated + errors.len(), objects.len(), "{v}");
+    errors
+}
+
+/// The Prometheus series names a catalogue metric appears under. The one place that looks at
+/// the metric's kind.
+pub fn series_names(m: &Metric) -> Vec<String> {
+    match m.kind {
+        otel_netprobe::export::names::Kind::Histogram => ["_bucket", "_sum", "_count"]
+            .iter()
+            .map(|s| format!("{}{s}", m.prometheus))
+            .collect(),
+        _ => vec![m.prometheus.to_owned()],
+    }
+}
+
+/// Every Prometheus series name of the catalogue, with the metric it belongs to.
+pub fn catalogue() -> Vec<(String, &'static Metric)> {
+    ALL.iter()
+        .flat_map(|m| series_names(m).into_iter().map(move |n| (n, m)))
+        .collect()
+}
+
+/// The `netprobe_*` identifiers a PromQL expression names (metric names; our label names never
+/// start with `netprobe_`).
+pub fn metric_names(promql: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let bytes = promql.as_bytes();
+    let mut i = 0;
+    while let Some(at) = promql[i..].find("netprobe_") {
+        let start = i + at;
+        let boundary = start == 0 || !is_ident(bytes[start - 1]);
+        let mut end = start;
+        while end < bytes.len() && is_ident(bytes[end]) {
+            end += 1;
+        }
+        if boundary {
+            found.insert(promql[start..end].to_owned());
+        }
+        i = end.max(start + 1);
+    }
+    found
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+}
+
+/// Names used in `exprs` that are not in the catalogue.
+pub fn unknown_names<'a>(exprs: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let known: BTreeSet<String> = catalogue().into_iter().map(|(n, _)| n).collect();
+    exprs
+        .into_iter()
+        .flat_map(metric_names)
+        .filter(|n| !known.contains(n))
+        .collect()
+}
