@@ -90,7 +90,7 @@ struct Stages {
         tokio::task::JoinHandle<()>,
     )>,
     stop_links: Arc<AtomicBool>,
-    attach: JoinHandle<Attacher>,
+    attach: JoinHandle<()>,
     stop_reading: Arc<AtomicBool>,
     read: JoinHandle<()>,
     exporter: Option<(
@@ -163,7 +163,11 @@ impl Agent {
             let (mut attacher, mut monitor) = (attacher, monitor);
             spawn("netprobe-attach", move || {
                 watch_links(&mut attacher, &mut monitor, &stop);
-                attacher
+                // Detached here, in the agent's network namespace: a clsact filter is removed
+                // over netlink, which acts in the namespace of the thread that asks.
+                let n = attacher.len();
+                drop(attacher);
+                info!(interfaces = n, "programs detached");
             })?
         };
         let stop_reading = Arc::new(AtomicBool::new(false));
@@ -274,11 +278,7 @@ impl Agent {
             let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
         }
         s.stop_links.store(true, Ordering::Relaxed);
-        if let Ok(attacher) = s.attach.join() {
-            let n = attacher.len();
-            drop(attacher);
-            info!(interfaces = n, "programs detached");
-        }
+        let _ = s.attach.join();
         s.stop_reading.store(true, Ordering::Relaxed);
         let _ = s.read.join();
         if let Some((tx, task)) = s.exporter {
