@@ -285,7 +285,10 @@ impl Agent {
             let _ = tx.send(true);
             if let Ok(mut exporter) = rt.block_on(task) {
                 let snap = self.snapshot();
-                if rt.block_on(exporter.export(&snap)) {
+                // On the runtime's threads, which live in the agent's network namespace (the
+                // caller's thread may not).
+                let flush = rt.spawn(async move { exporter.export(&snap).await });
+                if rt.block_on(flush).unwrap_or(false) {
                     info!("final OTLP export sent");
                 }
             }
