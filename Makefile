@@ -29,13 +29,16 @@ lint: setup
 	cd netprobe-ebpf && $(CARGO) +nightly clippy --locked --release --bins \
 	  --target bpfel-unknown-none -Z build-std=core -- -D warnings
 
-## test: lint, unit tests, and the real-kernel tests (root: they build namespace labs)
+## test: lint, unit tests, and the real-kernel tests (root: they build namespace labs); ends with
+## `tests: N passed, M failed` whatever happened (a crashed test binary counts as failed)
 test: setup lint
 	@mkdir -p target
-	set -o pipefail; $(CARGO) test --locked --workspace --release --no-fail-fast 2>&1 | tee target/test.log
-	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
+	@set -o pipefail; status=0; \
+	  $(CARGO) test --locked --workspace --release --no-fail-fast 2>&1 | tee target/test.log || status=$$?; \
+	  bash scripts/test-summary.sh target/test.log && exit $$status
 
-## bench: kernel per-packet cost, reader cost, throughput with/without the agent (ratios)
+## bench: kernel per-packet cost, maps, reader, export, agent memory, attach, Kubernetes index,
+## throughput with/without the agent (ratios to baselines of the same run, or said to be absolute)
 bench: build
 	$(CARGO) bench --locked -p otel-netprobe --bench netprobe
 

@@ -1,14 +1,18 @@
-//! Wiring: load and attach (attacher thread, driven by netlink), read maps (reader thread),
-//! publish snapshots, and stop in order (stop reading, detach, drop maps).
+//! The one wiring of everything `otel-netprobe run` does, used by the binary and the tests:
+//! load and attach (attacher thread, driven by netlink), read and aggregate (reader thread,
+//! which publishes a finished snapshot per cycle), Kubernetes watchers (their own thread),
+//! and the HTTP server and OTLP exporter (a small tokio runtime). [`Agent::stop`] stops them
+//! in order: HTTP, then detach (no more counting), a final read, a final OTLP export (the
+//! flush), then the maps and the watchers.
 //!
-//! Both kernel-facing stages run on plain threads (blocking syscalls); they inherit the
-//! network namespace of the thread that calls [`Agent::start`], which is how the tests run the
-//! agent inside a lab namespace.
+//! Every thread inherits the network namespace of the thread that calls [`Agent::start`],
+//! which is how the tests run the agent inside a lab namespace.
 
 use std::{
+    net::SocketAddr,
     sync::{
-        Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -23,129 +27,203 @@ use crate::{
         attach::Attacher,
         netlink::{self, LinkEvent, LinkMonitor, NetlinkError},
         reader::{Reader, Timeouts},
-        sys::SysError,
     },
-    export::{http::SharedSnapshot, otlp::ExportStats},
+    export::{
+        http::{self, SharedSnapshot},
+        otlp::{self, Exporter, client::SendError},
+    },
     flow::Snapshot,
     k8s::{K8s, K8sError, naming::NamingRules},
+    metrics::Aggregator,
+    privileges::{self, PrivilegeError},
+    telemetry::Telemetry,
 };
 
 /// The agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// A capability is missing.
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
     /// Loading the programs failed.
     #[error(transparent)]
     Ebpf(#[from] EbpfError),
-    /// Reading system facts (CPU count) failed.
-    #[error("reading system facts failed")]
-    Sys(#[source] SysError),
+    /// Reading what the kernel offers (the flow tables' eviction) failed.
+    #[error("probing the flow tables failed")]
+    Sys(#[source] crate::ebpf::sys::SysError),
     /// Listing interfaces or opening the link monitor failed.
     #[error("netlink failed")]
     Netlink(#[source] NetlinkError),
     /// The Kubernetes API is configured but unusable.
     #[error(transparent)]
     K8s(#[from] K8sError),
+    /// The OTLP exporter's settings are unusable (TLS files).
+    #[error("setting up the OTLP exporter failed")]
+    Otlp(#[source] SendError),
+    /// The HTTP server could not listen.
+    #[error("binding the HTTP server to {listen} (http.listen) failed")]
+    Http {
+        /// The address.
+        listen: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime or a thread could not be started.
+    #[error("starting the agent's threads failed")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// A running agent.
 pub struct Agent {
     snapshot: SharedSnapshot,
-    export_stats: Arc<ExportStats>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    telemetry: Arc<Telemetry>,
+    http_addr: Option<SocketAddr>,
+    stages: Option<Stages>,
+}
+
+/// What [`Agent::stop`] stops, in this order.
+struct Stages {
+    runtime: tokio::runtime::Runtime,
+    http: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+    stop_links: Arc<AtomicBool>,
+    attach: JoinHandle<()>,
+    stop_reading: Arc<AtomicBool>,
+    read: JoinHandle<()>,
+    exporter: Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<Exporter>,
+    )>,
     k8s: Option<K8s>,
 }
 
-impl Agent {
-    /// Loads the programs, attaches them to the current interfaces, and starts the attacher and
-    /// reader threads.
-    pub fn start(cfg: &Config) -> Result<Self, AgentError> {
-        // First: a configured but unusable API stops the start before anything is loaded.
-        let k8s = K8s::start(&cfg.k8s)?;
-        let mut ebpf = ebpf::load(cfg.flows.capacity, cfg.flows.capacity_ipv6)?;
-        let maps = ebpf::take_maps(&mut ebpf)?;
-        let interfaces = Arc::new(Mutex::new(Vec::new()));
-        let errors = Arc::new(AtomicU64::new(0));
-        let mut attacher = Attacher::new(
-            ebpf,
-            cfg.interfaces.clone(),
-            Arc::clone(&interfaces),
-            Arc::clone(&errors),
-        );
-        // Subscribe before the dump so no interface created in between is missed.
-        let mut monitor = LinkMonitor::new().map_err(AgentError::Netlink)?;
-        monitor
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .map_err(AgentError::Netlink)?;
-        attacher.sync(&netlink::dump_links().map_err(AgentError::Netlink)?);
-        info!(interfaces = attacher.len(), "programs attached");
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, AgentError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(AgentError::Runtime)
+}
 
+impl Agent {
+    /// Starts everything `cfg` asks for, in the calling thread's network namespace. Settings
+    /// that cannot work (capabilities, TLS files, the listen address, the Kubernetes API) stop
+    /// the start before any program is attached.
+    pub fn start(cfg: &Config) -> Result<Self, AgentError> {
+        privileges::check()?;
+        let telemetry = Arc::new(Telemetry::default());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("netprobe-io")
+            .enable_all()
+            .build()
+            .map_err(AgentError::Runtime)?;
+        let exporter = if cfg.otlp.endpoint.is_empty() {
+            None
+        } else {
+            let _guard = runtime.enter();
+            let resource = otlp::resource(&cfg.otlp, |k| std::env::var(k).ok());
+            let e = Exporter::new(&cfg.otlp, &resource, Arc::clone(&telemetry));
+            Some(e.map_err(AgentError::Otlp)?)
+        };
+        let listener = if cfg.http.enabled {
+            let listen = cfg.http.listen;
+            let l = runtime.block_on(tokio::net::TcpListener::bind(listen));
+            Some(l.map_err(|source| AgentError::Http { listen, source })?)
+        } else {
+            None
+        };
+        // Loaded before the Kubernetes notice, so a refusal is the only line printed.
+        let (ebpf, maps) = load(cfg)?;
+        let k8s = K8s::start(&cfg.k8s)?;
+        let (attacher, monitor, interfaces) = attach(cfg, ebpf, &telemetry)?;
         let timeouts = Timeouts {
             kernel_idle: cfg.flows.kernel_idle_timeout,
             idle: cfg.flows.idle_timeout,
         };
         let capacity = u64::from(cfg.flows.capacity) + u64::from(cfg.flows.capacity_ipv6);
-        let mut reader =
-            Reader::new(maps, capacity, timeouts, interfaces, errors).map_err(AgentError::Sys)?;
-        let export_stats = Arc::new(ExportStats::default());
-        reader.set_export_stats(Arc::clone(&export_stats));
-        reader.set_budgets(Arc::new(cfg.metrics.budgets(k8s.is_some())));
-        reader.set_naming(
+        let reader = Reader::new(maps, capacity, timeouts, Arc::clone(&telemetry))
+            .map_err(AgentError::Sys)?;
+        let aggregator = Aggregator::new(
+            cfg.metrics.budgets(k8s.is_some()),
             Arc::new(NamingRules::new(&cfg.k8s, k8s.is_some())),
             k8s.as_ref().map(K8s::shared),
+            interfaces,
+            cfg.flows.top_talkers,
         );
-        let snapshot: SharedSnapshot = Arc::new(RwLock::new(Arc::new(Snapshot::empty())));
-        let stop = Arc::new(AtomicBool::new(false));
-
-        let attach_thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("netprobe-attach".into())
-                .spawn(move || watch_links(&mut attacher, &mut monitor, &stop))
-                .expect("spawning a thread")
+        let snapshot = http::shared_empty();
+        let stop_links = Arc::new(AtomicBool::new(false));
+        let attach = {
+            let stop = Arc::clone(&stop_links);
+            let (mut attacher, mut monitor) = (attacher, monitor);
+            spawn("netprobe-attach", move || {
+                watch_links(&mut attacher, &mut monitor, &stop);
+                // Detached here, in the agent's network namespace: a clsact filter is removed
+                // over netlink, which acts in the namespace of the thread that asks.
+                let n = attacher.len();
+                drop(attacher);
+                info!(interfaces = n, "programs detached");
+            })?
         };
-        let read_thread = {
-            let stop = Arc::clone(&stop);
-            let shared = Arc::clone(&snapshot);
+        let stop_reading = Arc::new(AtomicBool::new(false));
+        let read = {
+            let (stop, shared) = (Arc::clone(&stop_reading), Arc::clone(&snapshot));
             let interval = cfg.flows.poll_interval;
-            std::thread::Builder::new()
-                .name("netprobe-read".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let started = Instant::now();
-                        let snap = Arc::new(reader.cycle());
-                        if let Ok(mut s) = shared.write() {
-                            *s = snap;
-                        }
-                        sleep_until(started + interval, &stop);
-                    }
-                })
-                .expect("spawning a thread")
+            spawn("netprobe-read", move || {
+                read_loop(reader, aggregator, &shared, interval, &stop);
+            })?
         };
+        let http = listener.map(|l| {
+            let stale_after = cfg.flows.poll_interval * 5;
+            let app = http::router(Arc::clone(&snapshot), Arc::clone(&telemetry), stale_after);
+            serve(&runtime, l, app)
+        });
+        let http_addr = http.as_ref().map(|h| h.0);
+        let http = http.map(|(_, tx, task)| (tx, task));
+        let exporter = exporter.map(|e| {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            (tx, runtime.spawn(e.run(Arc::clone(&snapshot), rx)))
+        });
         Ok(Self {
             snapshot,
-            export_stats,
-            stop,
-            threads: vec![read_thread, attach_thread],
-            k8s,
+            telemetry,
+            http_addr,
+            stages: Some(Stages {
+                runtime,
+                http,
+                stop_links,
+                attach,
+                stop_reading,
+                read,
+                exporter,
+                k8s,
+            }),
         })
     }
 
-    /// Where the OTLP exporter records what it did (reported in the agent's own metrics).
-    pub fn export_stats(&self) -> Arc<ExportStats> {
-        Arc::clone(&self.export_stats)
-    }
-
-    /// The shared latest snapshot, for the HTTP server.
+    /// The shared latest snapshot.
     pub fn shared_snapshot(&self) -> SharedSnapshot {
         Arc::clone(&self.snapshot)
     }
 
+    /// The agent's own event counters.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        Arc::clone(&self.telemetry)
+    }
+
+    /// Where the HTTP server listens (`None`: disabled).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .map_or_else(|p| Arc::clone(&p.into_inner()), |s| Arc::clone(&s))
+        http::latest(&self.snapshot)
     }
 
     /// Polls snapshots until `done` holds or `timeout` passes; returns the last snapshot and
@@ -168,32 +246,165 @@ impl Agent {
         }
     }
 
-    /// Stops reading, detaches every program and frees the maps.
+    /// Blocks until SIGTERM or SIGINT.
+    pub fn wait_for_signal(&self) {
+        let Some(s) = &self.stages else { return };
+        s.runtime.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+    }
+
+    /// Stops in order: the HTTP server; the attacher (every program detached, nothing more is
+    /// counted); the reader, after a final read; the OTLP exporter, after a final export of
+    /// that read (the flush); then the maps and the Kubernetes watchers.
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(s) = self.stages.take() else { return };
+        let rt = &s.runtime;
+        if let Some((tx, task)) = s.http {
+            let _ = tx.send(());
+            let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
         }
-        drop(self.k8s.take());
+        s.stop_links.store(true, Ordering::Relaxed);
+        let _ = s.attach.join();
+        s.stop_reading.store(true, Ordering::Relaxed);
+        let _ = s.read.join();
+        if let Some((tx, task)) = s.exporter {
+            let _ = tx.send(true);
+            if let Ok(mut exporter) = rt.block_on(task) {
+                let snap = self.snapshot();
+                // On the runtime's threads, which live in the agent's network namespace (the
+                // caller's thread may not).
+                let flush = rt.spawn(async move { exporter.export(&snap).await });
+                if rt.block_on(flush).unwrap_or(false) {
+                    info!("final OTLP export sent");
+                }
+            }
+        }
+        drop(s.k8s);
+        s.runtime.shutdown_timeout(Duration::from_secs(1));
+        info!("stopped");
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.shutdown();
     }
 }
 
-fn sleep_until(deadline: Instant, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= deadline {
+/// Serves `app` on `listener` until the returned sender fires (or is dropped).
+fn serve(
+    runtime: &tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    info!(listen = %addr, "serving /metrics, /api/v1/summary, /healthz");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async {
+        let _ = rx.await;
+    });
+    let task = runtime.spawn(async move {
+        if let Err(e) = server.await {
+            warn!(error = %e, "the HTTP server stopped");
+        }
+    });
+    (addr, tx, task)
+}
+
+/// Loads the programs (attached nowhere yet) and takes the reader's maps.
+fn load(cfg: &Config) -> Result<(aya::Ebpf, ebpf::Maps), AgentError> {
+    let mut ebpf = ebpf::load(cfg.flows.capacity, cfg.flows.capacity_ipv6).map_err(|e| {
+        match privileges::explain_refusal(permission_denied(&e)) {
+            Some(p) => AgentError::Privileges(p),
+            None => AgentError::Ebpf(e),
+        }
+    })?;
+    let maps = ebpf::take_maps(&mut ebpf)?;
+    Ok((ebpf, maps))
+}
+
+/// Attaches to the current interfaces; the link monitor subscribes before the interfaces are
+/// listed, so none created in between is missed.
+fn attach(
+    cfg: &Config,
+    ebpf: aya::Ebpf,
+    telemetry: &Arc<Telemetry>,
+) -> Result<(Attacher, LinkMonitor, Interfaces), AgentError> {
+    let interfaces: Interfaces = Arc::default();
+    let mut attacher = Attacher::new(
+        ebpf,
+        cfg.interfaces.clone(),
+        Arc::clone(&interfaces),
+        Arc::clone(telemetry),
+    );
+    let monitor = LinkMonitor::new().map_err(AgentError::Netlink)?;
+    monitor
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(AgentError::Netlink)?;
+    attacher.sync(&netlink::dump_links().map_err(AgentError::Netlink)?);
+    info!(interfaces = attacher.len(), "programs attached");
+    Ok((attacher, monitor, interfaces))
+}
+
+/// The attacher's list of interfaces, read by the aggregator.
+type Interfaces = Arc<Mutex<Vec<crate::telemetry::InterfaceState>>>;
+
+/// Whether loading failed for lack of permission (`EPERM`/`EACCES` somewhere in the chain).
+fn permission_denied(e: &EbpfError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Reads, aggregates and publishes every `interval` until `stop`, then once more (the final
+/// read, after the programs were detached).
+fn read_loop(
+    mut reader: Reader,
+    mut aggregator: Aggregator,
+    shared: &SharedSnapshot,
+    interval: Duration,
+    stop: &AtomicBool,
+) {
+    loop {
+        // Set before this cycle began: the programs are detached, this read is the last.
+        let last = stop.load(Ordering::Relaxed);
+        let started = Instant::now();
+        http::publish(shared, aggregator.publish(reader.cycle()));
+        if last {
             return;
         }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < interval {
+            let left = interval.saturating_sub(started.elapsed());
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! End to end through real backends: lab traffic → the agent → OTLP/HTTP → VictoriaMetrics, and
-//! the agent's `/metrics` → a real Prometheus. The numbers that arrive are the packets sent.
+//! the agent's `/metrics` → a real Prometheus (both in the lab's node namespace, where the agent
+//! runs). The numbers that arrive are the packets sent, and `promtool check metrics` accepts
+//! what `/metrics` serves.
 
 mod common;
 
@@ -8,14 +10,14 @@ use std::time::Duration;
 use common::{
     NodeLab,
     addr::PODS,
-    agent::{Sel, start_in, wait_attached, wait_flow},
-    backends::{Prometheus, VictoriaMetrics, single_series},
+    agent::{Sel, metrics_text, start_in, start_with, wait_attached, wait_flow},
+    backends::{Prometheus, VictoriaMetrics, single_series, tool},
     traffic,
 };
 use otel_netprobe::{
     config::{OtlpConfig, OtlpProtocol},
-    export::{http, otlp},
     flow::Transport,
+    telemetry::Count,
 };
 use serde_json::Value;
 
@@ -72,32 +74,18 @@ fn check(query: impl Fn(&str, &dyn Fn(&Value) -> bool) -> Value) {
 #[test]
 fn otlp_http_into_victoria_metrics() {
     let lab = NodeLab::new("vm");
-    let agent = start_in(&lab.node, Vec::new());
-    wait_attached(&agent, 4);
-    let vm = VictoriaMetrics::start();
-    let cfg = OtlpConfig {
-        endpoint: vm.otlp_http_endpoint(),
-        protocol: OtlpProtocol::HttpProtobuf,
-        interval: Duration::from_millis(500),
-        cluster_name: "lab".into(),
-        ..OtlpConfig::default()
-    };
-    let resource = otlp::resource(&cfg, |k| {
-        (k == "K8S_NODE_NAME").then(|| "node-a".to_owned())
+    let vm = VictoriaMetrics::start_in(Some(&lab.node.name));
+    let agent = start_with(&lab.node, Vec::new(), |cfg| {
+        cfg.otlp = OtlpConfig {
+            endpoint: vm.otlp_http_endpoint(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            interval: Duration::from_millis(500),
+            cluster_name: "lab".into(),
+            resource_attributes: [("k8s.node.name".to_owned(), "node-a".to_owned())].into(),
+            ..OtlpConfig::default()
+        };
     });
-    // The exporter runs in this (root) namespace, where VictoriaMetrics listens on loopback.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = {
-        let _guard = rt.enter();
-        otlp::client::OtlpClient::new(&cfg).expect("client")
-    };
-    rt.spawn(otlp::run(
-        cfg,
-        client,
-        resource,
-        agent.shared_snapshot(),
-        agent.export_stats(),
-    ));
+    wait_attached(&agent, 4);
     traffic_counted(&lab, &agent);
     check(|q, pred| vm.wait_query(q, Duration::from_secs(30), pred));
     // Resource attributes arrive as labels.
@@ -111,26 +99,41 @@ fn otlp_http_into_victoria_metrics() {
         labels.get("source_port").is_none(),
         "no client port: {labels}"
     );
-    let ok = agent.snapshot().health.export_ok_total;
+    let ok = agent.telemetry().get(Count::ExportOk);
     assert!(ok >= 1, "exports counted: {ok}");
     agent.stop();
 }
 
 #[test]
-fn prometheus_scrapes_the_agent() {
+fn prometheus_scrapes_the_agent_and_promtool_accepts_it() {
     let lab = NodeLab::new("prom");
     let agent = start_in(&lab.node, Vec::new());
     wait_attached(&agent, 4);
-    // Serve /metrics in this namespace, where Prometheus can reach it on loopback.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = http::router(agent.shared_snapshot(), 10, Duration::from_secs(60));
-    rt.spawn(async move { axum::serve(listener, app).await });
+    let addr = agent.http_addr().expect("the agent serves /metrics");
     traffic_counted(&lab, &agent);
-    let prom = Prometheus::start(&addr.to_string(), "1s");
+    // promtool's linter on what /metrics serves after the traffic.
+    let text = metrics_text(&lab.node, addr);
+    assert!(
+        text.contains("netprobe_packet_size_bytes_bucket{"),
+        "{text}"
+    );
+    let mut lint = std::process::Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(&mut lint.stdin.take().expect("stdin"), text.as_bytes())
+        .expect("write to promtool");
+    let out = lint.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prom = Prometheus::start_in(Some(&lab.node.name), &addr.to_string(), "1s");
     check(|q, pred| prom.wait_query(q, Duration::from_secs(30), pred));
     agent.stop();
 }

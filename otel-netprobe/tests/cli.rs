@@ -1,27 +1,39 @@
 //! The binary's command line: configuration errors name the key and the reason, and a missing
-//! privilege is one clear line.
+//! privilege is one clear line. Every `otel-netprobe run` here runs inside a network namespace
+//! the test made, under a timeout (`common::binary`): should a bad setting ever be accepted, the
+//! agent attaches only to that empty namespace and is killed, failing the test.
+
+mod common;
 
 use std::process::{Command, Output};
 
+use common::{Netns, binary, unique};
+
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_otel-netprobe"))
+    binary::command(&[])
+}
+
+/// Runs `cmd` to its end: `run` inside a fresh namespace under the timeout, other commands
+/// (which attach nothing) as they are.
+fn output(cmd: Command, run: bool) -> Output {
+    if run {
+        common::require_root();
+        let ns = Netns::new(&unique("cli"));
+        binary::run_to_end(&ns, cmd)
+    } else {
+        let mut cmd = cmd;
+        cmd.output().expect("otel-netprobe")
+    }
 }
 
 fn with_config(args: &[&str], yaml: &str) -> Output {
-    let dir = std::env::temp_dir().join(format!(
-        "netprobe-cli-{}-{}",
-        std::process::id(),
-        yaml.len()
-    ));
+    let dir = std::env::temp_dir().join(unique("cli"));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let out = bin()
-        .args(args)
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let mut cmd = bin();
+    cmd.args(args).arg("--config").arg(&path);
+    let out = output(cmd, args.contains(&"run"));
     std::fs::remove_dir_all(&dir).unwrap();
     out
 }
@@ -84,10 +96,9 @@ fn a_valid_config_is_printed() {
 
 #[test]
 fn unreadable_config_names_the_file() {
-    let o = bin()
-        .args(["run", "--config", "/nonexistent/netprobe.yaml"])
-        .output()
-        .unwrap();
+    let mut cmd = bin();
+    cmd.args(["run", "--config", "/nonexistent/netprobe.yaml"]);
+    let o = output(cmd, true);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("cannot read config file /nonexistent/netprobe.yaml"),
@@ -99,31 +110,33 @@ fn unreadable_config_names_the_file() {
 #[test]
 fn without_privileges_it_says_so_in_one_line() {
     // Drop to nobody with no capabilities (setpriv from util-linux).
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_otel-netprobe"))
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .output()
-        .expect("setpriv");
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ])
+    .arg(binary::path())
+    .args(["run", "--listen", "127.0.0.1:0"]);
+    let o = output(cmd, true);
     assert!(!o.status.success());
     let e = stderr(&o);
     let lines: Vec<&str> = e.lines().collect();
     assert_eq!(lines.len(), 1, "{e}");
     assert!(
-        lines[0].contains("needs root or CAP_BPF and CAP_NET_ADMIN"),
+        lines[0]
+            .starts_with("otel-netprobe: missing capability CAP_BPF, needed to load eBPF programs"),
         "{e}"
     );
 }
 
 #[test]
 fn help_documents_the_commands() {
-    let o = bin().args(["run", "--help"]).output().unwrap();
+    let mut cmd = bin();
+    cmd.args(["run", "--help"]);
+    let o = output(cmd, false);
     let out = String::from_utf8_lossy(&o.stdout);
     for flag in [
         "--config",
@@ -160,12 +173,9 @@ fn bad_otlp_settings_stop_the_start_with_the_key() {
         ),
     ];
     for (args, env, want) in cases {
-        let o = bin()
-            .arg("run")
-            .args(args)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
+        let mut cmd = bin();
+        cmd.arg("run").args(args).envs(env.iter().copied());
+        let o = output(cmd, true);
         assert!(!o.status.success(), "{args:?}");
         let e = stderr(&o);
         assert!(e.contains(want), "{args:?} {env:?}: {e}");
@@ -174,7 +184,7 @@ fn bad_otlp_settings_stop_the_start_with_the_key() {
 
 #[test]
 fn cluster_mode_without_a_usable_api_stops_the_start_with_the_key() {
-    let dir = std::env::temp_dir().join(format!("netprobe-cli-k8s-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(unique("clik8s"));
     std::fs::create_dir_all(&dir).unwrap();
     let cases = [
         (
@@ -190,14 +200,10 @@ fn cluster_mode_without_a_usable_api_stops_the_start_with_the_key() {
         let path = dir.join(format!("config{n}.yaml"));
         std::fs::write(&path, yaml).unwrap();
         // No API anywhere: no in-cluster variables, no $KUBECONFIG, no ~/.kube/config.
-        let o = bin()
-            .args(["run", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBECONFIG")
-            .env("HOME", "/nonexistent")
-            .output()
-            .unwrap();
+        let mut cmd = bin();
+        cmd.args(["run", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path);
+        let o = output(cmd, true);
         assert!(!o.status.success(), "{yaml}");
         let e = stderr(&o);
         assert!(e.contains(want), "{yaml}: {e}");

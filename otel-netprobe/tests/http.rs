@@ -3,15 +3,16 @@
 mod common;
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 use otel_netprobe::{
     export::{http, summary::Summary},
-    flow::{FlowView, Snapshot},
-    telemetry::Health,
+    flow::{Budgets, FlowView, Reading},
+    metrics::Aggregator,
+    telemetry::{Health, Telemetry},
 };
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -35,21 +36,20 @@ fn flow(src: [u8; 4], sport: u16, dport: u16, protocol: u8, packets: u64, size: 
 
 #[test]
 fn serves_metrics_summary_and_health() {
-    let snap = Snapshot {
-        taken_at: SystemTime::now(),
+    let snap = Aggregator::standalone(Budgets::default()).publish(Reading {
         flows: vec![
             flow([10, 0, 0, 1], 40000, 443, 6, 10, 1500),
             flow([10, 0, 0, 1], 40001, 443, 6, 5, 100),
             flow([10, 0, 0, 2], 50000, 53, 17, 3, 80),
         ],
-        counters: otel_netprobe::flow::GlobalCounters::default(),
         health: Health {
             read_cycles_total: 1,
             ..Health::default()
         },
-        ..Snapshot::empty()
-    };
-    let shared = Arc::new(RwLock::new(Arc::new(snap)));
+        ..Reading::default()
+    });
+    let shared = http::shared_empty();
+    http::publish(&shared, snap);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +58,11 @@ fn serves_metrics_summary_and_health() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = http::router(Arc::clone(&shared), 5, Duration::from_secs(60));
+    let app = http::router(
+        Arc::clone(&shared),
+        Arc::new(Telemetry::default()),
+        Duration::from_secs(60),
+    );
     std::thread::spawn(move || rt.block_on(async { axum::serve(listener, app).await }));
 
     let (code, metrics) = get(addr, "/metrics");
@@ -76,6 +80,9 @@ fn serves_metrics_summary_and_health() {
     assert!(metrics.contains(&format!(
         "netprobe_packet_size_bytes_bucket{{{tcp},le=\"1500\"}} 15\n"
     )));
+    // The agent's own health is appended, error counters present at 0.
+    assert!(metrics.contains("netprobe_agent_export_requests_total{result=\"failed\"} 0\n"));
+    assert!(metrics.contains("netprobe_agent_read_errors_total 0\n"));
 
     let (code, body) = get(addr, "/api/v1/summary");
     assert_eq!(code, 200);
@@ -86,11 +93,33 @@ fn serves_metrics_summary_and_health() {
     assert_eq!(s.protocols["udp"].bytes, 240);
     assert_eq!(s.top_talkers[0].address, "10.0.0.1");
     assert_eq!(s.tcp_states["established"], 2);
+    // The frame's flow metrics, totalled generically.
+    let total = |name: &str| {
+        let m = s.metrics.iter().find(|m| m.name == name).expect(name);
+        assert_eq!(m.rows.len(), 1, "{m:?}");
+        m.rows[0].clone()
+    };
+    assert_eq!(Some(total("netprobe.flow.packets").value), Some(18.0));
+    assert_eq!(Some(total("netprobe.flow.bytes").value), Some(15_740.0));
+    let sizes = total("netprobe.packet.size");
+    assert_eq!((sizes.value, sizes.sum), (18.0, Some(15_740.0)));
+    let le = |b: &str| {
+        sizes
+            .buckets
+            .iter()
+            .find(|(le, _)| le == b)
+            .map(|(_, n)| *n)
+    };
+    assert_eq!(
+        (le("64"), le("128"), le("1500"), le("+Inf")),
+        (Some(0), Some(8), Some(10), Some(0))
+    );
+    assert!(s.to_table().contains("netprobe.packet.size"));
 
     assert_eq!(get(addr, "/healthz").0, 200);
     // A snapshot older than the staleness limit makes the agent unhealthy.
-    let mut stale = (**shared.read().unwrap()).clone();
+    let mut stale = (*http::latest(&shared)).clone();
     stale.taken_at = SystemTime::now() - Duration::from_secs(120);
-    *shared.write().unwrap() = Arc::new(stale);
+    http::publish(&shared, stale);
     assert_eq!(get(addr, "/healthz").0, 503);
 }

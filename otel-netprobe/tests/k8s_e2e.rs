@@ -21,10 +21,7 @@ use common::{
     backends::{VictoriaMetrics, single_value},
     cluster, sh, traffic,
 };
-use otel_netprobe::{
-    config::{K8sMode, OtlpConfig, OtlpProtocol},
-    export::otlp,
-};
+use otel_netprobe::config::{K8sMode, OtlpConfig, OtlpProtocol};
 use serde_json::Value;
 
 /// The routed pod (its own /24 on the node, like a CNI without a bridge) that serves the
@@ -121,31 +118,6 @@ fn sel(pairs: &[(&str, &str)]) -> String {
         .join(",")
 }
 
-/// Pushes the agent's metrics to VictoriaMetrics over OTLP/HTTP from this (root) namespace;
-/// the export runs while the returned runtime lives.
-fn push_to(vm: &VictoriaMetrics, agent: &otel_netprobe::agent::Agent) -> tokio::runtime::Runtime {
-    let cfg = OtlpConfig {
-        endpoint: vm.otlp_http_endpoint(),
-        protocol: OtlpProtocol::HttpProtobuf,
-        interval: Duration::from_millis(500),
-        ..OtlpConfig::default()
-    };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let client = {
-        let _guard = rt.enter();
-        otlp::client::OtlpClient::new(&cfg).expect("client")
-    };
-    let resource = otlp::resource(&cfg, |_| None);
-    rt.spawn(otlp::run(
-        cfg,
-        client,
-        resource,
-        agent.shared_snapshot(),
-        agent.export_stats(),
-    ));
-    rt
-}
-
 #[test]
 #[allow(
     clippy::too_many_lines,
@@ -162,19 +134,23 @@ fn kubernetes_names_arrive_in_victoria_metrics_with_exact_counts() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = dir.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
+    let vm = VictoriaMetrics::start_in(Some(&lab.node.name));
     let agent = start_with(&lab.node, Vec::new(), |cfg| {
         cfg.k8s.mode = K8sMode::Cluster;
         cfg.k8s.kubeconfig = kubeconfig.display().to_string();
         cfg.k8s.cluster_cidrs = vec!["10.244.0.0/16".into()];
+        cfg.otlp = OtlpConfig {
+            endpoint: vm.otlp_http_endpoint(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            interval: Duration::from_millis(500),
+            ..OtlpConfig::default()
+        };
     });
     wait_attached(&agent, 5);
     let (snap, ok) = agent.wait_for(Duration::from_secs(60), |s| {
         s.health.k8s.is_some_and(|k| k.synced)
     });
     assert!(ok, "the agent's index never synced: {:?}", snap.health.k8s);
-
-    let vm = VictoriaMetrics::start();
-    let _rt = push_to(&vm, &agent);
 
     // checkout → web, pod to pod: 10 datagrams of 200 bytes.
     let (c, w) = (&lab.pods[0], &lab.pods[1]);

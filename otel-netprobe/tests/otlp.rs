@@ -1,14 +1,16 @@
 //! OTLP export against receivers built on the official OTLP protobuf definitions (the
 //! `opentelemetry-proto` crate's tonic server for gRPC; the same messages over HTTP): the data
-//! points that arrive are the snapshot's, exactly; a receiver that is absent at first is caught
-//! up with once it starts, and the loss is counted.
+//! points that arrive are the frame's, exactly; the errors the OTLP spec calls retryable (HTTP
+//! 429/502/503/504, gRPC UNAVAILABLE, ...) are retried with backoff and the others are not; a
+//! receiver that is absent at first is caught up with once it starts, and the loss is counted.
 
 mod common;
 
 use std::{
+    collections::VecDeque,
     net::SocketAddr,
-    sync::{Arc, Mutex, RwLock},
-    time::{Duration, Instant, SystemTime},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
@@ -22,15 +24,55 @@ use opentelemetry_proto::tonic::{
 };
 use otel_netprobe::{
     config::{OtlpConfig, OtlpProtocol},
-    export::otlp::{self, ExportStats},
-    flow::{FlowView, GlobalCounters, Snapshot},
-    telemetry::Health,
+    export::{
+        http::{self, SharedSnapshot},
+        otlp::{self, Exporter},
+    },
+    flow::{Budgets, FlowView, Reading, Snapshot},
+    frame::point_count,
+    metrics::Aggregator,
+    telemetry::{Count, Health, Telemetry},
 };
 use prost::Message;
 
 type Received = Arc<Mutex<Vec<ExportMetricsServiceRequest>>>;
 
-struct Receiver(Received);
+/// What a receiver answers, one status per request (then success), and when requests came.
+#[derive(Default)]
+struct Script {
+    answers: Mutex<VecDeque<u16>>,
+    attempts: Mutex<Vec<Instant>>,
+}
+
+impl Script {
+    fn new(answers: &[u16]) -> Arc<Self> {
+        let s = Self::default();
+        s.answers.lock().unwrap().extend(answers);
+        Arc::new(s)
+    }
+
+    /// Records an attempt and returns the status to answer with.
+    fn next(&self) -> u16 {
+        self.attempts.lock().unwrap().push(Instant::now());
+        self.answers.lock().unwrap().pop_front().unwrap_or(200)
+    }
+
+    fn attempts(&self) -> Vec<Instant> {
+        self.attempts.lock().unwrap().clone()
+    }
+}
+
+/// gRPC status codes by the numbers the script holds (200: OK).
+fn grpc_status(code: u16) -> Result<(), tonic::Status> {
+    match code {
+        200 => Ok(()),
+        14 => Err(tonic::Status::unavailable("collector overloaded")),
+        3 => Err(tonic::Status::invalid_argument("bad data")),
+        other => panic!("no gRPC code for {other}"),
+    }
+}
+
+struct Receiver(Received, Arc<Script>);
 
 #[tonic::async_trait]
 impl MetricsService for Receiver {
@@ -38,6 +80,7 @@ impl MetricsService for Receiver {
         &self,
         req: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        grpc_status(self.1.next())?;
         self.0.lock().unwrap().push(req.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
@@ -50,8 +93,8 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-async fn grpc_receiver(addr: SocketAddr, got: Received) {
-    let svc = MetricsServiceServer::new(Receiver(got))
+async fn grpc_receiver(addr: SocketAddr, got: Received, script: Arc<Script>) {
+    let svc = MetricsServiceServer::new(Receiver(got, script))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     tonic::transport::Server::builder()
         .add_service(svc)
@@ -60,13 +103,17 @@ async fn grpc_receiver(addr: SocketAddr, got: Received) {
         .unwrap();
 }
 
-async fn http_receiver(addr: SocketAddr, got: Received) {
-    use axum::{body::Bytes, http::HeaderMap, routing::post};
+async fn http_receiver(addr: SocketAddr, got: Received, script: Arc<Script>) {
+    use axum::{body::Bytes, http::HeaderMap, http::StatusCode, routing::post};
     let app = axum::Router::new().route(
         "/v1/metrics",
         post(move |headers: HeaderMap, body: Bytes| {
-            let got = Arc::clone(&got);
+            let (got, script) = (Arc::clone(&got), Arc::clone(&script));
             async move {
+                let status = script.next();
+                if status != 200 {
+                    return StatusCode::from_u16(status).unwrap();
+                }
                 assert_eq!(headers["content-type"], "application/x-protobuf");
                 let raw = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
                     let mut out = Vec::new();
@@ -82,7 +129,7 @@ async fn http_receiver(addr: SocketAddr, got: Received) {
                 got.lock()
                     .unwrap()
                     .push(ExportMetricsServiceRequest::decode(&raw[..]).unwrap());
-                ""
+                StatusCode::OK
             }
         }),
     );
@@ -90,6 +137,7 @@ async fn http_receiver(addr: SocketAddr, got: Received) {
     axum::serve(listener, app).await.unwrap();
 }
 
+/// Two flows, 10.0.0.1:40000 and :40001 → 10.0.0.2:443, through the aggregator.
 fn snapshot() -> Snapshot {
     let key = |sport: u16| FlowKey {
         src_addr: [u32::from_ne_bytes([10, 0, 0, 1]), 0, 0, 0],
@@ -104,62 +152,76 @@ fn snapshot() -> Snapshot {
     b1[5] = 10;
     let mut b2 = [0; SIZE_BUCKETS];
     b2[0] = 4;
-    Snapshot {
-        taken_at: SystemTime::now(),
+    Aggregator::standalone(Budgets::default()).publish(Reading {
         flows: vec![
             FlowView::new(&key(40000), 15_000, b1, 0x12, (1, 2)),
             FlowView::new(&key(40001), 4 * 52, b2, 0x12, (1, 2)),
         ],
-        counters: GlobalCounters::default(),
         health: Health {
             read_cycles_total: 3,
             ..Health::default()
         },
-        ..Snapshot::empty()
-    }
+        ..Reading::default()
+    })
 }
 
-/// Runs the exporter for `snap` against `endpoint` until `got` has a request.
-fn export_until_received(
-    protocol: OtlpProtocol,
-    endpoint: String,
-    got: &Received,
-    stats: &Arc<ExportStats>,
-) {
-    let cfg = OtlpConfig {
-        endpoint,
-        protocol,
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(500),
-        cluster_name: "lab".into(),
-        ..OtlpConfig::default()
-    };
-    export_with(cfg, got, stats);
+/// The exporter for `cfg` on its own runtime, exporting the [`snapshot`] every interval.
+struct Running {
+    rt: tokio::runtime::Runtime,
+    telemetry: Arc<Telemetry>,
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
-/// Runs the exporter with `cfg` until `got` has a request.
-fn export_with(cfg: OtlpConfig, got: &Received, stats: &Arc<ExportStats>) {
-    let shared = Arc::new(RwLock::new(Arc::new(snapshot())));
-    let resource = otlp::resource(&cfg, |k| {
-        (k == "K8S_NODE_NAME").then(|| "node-1".to_owned())
-    });
+fn run_exporter(cfg: &OtlpConfig) -> Running {
+    let shared: SharedSnapshot = http::shared_empty();
+    http::publish(&shared, snapshot());
+    let resource = otlp::resource(cfg, |k| (k == "K8S_NODE_NAME").then(|| "node-1".to_owned()));
+    let telemetry = Arc::new(Telemetry::default());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let client = {
+    let exporter = {
         let _guard = rt.enter();
-        otlp::client::OtlpClient::new(&cfg).expect("client")
+        Exporter::new(cfg, &resource, Arc::clone(&telemetry)).expect("exporter")
     };
-    let task = rt.spawn(otlp::run(cfg, client, resource, shared, Arc::clone(stats)));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    rt.block_on(async {
-        while got.lock().unwrap().is_empty() {
-            assert!(Instant::now() < deadline, "nothing received");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    task.abort();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    rt.spawn(exporter.run(shared, rx));
+    Running {
+        rt,
+        telemetry,
+        _stop: stop,
+    }
+}
+
+impl Running {
+    /// Drives the exporter until `done` holds (20 s deadline).
+    fn until(&self, what: &str, done: impl Fn(&Telemetry) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        self.rt.block_on(async {
+            while !done(&self.telemetry) {
+                assert!(Instant::now() < deadline, "{what}: not within 20 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+}
+
+fn config(protocol: OtlpProtocol, endpoint: String) -> OtlpConfig {
+    OtlpConfig {
+        endpoint,
+        protocol,
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_secs(5),
+        cluster_name: "lab".into(),
+        ..OtlpConfig::default()
+    }
+}
+
+/// The points one export of [`snapshot`] carries: its frame and the agent's health.
+fn points_per_export() -> u64 {
+    let health = Telemetry::default().families();
+    point_count(snapshot().frame.families.iter().chain(&health))
 }
 
 fn check(req: &ExportMetricsServiceRequest) {
@@ -234,69 +296,135 @@ fn check(req: &ExportMetricsServiceRequest) {
     );
     assert_eq!(d.bucket_counts, [4, 0, 0, 0, 0, 10, 0, 0]);
     assert_eq!((d.count, d.sum), (14, Some(15_208.0)));
-    assert!(
-        metrics
-            .iter()
-            .any(|m| m.name == "netprobe.agent.read.cycles")
-    );
+    let Some(Data::Sum(failed)) = &find("netprobe.agent.export.requests").data else {
+        panic!("sum")
+    };
+    assert_eq!(failed.data_points.len(), 2, "ok and failed, from the start");
+    let all: u64 = metrics.iter().map(|m| points(m.data.as_ref())).sum();
+    assert_eq!(all, points_per_export());
+}
+
+fn points(d: Option<&Data>) -> u64 {
+    match d {
+        Some(Data::Sum(s)) => s.data_points.len() as u64,
+        Some(Data::Gauge(g)) => g.data_points.len() as u64,
+        Some(Data::Histogram(h)) => h.data_points.len() as u64,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn received(got: &Received) -> usize {
+    got.lock().unwrap().len()
 }
 
 #[test]
-fn grpc_export_delivers_the_snapshot() {
+fn grpc_export_delivers_the_frame() {
     let addr = free_port();
     let got = Received::default();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.spawn(grpc_receiver(addr, Arc::clone(&got)));
-    let stats = Arc::new(ExportStats::default());
-    export_until_received(OtlpProtocol::Grpc, format!("http://{addr}"), &got, &stats);
+    rt.spawn(grpc_receiver(addr, Arc::clone(&got), Script::new(&[])));
+    let run = run_exporter(&config(OtlpProtocol::Grpc, format!("http://{addr}")));
+    run.until("an export", |_| received(&got) > 0);
     check(&got.lock().unwrap()[0]);
 }
 
 #[test]
-fn http_export_delivers_the_snapshot() {
+fn http_export_delivers_the_frame() {
     let addr = free_port();
     let got = Received::default();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.spawn(http_receiver(addr, Arc::clone(&got)));
-    let stats = Arc::new(ExportStats::default());
-    export_until_received(
+    rt.spawn(http_receiver(addr, Arc::clone(&got), Script::new(&[])));
+    let run = run_exporter(&config(
         OtlpProtocol::HttpProtobuf,
         format!("http://{addr}"),
-        &got,
-        &stats,
-    );
+    ));
+    run.until("an export", |_| received(&got) > 0);
     check(&got.lock().unwrap()[0]);
+}
+
+/// Attempts `n` and `n + 1` were at least `min` apart (the backoff only ever adds time).
+fn assert_backoff(attempts: &[Instant], n: usize, min: Duration) {
+    let gap = attempts[n + 1] - attempts[n];
+    assert!(
+        gap >= min,
+        "retry {n} after {gap:?}, before the {min:?} backoff"
+    );
+}
+
+#[test]
+fn retryable_answers_are_retried_with_backoff() {
+    for (protocol, answers) in [
+        (OtlpProtocol::HttpProtobuf, [429, 503]),
+        (OtlpProtocol::Grpc, [14, 14]),
+    ] {
+        let addr = free_port();
+        let (got, script) = (Received::default(), Script::new(&answers));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        match protocol {
+            OtlpProtocol::Grpc => {
+                rt.spawn(grpc_receiver(addr, Arc::clone(&got), Arc::clone(&script)))
+            }
+            OtlpProtocol::HttpProtobuf => {
+                rt.spawn(http_receiver(addr, Arc::clone(&got), Arc::clone(&script)))
+            }
+        };
+        let mut cfg = config(protocol, format!("http://{addr}"));
+        cfg.interval = Duration::from_secs(3600);
+        let run = run_exporter(&cfg);
+        run.until("the export", |t| t.get(Count::ExportOk) == 1);
+        // One export, three attempts: the two refusals were retried, 100 ms then 200 ms later.
+        let attempts = script.attempts();
+        assert_eq!(attempts.len(), 3, "{protocol:?}");
+        assert_backoff(&attempts, 0, Duration::from_millis(100));
+        assert_backoff(&attempts, 1, Duration::from_millis(200));
+        assert_eq!(run.telemetry.get(Count::ExportFailed), 0);
+        check(&got.lock().unwrap()[0]);
+    }
+}
+
+#[test]
+fn other_refusals_are_not_retried_and_their_points_are_counted() {
+    for (protocol, answer) in [(OtlpProtocol::HttpProtobuf, 400), (OtlpProtocol::Grpc, 3)] {
+        let addr = free_port();
+        let (got, script) = (Received::default(), Script::new(&[answer]));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        match protocol {
+            OtlpProtocol::Grpc => {
+                rt.spawn(grpc_receiver(addr, Arc::clone(&got), Arc::clone(&script)))
+            }
+            OtlpProtocol::HttpProtobuf => {
+                rt.spawn(http_receiver(addr, Arc::clone(&got), Arc::clone(&script)))
+            }
+        };
+        let mut cfg = config(protocol, format!("http://{addr}"));
+        cfg.interval = Duration::from_secs(3600);
+        let run = run_exporter(&cfg);
+        run.until("the failure", |t| t.get(Count::ExportFailed) == 1);
+        assert_eq!(script.attempts().len(), 1, "{protocol:?}: not retried");
+        assert_eq!(run.telemetry.get(Count::ExportDropped), points_per_export());
+        assert_eq!(received(&got), 0);
+    }
 }
 
 #[test]
 fn a_late_collector_gets_the_totals_and_the_loss_is_counted() {
     let addr = free_port();
     let got = Received::default();
-    let stats = Arc::new(ExportStats::default());
+    let mut cfg = config(OtlpProtocol::Grpc, format!("http://{addr}"));
+    cfg.timeout = Duration::from_millis(300);
+    let run = run_exporter(&cfg);
+    // Nothing listens yet: a few exports fail (refused connections, retried until the timeout).
+    run.until("two failures", |t| t.get(Count::ExportFailed) >= 2);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    // Start the receiver only after the exporter has failed a few times.
-    let (g, s) = (Arc::clone(&got), Arc::clone(&stats));
-    rt.spawn(async move {
-        while s.failed.load(std::sync::atomic::Ordering::Relaxed) < 2 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        grpc_receiver(addr, g).await;
-    });
-    export_until_received(OtlpProtocol::Grpc, format!("http://{addr}"), &got, &stats);
+    rt.spawn(grpc_receiver(addr, Arc::clone(&got), Script::new(&[])));
+    run.until("an export", |_| received(&got) > 0);
     check(&got.lock().unwrap()[0]);
-    let failed = stats.failed.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(failed >= 2);
-    // Every failed request's points were counted as dropped: 3 flow metrics (1 series each)
-    // plus the agent's own series.
-    let dropped = stats
-        .dropped_points
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let failed = run.telemetry.get(Count::ExportFailed);
+    // Every failed request's points were counted as dropped, exactly.
     assert_eq!(
-        dropped % failed,
-        0,
-        "the same number of points per failed request"
+        run.telemetry.get(Count::ExportDropped),
+        failed * points_per_export()
     );
-    assert!(dropped / failed > 3);
 }
 
 #[test]
@@ -313,7 +441,7 @@ fn grpc_over_mutual_tls() {
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(read("server.pem"), read("server.key")))
         .client_ca_root(Certificate::from_pem(read("ca.pem")));
-    let svc = MetricsServiceServer::new(Receiver(Arc::clone(&got)))
+    let svc = MetricsServiceServer::new(Receiver(Arc::clone(&got), Script::new(&[])))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     rt.spawn(
         tonic::transport::Server::builder()
@@ -323,18 +451,13 @@ fn grpc_over_mutual_tls() {
             .serve(addr),
     );
     let cfg = OtlpConfig {
-        endpoint: format!("https://{addr}"),
-        protocol: OtlpProtocol::Grpc,
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_secs(2),
-        cluster_name: "lab".into(),
         ca_file: file("ca.pem"),
         cert_file: file("client.pem"),
         key_file: file("client.key"),
-        ..OtlpConfig::default()
+        ..config(OtlpProtocol::Grpc, format!("https://{addr}"))
     };
-    let stats = Arc::new(ExportStats::default());
-    export_with(cfg, &got, &stats);
+    let run = run_exporter(&cfg);
+    run.until("an export", |_| received(&got) > 0);
     check(&got.lock().unwrap()[0]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -353,7 +476,7 @@ fn unusable_tls_files_fail_at_setup() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
-    let err = otlp::client::OtlpClient::new(&cfg)
+    let err = Exporter::new(&cfg, &[], Arc::default())
         .err()
         .expect("a bad CA file is refused");
     assert!(err.to_string().contains("otlp.ca_file"), "{err}");

@@ -113,9 +113,8 @@ impl MetricsConfig {
             some => parse(some.as_ref()),
         };
         crate::flow::Budgets {
-            sizes: (sizes != flows)
-                .then(|| std::sync::Mutex::new(Budget::new(sizes, self.max_series))),
-            flows: std::sync::Mutex::new(Budget::new(flows, self.max_series)),
+            sizes: (sizes != flows).then(|| Budget::new(sizes, self.max_series)),
+            flows: Budget::new(flows, self.max_series),
         }
     }
 

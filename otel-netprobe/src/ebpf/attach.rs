@@ -10,10 +10,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use aya::{
@@ -32,7 +29,10 @@ use tracing::{info, warn};
 use super::{EbpfError, netlink::LinkInfo};
 use crate::{
     config::{Hook, InterfacesConfig, glob_match},
-    telemetry::InterfaceState,
+    telemetry::{
+        InterfaceState, Telemetry,
+        events::{AttachFailed, Event},
+    },
 };
 
 const ARPHRD_ETHER: u16 = 1;
@@ -171,24 +171,24 @@ pub struct Attacher {
     cfg: InterfacesConfig,
     attached: HashMap<u32, Attached>,
     state: Arc<Mutex<Vec<InterfaceState>>>,
-    errors: Arc<AtomicU64>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Attacher {
-    /// Wraps a loaded object (see [`super::load`]); `state` and `errors` are shared with the
-    /// snapshot builder.
+    /// Wraps a loaded object (see [`super::load`]); `state` is shared with the aggregator,
+    /// failures are counted in `telemetry`.
     pub fn new(
         ebpf: Ebpf,
         cfg: InterfacesConfig,
         state: Arc<Mutex<Vec<InterfaceState>>>,
-        errors: Arc<AtomicU64>,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         Self {
             ebpf,
             cfg,
             attached: HashMap::new(),
             state,
-            errors,
+            telemetry,
         }
     }
 
@@ -225,10 +225,12 @@ impl Attacher {
                 info!(interface = %link.name, index = link.index, hook = a.hook.as_str(), egress = a.egress.is_some(), "attached");
                 self.attached.insert(link.index, a);
             }
-            Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                warn!(interface = %link.name, error = %e, "cannot attach; its packets are not counted");
+            Err(e) => AttachFailed {
+                interface: &link.name,
+                hook: "ingress",
+                error: &e,
             }
+            .emit(&self.telemetry),
         }
         self.publish();
     }
@@ -308,8 +310,12 @@ impl Attacher {
             match self.attach_tc(&link.name, TcAttachType::Egress, layer) {
                 Ok(id) => Some(id),
                 Err(e) => {
-                    self.errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(interface = %link.name, error = %e, "cannot attach TC egress");
+                    AttachFailed {
+                        interface: &link.name,
+                        hook: "egress",
+                        error: &e,
+                    }
+                    .emit(&self.telemetry);
                     None
                 }
             }

@@ -177,7 +177,7 @@ pub struct Maps {
     /// IPv6 flow table.
     pub flows6: aya::maps::MapData,
     /// Per-CPU global counters.
-    pub counters: aya::maps::MapData,
+    pub counters: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
 }
 
 /// Takes the flow tables and the counter array out of the object, for the reader.
@@ -188,7 +188,10 @@ pub fn take_maps(ebpf: &mut Ebpf) -> Result<Maps, EbpfError> {
     let Some(Map::HashMap(flows6)) = ebpf.take_map(FLOWS6_MAP) else {
         return Err(EbpfError::Missing("IPv6 flow table"));
     };
-    let Some(Map::PerCpuArray(counters)) = ebpf.take_map(COUNTERS_MAP) else {
+    let Some(counters) = ebpf
+        .take_map(COUNTERS_MAP)
+        .and_then(|m| aya::maps::PerCpuArray::try_from(m).ok())
+    else {
         return Err(EbpfError::Missing("counter array"));
     };
     Ok(Maps {
@@ -196,25 +199,6 @@ pub fn take_maps(ebpf: &mut Ebpf) -> Result<Maps, EbpfError> {
         flows6,
         counters,
     })
-}
-
-/// True when this process may load BPF programs and attach them to interfaces
-/// (CAP_BPF + CAP_NET_ADMIN, or CAP_SYS_ADMIN).
-pub fn has_privileges() -> bool {
-    const CAP_NET_ADMIN: u64 = 1 << 12;
-    const CAP_SYS_ADMIN: u64 = 1 << 21;
-    const CAP_BPF: u64 = 1 << 39;
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    let Some(eff) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    else {
-        return false;
-    };
-    eff & CAP_NET_ADMIN != 0 && (eff & CAP_BPF != 0 || eff & CAP_SYS_ADMIN != 0)
 }
 
 #[cfg(test)]

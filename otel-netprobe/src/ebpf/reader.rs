@@ -1,32 +1,27 @@
 //! The map reader: one cycle reads the whole flow table with batched lookups, moves idle
 //! entries out of the kernel (each with its final value, so no packet is lost), expires
-//! forgotten flows, sums the per-CPU counters and produces a [`Snapshot`].
+//! forgotten flows, sums the per-CPU counters and hands the aggregator a [`Reading`].
 
 use std::{
     os::fd::AsFd,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use aya::{
+    Pod,
+    maps::{HashMap, Map, MapData, MapError},
+};
 use netprobe_ebpf::{Counter, FlowKey, FlowKey4, FlowStats};
 
-use super::sys::{self, BatchReader, Plain, SysError, TypedMap};
+use super::sys::{self, BatchReader, SysError, TypedMap};
 use crate::{
-    export::otlp::ExportStats,
-    flow::{Budgets, FlowTable, GlobalCounters, Snapshot},
-    k8s::naming::{Naming, NamingRules},
-    telemetry::{Health, InterfaceState},
+    flow::{FlowTable, GlobalCounters, Reading, flows_of},
+    telemetry::{
+        Count, Health, Telemetry,
+        events::{Event, FlowsExpired, FlowsMovedOut, ReadCompleted, ReadFailed},
+    },
 };
-
-// SAFETY: FlowKey is #[repr(C)], Copy, all integers with explicit padding: any bytes are valid.
-unsafe impl Plain for FlowKey {}
-// SAFETY: as above for FlowKey4.
-unsafe impl Plain for FlowKey4 {}
-// SAFETY: as above for FlowStats.
-unsafe impl Plain for FlowStats {}
 
 /// Reads `CLOCK_MONOTONIC_COARSE`, the clock the programs stamp flows with.
 pub fn coarse_now_ns() -> u64 {
@@ -77,20 +72,49 @@ impl Eviction {
         }
     }
 
-    /// Takes `key`'s final value out of the kernel table (`None`: already gone).
-    fn take<K: Plain>(
+    /// Takes `key`'s final value out of the kernel table (`None`: already gone); `aya`: the
+    /// same table through aya, for the lookup and the delete before 5.14.
+    fn take<K: Pod>(
         self,
         map: &TypedMap<'_, K, FlowStats>,
+        aya: Option<&mut HashMap<MapData, K, FlowStats>>,
         key: &K,
     ) -> Result<Option<FlowStats>, SysError> {
-        match self {
-            Self::LookupAndDelete => map.lookup_and_delete(key),
-            Self::LookupThenDelete => {
-                let last = map.lookup(key)?.and_then(|v| v.first().copied());
-                map.delete_batch(std::slice::from_ref(key))?;
-                Ok(last)
-            }
+        let (Self::LookupThenDelete, Some(aya)) = (self, aya) else {
+            return map.lookup_and_delete(key);
+        };
+        let last = match aya.get(key, 0) {
+            Ok(v) => Some(v),
+            Err(MapError::KeyNotFound) => None,
+            Err(e) => return Err(SysError::Aya(Box::new(e))),
+        };
+        match aya.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(last),
+            Err(e) => Err(SysError::Aya(Box::new(e))),
         }
+    }
+}
+
+/// The flow tables through aya's own map types (a second handle on each), for the lookup and
+/// the delete that replace lookup-and-delete before 5.14.
+struct AyaTables {
+    v4: HashMap<MapData, FlowKey4, FlowStats>,
+    v6: HashMap<MapData, FlowKey, FlowStats>,
+}
+
+impl AyaTables {
+    fn of(maps: &super::Maps) -> Result<Self, SysError> {
+        fn handle<K: Pod>(data: &MapData) -> Result<HashMap<MapData, K, FlowStats>, SysError> {
+            let aya = |e: MapError| SysError::Aya(Box::new(e));
+            let fd = data.fd().as_fd().try_clone_to_owned();
+            let fd = fd.map_err(|e| aya(MapError::IoError(e)))?;
+            let map = Map::from_map_data(MapData::from_fd(fd).map_err(aya)?).map_err(aya)?;
+            HashMap::try_from(map).map_err(aya)
+        }
+        Ok(Self {
+            v4: handle(&maps.flows4)?,
+            v6: handle(&maps.flows6)?,
+        })
     }
 }
 
@@ -105,30 +129,28 @@ pub struct Reader {
     prev6: Vec<(FlowKey, u64, u64)>,
     changed_at: Vec<u64>,
     eviction: Eviction,
+    /// Before 5.14 only: the tables through aya.
+    aya: Option<AyaTables>,
     table: FlowTable,
-    cpus: usize,
     timeouts: Timeouts,
     health: Health,
-    interfaces: Arc<Mutex<Vec<InterfaceState>>>,
-    attach_errors: Arc<AtomicU64>,
-    export: Arc<ExportStats>,
-    budgets: Arc<Budgets>,
-    rules: Arc<NamingRules>,
-    k8s: Option<Arc<crate::k8s::Shared>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Reader {
     /// A reader over the production maps (see [`super::take_maps`]); `capacity` is both flow
-    /// tables' together.
+    /// tables' together; what it does is counted in `telemetry`.
     pub fn new(
         maps: super::Maps,
         capacity: u64,
         timeouts: Timeouts,
-        interfaces: Arc<Mutex<Vec<InterfaceState>>>,
-        attach_errors: Arc<AtomicU64>,
+        telemetry: Arc<Telemetry>,
     ) -> Result<Self, SysError> {
-        let cpus = sys::possible_cpus()?;
         let eviction = Eviction::probe(&TypedMap::new(maps.flows4.fd().as_fd())?);
+        let aya = match eviction {
+            Eviction::LookupAndDelete => None,
+            Eviction::LookupThenDelete => Some(AyaTables::of(&maps)?),
+        };
         if eviction == Eviction::LookupThenDelete {
             tracing::info!(
                 kernel = %super::kernel::release(),
@@ -144,19 +166,14 @@ impl Reader {
             prev6: Vec::new(),
             changed_at: Vec::new(),
             eviction,
+            aya,
             table: FlowTable::new(),
-            cpus,
             timeouts,
             health: Health {
                 flow_table_capacity: capacity,
                 ..Health::default()
             },
-            interfaces,
-            attach_errors,
-            export: Arc::default(),
-            budgets: Arc::default(),
-            rules: Arc::new(NamingRules::standalone()),
-            k8s: None,
+            telemetry,
         })
     }
 
@@ -165,62 +182,30 @@ impl Reader {
         self.eviction
     }
 
-    /// Shares the OTLP exporter's figures, so snapshots report them.
-    pub fn set_export_stats(&mut self, stats: Arc<ExportStats>) {
-        self.export = stats;
-    }
-
-    /// Sets the cardinality budgets the snapshots' series are built under.
-    pub fn set_budgets(&mut self, budgets: Arc<Budgets>) {
-        self.budgets = budgets;
-    }
-
-    /// Sets how flow ends are named: the rules, and the Kubernetes watchers' shared state
-    /// (`None`: standalone).
-    pub fn set_naming(&mut self, rules: Arc<NamingRules>, k8s: Option<Arc<crate::k8s::Shared>>) {
-        self.rules = rules;
-        self.k8s = k8s;
-    }
-
     /// Changes the expiry settings (they apply from the next cycle).
     pub fn set_timeouts(&mut self, timeouts: Timeouts) {
         self.timeouts = timeouts;
     }
 
-    /// One read cycle; returns the new snapshot. On error the health counters say so and the
+    /// One read cycle; returns what it found. On error the failure is counted and the
     /// previous state is kept.
-    pub fn cycle(&mut self) -> Snapshot {
+    pub fn cycle(&mut self) -> Reading {
         let started = Instant::now();
-        if let Err(e) = self.read() {
-            self.health.read_errors_total += 1;
-            tracing::warn!(error = %e, "reading the flow table failed");
-        } else {
-            self.health.read_cycles_total += 1;
+        match self.read() {
+            Ok(()) => ReadCompleted.emit(&self.telemetry),
+            Err(e) => ReadFailed { error: &e }.emit(&self.telemetry),
         }
+        let t = &self.telemetry;
+        self.health.read_cycles_total = t.get(Count::ReadCycles);
+        self.health.kernel_evictions_total = t.get(Count::MovedOut);
+        self.health.flows_expired_total = t.get(Count::Expired);
         self.health.last_read_seconds = started.elapsed().as_secs_f64();
         self.health.flows_tracked = self.table.len() as u64;
-        self.health.attach_errors_total = self.attach_errors.load(Ordering::Relaxed);
-        self.health.export_ok_total = self.export.ok.load(Ordering::Relaxed);
-        self.health.export_failed_total = self.export.failed.load(Ordering::Relaxed);
-        self.health.export_dropped_points_total =
-            self.export.dropped_points.load(Ordering::Relaxed);
-        if let Ok(i) = self.interfaces.lock() {
-            self.health.interfaces.clone_from(&i);
+        Reading {
+            flows: flows_of(&self.table),
+            counters: self.read_counters(),
+            health: self.health.clone(),
         }
-        // One index for the snapshot's names and its figures.
-        let index = self.k8s.as_ref().map(|k| k.index()).unwrap_or_default();
-        self.health.k8s = self.k8s.as_ref().map(|k| k.health_of(&index));
-        let naming = Naming {
-            index,
-            rules: Arc::clone(&self.rules),
-        };
-        Snapshot::of(
-            &self.table,
-            self.read_counters(),
-            self.health.clone(),
-            Arc::clone(&self.budgets),
-            naming,
-        )
     }
 
     fn read(&mut self) -> Result<(), SysError> {
@@ -283,17 +268,25 @@ impl Reader {
             TypedMap::<FlowKey, FlowStats>::new(fd6)?,
         );
         for key in &evict {
+            let aya = self.aya.as_mut();
             let last = if key.ip_version == 4 {
-                self.eviction.take(&map4, &FlowKey4::narrow(key))?
+                let aya = aya.map(|a| &mut a.v4);
+                self.eviction.take(&map4, aya, &FlowKey4::narrow(key))?
             } else {
-                self.eviction.take(&map6, key)?
+                self.eviction.take(&map6, aya.map(|a| &mut a.v6), key)?
             };
             self.table.fold_evicted(key, last, now);
         }
         self.health.flow_table_entries -= evict.len() as u64;
-        self.health.kernel_evictions_total += evict.len() as u64;
+        FlowsMovedOut {
+            count: evict.len() as u64,
+        }
+        .emit(&self.telemetry);
         let expired = self.table.expire(now, self.timeouts.idle.as_nanos() as u64);
-        self.health.flows_expired_total += expired as u64;
+        FlowsExpired {
+            count: expired as u64,
+        }
+        .emit(&self.telemetry);
         if let (Some(a), Some(b)) = (sys::map_memlock_bytes(fd4), sys::map_memlock_bytes(fd6)) {
             self.health.flow_table_memory_bytes = a + b;
         }
@@ -302,9 +295,8 @@ impl Reader {
 
     fn read_counters(&self) -> GlobalCounters {
         let mut g = GlobalCounters::default();
-        let fd = self.maps.counters.fd().as_fd();
         for c in Counter::ALL {
-            if let Ok(v) = sys::lookup_percpu_array_u64(fd, c as u32, self.cpus) {
+            if let Ok(v) = self.maps.counters.get(&(c as u32), 0) {
                 g.0[c as usize] = v.iter().sum();
             }
         }

@@ -1,5 +1,6 @@
-//! The embedded HTTP server: `/metrics` (Prometheus text), `/api/v1/summary` (JSON) and
-//! `/healthz`. Handlers only read the latest snapshot; they never touch the kernel.
+//! The embedded HTTP server: `/metrics` (Prometheus text of the frame and the agent's health),
+//! `/api/v1/summary` (JSON) and `/healthz`. Handlers only read the latest snapshot; they never
+//! touch the kernel and build nothing but the response.
 
 use std::{
     sync::{Arc, RwLock},
@@ -7,19 +8,24 @@ use std::{
 };
 
 use axum::{
-    Json, Router,
+    Router,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
 };
 
-use super::{prometheus, summary::Summary};
-use crate::flow::Snapshot;
+use super::prometheus;
+use crate::{flow::Snapshot, telemetry::Telemetry};
 
 /// The latest snapshot, replaced whole by the reader (readers clone the `Arc`, never wait on a
 /// half-built one).
 pub type SharedSnapshot = Arc<RwLock<Arc<Snapshot>>>;
+
+/// A shared slot holding an empty snapshot.
+pub fn shared_empty() -> SharedSnapshot {
+    Arc::new(RwLock::new(Arc::new(Snapshot::empty())))
+}
 
 /// The latest snapshot (a poisoned lock still holds a whole snapshot: use it).
 pub fn latest(shared: &SharedSnapshot) -> Arc<Snapshot> {
@@ -29,36 +35,43 @@ pub fn latest(shared: &SharedSnapshot) -> Arc<Snapshot> {
     Arc::clone(&guard)
 }
 
-#[derive(Clone)]
-struct AppState {
-    snapshot: SharedSnapshot,
-    top_talkers: usize,
-    stale_after: Duration,
-}
-
-impl AppState {
-    fn current(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .map_or_else(|p| Arc::clone(&p.into_inner()), |s| Arc::clone(&s))
+/// Replaces the latest snapshot.
+pub fn publish(shared: &SharedSnapshot, snap: Snapshot) {
+    let snap = Arc::new(snap);
+    match shared.write() {
+        Ok(mut s) => *s = snap,
+        Err(p) => *p.into_inner() = snap,
     }
 }
 
+#[derive(Clone)]
+struct AppState {
+    snapshot: SharedSnapshot,
+    telemetry: Arc<Telemetry>,
+    stale_after: Duration,
+}
+
 /// Builds the router. A snapshot older than `stale_after` makes `/healthz` answer 503.
-pub fn router(snapshot: SharedSnapshot, top_talkers: usize, stale_after: Duration) -> Router {
+pub fn router(
+    snapshot: SharedSnapshot,
+    telemetry: Arc<Telemetry>,
+    stale_after: Duration,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/summary", get(summary))
         .route("/healthz", get(healthz))
         .with_state(AppState {
             snapshot,
-            top_talkers,
+            telemetry,
             stale_after,
         })
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    let body = prometheus::render(&s.current());
+    let snap = latest(&s.snapshot);
+    let health = s.telemetry.families();
+    let body = prometheus::render(snap.frame.families.iter().chain(&health));
     (
         [(
             header::CONTENT_TYPE,
@@ -68,12 +81,13 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn summary(State(s): State<AppState>) -> Json<Summary> {
-    Json(Summary::of(&s.current(), s.top_talkers))
+async fn summary(State(s): State<AppState>) -> impl IntoResponse {
+    let body = serde_json::to_string(&latest(&s.snapshot).summary).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
 async fn healthz(State(s): State<AppState>) -> (StatusCode, &'static str) {
-    let snap = s.current();
+    let snap = latest(&s.snapshot);
     let age = SystemTime::now()
         .duration_since(snap.taken_at)
         .unwrap_or_default();

@@ -1,10 +1,10 @@
-//! Exporters: everything here reads a [`crate::flow::Snapshot`] and nothing else.
+//! Renderers: everything here reads a [`crate::flow::Snapshot`] (its frame and summary) and the
+//! agent's health counters, and nothing else.
 //!
 //! `names` is the metric catalogue (the contract with the collector, dashboards and alerts);
-//! `prometheus` renders it as text; `summary` is the consolidated traffic summary; `http`
-//! serves both.
+//! `prometheus` renders frames as text and `otlp` as protobuf, both generically; `summary` is
+//! the consolidated traffic summary; `http` serves them.
 
-pub mod health;
 pub mod http;
 pub mod names;
 pub mod otlp;

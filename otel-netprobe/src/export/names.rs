@@ -5,6 +5,41 @@
 //! own `/metrics` serves, so dashboards work either way. Tests check that the dashboards and
 //! alert rules in the repository only use names listed here.
 
+/// What a metric's points are: cumulative counters, gauges, or histograms with their bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A monotonic cumulative sum (OTLP `Sum`, Prometheus `counter`).
+    Counter,
+    /// A value at the time of the frame (OTLP `Gauge`, Prometheus `gauge`).
+    Gauge,
+    /// Bucket counts, sum and count (OTLP `Histogram`, Prometheus `histogram`).
+    Histogram,
+}
+
+impl Kind {
+    /// `counter`, `gauge` or `histogram`: the Prometheus `# TYPE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with the spelling (`m.kind == "counter"`), as when `kind` was a string.
+impl PartialEq<&str> for Kind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A metric: its OTLP name, unit, and Prometheus name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Metric {
@@ -14,20 +49,20 @@ pub struct Metric {
     pub unit: &'static str,
     /// Prometheus name (without `_bucket`/`_sum`/`_count` for histograms).
     pub prometheus: &'static str,
-    /// `counter`, `gauge` or `histogram`.
-    pub kind: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
     /// One-line help text.
     pub help: &'static str,
 }
 
 macro_rules! metric {
-    ($id:ident, $otlp:literal, $unit:literal, $prom:literal, $kind:literal, $help:literal) => {
+    ($id:ident, $otlp:literal, $unit:literal, $prom:literal, $kind:ident, $help:literal) => {
         #[doc = $help]
         pub const $id: Metric = Metric {
             otlp: $otlp,
             unit: $unit,
             prometheus: $prom,
-            kind: $kind,
+            kind: Kind::$kind,
             help: $help,
         };
     };
@@ -38,7 +73,7 @@ metric!(
     "netprobe.flow.packets",
     "{packet}",
     "netprobe_flow_packets_total",
-    "counter",
+    Counter,
     "Wire packets per flow."
 );
 metric!(
@@ -46,7 +81,7 @@ metric!(
     "netprobe.flow.bytes",
     "By",
     "netprobe_flow_bytes_total",
-    "counter",
+    Counter,
     "IP bytes (header + payload) per flow."
 );
 metric!(
@@ -54,7 +89,7 @@ metric!(
     "netprobe.packet.size",
     "By",
     "netprobe_packet_size_bytes",
-    "histogram",
+    Histogram,
     "Distribution of IP packet sizes."
 );
 metric!(
@@ -62,7 +97,7 @@ metric!(
     "netprobe.agent.flows.tracked",
     "{flow}",
     "netprobe_agent_flows_tracked",
-    "gauge",
+    Gauge,
     "Flows tracked in user space."
 );
 metric!(
@@ -70,7 +105,7 @@ metric!(
     "netprobe.agent.flow_table.entries",
     "{flow}",
     "netprobe_agent_flow_table_entries",
-    "gauge",
+    Gauge,
     "Entries in the kernel flow table."
 );
 metric!(
@@ -78,7 +113,7 @@ metric!(
     "netprobe.agent.flow_table.capacity",
     "{flow}",
     "netprobe_agent_flow_table_capacity",
-    "gauge",
+    Gauge,
     "Capacity of the kernel flow table."
 );
 metric!(
@@ -86,7 +121,7 @@ metric!(
     "netprobe.agent.flow_table.fill",
     "1",
     "netprobe_agent_flow_table_fill_ratio",
-    "gauge",
+    Gauge,
     "Fraction of the kernel flow table in use."
 );
 metric!(
@@ -94,7 +129,7 @@ metric!(
     "netprobe.agent.flow_table.memory",
     "By",
     "netprobe_agent_flow_table_memory_bytes",
-    "gauge",
+    Gauge,
     "Kernel memory of the flow table."
 );
 metric!(
@@ -102,7 +137,7 @@ metric!(
     "netprobe.agent.evictions",
     "{flow}",
     "netprobe_agent_evictions_total",
-    "counter",
+    Counter,
     "Flows moved out of the kernel table (reason=kernel_idle) or forgotten (reason=expired)."
 );
 metric!(
@@ -110,7 +145,7 @@ metric!(
     "netprobe.agent.parse_errors",
     "{packet}",
     "netprobe_agent_parse_errors_total",
-    "counter",
+    Counter,
     "Malformed or truncated packets, passed and counted per layer."
 );
 metric!(
@@ -118,7 +153,7 @@ metric!(
     "netprobe.agent.non_ip_packets",
     "{packet}",
     "netprobe_agent_non_ip_packets_total",
-    "counter",
+    Counter,
     "Non-IP packets by EtherType class."
 );
 metric!(
@@ -126,7 +161,7 @@ metric!(
     "netprobe.agent.fragments",
     "{packet}",
     "netprobe_agent_fragments_total",
-    "counter",
+    Counter,
     "Non-first IP fragments (counted in their flow without ports)."
 );
 metric!(
@@ -134,7 +169,7 @@ metric!(
     "netprobe.agent.ipv6_ext_too_long",
     "{packet}",
     "netprobe_agent_ipv6_ext_too_long_total",
-    "counter",
+    Counter,
     "IPv6 packets whose extension-header chain was too long to reach the transport."
 );
 metric!(
@@ -142,7 +177,7 @@ metric!(
     "netprobe.agent.untracked.packets",
     "{packet}",
     "netprobe_agent_untracked_packets_total",
-    "counter",
+    Counter,
     "Packets not tracked because the kernel flow table was full."
 );
 metric!(
@@ -150,7 +185,7 @@ metric!(
     "netprobe.agent.untracked.bytes",
     "By",
     "netprobe_agent_untracked_bytes_total",
-    "counter",
+    Counter,
     "IP bytes not tracked because the kernel flow table was full."
 );
 metric!(
@@ -158,7 +193,7 @@ metric!(
     "netprobe.agent.read.cycles",
     "{cycle}",
     "netprobe_agent_read_cycles_total",
-    "counter",
+    Counter,
     "Kernel map read cycles completed."
 );
 metric!(
@@ -166,7 +201,7 @@ metric!(
     "netprobe.agent.read.errors",
     "{cycle}",
     "netprobe_agent_read_errors_total",
-    "counter",
+    Counter,
     "Kernel map read cycles that failed."
 );
 metric!(
@@ -174,7 +209,7 @@ metric!(
     "netprobe.agent.read.duration",
     "s",
     "netprobe_agent_read_duration_seconds",
-    "gauge",
+    Gauge,
     "Duration of the last kernel map read cycle."
 );
 metric!(
@@ -182,7 +217,7 @@ metric!(
     "netprobe.agent.interfaces",
     "{interface}",
     "netprobe_agent_interfaces",
-    "gauge",
+    Gauge,
     "Interfaces attached, by ingress hook."
 );
 metric!(
@@ -190,7 +225,7 @@ metric!(
     "netprobe.agent.interface.info",
     "{interface}",
     "netprobe_agent_interface_info",
-    "gauge",
+    Gauge,
     "One series per attached interface naming its hooks."
 );
 metric!(
@@ -198,7 +233,7 @@ metric!(
     "netprobe.agent.attach.errors",
     "{error}",
     "netprobe_agent_attach_errors_total",
-    "counter",
+    Counter,
     "Attach attempts that failed."
 );
 metric!(
@@ -206,7 +241,7 @@ metric!(
     "netprobe.agent.export.requests",
     "{request}",
     "netprobe_agent_export_requests_total",
-    "counter",
+    Counter,
     "OTLP export requests, by result (ok, failed)."
 );
 metric!(
@@ -214,7 +249,7 @@ metric!(
     "netprobe.agent.export.dropped",
     "{datapoint}",
     "netprobe_agent_export_dropped_total",
-    "counter",
+    Counter,
     "Data points of failed OTLP exports (the next export carries the totals)."
 );
 metric!(
@@ -222,7 +257,7 @@ metric!(
     "netprobe.agent.series",
     "{series}",
     "netprobe_agent_series",
-    "gauge",
+    Gauge,
     "Series each flow metric reports, the overflow series included."
 );
 metric!(
@@ -230,7 +265,7 @@ metric!(
     "netprobe.agent.series.overflow_flows",
     "{flow}",
     "netprobe_agent_series_overflow_flows",
-    "gauge",
+    Gauge,
     "Flows counted in a metric's overflow series (otel.metric.overflow=true): over the series budget."
 );
 
@@ -239,7 +274,7 @@ metric!(
     "netprobe.k8s.pods",
     "{pod}",
     "netprobe_k8s_pods",
-    "gauge",
+    Gauge,
     "Pods per namespace (running or pending; the whole cluster, as the API lists it)."
 );
 metric!(
@@ -247,7 +282,7 @@ metric!(
     "netprobe.k8s.services",
     "{service}",
     "netprobe_k8s_services",
-    "gauge",
+    Gauge,
     "Services per namespace."
 );
 metric!(
@@ -255,7 +290,7 @@ metric!(
     "netprobe.agent.k8s.synced",
     "",
     "netprobe_agent_k8s_synced",
-    "gauge",
+    Gauge,
     "1 once every Kubernetes resource has been listed (flow ends can be named), else 0."
 );
 metric!(
@@ -263,7 +298,7 @@ metric!(
     "netprobe.agent.k8s.objects",
     "{object}",
     "netprobe_agent_k8s_objects",
-    "gauge",
+    Gauge,
     "Kubernetes objects held in the agent's index, per resource."
 );
 metric!(
@@ -271,7 +306,7 @@ metric!(
     "netprobe.agent.k8s.addresses",
     "{address}",
     "netprobe_agent_k8s_addresses",
-    "gauge",
+    Gauge,
     "Addresses (and, as kind=endpoint, IP:port endpoints) the agent's Kubernetes index resolves."
 );
 metric!(
@@ -279,7 +314,7 @@ metric!(
     "netprobe.agent.k8s.watch.restarts",
     "{restart}",
     "netprobe_agent_k8s_watch_restarts_total",
-    "counter",
+    Counter,
     "Kubernetes watch failures, per resource: each is a reconnect with backoff, or a re-list after 410 Gone."
 );
 metric!(
@@ -287,7 +322,7 @@ metric!(
     "netprobe.agent.k8s.events",
     "{event}",
     "netprobe_agent_k8s_events_total",
-    "counter",
+    Counter,
     "Kubernetes watch events applied to the index."
 );
 metric!(
@@ -295,7 +330,7 @@ metric!(
     "netprobe.agent.k8s.lookups",
     "{end}",
     "netprobe_agent_k8s_lookups",
-    "gauge",
+    Gauge,
     "Flow ends in the current series by how they were named: found in the index, external, or unknown (a miss)."
 );
 metric!(
@@ -303,7 +338,7 @@ metric!(
     "netprobe.agent.flows.filtered",
     "{flow}",
     "netprobe_agent_flows_filtered",
-    "gauge",
+    Gauge,
     "Flows left out of the flow metrics by the namespace filter (k8s.namespaces)."
 );
 
@@ -432,7 +467,7 @@ mod tests {
             if !expected.ends_with(unit) {
                 expected.push_str(unit);
             }
-            if m.kind == "counter" {
+            if m.kind == Kind::Counter {
                 expected.push_str("_total");
             }
             assert_eq!(m.prometheus, expected, "{}", m.otlp);

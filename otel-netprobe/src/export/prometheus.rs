@@ -1,98 +1,117 @@
-//! Prometheus text exposition (format 0.0.4) of a snapshot, with the catalogue's names.
-//!
-//! Flow series are the snapshot's ([`Snapshot::series`]): flows aggregated to the configured
-//! attribute set under the cardinality budget. By default (standalone): source and destination
-//! address, the server port (never an ephemeral client port), transport and IP version, so
-//! several flows (one per client port) add up into one series.
+//! Prometheus text exposition (format 0.0.4) of metric families: `# HELP`, `# TYPE`, and the
+//! samples of each point (a histogram as cumulative `_bucket` samples with `le` from its own
+//! bounds, `_sum` and `_count`). Generic: the names, units and kinds come from each family's
+//! catalogue entry.
 
 use std::fmt::Write as _;
 
-use netprobe_ebpf::SIZE_BUCKET_BOUNDS;
+use super::names::prometheus_label;
+use crate::frame::{Family, Value};
 
-use super::{
-    health,
-    names::{self, Metric, prometheus_label},
-};
-use crate::flow::Snapshot;
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn label_text(labels: &[(&str, String)]) -> String {
-    let parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{}=\"{}\"", prometheus_label(k), escape(v)))
-        .collect();
-    parts.join(",")
-}
-
-fn header(out: &mut String, m: &Metric) {
-    let kind = m.kind;
-    let _ = writeln!(out, "# HELP {} {}", m.prometheus, m.help);
-    let _ = writeln!(out, "# TYPE {} {kind}", m.prometheus);
-}
-
-fn sample(out: &mut String, name: &str, labels: &[(&str, String)], value: impl std::fmt::Display) {
-    if labels.is_empty() {
-        let _ = writeln!(out, "{name} {value}");
-    } else {
-        let _ = writeln!(out, "{name}{{{}}} {value}", label_text(labels));
-    }
-}
-
-/// Renders the whole snapshot.
-pub fn render(snapshot: &Snapshot) -> String {
-    let mut out = String::with_capacity(256 + snapshot.flows.len() * 600);
-    let sets = snapshot.series();
-    let series = &sets.flows.series;
-
-    header(&mut out, &names::FLOW_PACKETS);
-    for (l, s) in series {
-        sample(&mut out, names::FLOW_PACKETS.prometheus, l, s.packets);
-    }
-    header(&mut out, &names::FLOW_BYTES);
-    for (l, s) in series {
-        sample(&mut out, names::FLOW_BYTES.prometheus, l, s.bytes);
-    }
-    header(&mut out, &names::PACKET_SIZE);
-    let base = names::PACKET_SIZE.prometheus;
-    for (l, s) in &sets.sizes.series {
-        let mut cumulative = 0;
-        for (i, b) in s.buckets.iter().enumerate() {
-            cumulative += b;
-            let le = SIZE_BUCKET_BOUNDS
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
-            let mut with_le = l.clone();
-            with_le.push(("le", le));
-            sample(&mut out, &format!("{base}_bucket"), &with_le, cumulative);
+fn escape_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
         }
-        sample(&mut out, &format!("{base}_sum"), l, s.bytes);
-        sample(&mut out, &format!("{base}_count"), l, s.packets);
     }
-    render_agent(&mut out, snapshot);
+}
+
+/// `k="v",...` of a point's attributes.
+fn label_text(labels: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(labels.len() * 32);
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&prometheus_label(k));
+        out.push_str("=\"");
+        escape_into(&mut out, v);
+        out.push('"');
+    }
     out
 }
 
-fn render_agent(out: &mut String, snap: &Snapshot) {
-    for (m, series) in health::agent_series(snap) {
-        header(out, m);
-        for (labels, value) in &series {
-            sample(out, m.prometheus, labels, value);
+/// A number as Prometheus writes it (`+Inf`, `-Inf`, `NaN`).
+fn float(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        v.to_string()
+    }
+}
+
+fn sample(out: &mut String, name: &str, suffix: &str, labels: &str, extra: &str, value: &str) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() || !extra.is_empty() {
+        out.push('{');
+        out.push_str(labels);
+        if !labels.is_empty() && !extra.is_empty() {
+            out.push(',');
+        }
+        out.push_str(extra);
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(value);
+    out.push('\n');
+}
+
+/// Renders `families` (the frame's, then the agent's own health).
+pub fn render<'a>(families: impl IntoIterator<Item = &'a Family>) -> String {
+    let mut out = String::with_capacity(64 * 1024);
+    for f in families {
+        let m = f.metric;
+        let name = m.prometheus;
+        let _ = writeln!(out, "# HELP {name} {}", m.help);
+        let _ = writeln!(out, "# TYPE {name} {}", m.kind);
+        for p in &f.points {
+            // Memo 2: the label text, kept while the set lives.
+            let labels = p.attrs.memo(2, |l| label_text(l).into_bytes());
+            let labels = std::str::from_utf8(labels).unwrap_or_default();
+            match &p.value {
+                Value::Int(v) => sample(&mut out, name, "", labels, "", &v.to_string()),
+                Value::Double(v) => sample(&mut out, name, "", labels, "", &float(*v)),
+                Value::Histogram(h) => {
+                    let mut cumulative = 0;
+                    for (i, n) in h.counts.iter().enumerate() {
+                        cumulative += n;
+                        let le = h
+                            .bounds
+                            .get(i)
+                            .map_or_else(|| "+Inf".to_owned(), |b| float(*b));
+                        let extra = format!("le=\"{le}\"");
+                        sample(
+                            &mut out,
+                            name,
+                            "_bucket",
+                            labels,
+                            &extra,
+                            &cumulative.to_string(),
+                        );
+                    }
+                    sample(&mut out, name, "_sum", labels, "", &float(h.sum));
+                    sample(&mut out, name, "_count", labels, "", &h.count.to_string());
+                }
+            }
         }
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use netprobe_ebpf::FlowKey;
+    use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 
     use super::*;
-    use crate::flow::FlowView;
-    use netprobe_ebpf::SIZE_BUCKETS;
+    use crate::{
+        flow::{Budgets, FlowView, Reading},
+        metrics::Aggregator,
+        telemetry::Telemetry,
+    };
 
     fn flow(sport: u16, packets: u64, bytes: u64) -> FlowView {
         let key = FlowKey {
@@ -111,28 +130,45 @@ mod tests {
 
     #[test]
     fn client_ports_aggregate_into_one_series() {
-        let snap = Snapshot {
+        let reading = Reading {
             flows: vec![flow(40001, 3, 600), flow(40002, 2, 400)],
-            ..Snapshot::empty()
+            ..Reading::default()
         };
-        let text = render(&snap);
+        let snap = Aggregator::standalone(Budgets::default()).publish(reading);
+        let health = Telemetry::default().families();
+        let text = render(snap.frame.families.iter().chain(&health));
         let labels = "source_address=\"10.0.0.1\",destination_address=\"10.0.0.2\",destination_port=\"7000\",network_transport=\"udp\",network_type=\"ipv4\"";
         assert!(
             text.contains(&format!("netprobe_flow_packets_total{{{labels}}} 5\n")),
             "{text}"
         );
         assert!(text.contains(&format!("netprobe_flow_bytes_total{{{labels}}} 1000\n")));
+        for (le, n) in [("128", 0), ("256", 5), ("9000", 5), ("+Inf", 5)] {
+            let line = format!("netprobe_packet_size_bytes_bucket{{{labels},le=\"{le}\"}} {n}\n");
+            assert!(text.contains(&line), "{line}");
+        }
         assert!(text.contains(&format!(
-            "netprobe_packet_size_bytes_bucket{{{labels},le=\"128\"}} 0\n"
-        )));
-        assert!(text.contains(&format!(
-            "netprobe_packet_size_bytes_bucket{{{labels},le=\"256\"}} 5\n"
-        )));
-        assert!(text.contains(&format!(
-            "netprobe_packet_size_bytes_bucket{{{labels},le=\"+Inf\"}} 5\n"
+            "netprobe_packet_size_bytes_sum{{{labels}}} 1000\n"
         )));
         assert!(text.contains(&format!("netprobe_packet_size_bytes_count{{{labels}}} 5\n")));
         assert!(!text.contains("40001"));
         assert!(text.contains("netprobe_agent_parse_errors_total{layer=\"ipv4\"} 0\n"));
+        assert!(text.contains("netprobe_agent_flow_table_fill_ratio 0\n"));
+        assert!(text.contains("netprobe_agent_export_requests_total{result=\"failed\"} 0\n"));
+        assert!(text.contains("# TYPE netprobe_packet_size_bytes histogram\n"));
+    }
+
+    #[test]
+    fn values_are_escaped_and_special_floats_spelled() {
+        let mut f = Family::new(&crate::export::names::AGENT_READ_DURATION);
+        f.push(
+            vec![("a.b", "x\"y\\z\nw".to_owned())],
+            Value::Double(f64::INFINITY),
+        );
+        let text = render([&f]);
+        assert!(
+            text.contains("netprobe_agent_read_duration_seconds{a_b=\"x\\\"y\\\\z\\nw\"} +Inf\n"),
+            "{text}"
+        );
     }
 }

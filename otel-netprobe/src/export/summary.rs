@@ -1,17 +1,18 @@
 //! The consolidated traffic summary (from the seed project): totals, unique endpoints, the
-//! protocol breakdown, TCP connection states from the flags seen, and the top talkers. Served
-//! as JSON at `/api/v1/summary` and printed as a table by `otel-netprobe summary`.
+//! protocol breakdown, TCP connection states from the flags seen, the top talkers and, with
+//! Kubernetes, each namespace's traffic. Built once per read cycle by the aggregator from the
+//! flows it named; served as JSON at `/api/v1/summary` and printed as a table by
+//! `otel-netprobe summary` ([`fetch`]).
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    fmt::Write as _,
-};
+use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use netprobe_ebpf::{Counter, tcp_flags};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    flow::{Snapshot, Transport},
+    flow::{GlobalCounters, Named, Transport},
+    frame::{Family, Value},
     k8s::naming::{Peer, UNKNOWN},
 };
 
@@ -22,6 +23,13 @@ pub struct Volume {
     pub packets: u64,
     /// IP bytes.
     pub bytes: u64,
+}
+
+impl Volume {
+    fn add(&mut self, packets: u64, bytes: u64) {
+        self.packets += packets;
+        self.bytes += bytes;
+    }
 }
 
 /// One top talker: a source address and what it sent.
@@ -77,6 +85,92 @@ pub struct Summary {
     /// With Kubernetes: per namespace (under the namespace filter), its objects and traffic.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespaces: BTreeMap<String, NamespaceSummary>,
+    /// Every flow metric of the frame, totalled over its series (split by the attributes of
+    /// its own, such as a drop reason).
+    #[serde(default)]
+    pub metrics: Vec<MetricTotal>,
+}
+
+/// A metric's total over its series, as the frame has it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricTotal {
+    /// OTLP name.
+    pub name: String,
+    /// UCUM unit.
+    pub unit: String,
+    /// One row per value of the attributes it is split by (one row when it is not split).
+    pub rows: Vec<TotalRow>,
+}
+
+/// One row of a [`MetricTotal`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TotalRow {
+    /// The attributes the metric is split by, with their values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// The total; for a histogram, its number of observations.
+    pub value: f64,
+    /// A histogram's sum of observations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum: Option<f64>,
+    /// A histogram's observations per bucket, by upper bound (`+Inf` last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<(String, u64)>,
+}
+
+fn add(row: &mut TotalRow, value: &Value) {
+    match value {
+        Value::Int(v) => row.value += *v as f64,
+        Value::Double(v) => row.value += v,
+        Value::Histogram(h) => {
+            row.value += h.count as f64;
+            *row.sum.get_or_insert(0.0) += h.sum;
+            if row.buckets.is_empty() {
+                row.buckets = (0..h.counts.len())
+                    .map(|i| (h.bounds.get(i).map_or("+Inf".into(), f64::to_string), 0))
+                    .collect();
+            }
+            for (b, c) in row.buckets.iter_mut().zip(&h.counts) {
+                b.1 += c;
+            }
+        }
+    }
+}
+
+/// The totals of the families that ask for them ([`Family::totals_by`]), generically.
+fn totals(families: &[Family]) -> Vec<MetricTotal> {
+    let mut out = Vec::new();
+    for f in families {
+        let Some(by) = f.totals_by else { continue };
+        let mut rows: BTreeMap<BTreeMap<String, String>, TotalRow> = BTreeMap::new();
+        let mut all = TotalRow::default();
+        for p in &f.points {
+            let row = if by.is_empty() {
+                &mut all
+            } else {
+                let key = p
+                    .attrs
+                    .iter()
+                    .filter(|(k, _)| by.contains(k))
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect();
+                rows.entry(key).or_default()
+            };
+            add(row, &p.value);
+        }
+        if by.is_empty() {
+            rows.insert(BTreeMap::new(), all);
+        }
+        out.push(MetricTotal {
+            name: f.metric.otlp.to_owned(),
+            unit: f.metric.unit.to_owned(),
+            rows: rows
+                .into_iter()
+                .map(|(attributes, row)| TotalRow { attributes, ..row })
+                .collect(),
+        });
+    }
+    out
 }
 
 /// A flow end for people.
@@ -110,13 +204,19 @@ fn tcp_state(flags: u64) -> &'static str {
 }
 
 impl Summary {
-    /// Summarises a snapshot, listing `top` talkers.
-    pub fn of(snap: &Snapshot, top: usize) -> Self {
-        let mut s = Summary::default();
-        let mut sources = HashSet::new();
-        let mut dests = HashSet::new();
-        let mut talkers: HashMap<std::net::IpAddr, Talker> = HashMap::new();
-        let naming = &snap.naming;
+    /// Summarises one cycle's flows (their ends named when Kubernetes names them) and the
+    /// totals of its frame's flow metrics, listing `top` talkers.
+    pub fn of(
+        named: &Named<'_>,
+        counters: &GlobalCounters,
+        families: &[Family],
+        top: usize,
+    ) -> Self {
+        let mut s = Summary {
+            metrics: totals(families),
+            ..Summary::default()
+        };
+        let naming = named.naming;
         let cluster = naming.rules.cluster;
         if cluster {
             for (ns, c) in &naming.index.namespaces {
@@ -126,53 +226,58 @@ impl Summary {
                 }
             }
         }
-        for f in &snap.flows {
-            if cluster {
-                let crate::flow::Ends { src, dst, .. } = crate::flow::ends(f, naming);
-                for (peer, sent) in [(src, true), (dst, false)] {
+        let mut dests = FxHashSet::default();
+        let mut talkers: FxHashMap<IpAddr, (Volume, u64)> = FxHashMap::default();
+        let mut protocols: FxHashMap<Transport, Volume> = FxHashMap::default();
+        let mut states: FxHashMap<&'static str, u64> = FxHashMap::default();
+        for (i, f) in named.flows.iter().enumerate() {
+            if let Some(ends) = named.ends.as_ref().filter(|_| cluster) {
+                for (peer, sent) in [(ends[i].src, true), (ends[i].dst, false)] {
                     let Some(ns) = peer.namespace() else { continue };
                     if let Some(n) = s.namespaces.get_mut(&**ns) {
                         let v = if sent { &mut n.sent } else { &mut n.received };
-                        v.packets += f.packets;
-                        v.bytes += f.bytes;
+                        v.add(f.packets, f.bytes);
                     }
                 }
             }
-            s.total.packets += f.packets;
-            s.total.bytes += f.bytes;
+            s.total.add(f.packets, f.bytes);
             s.flows += 1;
-            sources.insert(f.src);
             dests.insert(f.dst);
-            let p = s.protocols.entry(f.transport.name()).or_default();
-            p.packets += f.packets;
-            p.bytes += f.bytes;
+            protocols
+                .entry(f.transport)
+                .or_default()
+                .add(f.packets, f.bytes);
             if f.transport == Transport::Tcp {
-                *s.tcp_states
-                    .entry(tcp_state(f.tcp_flags).to_owned())
-                    .or_default() += 1;
+                *states.entry(tcp_state(f.tcp_flags)).or_default() += 1;
             }
-            let t = talkers.entry(f.src).or_insert_with(|| Talker {
-                address: f.src.to_string(),
-                packets: 0,
-                bytes: 0,
-                flows: 0,
-                name: cluster.then(|| peer_name(naming.peer(f.src))),
-            });
-            t.packets += f.packets;
-            t.bytes += f.bytes;
-            t.flows += 1;
+            let t = talkers.entry(f.src).or_default();
+            t.0.add(f.packets, f.bytes);
+            t.1 += 1;
         }
-        s.unique_sources = sources.len() as u64;
+        s.unique_sources = talkers.len() as u64;
         s.unique_destinations = dests.len() as u64;
-        let mut talkers: Vec<Talker> = talkers.into_values().collect();
-        talkers.sort_by(|a, b| {
-            b.bytes
-                .cmp(&a.bytes)
-                .then_with(|| a.address.cmp(&b.address))
-        });
+        s.protocols = protocols.into_iter().map(|(t, v)| (t.name(), v)).collect();
+        s.tcp_states = states.into_iter().map(|(k, n)| (k.to_owned(), n)).collect();
+        let mut talkers: Vec<(IpAddr, (Volume, u64))> = talkers.into_iter().collect();
+        let busiest = |a: &(IpAddr, (Volume, u64)), b: &(IpAddr, (Volume, u64))| {
+            b.1.0.bytes.cmp(&a.1.0.bytes).then_with(|| a.0.cmp(&b.0))
+        };
+        if talkers.len() > top && top > 0 {
+            talkers.select_nth_unstable_by(top - 1, busiest);
+        }
         talkers.truncate(top);
-        s.top_talkers = talkers;
-        let c = &snap.counters;
+        talkers.sort_unstable_by(busiest);
+        s.top_talkers = talkers
+            .into_iter()
+            .map(|(ip, (v, flows))| Talker {
+                address: ip.to_string(),
+                packets: v.packets,
+                bytes: v.bytes,
+                flows,
+                name: cluster.then(|| peer_name(naming.peer(ip))),
+            })
+            .collect();
+        let c = counters;
         let malformed = [
             Counter::MalformedEthernet,
             Counter::MalformedVlan,
@@ -241,12 +346,104 @@ impl Summary {
                 );
             }
         }
+        if !self.metrics.is_empty() {
+            let _ = writeln!(o, "\nFlow metrics, totals over their series");
+        }
+        for m in &self.metrics {
+            for r in &m.rows {
+                let attrs: Vec<String> = r
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let name = format!("{} {}", m.name, attrs.join(" "));
+                let _ = match r.sum {
+                    // A histogram: how many observations, and their sum in the unit.
+                    Some(sum) => writeln!(
+                        o,
+                        "  {:<40} {:>14} observed, sum {sum} {}",
+                        name.trim_end(),
+                        r.value,
+                        m.unit
+                    ),
+                    None => writeln!(o, "  {:<40} {:>14} {}", name.trim_end(), r.value, m.unit),
+                };
+                if !r.buckets.is_empty() {
+                    let b: Vec<String> = r
+                        .buckets
+                        .iter()
+                        .map(|(le, n)| format!("≤{le}: {n}"))
+                        .collect();
+                    let _ = writeln!(o, "      {}", b.join("  "));
+                }
+            }
+        }
         let _ = writeln!(o, "\nPassed, not in a flow");
         for (k, n) in &self.not_in_flows {
             let _ = writeln!(o, "  {k:<22} {n:>8}");
         }
         o
     }
+}
+
+/// The summary of a running agent could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Only `http://HOST:PORT` URLs are supported.
+    #[error("{0}: only http:// URLs are supported")]
+    Url(String),
+    /// Connecting, sending or reading failed.
+    #[error("talking to {url} failed")]
+    Io {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent did not answer 200.
+    #[error("{url}: {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status line.
+        status: String,
+    },
+}
+
+/// The JSON summary of the agent at `base` (e.g. `http://127.0.0.1:9464`): a minimal HTTP/1.0
+/// GET, enough to talk to our own server without a client library.
+pub fn fetch(base: &str) -> Result<String, FetchError> {
+    use std::io::{Read as _, Write as _};
+    let url = format!("{}/api/v1/summary", base.trim_end_matches('/'));
+    let io = |source| FetchError::Io {
+        url: url.clone(),
+        source,
+    };
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .ok_or_else(|| FetchError::Url(base.to_owned()))?;
+    let mut stream = std::net::TcpStream::connect(host).map_err(io)?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(io)?;
+    write!(
+        stream,
+        "GET /api/v1/summary HTTP/1.0\r\nHost: {host}\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(io)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default();
+    if status.split(' ').nth(1) != Some("200") {
+        return Err(FetchError::Status {
+            url,
+            status: status.to_owned(),
+        });
+    }
+    Ok(body.to_owned())
 }
 
 #[cfg(test)]

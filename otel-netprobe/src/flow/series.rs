@@ -1,68 +1,197 @@
 //! Aggregation of flows into series of a reduced attribute set, under a cardinality budget.
 //!
-//! Both exporters render the same [`SeriesSets`] of a snapshot, computed once, on first use.
+//! One read cycle names every flow's ends once ([`Named`]); each budget then groups the flows
+//! into series ([`SeriesSet`]: the series' attributes and, per flow, its series), and the metric
+//! modules sum their values over that grouping ([`SeriesSet::counter`],
+//! [`SeriesSet::histogram`]), so every flow metric of a budget has the same series.
+//!
 //! The budget is sticky, as OpenTelemetry's cardinality limit is: an attribute set admitted
 //! once keeps its series while its flows live; new sets are admitted (busiest first) while
 //! fewer than `max_series` exist, and the rest are added up in one series marked
 //! `otel.metric.overflow=true`. A set whose flows are all gone stops being reported.
 
-use std::sync::Mutex;
-
-use netprobe_ebpf::SIZE_BUCKETS;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use super::{
-    FlowView, Lookups,
+    Ends, FlowView, Lookups,
     attrs::{FlowAttr, Plan, SeriesKey},
 };
-use crate::k8s::naming::{Naming, Peer};
+use crate::{
+    export::names::Metric,
+    frame::{Attrs, Family, Histogram, Value},
+    k8s::naming::{Naming, Peer},
+};
 
-/// Attribute set of one series, in label order.
-pub type Labels = Vec<(&'static str, String)>;
+pub use crate::frame::Labels;
 
 /// The attribute marking the overflow series.
 pub const OVERFLOW: &str = "otel.metric.overflow";
 
-/// Aggregated counts of one series.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SeriesCounts {
-    /// Packets.
-    pub packets: u64,
-    /// IP bytes.
-    pub bytes: u64,
-    /// Packets per size bucket.
-    pub buckets: [u64; SIZE_BUCKETS],
+/// The flows of one cycle with both ends named, once, when anything needs the names (an
+/// attribute set or the namespace filter).
+pub struct Named<'a> {
+    /// The flows.
+    pub flows: &'a [FlowView],
+    /// How they are named.
+    pub naming: &'a Naming,
+    /// Per flow: its named ends (`None`: nothing needs them).
+    pub ends: Option<Vec<Ends<'a>>>,
+    /// Per flow: whether the namespace filter keeps it (`None`: no filter).
+    pub kept: Option<Vec<bool>>,
+    /// How the ends were named.
+    pub lookups: Lookups,
+    /// Flows the namespace filter leaves out.
+    pub filtered_flows: u64,
 }
 
-impl SeriesCounts {
-    fn add(&mut self, f: &FlowView) {
-        self.packets += f.packets;
-        self.bytes += f.bytes;
-        for (t, b) in self.buckets.iter_mut().zip(f.size_buckets) {
-            *t += b;
+impl<'a> Named<'a> {
+    /// Names the ends of `flows` if `needed` (or the namespace filter asks for it).
+    pub fn new(flows: &'a [FlowView], naming: &'a Naming, needed: bool) -> Self {
+        let filter = naming.rules.filters();
+        let mut named = Self {
+            flows,
+            naming,
+            ends: None,
+            kept: None,
+            lookups: Lookups::default(),
+            filtered_flows: 0,
+        };
+        if !(needed || filter) {
+            return named;
         }
+        let ends: Vec<Ends<'a>> = flows.iter().map(|f| super::ends(f, naming)).collect();
+        for e in &ends {
+            for p in [e.src, e.dst] {
+                match p {
+                    Peer::External(_) => named.lookups.external += 1,
+                    Peer::Unknown => named.lookups.unknown += 1,
+                    _ => named.lookups.found += 1,
+                }
+            }
+        }
+        if filter {
+            let kept: Vec<bool> = ends.iter().map(|e| naming.keep(e.src, e.dst)).collect();
+            named.filtered_flows = kept.iter().filter(|k| !**k).count() as u64;
+            named.kept = Some(kept);
+        }
+        named.ends = Some(ends);
+        named
     }
 
-    fn merge(&mut self, o: &SeriesCounts) {
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-        for (t, b) in self.buckets.iter_mut().zip(o.buckets) {
-            *t += b;
-        }
+    fn kept(&self, i: usize) -> bool {
+        self.kept.as_ref().is_none_or(|k| k[i])
     }
 }
 
-/// The series of one metric family.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The series of one budget: their attributes, and which series each flow adds to.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SeriesSet {
-    /// Series in a stable order, the overflow series (if any) last.
-    pub series: Vec<(Labels, SeriesCounts)>,
+    /// Attributes of each series in a stable order, the overflow series (if any) last.
+    pub series: Vec<Attrs>,
+    /// Per flow (in the order of [`Named::flows`]): its series, or [`SeriesSet::LEFT_OUT`].
+    pub of_flow: Vec<u32>,
     /// Flows counted in the overflow series.
     pub overflow_flows: u64,
-    /// Flows left out by the namespace filter.
-    pub filtered_flows: u64,
-    /// How the flows' ends were named (zero when the attributes name no end).
-    pub lookups: Lookups,
+}
+
+impl SeriesSet {
+    /// The series of a flow the namespace filter leaves out.
+    pub const LEFT_OUT: u32 = u32::MAX;
+
+    /// Per series, the sum of `value` over its flows.
+    pub fn sums(&self, flows: &[FlowView], value: impl Fn(&FlowView) -> u64) -> Vec<u64> {
+        let mut out = vec![0u64; self.series.len()];
+        for (f, &s) in flows.iter().zip(&self.of_flow) {
+            if let Some(t) = out.get_mut(s as usize) {
+                *t += value(f);
+            }
+        }
+        out
+    }
+
+    /// A counter family: one point per series, the sum of `value` over its flows.
+    pub fn counter(
+        &self,
+        metric: &'static Metric,
+        flows: &[FlowView],
+        value: impl Fn(&FlowView) -> u64,
+    ) -> Family {
+        let mut family = Family::new(metric);
+        family.totals_by = Some(&[]);
+        family.points.reserve_exact(self.series.len());
+        for (a, v) in self.series.iter().zip(self.sums(flows, value)) {
+            family.push_shared(a.clone(), Value::Int(v));
+        }
+        family
+    }
+
+    /// A counter family whose points also carry `extra` attributes: `value` reports each part
+    /// of a flow's count with its extra attribute values (a flow's drops per reason, say); one
+    /// point per series and values, in a stable order.
+    pub fn counter_by(
+        &self,
+        metric: &'static Metric,
+        flows: &[FlowView],
+        extra: &'static [&'static str],
+        value: impl Fn(&FlowView, &mut dyn FnMut(&[&str], u64)),
+    ) -> Family {
+        let mut sums = std::collections::BTreeMap::<(u32, Vec<String>), u64>::new();
+        for (f, &s) in flows.iter().zip(&self.of_flow) {
+            if (s as usize) < self.series.len() {
+                value(f, &mut |values, n| {
+                    debug_assert_eq!(values.len(), extra.len(), "{}", metric.otlp);
+                    let key = values.iter().map(|v| (*v).to_owned()).collect();
+                    *sums.entry((s, key)).or_default() += n;
+                });
+            }
+        }
+        let mut family = Family::new(metric);
+        family.totals_by = Some(extra);
+        for ((s, values), n) in sums {
+            let mut labels = self.series[s as usize].to_vec();
+            labels.extend(extra.iter().copied().zip(values));
+            family.push(labels, Value::Int(n));
+        }
+        family
+    }
+
+    /// A histogram family with `bounds`: one point per series, adding up each flow's bucket
+    /// counts (`bounds.len() + 1` of them) and sum, as `value` gives them.
+    pub fn histogram<'f>(
+        &self,
+        metric: &'static Metric,
+        bounds: &'static [f64],
+        flows: &'f [FlowView],
+        value: impl Fn(&'f FlowView) -> (&'f [u64], f64),
+    ) -> Family {
+        let width = bounds.len() + 1;
+        let mut counts = vec![0u64; self.series.len() * width];
+        let mut sums = vec![0f64; self.series.len()];
+        for (f, &s) in flows.iter().zip(&self.of_flow) {
+            let s = s as usize;
+            if s >= sums.len() {
+                continue;
+            }
+            let (buckets, sum) = value(f);
+            for (t, b) in counts[s * width..(s + 1) * width].iter_mut().zip(buckets) {
+                *t += b;
+            }
+            sums[s] += sum;
+        }
+        let mut family = Family::new(metric);
+        family.totals_by = Some(&[]);
+        family.points.reserve_exact(self.series.len());
+        for ((a, c), sum) in self.series.iter().zip(counts.chunks_exact(width)).zip(sums) {
+            let h = Histogram {
+                bounds,
+                counts: c.into(),
+                sum,
+                count: c.iter().sum(),
+            };
+            family.push_shared(a.clone(), Value::Histogram(h));
+        }
+        family
+    }
 }
 
 /// One budget: an attribute set and a series cap, with the admitted sets.
@@ -70,7 +199,13 @@ pub struct SeriesSet {
 pub struct Budget {
     plan: Plan,
     max_series: usize,
-    admitted: FxHashSet<SeriesKey>,
+    /// Admitted sets and their attributes, formatted once on admission and kept (with their
+    /// renderings) while admitted.
+    admitted: FxHashMap<SeriesKey, Attrs>,
+    overflow: Attrs,
+    /// The previous build's grouping, kept for its allocation (a cycle reuses it rather than
+    /// growing a large table from nothing).
+    scratch: FxHashMap<SeriesKey, u32>,
 }
 
 impl Budget {
@@ -79,204 +214,171 @@ impl Budget {
         Self {
             plan: Plan::new(attrs),
             max_series,
-            admitted: FxHashSet::default(),
+            admitted: FxHashMap::default(),
+            overflow: Attrs::new(vec![(OVERFLOW, "true".to_owned())]),
+            scratch: FxHashMap::default(),
         }
     }
 
-    /// Aggregates `flows`, with ends named by `naming`, admitting new attribute sets while the
-    /// budget allows.
-    pub fn build(&mut self, flows: &[FlowView], naming: &Naming) -> SeriesSet {
-        let filter = naming.rules.filters();
-        let lookup = filter || self.plan.needs_peers();
-        let mut lookups = Lookups::default();
-        let mut filtered_flows = 0;
-        // Per attribute set: its counts and how many flows it adds up.
-        let mut agg: FxHashMap<SeriesKey, (SeriesCounts, u64)> = FxHashMap::default();
-        for f in flows {
-            let ends = lookup.then(|| super::attrs::ends(f, naming));
-            if let Some(super::Ends { src, dst, .. }) = ends {
-                for p in [src, dst] {
-                    match p {
-                        Peer::External(_) => lookups.external += 1,
-                        Peer::Unknown => lookups.unknown += 1,
-                        _ => lookups.found += 1,
-                    }
-                }
-                if filter && !naming.keep(src, dst) {
-                    filtered_flows += 1;
-                    continue;
-                }
+    /// Whether the attributes name flow ends (so [`Named`] must look them up).
+    pub fn needs_peers(&self) -> bool {
+        self.plan.needs_peers()
+    }
+
+    /// Groups the flows into series, admitting new attribute sets while the budget allows.
+    pub fn build(&mut self, named: &Named<'_>) -> SeriesSet {
+        let flows = named.flows;
+        // Per attribute set: its group; per group: bytes (to rank newcomers) and flows.
+        let mut groups = std::mem::take(&mut self.scratch);
+        groups.clear();
+        let mut totals: Vec<(u64, u64)> = Vec::with_capacity(groups.capacity());
+        let mut group_of = Vec::with_capacity(flows.len());
+        for (i, f) in flows.iter().enumerate() {
+            if !named.kept(i) {
+                group_of.push(SeriesSet::LEFT_OUT);
+                continue;
             }
-            let e = agg.entry(self.plan.key(f, naming, ends)).or_default();
-            e.0.add(f);
-            e.1 += 1;
+            let ends = named.ends.as_ref().map(|e| e[i]);
+            let key = self.plan.key(f, named.naming, ends);
+            let next = totals.len() as u32;
+            let g = *groups.entry(key).or_insert(next);
+            if g == next {
+                totals.push((0, 0));
+            }
+            totals[g as usize].0 += f.bytes;
+            totals[g as usize].1 += 1;
+            group_of.push(g);
         }
-        self.admitted.retain(|k| agg.contains_key(k));
-        let mut candidates: Vec<(&SeriesKey, &SeriesCounts)> = agg
+        let attrs_of_group = self.admit(&groups, &totals);
+        let mut kept: Vec<(&SeriesKey, u32)> = groups
             .iter()
-            .filter(|(k, _)| !self.admitted.contains(*k))
-            .map(|(k, (c, _))| (k, c))
+            .filter(|(_, g)| attrs_of_group[**g as usize].is_some())
+            .map(|(k, g)| (k, *g))
             .collect();
+        kept.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let overflow = kept.len() as u32;
+        let mut series_of_group = vec![overflow; totals.len()];
+        let mut series: Vec<Attrs> = Vec::with_capacity(kept.len() + 1);
+        for (s, (_, g)) in kept.iter().enumerate() {
+            series_of_group[*g as usize] = s as u32;
+            series.extend(attrs_of_group[*g as usize].clone());
+        }
+        let overflow_flows: u64 = series_of_group
+            .iter()
+            .zip(&totals)
+            .filter(|(s, _)| **s == overflow)
+            .map(|(_, t)| t.1)
+            .sum();
+        if overflow_flows > 0 {
+            series.push(self.overflow.clone());
+        }
+        let of_flow = group_of
+            .into_iter()
+            .map(|g| {
+                series_of_group
+                    .get(g as usize)
+                    .copied()
+                    .unwrap_or(SeriesSet::LEFT_OUT)
+            })
+            .collect();
+        drop(kept);
+        self.scratch = groups;
+        SeriesSet {
+            series,
+            of_flow,
+            overflow_flows,
+        }
+    }
+
+    /// Forgets sets whose flows are gone, then admits newcomers, busiest first, while there
+    /// is room. Returns each group's attributes (`None`: over the budget).
+    fn admit(
+        &mut self,
+        groups: &FxHashMap<SeriesKey, u32>,
+        totals: &[(u64, u64)],
+    ) -> Vec<Option<Attrs>> {
+        self.admitted.retain(|k, _| groups.contains_key(k));
+        let mut attrs: Vec<Option<Attrs>> = vec![None; totals.len()];
+        let mut candidates: Vec<(&SeriesKey, u32)> = Vec::new();
+        for (k, g) in groups {
+            match self.admitted.get(k) {
+                Some(a) => attrs[*g as usize] = Some(a.clone()),
+                None => candidates.push((k, *g)),
+            }
+        }
         let room = self.max_series.saturating_sub(self.admitted.len());
         if candidates.len() > room {
-            // Busiest first; ties broken by identity, so the choice is deterministic.
-            candidates
-                .sort_unstable_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(b.0)));
-        }
-        let newcomers: Vec<SeriesKey> = candidates
-            .iter()
-            .take(room)
-            .map(|(k, _)| (*k).clone())
-            .collect();
-        self.admitted.extend(newcomers);
-        let mut kept: Vec<(SeriesKey, SeriesCounts)> = Vec::with_capacity(agg.len());
-        let mut overflow = SeriesCounts::default();
-        let mut overflow_flows = 0;
-        for (k, (c, n)) in agg {
-            if self.admitted.contains(&k) {
-                kept.push((k, c));
-            } else {
-                overflow.merge(&c);
-                overflow_flows += n;
+            // Busiest first; ties broken by identity, so the choice is deterministic. Only the
+            // `room` busiest are needed: no sorting of the rest (often all of them).
+            let busiest = |a: &(&SeriesKey, u32), b: &(&SeriesKey, u32)| {
+                let bytes = |g: u32| totals[g as usize].0;
+                bytes(b.1).cmp(&bytes(a.1)).then_with(|| a.0.cmp(b.0))
+            };
+            if room > 0 {
+                candidates.select_nth_unstable_by(room - 1, busiest);
             }
+            candidates.truncate(room);
         }
-        kept.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut out = SeriesSet {
-            series: kept
-                .into_iter()
-                .map(|(k, c)| (self.plan.labels(&k), c))
-                .collect(),
-            overflow_flows,
-            filtered_flows,
-            lookups,
-        };
-        if overflow_flows > 0 {
-            out.series
-                .push((vec![(OVERFLOW, "true".to_owned())], overflow));
+        for (k, g) in candidates {
+            let a = Attrs::new(self.plan.labels(k));
+            self.admitted.insert(k.clone(), a.clone());
+            attrs[g as usize] = Some(a);
         }
-        out
+        attrs
     }
 }
 
-/// The budgets of the flow metrics: packets and bytes share one; the size histogram (ten
-/// series per set) has its own.
+/// The budgets of the flow metrics: packets and bytes share one; the size histogram has its
+/// own when its attributes differ.
 #[derive(Debug)]
 pub struct Budgets {
     /// `netprobe.flow.packets` and `netprobe.flow.bytes`.
-    pub flows: Mutex<Budget>,
+    pub flows: Budget,
     /// `netprobe.packet.size`; `None`: the same attributes and cap as the flows (the default),
-    /// so one aggregation serves all three metrics.
-    pub sizes: Option<Mutex<Budget>>,
+    /// so one grouping serves all three metrics.
+    pub sizes: Option<Budget>,
 }
 
 impl Default for Budgets {
     /// The standalone attributes, 2000 series.
     fn default() -> Self {
         Self {
-            flows: Mutex::new(Budget::new(FlowAttr::parse_all(FlowAttr::STANDALONE), 2000)),
+            flows: Budget::new(FlowAttr::parse_all(FlowAttr::STANDALONE), 2000),
             sizes: None,
         }
     }
 }
 
-/// The series sets of one snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The series sets of one cycle.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SeriesSets {
     /// For `netprobe.flow.packets` and `netprobe.flow.bytes`.
     pub flows: SeriesSet,
-    /// For `netprobe.packet.size`.
-    pub sizes: SeriesSet,
+    /// For `netprobe.packet.size`, when its budget is its own.
+    pub own_sizes: Option<SeriesSet>,
+}
+
+impl SeriesSets {
+    /// The set of `netprobe.packet.size`.
+    pub fn sizes(&self) -> &SeriesSet {
+        self.own_sizes.as_ref().unwrap_or(&self.flows)
+    }
 }
 
 impl Budgets {
-    /// Builds both sets for `flows`, with ends named by `naming`.
-    pub fn build(&self, flows: &[FlowView], naming: &Naming) -> SeriesSets {
-        let lock = |m: &Mutex<Budget>| {
-            m.lock()
-                .map(|mut b| b.build(flows, naming))
-                .unwrap_or_default()
-        };
-        let flow_set = lock(&self.flows);
-        let sizes = self.sizes.as_ref().map_or_else(|| flow_set.clone(), lock);
+    /// Whether any budget's attributes name flow ends.
+    pub fn needs_peers(&self) -> bool {
+        self.flows.needs_peers() || self.sizes.as_ref().is_some_and(Budget::needs_peers)
+    }
+
+    /// Groups the flows for every budget.
+    pub fn build(&mut self, named: &Named<'_>) -> SeriesSets {
         SeriesSets {
-            flows: flow_set,
-            sizes,
+            flows: self.flows.build(named),
+            own_sizes: self.sizes.as_mut().map(|b| b.build(named)),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use netprobe_ebpf::FlowKey;
-
-    use super::*;
-    use crate::export::names::attr;
-
-    fn flow(src: u8, dport: u16, bytes: u64) -> FlowView {
-        let key = FlowKey {
-            src_addr: [u32::from_ne_bytes([10, 0, 0, src]), 0, 0, 0],
-            dst_addr: [u32::from_ne_bytes([10, 0, 0, 100]), 0, 0, 0],
-            src_port: 40000u16.to_be(),
-            dst_port: dport.to_be(),
-            protocol: 17,
-            ip_version: 4,
-            pad: [0; 2],
-        };
-        let mut b = [0; SIZE_BUCKETS];
-        b[5] = 1;
-        FlowView::new(&key, bytes, b, 0, (0, 0))
-    }
-
-    #[test]
-    fn over_budget_goes_to_one_overflow_series_and_admission_is_sticky() {
-        let mut b = Budget::new(FlowAttr::parse_all(FlowAttr::STANDALONE), 2);
-        let flows = vec![
-            flow(1, 53, 100),
-            flow(2, 53, 300),
-            flow(3, 53, 200),
-            flow(4, 53, 50),
-        ];
-        let s = b.build(&flows, &Naming::standalone());
-        assert_eq!(s.series.len(), 3, "{s:?}");
-        // The two busiest sets got series; the other two add up in the overflow series.
-        let overflow = s.series.iter().find(|(l, _)| l[0].0 == OVERFLOW).unwrap();
-        assert_eq!((overflow.1.packets, overflow.1.bytes), (2, 150));
-        assert_eq!(s.overflow_flows, 2);
-        // A newcomer busier than all keeps to overflow: admitted sets stay.
-        let mut more = flows.clone();
-        more.push(flow(5, 53, 10_000));
-        let s = b.build(&more, &Naming::standalone());
-        let overflow = s.series.iter().find(|(l, _)| l[0].0 == OVERFLOW).unwrap();
-        assert_eq!(overflow.1.bytes, 10_150);
-        // When an admitted set's flows are gone, its place goes to the busiest newcomer.
-        let fewer: Vec<FlowView> = more.into_iter().filter(|f| f.bytes != 300).collect();
-        let s = b.build(&fewer, &Naming::standalone());
-        assert!(
-            s.series
-                .iter()
-                .any(|(l, c)| l[0].1 == "10.0.0.5" && c.bytes == 10_000)
-        );
-    }
-
-    #[test]
-    fn fewer_attributes_fewer_series() {
-        let mut b = Budget::new(
-            vec![FlowAttr::DestinationAddress, FlowAttr::ServerPort],
-            100,
-        );
-        let s = b.build(
-            &[flow(1, 53, 100), flow(2, 53, 300), flow(3, 80, 200)],
-            &Naming::standalone(),
-        );
-        assert_eq!(s.series.len(), 2);
-        assert_eq!(
-            s.series[0].0,
-            vec![
-                (attr::DESTINATION_ADDRESS, "10.0.0.100".into()),
-                (attr::DESTINATION_PORT, "53".into())
-            ]
-        );
-        assert_eq!(s.series[0].1.bytes, 400);
-        assert_eq!(s.overflow_flows, 0);
-    }
-}
+mod tests;

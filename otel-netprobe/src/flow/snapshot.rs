@@ -1,15 +1,15 @@
-//! The immutable view of all flows that the exporters read.
+//! Flows decoded for people and exporters, what a read cycle found, and the immutable
+//! snapshot the exporters read.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::{Arc, OnceLock},
     time::SystemTime,
 };
 
 use netprobe_ebpf::{Counter, FlowKey, SIZE_BUCKETS, parse::proto, tcp_flags};
 
-use super::{Budgets, FlowTable, SeriesSets};
-use crate::{k8s::naming::Naming, telemetry::Health};
+use super::FlowTable;
+use crate::{export::summary::Summary, frame::Frame, telemetry::Health};
 
 /// Transport protocol of a flow, as named in `network.transport`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,7 +174,37 @@ impl GlobalCounters {
     }
 }
 
-/// Everything the exporters need, taken at one instant and never changed afterwards.
+/// What one read cycle found, before naming and aggregation.
+#[derive(Clone, Debug, Default)]
+pub struct Reading {
+    /// Every tracked flow with its cumulative counts.
+    pub flows: Vec<FlowView>,
+    /// The kernel's global counters.
+    pub counters: GlobalCounters,
+    /// The reader's figures (the aggregator adds the interfaces and Kubernetes).
+    pub health: Health,
+}
+
+/// Every flow of `table`, decoded.
+pub fn flows_of(table: &FlowTable) -> Vec<FlowView> {
+    table
+        .records
+        .iter()
+        .map(|(k, r)| {
+            let t = r.totals();
+            FlowView::new(
+                k,
+                t.bytes,
+                t.buckets,
+                t.tcp_flags(),
+                (r.first_seen_ns, r.last_seen_ns),
+            )
+        })
+        .collect()
+}
+
+/// Everything the exporters need, taken at one instant, finished before it is published and
+/// never changed afterwards.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Wall-clock time the snapshot was taken.
@@ -183,68 +213,25 @@ pub struct Snapshot {
     pub flows: Vec<FlowView>,
     /// Kernel global counters.
     pub counters: GlobalCounters,
-    /// The agent's own health.
+    /// What the reader saw.
     pub health: Health,
-    /// The cardinality budgets the series are built under (shared by all snapshots).
-    pub budgets: Arc<Budgets>,
-    /// The series of the flow metrics, built on first use.
-    pub series: OnceLock<Arc<SeriesSets>>,
-    /// Names flow ends (the Kubernetes index of the moment, or nothing standalone).
-    pub naming: Naming,
+    /// The metric families every exporter renders.
+    pub frame: Frame,
+    /// The traffic summary (`/api/v1/summary`, `otel-netprobe summary`).
+    pub summary: Summary,
 }
 
 impl Snapshot {
     /// An empty snapshot (before the first read).
     pub fn empty() -> Self {
+        let frame = Frame::empty();
         Self {
-            taken_at: SystemTime::now(),
+            taken_at: frame.taken_at,
             flows: Vec::new(),
             counters: GlobalCounters::default(),
             health: Health::default(),
-            budgets: Arc::default(),
-            series: OnceLock::new(),
-            naming: Naming::standalone(),
-        }
-    }
-
-    /// The flow metrics' series (both exporters render these: they agree by construction).
-    pub fn series(&self) -> Arc<SeriesSets> {
-        Arc::clone(
-            self.series
-                .get_or_init(|| Arc::new(self.budgets.build(&self.flows, &self.naming))),
-        )
-    }
-
-    /// Builds a snapshot of `table`.
-    pub fn of(
-        table: &FlowTable,
-        counters: GlobalCounters,
-        health: Health,
-        budgets: Arc<Budgets>,
-        naming: Naming,
-    ) -> Self {
-        let flows = table
-            .records
-            .iter()
-            .map(|(k, r)| {
-                let t = r.totals();
-                FlowView::new(
-                    k,
-                    t.bytes,
-                    t.buckets,
-                    t.tcp_flags(),
-                    (r.first_seen_ns, r.last_seen_ns),
-                )
-            })
-            .collect();
-        Self {
-            taken_at: SystemTime::now(),
-            flows,
-            counters,
-            health,
-            budgets,
-            series: OnceLock::new(),
-            naming,
+            frame,
+            summary: Summary::default(),
         }
     }
 }

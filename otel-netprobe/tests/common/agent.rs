@@ -28,6 +28,8 @@ pub fn start_with(
     cfg.flows.capacity = 65_536;
     cfg.flows.capacity_ipv6 = 16_384;
     cfg.interfaces.overrides = overrides;
+    // The HTTP server listens in the lab namespace, on a port of its own.
+    cfg.http.listen = ([127, 0, 0, 1], 0).into();
     // Never pick up a kubeconfig of the machine running the tests: a test that wants the
     // Kubernetes API points k8s.kubeconfig at its own server.
     cfg.k8s.mode = K8sMode::Standalone;
@@ -46,6 +48,15 @@ pub fn wait_attached(agent: &Agent, n: usize) -> std::sync::Arc<Snapshot> {
         snap.health.interfaces
     );
     snap
+}
+
+/// `GET /metrics` of an agent listening at `addr` inside `ns`.
+pub fn metrics_text(ns: &Netns, addr: std::net::SocketAddr) -> String {
+    let (status, body) = ns
+        .run(move || super::backends::http_get(&format!("http://{addr}/metrics")))
+        .expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// A flow selector.
@@ -94,10 +105,15 @@ pub fn wait_flow(agent: &Agent, sel: Sel<'_>, packets: u64) -> FlowView {
         "flow {sel:?} did not reach {packets} packets: {found:?}"
     );
     assert_eq!(found.len(), 1, "one flow expected for {sel:?}: {found:?}");
-    // One more read cycle: a late double count would show now.
+    // Two more read cycles: a late double count would show now.
     let cycles = snap.health.read_cycles_total;
-    let (snap, _) = agent.wait_for(super::patient(Duration::from_secs(5)), |s| {
+    let (snap, ok) = agent.wait_for(super::patient(Duration::from_secs(20)), |s| {
         s.health.read_cycles_total >= cycles + 2
     });
+    assert!(
+        ok,
+        "the reader stopped at cycle {}",
+        snap.health.read_cycles_total
+    );
     flows(&snap, sel).remove(0)
 }

@@ -1,6 +1,7 @@
 //! Real metric backends for end-to-end tests: VictoriaMetrics (receives OTLP/HTTP) and
 //! Prometheus (scrapes a target), each a child process on a free 127.0.0.1 port with its data in
-//! a temporary directory; both are killed and cleaned up on drop. `make setup` installs them into
+//! a temporary directory, in this namespace or in a lab namespace (where the agent under test
+//! runs: its loopback is the lab's); both are killed and cleaned up on drop. `make setup` installs them into
 //! `$NETPROBE_TOOLS_DIR/bin` (default `~/.cache/otel-netprobe/bin`).
 //!
 //! HTTP is a minimal blocking HTTP/1.0 client over `TcpStream`, meant for loopback only.
@@ -92,24 +93,31 @@ struct Backend {
     url: String,
     child: Child,
     dir: PathBuf,
+    /// The network namespace it runs in (`None`: this process's).
+    ns: Option<String>,
 }
 
 impl Backend {
     /// Runs `tool(name)` with the arguments `args(dir, listen_addr)` and waits until
     /// `GET ready_path` answers 200. Should the process exit early (most likely because its
     /// port was taken meanwhile), it is retried twice on fresh ports.
-    fn start(name: &str, ready_path: &str, args: impl Fn(&str, &str) -> Vec<String>) -> Self {
+    fn start(
+        ns: Option<&str>,
+        name: &str,
+        ready_path: &str,
+        args: impl Fn(&str, &str) -> Vec<String>,
+    ) -> Self {
         let dir = std::env::temp_dir().join(super::unique(name));
         fs::create_dir_all(&dir).expect("create backend dir");
         let dir_str = dir.to_str().expect("utf-8 temp dir");
         let spawn = |addr: &str| {
             let log = File::create(dir.join("log")).expect("create log");
-            let child = Command::new(tool(name))
-                .args(args(dir_str, addr))
+            let mut cmd = Command::new(tool(name));
+            cmd.args(args(dir_str, addr))
                 .current_dir(&dir)
                 .stdout(log.try_clone().expect("dup log"))
-                .stderr(log)
-                .spawn()
+                .stderr(log);
+            let child = super::within(ns, move || cmd.spawn())
                 .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
             (child, format!("http://{addr}"))
         };
@@ -118,9 +126,10 @@ impl Backend {
             url,
             child,
             dir: dir.clone(),
+            ns: ns.map(str::to_owned),
         };
         let (deadline, mut retries) = (Instant::now() + STARTUP, 2);
-        while !matches!(http_get(&format!("{}{ready_path}", b.url)), Ok((200, _))) {
+        while !matches!(b.get(ready_path), Ok((200, _))) {
             let exited = b.child.try_wait().expect("try_wait");
             assert!(
                 Instant::now() < deadline && (exited.is_none() || retries > 0),
@@ -136,6 +145,25 @@ impl Backend {
         b
     }
 
+    /// `GET` a path of this backend, from its namespace.
+    fn get(&self, path: &str) -> io::Result<(u16, String)> {
+        let url = format!("{}{path}", self.url);
+        super::within(self.ns.as_deref(), move || http_get(&url))
+    }
+
+    /// `POST` to a path of this backend, from its namespace.
+    fn post(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> io::Result<(u16, String)> {
+        let url = format!("{}{path}", self.url);
+        super::within(self.ns.as_deref(), move || {
+            http_post(&url, content_type, &body)
+        })
+    }
+
     /// The process's output so far.
     fn log(&self) -> String {
         fs::read_to_string(self.dir.join("log")).unwrap_or_default()
@@ -143,8 +171,10 @@ impl Backend {
 
     /// Runs an instant PromQL query (Prometheus HTTP API) and returns `data.result`.
     fn query(&self, promql: &str) -> Value {
-        let url = format!("{}/api/v1/query?query={}", self.url, url_encode(promql));
-        let (status, body) = http_get(&url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let path = format!("/api/v1/query?query={}", url_encode(promql));
+        let (status, body) = self
+            .get(&path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
         assert!(
             status == 200 && v["status"] == "success",
@@ -213,11 +243,17 @@ pub struct VictoriaMetrics {
 }
 
 impl VictoriaMetrics {
-    /// Starts it and waits for `/health`. OTLP metric names and labels are converted to
-    /// Prometheus naming (`a.b` with unit `By` and a monotonic sum becomes `a_b_bytes_total`);
-    /// samples are queryable as soon as they are flushed (no latency offset, no response cache).
+    /// Starts it in this namespace and waits for `/health`. OTLP metric names and labels are
+    /// converted to Prometheus naming (`a.b` with unit `By` and a monotonic sum becomes
+    /// `a_b_bytes_total`); samples are queryable as soon as they are flushed (no latency
+    /// offset, no response cache).
     pub fn start() -> Self {
-        let backend = Backend::start("victoria-metrics", "/health", |dir, addr| {
+        Self::start_in(None)
+    }
+
+    /// As [`Self::start`], inside the named network namespace (`None`: this one).
+    pub fn start_in(ns: Option<&str>) -> Self {
+        let backend = Backend::start(ns, "victoria-metrics", "/health", |dir, addr| {
             vec![
                 format!("-storageDataPath={dir}/data"),
                 format!("-httpListenAddr={addr}"),
@@ -245,14 +281,23 @@ impl VictoriaMetrics {
 
     /// Imports Prometheus text exposition lines (timestamped now unless given).
     pub fn import_prometheus(&self, text: &str) {
-        let url = format!("{}/api/v1/import/prometheus", self.url);
-        let r = http_post(&url, "text/plain", text.as_bytes());
+        let r = self.backend.post(
+            "/api/v1/import/prometheus",
+            "text/plain",
+            text.as_bytes().to_vec(),
+        );
         assert!(matches!(r, Ok((204, _))), "import: {r:?}");
+    }
+
+    /// Posts an OTLP/HTTP request body (protobuf, uncompressed) as a collector would forward it.
+    pub fn post_otlp(&self, body: Vec<u8>) -> io::Result<(u16, String)> {
+        self.backend
+            .post("/opentelemetry/v1/metrics", "application/x-protobuf", body)
     }
 
     /// Makes everything ingested so far searchable (`/internal/force_flush`).
     pub fn flush(&self) {
-        let r = http_get(&format!("{}/internal/force_flush", self.url));
+        let r = self.backend.get("/internal/force_flush");
         assert!(matches!(r, Ok((200, _))), "force_flush: {r:?}");
     }
 
@@ -287,7 +332,12 @@ impl Prometheus {
     /// about 5 s later (Prometheus 2.53 throttles target discovery to 5 s, with no flag to change
     /// it), so give the first `wait_query` at least 15 s.
     pub fn start(scrape_target: &str, scrape_interval: &str) -> Self {
-        let backend = Backend::start("prometheus", "/-/ready", |dir, addr| {
+        Self::start_in(None, scrape_target, scrape_interval)
+    }
+
+    /// As [`Self::start`], inside the named network namespace (`None`: this one).
+    pub fn start_in(ns: Option<&str>, scrape_target: &str, scrape_interval: &str) -> Self {
+        let backend = Backend::start(ns, "prometheus", "/-/ready", |dir, addr| {
             let config = format!(
                 "global:\n  scrape_interval: {scrape_interval}\nscrape_configs:\n  - job_name: netprobe\n    static_configs:\n      - targets: ['{scrape_target}']\n"
             );
@@ -308,7 +358,7 @@ impl Prometheus {
     /// target labels, `rule_files`, evaluation interval).
     pub fn start_with_config(config: &str) -> Self {
         let config = config.to_owned();
-        let backend = Backend::start("prometheus", "/-/ready", move |dir, addr| {
+        let backend = Backend::start(None, "prometheus", "/-/ready", move |dir, addr| {
             fs::write(format!("{dir}/prometheus.yml"), &config).expect("write prometheus.yml");
             vec![
                 format!("--config.file={dir}/prometheus.yml"),

@@ -11,10 +11,12 @@
 pub mod agent;
 pub mod apiserver;
 pub mod backends;
+pub mod binary;
 pub mod certs;
 pub mod cluster;
 pub mod kernel;
 pub mod packets;
+pub mod proxy;
 pub mod traffic;
 pub mod vm;
 
@@ -97,13 +99,7 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered this namespace; sockets it creates stay in it.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            enter(&path);
-            f()
-        })
-        .join()
-        .expect("thread in namespace panicked")
+        within(Some(&self.name), f)
     }
 
     /// Spawns a long-lived thread in this namespace.
@@ -117,6 +113,19 @@ impl Netns {
             f()
         })
     }
+}
+
+/// Runs `f` on a thread inside the named namespace (`None`: in this thread's), so the sockets
+/// and processes it creates live there.
+pub fn within<T: Send + 'static>(ns: Option<&str>, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let Some(name) = ns else { return f() };
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        enter(&path);
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 /// Moves the calling thread into the namespace at `path`.

@@ -187,7 +187,7 @@ pub fn validate(objects: &[&Value], version: &str) -> Vec<String> {
 /// the metric's kind.
 pub fn series_names(m: &Metric) -> Vec<String> {
     match m.kind {
-        "histogram" => ["_bucket", "_sum", "_count"]
+        otel_netprobe::export::names::Kind::Histogram => ["_bucket", "_sum", "_count"]
             .iter()
             .map(|s| format!("{}{s}", m.prometheus))
             .collect(),

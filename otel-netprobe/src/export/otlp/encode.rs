@@ -1,14 +1,14 @@
-//! Snapshot → `ExportMetricsServiceRequest`: the catalogue as OTLP data points.
+//! Metric families → `ExportMetricsServiceRequest`, generically: each family's catalogue entry
+//! gives its name, unit and kind (counter → cumulative monotonic `Sum`, gauge → `Gauge`,
+//! histogram → cumulative `Histogram` with each point's own bounds).
 //!
-//! Built by hand from the kernel's own buckets: the OpenTelemetry SDK has no observable
-//! histogram and its data-point types cannot be constructed outside it, and replaying one
-//! `record()` per packet would cost O(packets). Flow series are the snapshot's (the same the
-//! Prometheus text renders), agent series the same list (`health`), so the two views of one
-//! snapshot agree exactly.
+//! Built by hand: the OpenTelemetry SDK has no observable histogram and its data-point types
+//! cannot be constructed outside it, and replaying one `record()` per packet would cost
+//! O(packets). The Prometheus text renders the same families, so the two views of one frame
+//! agree exactly.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use netprobe_ebpf::SIZE_BUCKET_BOUNDS;
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
@@ -20,11 +20,8 @@ use opentelemetry_proto::tonic::{
 };
 
 use crate::{
-    export::{
-        health,
-        names::{self, Metric as Catalogue},
-    },
-    flow::{SeriesCounts, Snapshot},
+    export::names::Kind,
+    frame::{Family, Point, Value},
 };
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -47,25 +44,7 @@ fn attrs(labels: &[(&str, String)]) -> Vec<KeyValue> {
     labels.iter().map(|(k, v)| kv(k, v)).collect()
 }
 
-fn metric(m: &Catalogue, data: Data) -> Metric {
-    Metric {
-        name: m.otlp.to_owned(),
-        description: m.help.to_owned(),
-        unit: m.unit.to_owned(),
-        data: Some(data),
-        ..Metric::default()
-    }
-}
-
-fn cumulative_sum(points: Vec<NumberDataPoint>) -> Data {
-    Data::Sum(Sum {
-        data_points: points,
-        aggregation_temporality: AggregationTemporality::Cumulative as i32,
-        is_monotonic: true,
-    })
-}
-
-/// Encodes snapshots for one agent: its resource and its start time (the start of every
+/// Encodes frames for one agent: its resource and its start time (the start of every
 /// cumulative series).
 pub struct Encoder {
     resource: Resource,
@@ -87,88 +66,15 @@ impl Encoder {
     }
 
     /// The protobuf bytes of [`Encoder::request`], written directly (what is sent).
-    pub fn encode(&self, snap: &Snapshot) -> Vec<u8> {
-        super::wire::request(snap, &self.pairs, self.start_ns, unix_ns(snap.taken_at))
+    pub fn encode(&self, families: &[&Family], at: SystemTime) -> Vec<u8> {
+        super::wire::request(families, &self.pairs, (self.start_ns, unix_ns(at)))
     }
 
-    /// The whole catalogue for `snap`, as a message tree (the reference the direct writer is
+    /// `families` as a message tree, points stamped `at` (the reference the direct writer is
     /// tested against).
-    pub fn request(&self, snap: &Snapshot) -> ExportMetricsServiceRequest {
-        let now = unix_ns(snap.taken_at);
-        let point = |attributes: Vec<KeyValue>, v: number_data_point::Value| NumberDataPoint {
-            attributes,
-            start_time_unix_nano: self.start_ns,
-            time_unix_nano: now,
-            value: Some(v),
-            ..NumberDataPoint::default()
-        };
-        let bounds: Vec<f64> = SIZE_BUCKET_BOUNDS.iter().map(|b| f64::from(*b)).collect();
-        let histogram = |attributes: Vec<KeyValue>, s: &SeriesCounts| HistogramDataPoint {
-            attributes,
-            start_time_unix_nano: self.start_ns,
-            time_unix_nano: now,
-            count: s.packets,
-            sum: Some(s.bytes as f64),
-            bucket_counts: s.buckets.to_vec(),
-            explicit_bounds: bounds.clone(),
-            ..HistogramDataPoint::default()
-        };
-        let sets = snap.series();
-        let series = &sets.flows.series;
-        // One attribute list per series, shared by the three metrics when they share the set.
-        let shared = snap.budgets.sizes.is_none();
-        let mut packets = Vec::with_capacity(series.len());
-        let mut bytes = Vec::with_capacity(series.len());
-        let mut sizes = Vec::with_capacity(sets.sizes.series.len());
-        for (labels, s) in series {
-            let a = attrs(labels);
-            packets.push(point(
-                a.clone(),
-                number_data_point::Value::AsInt(s.packets as i64),
-            ));
-            if shared {
-                bytes.push(point(
-                    a.clone(),
-                    number_data_point::Value::AsInt(s.bytes as i64),
-                ));
-                sizes.push(histogram(a, s));
-            } else {
-                bytes.push(point(a, number_data_point::Value::AsInt(s.bytes as i64)));
-            }
-        }
-        if !shared {
-            sizes.extend(
-                sets.sizes
-                    .series
-                    .iter()
-                    .map(|(l, s)| histogram(attrs(l), s)),
-            );
-        }
-        let mut metrics = vec![
-            metric(&names::FLOW_PACKETS, cumulative_sum(packets)),
-            metric(&names::FLOW_BYTES, cumulative_sum(bytes)),
-            metric(
-                &names::PACKET_SIZE,
-                Data::Histogram(Histogram {
-                    data_points: sizes,
-                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                }),
-            ),
-        ];
-        for (m, rows) in health::agent_series(snap) {
-            let points = rows
-                .iter()
-                .map(|(l, v)| point(attrs(l), number_data_point::Value::AsDouble(*v)))
-                .collect();
-            let data = if m.kind == "counter" {
-                cumulative_sum(points)
-            } else {
-                Data::Gauge(Gauge {
-                    data_points: points,
-                })
-            };
-            metrics.push(metric(m, data));
-        }
+    pub fn request(&self, families: &[&Family], at: SystemTime) -> ExportMetricsServiceRequest {
+        let now = unix_ns(at);
+        let metrics = families.iter().map(|f| self.metric(f, now)).collect();
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(self.resource.clone()),
@@ -185,119 +91,216 @@ impl Encoder {
             }],
         }
     }
+
+    fn metric(&self, f: &Family, now: u64) -> Metric {
+        let number = |p: &Point| {
+            let value = match p.value {
+                Value::Int(v) => number_data_point::Value::AsInt(v as i64),
+                Value::Double(v) => number_data_point::Value::AsDouble(v),
+                Value::Histogram(_) => unreachable!("a number point"),
+            };
+            NumberDataPoint {
+                attributes: attrs(&p.attrs),
+                start_time_unix_nano: self.start_ns,
+                time_unix_nano: now,
+                value: Some(value),
+                ..NumberDataPoint::default()
+            }
+        };
+        let histogram = |p: &Point| {
+            let Value::Histogram(h) = &p.value else {
+                unreachable!("a histogram point")
+            };
+            HistogramDataPoint {
+                attributes: attrs(&p.attrs),
+                start_time_unix_nano: self.start_ns,
+                time_unix_nano: now,
+                count: h.count,
+                sum: Some(h.sum),
+                bucket_counts: h.counts.to_vec(),
+                explicit_bounds: h.bounds.to_vec(),
+                ..HistogramDataPoint::default()
+            }
+        };
+        let data = match f.metric.kind {
+            Kind::Counter => Data::Sum(Sum {
+                data_points: f.points.iter().map(number).collect(),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            }),
+            Kind::Gauge => Data::Gauge(Gauge {
+                data_points: f.points.iter().map(number).collect(),
+            }),
+            Kind::Histogram => Data::Histogram(Histogram {
+                data_points: f.points.iter().map(histogram).collect(),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            }),
+        };
+        Metric {
+            name: f.metric.otlp.to_owned(),
+            description: f.metric.help.to_owned(),
+            unit: f.metric.unit.to_owned(),
+            data: Some(data),
+            ..Metric::default()
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
-    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as Number;
 
     use super::*;
-    use crate::flow::FlowView;
+    use crate::{
+        config::MetricsConfig,
+        flow::{FlowView, Reading, Snapshot},
+        metrics::Aggregator,
+        telemetry::Telemetry,
+    };
 
-    /// Every flow series in the OTLP request has the value the Prometheus text shows.
-    #[test]
-    fn otlp_and_prometheus_views_agree() {
-        let flows = (0..20u16)
+    /// `n` flows from 7 sources to 4 ports, UDP and TCP, under a budget of `max_series`.
+    fn snapshot(n: u16, max_series: usize) -> Snapshot {
+        let flows = (0..n)
             .map(|i| {
                 let key = FlowKey {
-                    src_addr: [u32::from(i % 4), 0, 0, 0],
+                    src_addr: [u32::from(i % 7), 0, 0, 0],
                     dst_addr: [9, 0, 0, 0],
                     src_port: (40000 + i).to_be(),
-                    dst_port: (80 + i % 3).to_be(),
-                    protocol: if i % 5 == 0 { 17 } else { 6 },
+                    dst_port: (80 + i % 4).to_be(),
+                    protocol: if i % 3 == 0 { 17 } else { 6 },
                     ip_version: 4,
                     pad: [0; 2],
                 };
                 let mut b = [0; SIZE_BUCKETS];
-                b[usize::from(i) % SIZE_BUCKETS] = u64::from(i) + 1;
-                FlowView::new(&key, u64::from(i) * 1000, b, 0, (0, 0))
+                b[usize::from(i) % SIZE_BUCKETS] = u64::from(i) * 1000 + 1;
+                FlowView::new(&key, u64::from(i) * 100_000, b, 0, (0, 0))
             })
             .collect();
-        let snap = Snapshot {
+        let budgets = MetricsConfig {
+            max_series,
+            ..MetricsConfig::default()
+        }
+        .budgets(false);
+        Aggregator::standalone(budgets).publish(Reading {
             flows,
-            ..Snapshot::empty()
+            ..Reading::default()
+        })
+    }
+
+    fn labels(attributes: &[KeyValue]) -> Vec<String> {
+        attributes
+            .iter()
+            .map(|kv| {
+                let Some(any_value::Value::StringValue(v)) =
+                    kv.value.as_ref().and_then(|v| v.value.clone())
+                else {
+                    panic!("string attribute")
+                };
+                format!("{}=\"{v}\"", kv.key.replace('.', "_"))
+            })
+            .collect()
+    }
+
+    /// Every data point of the OTLP request, in Prometheus text lines.
+    fn as_text(req: &ExportMetricsServiceRequest) -> Vec<String> {
+        let mut lines = Vec::new();
+        let braces = |l: &[String]| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", l.join(","))
+            }
         };
-        let text = crate::export::prometheus::render(&snap);
-        let req = Encoder::new(&[], SystemTime::now()).request(&snap);
-        let metrics = &req.resource_metrics[0].scope_metrics[0].metrics;
-        let Some(Data::Sum(packets)) = &metrics[0].data else {
-            panic!("sum")
-        };
-        assert_eq!(packets.data_points.len(), snap.series().flows.series.len());
-        for p in &packets.data_points {
-            let labels: Vec<String> = p
-                .attributes
+        for m in &req.resource_metrics[0].scope_metrics[0].metrics {
+            let entry = crate::export::names::ALL
                 .iter()
-                .map(|kv| {
-                    let Some(any_value::Value::StringValue(v)) =
-                        kv.value.as_ref().and_then(|v| v.value.clone())
-                    else {
-                        panic!("string attribute")
-                    };
-                    format!("{}=\"{v}\"", kv.key.replace('.', "_"))
-                })
-                .collect();
-            let Some(Value::AsInt(n)) = p.value else {
-                panic!("int")
+                .find(|c| c.otlp == m.name)
+                .expect("a catalogue metric");
+            let name = entry.prometheus;
+            let number = |p: &NumberDataPoint| match p.value {
+                Some(Number::AsInt(v)) => v.to_string(),
+                Some(Number::AsDouble(v)) => v.to_string(),
+                None => panic!("a value"),
             };
-            let line = format!("netprobe_flow_packets_total{{{}}} {n}\n", labels.join(","));
-            assert!(text.contains(&line), "{line} not in the text");
+            match &m.data {
+                Some(Data::Sum(s)) => lines.extend(
+                    s.data_points
+                        .iter()
+                        .map(|p| format!("{name}{} {}", braces(&labels(&p.attributes)), number(p))),
+                ),
+                Some(Data::Gauge(g)) => lines.extend(
+                    g.data_points
+                        .iter()
+                        .map(|p| format!("{name}{} {}", braces(&labels(&p.attributes)), number(p))),
+                ),
+                Some(Data::Histogram(h)) => {
+                    for p in &h.data_points {
+                        let l = labels(&p.attributes);
+                        let mut total = 0;
+                        for (i, c) in p.bucket_counts.iter().enumerate() {
+                            total += c;
+                            let le = p
+                                .explicit_bounds
+                                .get(i)
+                                .map_or("+Inf".into(), f64::to_string);
+                            let mut with = l.clone();
+                            with.push(format!("le=\"{le}\""));
+                            lines.push(format!("{name}_bucket{} {total}", braces(&with)));
+                        }
+                        let sum = p.sum.expect("sum");
+                        lines.push(format!("{name}_sum{} {sum}", braces(&l)));
+                        lines.push(format!("{name}_count{} {}", braces(&l), p.count));
+                    }
+                }
+                other => panic!("{}: {other:?}", m.name),
+            }
+        }
+        lines
+    }
+
+    /// Every point of the OTLP request has the value the Prometheus text shows, and the other
+    /// way round: the two views of one frame agree exactly.
+    #[test]
+    fn otlp_and_prometheus_views_agree() {
+        for max_series in [1, 2000] {
+            let snap = snapshot(50, max_series);
+            let health = Telemetry::default().families();
+            let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
+            let text = crate::export::prometheus::render(families.iter().copied());
+            let mut samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+            let req = Encoder::new(&[], SystemTime::now()).request(&families, snap.taken_at);
+            let mut lines = as_text(&req);
+            samples.sort_unstable();
+            lines.sort_unstable();
+            assert_eq!(samples, lines, "max_series {max_series}");
         }
     }
 
     /// Over the budget, both views show the same overflow series.
     #[test]
     fn overflow_series_in_both_views() {
-        let cfg = crate::config::MetricsConfig {
-            max_series: 1,
-            ..crate::config::MetricsConfig::default()
-        };
-        let flows = (0..3u16)
-            .map(|i| {
-                let key = FlowKey {
-                    src_addr: [u32::from(i), 0, 0, 0],
-                    dst_addr: [9, 0, 0, 0],
-                    src_port: 40000u16.to_be(),
-                    dst_port: 80u16.to_be(),
-                    protocol: 6,
-                    ip_version: 4,
-                    pad: [0; 2],
-                };
-                let mut b = [0; SIZE_BUCKETS];
-                b[1] = 1;
-                FlowView::new(&key, 100 * u64::from(i + 1), b, 0, (0, 0))
-            })
-            .collect();
-        let snap = Snapshot {
-            flows,
-            budgets: std::sync::Arc::new(cfg.budgets(false)),
-            ..Snapshot::empty()
-        };
-        let text = crate::export::prometheus::render(&snap);
+        let snap = snapshot(3, 1);
+        let families: Vec<&Family> = snap.frame.families.iter().collect();
+        let text = crate::export::prometheus::render(families.iter().copied());
         assert!(
-            text.contains("netprobe_flow_bytes_total{otel_metric_overflow=\"true\"} 300\n"),
+            text.contains("netprobe_flow_bytes_total{otel_metric_overflow=\"true\"} 100000\n"),
             "{text}"
         );
         assert!(text.contains(
             "netprobe_agent_series_overflow_flows{metric=\"netprobe.flow.packets\"} 2\n"
         ));
-        let req = Encoder::new(&[], SystemTime::now()).request(&snap);
+        let req = Encoder::new(&[], SystemTime::now()).request(&families, snap.taken_at);
         let Some(Data::Sum(bytes)) = &req.resource_metrics[0].scope_metrics[0].metrics[1].data
         else {
             panic!("sum")
         };
-        let overflow = bytes
-            .data_points
-            .iter()
-            .find(|p| {
-                p.attributes
-                    .first()
-                    .is_some_and(|kv| kv.key == "otel.metric.overflow")
-            })
-            .expect("overflow point");
-        assert_eq!(overflow.value, Some(Value::AsInt(300)));
         assert_eq!(bytes.data_points.len(), 2);
+        assert_eq!(bytes.data_points[1].value, Some(Number::AsInt(100_000)));
+        assert_eq!(
+            labels(&bytes.data_points[1].attributes),
+            ["otel_metric_overflow=\"true\""]
+        );
     }
 
     /// The direct writer's bytes decode to exactly the reference message.
@@ -305,37 +308,21 @@ mod tests {
     fn direct_bytes_equal_the_reference_message() {
         use prost::Message;
         for max_series in [1, 2000] {
-            let cfg = crate::config::MetricsConfig {
-                max_series,
-                ..crate::config::MetricsConfig::default()
-            };
-            let flows = (0..50u16)
-                .map(|i| {
-                    let key = FlowKey {
-                        src_addr: [u32::from(i % 7), 0, 0, 0],
-                        dst_addr: [9, 0, 0, 0],
-                        src_port: (40000 + i).to_be(),
-                        dst_port: (80 + i % 4).to_be(),
-                        protocol: if i % 3 == 0 { 17 } else { 6 },
-                        ip_version: 4,
-                        pad: [0; 2],
-                    };
-                    let mut b = [0; SIZE_BUCKETS];
-                    b[usize::from(i) % SIZE_BUCKETS] = u64::from(i) * 1000 + 1;
-                    FlowView::new(&key, u64::from(i) * 100_000, b, 0, (0, 0))
-                })
-                .collect();
-            let snap = Snapshot {
-                flows,
-                budgets: std::sync::Arc::new(cfg.budgets(false)),
-                ..Snapshot::empty()
-            };
+            let snap = snapshot(50, max_series);
+            let health = Telemetry::default().families();
+            let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
             let enc = Encoder::new(
                 &[("service.name".into(), "otel-netprobe".into())],
                 SystemTime::now(),
             );
-            let direct = ExportMetricsServiceRequest::decode(&enc.encode(&snap)[..]).unwrap();
-            assert_eq!(direct, enc.request(&snap), "max_series {max_series}");
+            let direct =
+                ExportMetricsServiceRequest::decode(&enc.encode(&families, snap.taken_at)[..])
+                    .unwrap();
+            assert_eq!(
+                direct,
+                enc.request(&families, snap.taken_at),
+                "max_series {max_series}"
+            );
         }
     }
 }

@@ -1,34 +1,27 @@
-//! OTLP push: every `otlp.interval` the latest snapshot is encoded ([`encode`]) and sent
-//! ([`client`]) on its own task, so exporting never blocks counting. Counters are cumulative: a
-//! failed export is dropped (and counted) rather than queued, since the next one carries the
-//! totals; memory stays bounded by one request whatever the collector does.
+//! OTLP push: every `otlp.interval` the latest snapshot's frame, with the agent's own health
+//! appended, is encoded ([`encode`]) and sent ([`client`]) on its own task, so exporting never
+//! blocks counting. Counters are cumulative: a failed export is dropped (and counted) rather
+//! than queued, since the next one carries the totals; memory stays bounded by one request
+//! whatever the collector does. At shutdown the agent flushes one last export.
 
 pub mod client;
 pub mod encode;
 mod wire;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
+use std::{sync::Arc, time::SystemTime};
+
+use tracing::info;
+
+use crate::{
+    config::OtlpConfig,
+    export::http::{SharedSnapshot, latest},
+    flow::Snapshot,
+    frame::{Family, point_count},
+    telemetry::{
+        Telemetry,
+        events::{Event, ExportFailed, ExportSent},
     },
-    time::{Duration, Instant, SystemTime},
 };
-
-use tracing::{info, warn};
-
-use crate::{config::OtlpConfig, export::http::SharedSnapshot};
-
-/// What the exporter did, for the agent's own metrics.
-#[derive(Debug, Default)]
-pub struct ExportStats {
-    /// Requests the backend accepted.
-    pub ok: AtomicU64,
-    /// Requests that failed after their retries.
-    pub failed: AtomicU64,
-    /// Data points in failed requests (dropped: the next request carries the totals).
-    pub dropped_points: AtomicU64,
-}
 
 /// The resource attributes of this agent: `service.name`, `service.instance.id` (unique per
 /// agent run), `host.name`, `k8s.node.name` (from `K8S_NODE_NAME` or `NODE_NAME`, e.g. the
@@ -78,52 +71,69 @@ fn hostname() -> Option<String> {
     })
 }
 
-/// Runs the export loop until the task is aborted. Build `client` first with
-/// [`client::OtlpClient::new`], so bad settings stop the agent at start.
-pub async fn run(
+/// Pushes frames to one OTLP destination.
+pub struct Exporter {
+    client: client::OtlpClient,
+    encoder: encode::Encoder,
+    telemetry: Arc<Telemetry>,
     cfg: OtlpConfig,
-    mut client: client::OtlpClient,
-    resource: Vec<(String, String)>,
-    snapshot: SharedSnapshot,
-    stats: Arc<ExportStats>,
-) {
-    let encoder = encode::Encoder::new(&resource, SystemTime::now());
-    info!(endpoint = %cfg.endpoint, protocol = ?cfg.protocol, interval = ?cfg.interval, "exporting OTLP metrics");
-    let mut tick = tokio::time::interval(cfg.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_warning: Option<Instant> = None;
-    loop {
-        tick.tick().await;
-        let snap = crate::export::http::latest(&snapshot);
-        if snap.health.read_cycles_total == 0 {
-            continue;
-        }
-        let req = encoder.encode(&snap);
-        match client.send(req).await {
+}
+
+impl Exporter {
+    /// An exporter for `cfg` (validated) with these resource attributes; must be called inside
+    /// a tokio runtime. Unusable TLS files fail here, before anything is loaded.
+    pub fn new(
+        cfg: &OtlpConfig,
+        resource: &[(String, String)],
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, client::SendError> {
+        Ok(Self {
+            client: client::OtlpClient::new(cfg)?,
+            encoder: encode::Encoder::new(resource, SystemTime::now()),
+            telemetry,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Sends the frame of `snap` with the agent's health appended; counts what happened.
+    /// Returns whether the backend accepted it.
+    pub async fn export(&mut self, snap: &Snapshot) -> bool {
+        let health = self.telemetry.families();
+        let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
+        let body = self.encoder.encode(&families, snap.frame.taken_at);
+        let points = point_count(families.iter().copied());
+        match self.client.send(body).await {
             Ok(_) => {
-                stats.ok.fetch_add(1, Ordering::Relaxed);
+                ExportSent.emit(&self.telemetry);
+                true
             }
             Err(e) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .dropped_points
-                    .fetch_add(points(&snap), Ordering::Relaxed);
-                // At most one warning a minute: an absent collector must not flood the log.
-                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                    warn!(error = %e, "OTLP export failed; dropped (the next export carries the totals)");
-                    last_warning = Some(Instant::now());
-                }
+                ExportFailed { points, error: &e }.emit(&self.telemetry);
+                false
             }
         }
     }
-}
 
-/// Data points in one export of `snap`.
-fn points(snap: &crate::flow::Snapshot) -> u64 {
-    let sets = snap.series();
-    let agent: usize = crate::export::health::agent_series(snap)
-        .iter()
-        .map(|(_, rows)| rows.len())
-        .sum();
-    (2 * sets.flows.series.len() + sets.sizes.series.len() + agent) as u64
+    /// Exports the latest snapshot every interval until `stop` turns true, then hands the
+    /// exporter back for the final flush. Nothing is sent before the first read cycle.
+    pub async fn run(
+        mut self,
+        snapshot: SharedSnapshot,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        info!(endpoint = %self.cfg.endpoint, protocol = ?self.cfg.protocol, interval = ?self.cfg.interval, "exporting OTLP metrics");
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return self,
+            }
+            let snap = latest(&snapshot);
+            if snap.health.read_cycles_total > 0 {
+                // A stop while sending waits for this export (bounded by otlp.timeout).
+                self.export(&snap).await;
+            }
+        }
+    }
 }

@@ -249,11 +249,13 @@ fn excluded_namespaces_are_left_out_and_lookups_are_counted() {
             tcp_flags::SYN,
         ),
     ];
-    let set = b.build(&flows, &n);
-    assert_eq!(set.filtered_flows, 1);
+    let named = crate::flow::Named::new(&flows, &n, b.needs_peers());
+    let set = b.build(&named);
+    assert_eq!(named.filtered_flows, 1);
     assert_eq!(set.series.len(), 1);
+    assert_eq!(set.of_flow, [crate::flow::SeriesSet::LEFT_OUT, 0]);
     assert_eq!(
-        set.lookups,
+        named.lookups,
         Lookups {
             found: 3,
             external: 1,

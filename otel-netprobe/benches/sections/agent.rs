@@ -1,0 +1,174 @@
+//! `agent`: the resident memory of a running `otel-netprobe run` — idle, then with 100k live
+//! flows, serving `/metrics` and exporting OTLP every second to a sink. Absolute figures, with
+//! the idle agent of the same run as the baseline. `NETPROBE_BENCH_AGENT=PATH` measures another
+//! build of the binary the same way (e.g. main's, for a before/after).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, UdpSocket},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::common::{
+    NodeLab,
+    addr::PODS,
+    backends::{free_port, http_get},
+    wait_until,
+};
+
+/// Source ports × destination ports: the live flows (pod0 → pod1, UDP).
+const SOURCES: u16 = 2;
+const PORTS: u16 = 50_000;
+
+fn agent_bin() -> PathBuf {
+    std::env::var_os("NETPROBE_BENCH_AGENT").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_otel-netprobe")),
+        PathBuf::from,
+    )
+}
+
+/// An OTLP/HTTP sink in the calling thread's namespace: answers 200 to every POST and counts
+/// the requests.
+fn sink() -> (SocketAddr, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("sink");
+    let addr = l.local_addr().expect("addr");
+    let n = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&n);
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn);
+            let mut len = 0;
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok() {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (addr, n)
+}
+
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// CPU time (user + system) of process `pid`, seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
+}
+
+fn mib(pid: u32) -> f64 {
+    super::rss_bytes(&pid.to_string()) as f64 / f64::from(1 << 20)
+}
+
+/// Idle, then with 100k live flows.
+pub fn resident_memory() {
+    let lab = NodeLab::new("brss");
+    let bin = agent_bin();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let dir = std::env::temp_dir().join(crate::common::unique("brss"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "http:\n  listen: {listen}\nflows:\n  kernel_idle_timeout: 1h\n  idle_timeout: 1h\n"
+        ),
+    )
+    .expect("config");
+    let (sink_addr, exports) = lab.node.run(sink);
+    let mut child: Child = lab.node.run(move || {
+        Command::new(&bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink_addr}"))
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the agent")
+    });
+    let pid = child.id();
+    let url = format!("http://{listen}/metrics");
+    let metrics = || {
+        let url = url.clone();
+        lab.node
+            .run(move || http_get(&url).map(|(_, b)| b).unwrap_or_default())
+    };
+    let exported = |n: u64| {
+        let from = exports.load(Ordering::Relaxed);
+        wait_until(Duration::from_secs(60), || {
+            exports.load(Ordering::Relaxed) >= from + n
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            gauge(&metrics(), "netprobe_agent_interfaces{hook=\"tc\"}") == Some(4.0)
+        }),
+        "the agent did not attach"
+    );
+    assert!(exported(3), "no exports");
+    let idle = mib(pid);
+    lab.pods[0].run(|| {
+        let dst: std::net::IpAddr = PODS[1].parse().unwrap();
+        for s in 0..SOURCES {
+            let sock = UdpSocket::bind((PODS[0], 40_000 + s)).expect("bind");
+            for p in 1..=PORTS {
+                let _ = sock.send_to(b"x", (dst, p));
+            }
+        }
+    });
+    let flows = f64::from(SOURCES) * f64::from(PORTS);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            gauge(&metrics(), "netprobe_agent_flows_tracked").is_some_and(|n| n >= flows)
+        }),
+        "the agent did not track {flows} flows"
+    );
+    assert!(exported(5), "no exports of the 100k flows");
+    let busy = mib(pid);
+    // CPU over ten read cycles and exports of the 100k flows.
+    let (cpu, started) = (cpu_seconds(pid), std::time::Instant::now());
+    assert!(exported(10), "no exports of the 100k flows");
+    let cpu = (cpu_seconds(pid) - cpu) / started.elapsed().as_secs_f64();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "\n== Agent resident memory (VmRSS of a running `otel-netprobe run`, serving /metrics and exporting OTLP every second); absolute =="
+    );
+    println!(
+        "{}: idle {idle:.1} MiB; with {flows} live flows {busy:.1} MiB (+{:.1} MiB), \
+         using {:.1} % of one CPU (a read cycle and an export every second)",
+        agent_bin().display(),
+        busy - idle,
+        100.0 * cpu
+    );
+}
