@@ -25,14 +25,16 @@ use crate::{
     ebpf::{
         self, EbpfError,
         attach::Attacher,
+        drops::DropSetup,
         netlink::{self, LinkEvent, LinkMonitor, NetlinkError},
         reader::{Reader, Timeouts},
+        tables::{ConnSettings, OtherTables},
     },
     export::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter, client::SendError},
     },
-    flow::Snapshot,
+    flow::{Snapshot, conns::ConnTimeouts},
     k8s::{K8s, K8sError, naming::NamingRules},
     metrics::Aggregator,
     privileges::{self, PrivilegeError},
@@ -139,16 +141,15 @@ impl Agent {
             None
         };
         // Loaded before the Kubernetes notice, so a refusal is the only line printed.
-        let (ebpf, maps) = load(cfg)?;
+        let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
+        let (mut ebpf, maps) = load(cfg, drops.as_ref())?;
+        let other_maps = ebpf::take_other_maps(&mut ebpf)?;
+        let counting_drops = drops
+            .as_ref()
+            .is_some_and(|d| ebpf::drops::start(&mut ebpf, d));
         let k8s = K8s::start(&cfg.k8s)?;
         let (attacher, monitor, interfaces) = attach(cfg, ebpf, &telemetry)?;
-        let timeouts = Timeouts {
-            kernel_idle: cfg.flows.kernel_idle_timeout,
-            idle: cfg.flows.idle_timeout,
-        };
-        let capacity = u64::from(cfg.flows.capacity) + u64::from(cfg.flows.capacity_ipv6);
-        let reader = Reader::new(maps, capacity, timeouts, Arc::clone(&telemetry))
-            .map_err(AgentError::Sys)?;
+        let reader = reader(cfg, maps, other_maps, drops, counting_drops, &telemetry)?;
         let aggregator = Aggregator::new(
             cfg.metrics.budgets(k8s.is_some()),
             Arc::new(NamingRules::new(&cfg.k8s, k8s.is_some())),
@@ -332,8 +333,13 @@ fn serve(
 }
 
 /// Loads the programs (attached nowhere yet) and takes the reader's maps.
-fn load(cfg: &Config) -> Result<(aya::Ebpf, ebpf::Maps), AgentError> {
-    let mut ebpf = ebpf::load(cfg.flows.capacity, cfg.flows.capacity_ipv6).map_err(|e| {
+fn load(cfg: &Config, drops: Option<&DropSetup>) -> Result<(aya::Ebpf, ebpf::Maps), AgentError> {
+    let sizes = ebpf::Sizes {
+        flows4: cfg.flows.capacity,
+        flows6: cfg.flows.capacity_ipv6,
+        conns: cfg.connections.capacity,
+    };
+    let mut ebpf = ebpf::load_with(&sizes, drops.map(|d| &d.layout)).map_err(|e| {
         match privileges::explain_refusal(permission_denied(&e)) {
             Some(p) => AgentError::Privileges(p),
             None => AgentError::Ebpf(e),
@@ -341,6 +347,42 @@ fn load(cfg: &Config) -> Result<(aya::Ebpf, ebpf::Maps), AgentError> {
     })?;
     let maps = ebpf::take_maps(&mut ebpf)?;
     Ok((ebpf, maps))
+}
+
+/// The reader of every kernel table, with what the kernel offers for the agent's metrics.
+fn reader(
+    cfg: &Config,
+    maps: ebpf::Maps,
+    other_maps: ebpf::tables::OtherMaps,
+    drops: Option<DropSetup>,
+    counting_drops: bool,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Reader, AgentError> {
+    let timeouts = Timeouts {
+        kernel_idle: cfg.flows.kernel_idle_timeout,
+        idle: cfg.flows.idle_timeout,
+    };
+    let capacity = u64::from(cfg.flows.capacity) + u64::from(cfg.flows.capacity_ipv6);
+    let settings = ConnSettings {
+        timeouts: ConnTimeouts {
+            handshake: cfg.connections.handshake_timeout,
+            idle: cfg.connections.idle_timeout,
+        },
+        capacity: cfg.connections.capacity,
+    };
+    let reasons = drops.and_then(|d| d.reasons);
+    let has_reasons = reasons.is_some();
+    let other = OtherTables::new(other_maps, settings, reasons).map_err(AgentError::Sys)?;
+    let mut reader = Reader::new(maps, capacity, timeouts, Arc::clone(telemetry))
+        .map_err(AgentError::Sys)?
+        .with_other_tables(other);
+    let tcx = ebpf::kernel::Version::running().is_some_and(|v| v >= ebpf::kernel::Version(6, 6));
+    reader.set_kernel_features(&[
+        ("tcx", tcx),
+        ("drops", counting_drops),
+        ("drop_reasons", counting_drops && has_reasons),
+    ]);
+    Ok(reader)
 }
 
 /// Attaches to the current interfaces; the link monitor subscribes before the interfaces are

@@ -9,6 +9,10 @@
 #[path = "lab/binary.rs"]
 mod binary;
 mod common;
+#[path = "lab/conns.rs"]
+mod conns;
+#[path = "lab/drops.rs"]
+mod drops;
 #[path = "lab/tcp.rs"]
 mod tcp;
 

@@ -6,8 +6,10 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use serde::{Deserialize, Deserializer};
 
 mod k8s;
+mod kernel;
 mod otlp;
 pub use k8s::{CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
+pub use kernel::{ConnectionsConfig, DropsConfig};
 pub use otlp::{OtlpConfig, OtlpProtocol};
 
 /// Default OTLP/gRPC port (the agent's default endpoint and the collector's receiver).
@@ -64,6 +66,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Kubernetes awareness: naming flow ends by namespace, workload, service, pod and node.
     pub k8s: K8sConfig,
+    /// TCP connection tracking: table size and timeouts.
+    pub connections: ConnectionsConfig,
+    /// Dropped packets.
+    pub drops: DropsConfig,
 }
 
 /// The cardinality budget: which attributes the flow metrics carry, and how many series each
@@ -291,7 +297,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
@@ -386,6 +392,13 @@ impl Config {
         }
         self.metrics.validate()?;
         self.k8s.validate()?;
+        self.connections.validate()?;
+        if self.connections.idle_timeout < f.kernel_idle_timeout {
+            return Err(ConfigError::invalid(
+                "connections.idle_timeout",
+                "must be at least flows.kernel_idle_timeout",
+            ));
+        }
         self.otlp.validate()
     }
 }

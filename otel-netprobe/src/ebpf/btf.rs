@@ -304,6 +304,11 @@ impl DropReasons {
         self.names.get(&n).map_or("unknown", String::as_str)
     }
 
+    /// Whether this kernel has a reason of that name (without `SKB_DROP_REASON_`).
+    pub fn has(&self, name: &str) -> bool {
+        self.names.values().any(|n| n == name)
+    }
+
     /// Whether `n` is a real drop (not a consumed or not-yet-dropped buffer).
     pub fn is_drop(&self, n: u32) -> bool {
         !self.not_drops.contains(&n)

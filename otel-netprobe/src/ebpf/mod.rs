@@ -7,13 +7,15 @@
 
 pub mod attach;
 pub mod btf;
+pub mod drops;
 pub mod kernel;
 pub mod netlink;
 pub mod reader;
 pub mod sys;
+pub mod tables;
 
 use aya::{Ebpf, EbpfLoader, maps::Map};
-use netprobe_ebpf::{COUNTERS_MAP, FLOWS4_MAP, FLOWS6_MAP};
+use netprobe_ebpf::{COUNTERS_MAP, FLOWS4_MAP, FLOWS6_MAP, skb_offsets};
 
 /// The production object: XDP, TC ingress and TC egress programs, the flow table and counters.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe"));
@@ -73,15 +75,61 @@ pub enum EbpfError {
 }
 
 /// Loads the production object with flow tables of `v4` and `v6` entries, and loads (but does
-/// not attach) its programs. Refuses kernels below [`kernel::FLOOR`]; a verifier rejection
-/// names the program and the file its log went to.
+/// not attach) its packet programs. Refuses kernels below [`kernel::FLOOR`]; a verifier
+/// rejection names the program and the file its log went to.
 pub fn load(v4: u32, v6: u32) -> Result<Ebpf, EbpfError> {
+    load_with(&Sizes::flows(v4, v6), None)
+}
+
+/// Table sizes of the object.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    /// IPv4 flows.
+    pub flows4: u32,
+    /// IPv6 flows.
+    pub flows6: u32,
+    /// Connections (their client-end index gets twice as many).
+    pub conns: u32,
+}
+
+impl Sizes {
+    /// These flow tables, the default connection table.
+    pub fn flows(flows4: u32, flows6: u32) -> Self {
+        Self {
+            flows4,
+            flows6,
+            conns: netprobe_ebpf::DEFAULT_CONNS_CAPACITY,
+        }
+    }
+}
+
+/// As [`load`], with all table sizes, and the `sk_buff` offsets the drop program reads (set
+/// as the object's globals; `None`: the drop program will not run).
+pub fn load_with(sizes: &Sizes, skb: Option<&btf::SkbLayout>) -> Result<Ebpf, EbpfError> {
     let release = kernel::release();
     check_floor(&release)?;
     let version = kernel::Version::parse(&release);
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(FLOWS4_MAP, v4)
-        .map_max_entries(FLOWS6_MAP, v6)
+    let offsets = skb.map_or([0; 4], |l| {
+        [l.head, l.network_header, l.transport_header, l.protocol]
+    });
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(FLOWS4_MAP, sizes.flows4)
+        .map_max_entries(FLOWS6_MAP, sizes.flows6)
+        .map_max_entries(netprobe_ebpf::CONNS_MAP, sizes.conns)
+        .map_max_entries(netprobe_ebpf::CONN_ENDS_MAP, 2 * sizes.conns);
+    for (name, value) in [
+        skb_offsets::HEAD,
+        skb_offsets::NETWORK_HEADER,
+        skb_offsets::TRANSPORT_HEADER,
+        skb_offsets::PROTOCOL,
+    ]
+    .into_iter()
+    .zip(&offsets)
+    {
+        loader.override_global(name, value, true);
+    }
+    let mut ebpf = loader
         .load(OBJECT)
         .map_err(|source| {
             // Before 5.11 the kernel charges maps to RLIMIT_MEMLOCK (aya raises it, which
@@ -178,6 +226,21 @@ pub struct Maps {
     pub flows6: aya::maps::MapData,
     /// Per-CPU global counters.
     pub counters: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+}
+
+/// Takes the connection, drop and ICMP-error tables out of the object, for the reader.
+pub fn take_other_maps(ebpf: &mut Ebpf) -> Result<tables::OtherMaps, EbpfError> {
+    let mut take = |name: &'static str| -> Result<aya::maps::MapData, EbpfError> {
+        match ebpf.take_map(name) {
+            Some(Map::HashMap(m) | Map::LruHashMap(m)) => Ok(m),
+            _ => Err(EbpfError::Missing(name)),
+        }
+    };
+    Ok(tables::OtherMaps {
+        conns: take(netprobe_ebpf::CONNS_MAP)?,
+        drops: take(netprobe_ebpf::DROPS_MAP)?,
+        icmp: take(netprobe_ebpf::ICMP_ERRORS_MAP)?,
+    })
 }
 
 /// Takes the flow tables and the counter array out of the object, for the reader.

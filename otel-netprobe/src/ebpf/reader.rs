@@ -14,23 +14,36 @@ use aya::{
 };
 use netprobe_ebpf::{Counter, FlowKey, FlowKey4, FlowStats};
 
-use super::sys::{self, BatchReader, SysError, TypedMap};
+use super::{
+    sys::{self, BatchReader, SysError, TypedMap},
+    tables::OtherTables,
+};
 use crate::{
     flow::{FlowTable, GlobalCounters, Reading, flows_of},
     telemetry::{
         Count, Health, Telemetry,
-        events::{Event, FlowsExpired, FlowsMovedOut, ReadCompleted, ReadFailed},
+        events::{ConnsEvicted, Event, FlowsExpired, FlowsMovedOut, ReadCompleted, ReadFailed},
     },
 };
 
-/// Reads `CLOCK_MONOTONIC_COARSE`, the clock the programs stamp flows with.
+/// Reads `CLOCK_MONOTONIC_COARSE`: the monotonic clock the programs stamp entries with
+/// (`bpf_ktime_get_ns`), at a tick's resolution, which is all expiry needs.
 pub fn coarse_now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// Reads `CLOCK_MONOTONIC`, as precise as the programs' SYN times.
+pub fn monotonic_now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -74,12 +87,12 @@ impl Eviction {
 
     /// Takes `key`'s final value out of the kernel table (`None`: already gone); `aya`: the
     /// same table through aya, for the lookup and the delete before 5.14.
-    fn take<K: Pod>(
+    pub(crate) fn take<K: Pod, V: Pod>(
         self,
-        map: &TypedMap<'_, K, FlowStats>,
-        aya: Option<&mut HashMap<MapData, K, FlowStats>>,
+        map: &TypedMap<'_, K, V>,
+        aya: Option<&mut HashMap<MapData, K, V>>,
         key: &K,
-    ) -> Result<Option<FlowStats>, SysError> {
+    ) -> Result<Option<V>, SysError> {
         let (Self::LookupThenDelete, Some(aya)) = (self, aya) else {
             return map.lookup_and_delete(key);
         };
@@ -132,6 +145,8 @@ pub struct Reader {
     /// Before 5.14 only: the tables through aya.
     aya: Option<AyaTables>,
     table: FlowTable,
+    /// Connections, drops and ICMP errors (`None`: tests of the flow tables alone).
+    other: Option<OtherTables>,
     timeouts: Timeouts,
     health: Health,
     telemetry: Arc<Telemetry>,
@@ -168,6 +183,7 @@ impl Reader {
             eviction,
             aya,
             table: FlowTable::new(),
+            other: None,
             timeouts,
             health: Health {
                 flow_table_capacity: capacity,
@@ -175,6 +191,25 @@ impl Reader {
             },
             telemetry,
         })
+    }
+
+    /// Reads the connection, drop and ICMP-error tables too, from the next cycle.
+    #[must_use]
+    pub fn with_other_tables(mut self, other: OtherTables) -> Self {
+        self.other = Some(other);
+        self
+    }
+
+    /// Records what the running kernel offers (`(feature, present)`), for the agent's
+    /// metrics; the reader adds its own (`lookup_and_delete`).
+    pub fn set_kernel_features(&mut self, features: &[(&'static str, bool)]) {
+        self.health.kernel = super::kernel::release();
+        self.health.features = features.to_vec();
+        self.health.features.push((
+            "lookup_and_delete",
+            self.eviction == Eviction::LookupAndDelete,
+        ));
+        self.health.features.sort_unstable();
     }
 
     /// How idle entries leave the kernel table on this kernel.
@@ -282,6 +317,21 @@ impl Reader {
             count: evict.len() as u64,
         }
         .emit(&self.telemetry);
+        if let Some(other) = &mut self.other {
+            let mono = monotonic_now_ns();
+            let figures = other.read(
+                &mut self.table,
+                now,
+                mono,
+                self.timeouts.kernel_idle,
+                self.eviction,
+            )?;
+            ConnsEvicted {
+                count: figures.conns_evicted,
+            }
+            .emit(&self.telemetry);
+            self.health.tables = figures;
+        }
         let expired = self.table.expire(now, self.timeouts.idle.as_nanos() as u64);
         FlowsExpired {
             count: expired as u64,

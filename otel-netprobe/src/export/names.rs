@@ -342,11 +342,133 @@ metric!(
     "Flows left out of the flow metrics by the namespace filter (k8s.namespaces)."
 );
 
+metric!(
+    TCP_OPENED,
+    "netprobe.tcp.connections.opened",
+    "{connection}",
+    "netprobe_tcp_connections_opened_total",
+    Counter,
+    "TCP connections whose handshake completed as seen on the node (a SYN answered by its SYN-ACK), client to server."
+);
+metric!(
+    TCP_FAILED,
+    "netprobe.tcp.connections.failed",
+    "{connection}",
+    "netprobe_tcp_connections_failed_total",
+    Counter,
+    "TCP connections that failed: netprobe.tcp.failure.reason=refused (a RST answered the SYN) or unanswered (no SYN-ACK within the handshake timeout)."
+);
+metric!(
+    TCP_CLOSED,
+    "netprobe.tcp.connections.closed",
+    "{connection}",
+    "netprobe_tcp_connections_closed_total",
+    Counter,
+    "TCP connections that closed: netprobe.tcp.close.reason=fin (both sides), rst (after the handshake) or idle (past the idle timeout)."
+);
+metric!(
+    TCP_ACTIVE,
+    "netprobe.tcp.connections.active",
+    "{connection}",
+    "netprobe_tcp_connections_active",
+    Gauge,
+    "TCP connections open now (opened since the agent started, not closed)."
+);
+metric!(
+    TCP_HANDSHAKE,
+    "netprobe.tcp.handshake.duration",
+    "s",
+    "netprobe_tcp_handshake_duration_seconds",
+    Histogram,
+    "First SYN to the matching SYN-ACK, as seen on the node (retransmissions included in the wait)."
+);
+metric!(
+    TCP_SYN_RETRANSMITS,
+    "netprobe.tcp.syn.retransmits",
+    "{packet}",
+    "netprobe_tcp_syn_retransmits_total",
+    Counter,
+    "SYNs a client sent again (same ISN) while waiting for an answer."
+);
+metric!(
+    PACKET_DROPS,
+    "netprobe.packet.drops",
+    "{packet}",
+    "netprobe_packet_drops_total",
+    Counter,
+    "Packets the kernel dropped, per flow and netprobe.drop.reason (the running kernel's name; unknown before 5.17)."
+);
+metric!(
+    PACKET_DROP_BYTES,
+    "netprobe.packet.drop.bytes",
+    "By",
+    "netprobe_packet_drop_bytes_total",
+    Counter,
+    "IP bytes of the packets the kernel dropped, per flow and netprobe.drop.reason."
+);
+metric!(
+    ICMP_ERRORS,
+    "netprobe.icmp.errors",
+    "{message}",
+    "netprobe_icmp_errors_total",
+    Counter,
+    "ICMP and ICMPv6 errors (unreachable, time exceeded, packet too big, parameter problem) on the flow of the packet they quote."
+);
+metric!(
+    AGENT_CONN_TABLE_ENTRIES,
+    "netprobe.agent.connection_table.entries",
+    "{connection}",
+    "netprobe_agent_connection_table_entries",
+    Gauge,
+    "Entries in the kernel connection table (handshakes in flight and open connections)."
+);
+metric!(
+    AGENT_CONN_TABLE_CAPACITY,
+    "netprobe.agent.connection_table.capacity",
+    "{connection}",
+    "netprobe_agent_connection_table_capacity",
+    Gauge,
+    "Capacity of the kernel connection table."
+);
+metric!(
+    AGENT_CONNS_EVICTED,
+    "netprobe.agent.connections.evicted",
+    "{connection}",
+    "netprobe_agent_connections_evicted_total",
+    Counter,
+    "Connections the full kernel table pushed out before their end (their outcome is not counted)."
+);
+metric!(
+    AGENT_DROPS_UNPARSED,
+    "netprobe.agent.drops.unparsed",
+    "{packet}",
+    "netprobe_agent_drops_unparsed_total",
+    Counter,
+    "Dropped buffers whose headers could not be read as IP (not IP, or not parsed yet when dropped)."
+);
+metric!(
+    AGENT_KERNEL_FEATURE,
+    "netprobe.agent.kernel.feature",
+    "",
+    "netprobe_agent_kernel_feature",
+    Gauge,
+    "1 where the running kernel (kernel attribute) offers a feature the agent uses, 0 where it lacks it (feature attribute)."
+);
+
 /// Every metric in the catalogue.
 pub const ALL: &[Metric] = &[
     FLOW_PACKETS,
     FLOW_BYTES,
     PACKET_SIZE,
+    TCP_OPENED,
+    TCP_FAILED,
+    TCP_CLOSED,
+    TCP_ACTIVE,
+    TCP_HANDSHAKE,
+    TCP_SYN_RETRANSMITS,
+    PACKET_DROPS,
+    PACKET_DROP_BYTES,
+    ICMP_ERRORS,
     AGENT_FLOWS_TRACKED,
     AGENT_FLOW_TABLE_ENTRIES,
     AGENT_FLOW_TABLE_CAPACITY,
@@ -378,10 +500,29 @@ pub const ALL: &[Metric] = &[
     AGENT_K8S_EVENTS,
     AGENT_K8S_LOOKUPS,
     AGENT_FLOWS_FILTERED,
+    AGENT_CONN_TABLE_ENTRIES,
+    AGENT_CONN_TABLE_CAPACITY,
+    AGENT_CONNS_EVICTED,
+    AGENT_DROPS_UNPARSED,
+    AGENT_KERNEL_FEATURE,
 ];
 
 /// Attribute names (OTLP); Prometheus labels replace the dots with underscores.
 pub mod attr {
+    /// Why a TCP connection failed: `refused`, `unanswered`.
+    pub const TCP_FAILURE_REASON: &str = "netprobe.tcp.failure.reason";
+    /// How a TCP connection closed: `fin`, `rst`, `idle`.
+    pub const TCP_CLOSE_REASON: &str = "netprobe.tcp.close.reason";
+    /// Why the kernel dropped a packet (`enum skb_drop_reason` without `SKB_DROP_REASON_`).
+    pub const DROP_REASON: &str = "netprobe.drop.reason";
+    /// ICMP (or ICMPv6) type.
+    pub const ICMP_TYPE: &str = "netprobe.icmp.type";
+    /// ICMP code.
+    pub const ICMP_CODE: &str = "netprobe.icmp.code";
+    /// A kernel feature the agent uses.
+    pub const FEATURE: &str = "feature";
+    /// The running kernel's release.
+    pub const KERNEL: &str = "kernel";
     /// Source address (standalone default; opt-in once Kubernetes names exist).
     pub const SOURCE_ADDRESS: &str = "source.address";
     /// Destination address.

@@ -44,7 +44,7 @@ pub enum Close {
 }
 
 /// Cumulative connection counts of one connection flow.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnCounts {
     /// Handshakes completed.
     pub opened: u64,
@@ -56,8 +56,8 @@ pub struct ConnCounts {
     pub syn_retransmits: u64,
     /// Handshake durations per bucket ([`HANDSHAKE_BOUNDS`]).
     pub handshake: [u64; HANDSHAKE_BUCKETS],
-    /// Sum of the handshake durations, seconds.
-    pub handshake_sum: f64,
+    /// Sum of the handshake durations, ns.
+    pub handshake_sum_ns: u64,
     /// Connections open now (a gauge, not cumulative).
     pub active: u64,
 }
@@ -68,13 +68,31 @@ impl ConnCounts {
         *self == Self::default()
     }
 
-    fn observe(&mut self, seconds: f64) {
+    fn observe(&mut self, ns: u64) {
+        let seconds = ns as f64 / 1e9;
         let i = HANDSHAKE_BOUNDS
             .iter()
             .position(|b| seconds <= *b)
             .unwrap_or(HANDSHAKE_BOUNDS.len());
         self.handshake[i] += 1;
-        self.handshake_sum += seconds;
+        self.handshake_sum_ns += ns;
+    }
+
+    /// Adds a cycle's counts (all but `active`, which the cycle sets).
+    pub fn add(&mut self, d: &Self) {
+        self.opened += d.opened;
+        for (t, n) in self.failed.iter_mut().zip(d.failed) {
+            *t += n;
+        }
+        for (t, n) in self.closed.iter_mut().zip(d.closed) {
+            *t += n;
+        }
+        self.syn_retransmits += d.syn_retransmits;
+        for (t, n) in self.handshake.iter_mut().zip(d.handshake) {
+            *t += n;
+        }
+        self.handshake_sum_ns += d.handshake_sum_ns;
+        self.active = d.active;
     }
 }
 
@@ -180,7 +198,7 @@ impl ConnTracker {
             if !t.opened && has(conn, conn_event::ANSWERED) && conn.handshake_ns > 0 {
                 t.opened = true;
                 d.opened += 1;
-                d.observe(conn.handshake_ns as f64 / 1e9);
+                d.observe(conn.handshake_ns);
             }
             let age = now_ns.saturating_sub(conn.syn_ns);
             let outcome = if has(conn, conn_event::REFUSED) && !t.opened {

@@ -8,11 +8,13 @@
 
 mod attrs;
 pub mod conns;
+mod extras;
 mod series;
 mod snapshot;
 mod table;
 
 pub use attrs::{EndPart, Ends, FlowAttr, Lookups, Side, ends, labels, server_port};
+pub use extras::{Drops, FlowExtras, IcmpErrors};
 pub use series::{Budget, Budgets, Labels, Named, OVERFLOW, SeriesSet, SeriesSets};
 pub use snapshot::{FlowView, GlobalCounters, Reading, Snapshot, Transport, flows_of};
 pub use table::{CycleStats, FlowTable, KernelFlow};

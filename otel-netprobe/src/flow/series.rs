@@ -155,6 +155,42 @@ impl SeriesSet {
         family
     }
 
+    /// A histogram family with `bounds` of only the series where some flow has observations:
+    /// `value` gives a flow's bucket counts (`bounds.len() + 1`) and sum, or `None`.
+    pub fn histogram_of<'f>(
+        &self,
+        metric: &'static Metric,
+        bounds: &'static [f64],
+        flows: &'f [FlowView],
+        value: impl Fn(&'f FlowView) -> Option<(&'f [u64], f64)>,
+    ) -> Family {
+        let width = bounds.len() + 1;
+        let mut sums = std::collections::BTreeMap::<u32, (Vec<u64>, f64)>::default();
+        for (f, &s) in flows.iter().zip(&self.of_flow) {
+            if (s as usize) < self.series.len()
+                && let Some((buckets, sum)) = value(f)
+            {
+                let e = sums.entry(s).or_insert_with(|| (vec![0; width], 0.0));
+                for (t, b) in e.0.iter_mut().zip(buckets) {
+                    *t += b;
+                }
+                e.1 += sum;
+            }
+        }
+        let mut family = Family::new(metric);
+        family.totals_by = Some(&[]);
+        for (s, (counts, sum)) in sums {
+            let h = Histogram {
+                bounds,
+                count: counts.iter().sum(),
+                counts: counts.into(),
+                sum,
+            };
+            family.push_shared(self.series[s as usize].clone(), Value::Histogram(h));
+        }
+        family
+    }
+
     /// A histogram family with `bounds`: one point per series, adding up each flow's bucket
     /// counts (`bounds.len() + 1` of them) and sum, as `value` gives them.
     pub fn histogram<'f>(

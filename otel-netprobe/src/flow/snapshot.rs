@@ -79,6 +79,8 @@ pub struct FlowView {
     pub first_seen_ns: u64,
     /// Kernel coarse-clock time of the last packet (ns).
     pub last_seen_ns: u64,
+    /// Connections, drops and ICMP errors, when the flow has any.
+    pub extras: Option<std::sync::Arc<super::FlowExtras>>,
 }
 
 impl FlowView {
@@ -110,6 +112,7 @@ impl FlowView {
             tcp_flags: flags,
             first_seen_ns: seen.0,
             last_seen_ns: seen.1,
+            extras: None,
         }
     }
 
@@ -192,13 +195,15 @@ pub fn flows_of(table: &FlowTable) -> Vec<FlowView> {
         .iter()
         .map(|(k, r)| {
             let t = r.totals();
-            FlowView::new(
+            let mut view = FlowView::new(
                 k,
                 t.bytes,
                 t.buckets,
                 t.tcp_flags(),
                 (r.first_seen_ns, r.last_seen_ns),
-            )
+            );
+            view.extras.clone_from(&r.extras);
+            view
         })
         .collect()
 }

@@ -1,8 +1,12 @@
 //! The cumulative flow table: kernel values plus what was already moved out of the kernel.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use netprobe_ebpf::{FlowKey, FlowStats, SIZE_BUCKETS, tcp_control};
+
+use super::extras::FlowExtras;
 
 /// One flow as read from the kernel table.
 pub type KernelFlow = (FlowKey, FlowStats);
@@ -57,9 +61,24 @@ pub(crate) struct Record {
     pub last_seen_ns: u64,
     /// Read cycle in which the kernel entry was last seen, to notice entries that vanished.
     seen_cycle: u64,
+    /// Connections, drops and ICMP errors (shared with the cycle's views until changed).
+    pub extras: Option<Arc<FlowExtras>>,
 }
 
 impl Record {
+    /// A record for a flow no kernel entry counts (yet): what the other tables said of it.
+    fn outside_kernel(now_ns: u64) -> Self {
+        Self {
+            base: Totals::default(),
+            current: FlowStats::default(),
+            in_kernel: false,
+            first_seen_ns: now_ns,
+            last_seen_ns: now_ns,
+            seen_cycle: 0,
+            extras: None,
+        }
+    }
+
     pub(crate) fn totals(&self) -> Totals {
         let mut t = self.base;
         t.add(&self.current);
@@ -173,6 +192,7 @@ impl FlowTable {
             first_seen_ns: stats.first_seen_ns,
             last_seen_ns: now_ns,
             seen_cycle: 0,
+            extras: None,
         });
         if rec.current != *stats {
             // A kernel entry whose counts went down, or that was created anew, is a new
@@ -212,6 +232,25 @@ impl FlowTable {
                 self.in_kernel -= 1;
             }
         }
+    }
+
+    /// The extras of `key`'s flow, to change. A flow not tracked yet (a packet dropped before
+    /// any hook counted it) gets a record of its own. `news`: this keeps the flow from expiring
+    /// (a drop, a connection's outcome; not a gauge's refresh).
+    pub fn extras_mut(&mut self, key: &FlowKey, now_ns: u64, news: bool) -> &mut FlowExtras {
+        let rec = self
+            .records
+            .entry(*key)
+            .or_insert_with(|| Record::outside_kernel(now_ns));
+        if news {
+            rec.last_seen_ns = rec.last_seen_ns.max(now_ns);
+        }
+        Arc::make_mut(rec.extras.get_or_insert_with(Arc::default))
+    }
+
+    /// When the counts of `key`'s flow last changed (`None`: not tracked).
+    pub fn changed_at(&self, key: &FlowKey) -> Option<u64> {
+        self.records.get(key).map(|r| r.last_seen_ns)
     }
 
     /// Forgets flows that are out of the kernel and idle for at least `idle_ns`; returns how

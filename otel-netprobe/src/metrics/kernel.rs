@@ -1,5 +1,6 @@
 //! What the programs counted outside any flow: malformed packets per layer, non-IP packets,
-//! fragments, IPv6 chains too long to walk, packets not tracked because a table was full.
+//! fragments, IPv6 chains too long to walk, packets not tracked because a table was full,
+//! dropped buffers that were not IP; and what the running kernel offers.
 
 use netprobe_ebpf::Counter;
 
@@ -37,5 +38,17 @@ pub fn families(c: &Cycle<'_>, out: &mut Vec<Family>) {
         Family::single(&names::AGENT_IPV6_EXT_TOO_LONG, n(Counter::Ipv6ExtTooLong)),
         Family::single(&names::AGENT_UNTRACKED_PACKETS, n(Counter::MapFullPackets)),
         Family::single(&names::AGENT_UNTRACKED_BYTES, n(Counter::MapFullBytes)),
+        Family::single(&names::AGENT_DROPS_UNPARSED, n(Counter::DropsUnparsed)),
     ]);
+    let mut features = Family::new(&names::AGENT_KERNEL_FEATURE);
+    for (feature, present) in &c.health.features {
+        features.push(
+            vec![
+                (attr::FEATURE, (*feature).to_owned()),
+                (attr::KERNEL, c.health.kernel.clone()),
+            ],
+            Value::Int(u64::from(*present)),
+        );
+    }
+    out.push(features);
 }

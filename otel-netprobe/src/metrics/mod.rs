@@ -7,6 +7,8 @@
 //! module and a line in that list (README: "Adding a metric").
 
 mod budget;
+mod conns;
+mod drops;
 mod flows;
 mod interfaces;
 mod k8s;
@@ -46,6 +48,8 @@ pub type Module = fn(&Cycle<'_>, &mut Vec<Family>);
 /// Every metric module, in output order (flow metrics first).
 pub const MODULES: &[Module] = &[
     flows::families,
+    conns::families,
+    drops::families,
     tables::families,
     kernel::families,
     interfaces::families,

@@ -1,5 +1,6 @@
 //! The reader's view of the flow tables: flows tracked, the kernel table's entries, capacity,
-//! fill and memory, and how long the last read took.
+//! fill and memory, how long the last read took, and the connection table's entries and
+//! capacity.
 
 use super::Cycle;
 use crate::{
@@ -33,6 +34,11 @@ pub fn families(c: &Cycle<'_>, out: &mut Vec<Family>) {
         Family::single(
             &names::AGENT_READ_DURATION,
             Value::Double(h.last_read_seconds),
+        ),
+        Family::single(&names::AGENT_CONN_TABLE_ENTRIES, Value::Int(h.tables.conns)),
+        Family::single(
+            &names::AGENT_CONN_TABLE_CAPACITY,
+            Value::Int(h.tables.conns_capacity),
         ),
     ]);
 }

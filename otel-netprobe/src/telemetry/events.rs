@@ -71,6 +71,28 @@ impl Event for FlowsExpired {
     }
 }
 
+/// Connections left the kernel table before their end: it was full, and its least recently
+/// used entries made room. Their outcome is not counted.
+pub struct ConnsEvicted {
+    /// How many.
+    pub count: u64,
+}
+
+impl Event for ConnsEvicted {
+    fn emit(self, t: &Telemetry) {
+        t.add(Count::ConnsEvicted, self.count);
+        if self.count > 0
+            && let Some(left_out) = t.may_log(Count::ConnsEvicted)
+        {
+            warn!(
+                connections = self.count,
+                left_out,
+                "the connection table is full: connections were pushed out before their end"
+            );
+        }
+    }
+}
+
 /// A program could not be attached to an interface; its packets are not counted there.
 pub struct AttachFailed<'a> {
     /// The interface.

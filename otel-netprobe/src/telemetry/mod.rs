@@ -63,6 +63,13 @@ pub struct Health {
     pub interfaces: Vec<InterfaceState>,
     /// The Kubernetes watchers' figures (`None`: standalone).
     pub k8s: Option<crate::k8s::K8sHealth>,
+    /// The connection, drop and ICMP-error tables' figures.
+    #[serde(skip)]
+    pub tables: crate::ebpf::tables::TableFigures,
+    /// What the running kernel offers the agent, as (feature, present).
+    pub features: Vec<(&'static str, bool)>,
+    /// The running kernel's release.
+    pub kernel: String,
 }
 
 /// The event counters.
@@ -85,9 +92,11 @@ pub enum Count {
     ExportFailed,
     /// Data points of the failed requests.
     ExportDropped,
+    /// Connections the kernel table pushed out before their end (it was full).
+    ConnsEvicted,
 }
 
-const COUNTS: usize = Count::ExportDropped as usize + 1;
+const COUNTS: usize = Count::ConnsEvicted as usize + 1;
 
 /// At most one log line per event kind per window; the next says how many were left out.
 #[derive(Debug, Default)]
@@ -175,6 +184,7 @@ impl Telemetry {
                 ],
             ),
             Family::single(&names::AGENT_EXPORT_DROPPED, n(Count::ExportDropped)),
+            Family::single(&names::AGENT_CONNS_EVICTED, n(Count::ConnsEvicted)),
         ]
     }
 }
@@ -188,7 +198,7 @@ mod tests {
         let t = Telemetry::with_log_window(Duration::from_secs(3600));
         let f = t.families();
         let points: Vec<_> = f.iter().flat_map(|f| &f.points).collect();
-        assert_eq!(points.len(), 8);
+        assert_eq!(points.len(), 9);
         assert!(points.iter().all(|p| p.value == Value::Int(0)));
         assert_eq!(t.may_log(Count::ExportFailed), Some(0));
         assert_eq!(t.may_log(Count::ExportFailed), None);

@@ -5,7 +5,9 @@ use std::{net::IpAddr, time::Duration};
 use otel_netprobe::{
     agent::Agent,
     config::{Config, HookOverride, K8sMode},
+    export::names::Metric,
     flow::{FlowView, Snapshot, Transport},
+    frame::{Histogram, Value},
 };
 
 use super::Netns;
@@ -116,4 +118,59 @@ pub fn wait_flow(agent: &Agent, sel: Sel<'_>, packets: u64) -> FlowView {
         snap.health.read_cycles_total
     );
     flows(&snap, sel).remove(0)
+}
+
+/// The sum of the points of `metric` in the snapshot's frame whose attributes include every
+/// one of `labels` (OTLP names), or `None` when no point has them.
+pub fn frame_sum(snap: &Snapshot, metric: &Metric, labels: &[(&str, &str)]) -> Option<u64> {
+    let family = snap.frame.family(metric)?;
+    let mut found = None;
+    for p in &family.points {
+        if labels
+            .iter()
+            .all(|(k, v)| p.attrs.iter().any(|(pk, pv)| pk == k && pv == v))
+        {
+            let v = match &p.value {
+                Value::Int(n) => *n,
+                Value::Histogram(h) => h.count,
+                Value::Double(d) => *d as u64,
+            };
+            *found.get_or_insert(0) += v;
+        }
+    }
+    found
+}
+
+/// The histogram point of `metric` whose attributes include every one of `labels`.
+pub fn frame_histogram(
+    snap: &Snapshot,
+    metric: &Metric,
+    labels: &[(&str, &str)],
+) -> Option<Histogram> {
+    snap.frame.family(metric)?.points.iter().find_map(|p| {
+        let Value::Histogram(h) = &p.value else {
+            return None;
+        };
+        labels
+            .iter()
+            .all(|(k, v)| p.attrs.iter().any(|(pk, pv)| pk == k && pv == v))
+            .then(|| h.clone())
+    })
+}
+
+/// Waits until `cond` holds of the agent's snapshots, or fails with `what` and the last
+/// snapshot's frame values of `metric`.
+pub fn wait_frame(
+    agent: &Agent,
+    what: &str,
+    metric: &Metric,
+    mut cond: impl FnMut(&Snapshot) -> bool,
+) -> std::sync::Arc<Snapshot> {
+    let (snap, ok) = agent.wait_for(super::patient(Duration::from_secs(20)), |s| cond(s));
+    assert!(
+        ok,
+        "{what}: {:?}",
+        snap.frame.family(metric).map(|f| &f.points)
+    );
+    snap
 }

@@ -232,3 +232,96 @@ pub fn mac(ns: &Netns, ifname: &str) -> [u8; 6] {
     }
     m
 }
+
+/// `n` complete TCP connections from `from` to a server listening on `dst` in `to`: the
+/// client sends a few bytes and shuts its side, the server answers with its own FIN.
+pub fn tcp_exchanges(from: &Netns, to: &Netns, dst: &str, n: usize) {
+    let addr: SocketAddr = dst.parse().expect("address");
+    let listener = to.run(move || TcpListener::bind(addr).expect("listen"));
+    let server = std::thread::spawn(move || {
+        for _ in 0..n {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).expect("read");
+        }
+    });
+    from.run(move || {
+        for _ in 0..n {
+            let mut c = TcpStream::connect(addr).expect("connect");
+            c.write_all(b"hello").expect("write");
+            c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).expect("read to end");
+        }
+    });
+    server.join().expect("server");
+}
+
+/// `n` connects from `from` to `dst`, where nothing listens: each refused by a RST.
+pub fn tcp_refused(from: &Netns, dst: &str, n: usize) {
+    let addr: SocketAddr = dst.parse().expect("address");
+    from.run(move || {
+        for _ in 0..n {
+            let e = TcpStream::connect(addr).expect_err("nothing listens");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        }
+    });
+}
+
+/// `n` connections from `from` to a server on `dst` in `to` that resets each one (it closes
+/// with a zero linger time) once the client's bytes arrived.
+pub fn tcp_reset_by_server(from: &Netns, to: &Netns, dst: &str, n: usize) {
+    use std::os::fd::AsRawFd;
+    let addr: SocketAddr = dst.parse().expect("address");
+    let listener = to.run(move || TcpListener::bind(addr).expect("listen"));
+    let server = std::thread::spawn(move || {
+        for _ in 0..n {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).expect("read");
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: setsockopt with a linger struct we own, on our socket.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&raw const linger).cast(),
+                    std::mem::size_of::<libc::linger>() as u32,
+                )
+            };
+            assert_eq!(rc, 0, "SO_LINGER");
+        }
+    });
+    from.run(move || {
+        for _ in 0..n {
+            let mut c = TcpStream::connect(addr).expect("connect");
+            c.write_all(b"hello").expect("write");
+            let mut rest = Vec::new();
+            let _ = c.read_to_end(&mut rest);
+        }
+    });
+    server.join().expect("server");
+}
+
+/// Sends `count` UDP datagrams of `payload` bytes from `src` (in `from`) to `dst`, without
+/// waiting for anything to receive them.
+pub fn udp_send(from: &Netns, src: &str, dst: &str, count: usize, payload: usize) {
+    let (src, dst): (SocketAddr, SocketAddr) =
+        (src.parse().expect("src"), dst.parse().expect("dst"));
+    from.run(move || {
+        let tx = UdpSocket::bind(src).expect("bind sender");
+        let buf = vec![0x5a_u8; payload];
+        for _ in 0..count {
+            tx.send_to(&buf, dst).expect("send");
+        }
+    });
+}
+
+/// A counter of `ns`'s IPv4 stack from /proc/net/snmp, e.g. `("Icmp:", "OutDestUnreachs")`.
+pub fn snmp(ns: &Netns, section: &'static str, name: &'static str) -> u64 {
+    ns.run(move || proc_counter("snmp", section, name))
+}

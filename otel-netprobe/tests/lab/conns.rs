@@ -1,0 +1,70 @@
+//! TCP connections on the node lab, exact where the kernels decide: complete exchanges are
+//! opened and closed by FIN with one handshake each, connects to a closed port are refused and
+//! never opened, a server that resets closes by RST, and a handshake whose first SYN was
+//! dropped waits for the retransmission (one each).
+
+use otel_netprobe::export::names::{self, attr};
+
+use super::common::{
+    NodeLab,
+    addr::PODS,
+    agent::{frame_histogram, frame_sum, start_in, wait_attached, wait_frame},
+    traffic,
+};
+
+/// The standalone attributes of the connection flow from pod 0 to pod 1's `port`.
+fn to_pod1(port: &str) -> [(&'static str, &str); 3] {
+    [
+        (attr::SOURCE_ADDRESS, PODS[0]),
+        (attr::DESTINATION_ADDRESS, PODS[1]),
+        (attr::DESTINATION_PORT, port),
+    ]
+}
+
+#[test]
+fn exchanges_are_opened_and_closed_by_fin_refusals_and_resets_counted() {
+    let lab = NodeLab::new("conn");
+    let agent = start_in(&lab.node, Vec::new());
+    wait_attached(&agent, 4);
+    traffic::tcp_exchanges(&lab.pods[0], &lab.pods[1], &format!("{}:7050", PODS[1]), 5);
+    let fin = [&to_pod1("7050")[..], &[(attr::TCP_CLOSE_REASON, "fin")]].concat();
+    let snap = wait_frame(&agent, "5 closed by fin", &names::TCP_CLOSED, |s| {
+        frame_sum(s, &names::TCP_CLOSED, &fin) == Some(5)
+    });
+    let flow = to_pod1("7050");
+    assert_eq!(frame_sum(&snap, &names::TCP_OPENED, &flow), Some(5));
+    assert_eq!(frame_sum(&snap, &names::TCP_ACTIVE, &flow), Some(0));
+    assert_eq!(frame_sum(&snap, &names::TCP_FAILED, &flow), None);
+    assert_eq!(
+        frame_sum(&snap, &names::TCP_SYN_RETRANSMITS, &flow),
+        Some(0)
+    );
+    let h = frame_histogram(&snap, &names::TCP_HANDSHAKE, &flow).expect("handshakes");
+    assert_eq!(h.count, 5, "{h:?}");
+    assert!(h.sum > 0.0 && h.sum < 5.0, "{h:?}");
+
+    traffic::tcp_refused(&lab.pods[0], &format!("{}:7051", PODS[1]), 4);
+    let refused = [
+        &to_pod1("7051")[..],
+        &[(attr::TCP_FAILURE_REASON, "refused")],
+    ]
+    .concat();
+    let snap = wait_frame(&agent, "4 refused", &names::TCP_FAILED, |s| {
+        frame_sum(s, &names::TCP_FAILED, &refused) == Some(4)
+    });
+    assert_eq!(
+        frame_sum(&snap, &names::TCP_OPENED, &to_pod1("7051")),
+        Some(0)
+    );
+
+    traffic::tcp_reset_by_server(&lab.pods[0], &lab.pods[1], &format!("{}:7052", PODS[1]), 3);
+    let rst = [&to_pod1("7052")[..], &[(attr::TCP_CLOSE_REASON, "rst")]].concat();
+    let snap = wait_frame(&agent, "3 closed by rst", &names::TCP_CLOSED, |s| {
+        frame_sum(s, &names::TCP_CLOSED, &rst) == Some(3)
+    });
+    assert_eq!(
+        frame_sum(&snap, &names::TCP_OPENED, &to_pod1("7052")),
+        Some(3)
+    );
+    agent.stop();
+}
