@@ -387,13 +387,29 @@ fn the_rendered_agent_config_is_one_the_agent_accepts() {
     full["metrics"]["size_attributes"] = json!(["network.transport"]);
     full["otlp"]["endpoint"] = json!("https://otlp.example.invalid:4318");
     full["otlp"]["protocol"] = json!("http/protobuf");
+    full["connections"]["capacity"] = json!(4_194_304);
+    full["connections"]["handshake_timeout"] = json!("20s");
+    full["connections"]["idle_timeout"] = json!("30m");
+    full["drops"]["enabled"] = json!(false);
     let r = rendered(&json!({"collector": {"enabled": false}, "agent": {"config": full}}));
     let cfg = agent_config(&r);
     assert_eq!(cfg["flows"]["capacity"], 16_777_216, "no float notation");
+    assert_eq!(
+        cfg["connections"]["capacity"], 4_194_304,
+        "no float notation"
+    );
     assert_eq!(cfg["otlp"]["endpoint"], "https://otlp.example.invalid:4318");
     let out = check_config(&r);
-    assert!(out.contains("capacity: 16777216"), "{out}");
-    assert!(out.contains("HttpProtobuf"), "{out}");
+    for want in [
+        "capacity: 16777216",
+        "HttpProtobuf",
+        "capacity: 4194304",
+        "handshake_timeout: 20s",
+        "idle_timeout: 1800s",
+        "DropsConfig {\n        enabled: false",
+    ] {
+        assert!(out.contains(want), "{want} not in\n{out}");
+    }
 }
 
 /// Every key path of a YAML/JSON object tree (`flows.capacity`, ...), stopping at `stop` keys.
@@ -479,6 +495,18 @@ fn the_values_schema_mirrors_the_agent_config_and_rejects_typos() {
         (
             json!({"agent": {"config": {"k8s": {"mode": "kubernetes"}}}}),
             "mode",
+        ),
+        (
+            json!({"agent": {"config": {"connections": {"capacity": 100}}}}),
+            "capacity",
+        ),
+        (
+            json!({"agent": {"config": {"connections": {"idle_timeout": "forever"}}}}),
+            "idle_timeout",
+        ),
+        (
+            json!({"agent": {"config": {"drops": {"enable": true}}}}),
+            "enable",
         ),
         (
             json!({"agent": {"config": {"metrics": {"flow_attributes": ["source.pod"]}}}}),
