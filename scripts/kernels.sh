@@ -4,8 +4,8 @@
 # meta-package to the newest build the archive has, with a private apt state (the system's apt
 # sources stay untouched). Keeps, per line, only what a test VM boots: the kernel image and the
 # modules the node lab needs (with their dependencies, decompressed), under
-# $TOOLS_DIR/kernels/<line>/. Idempotent: a line already fetched is not fetched again; delete
-# its folder to move to a newer build. Prints the exact package versions.
+# $TOOLS_DIR/kernels/<line>/. Idempotent: a line already fetched (for the same module list) is
+# not fetched again; delete its folder to move to a newer build. Prints the exact package versions.
 set -euo pipefail
 
 log() { printf '[kernels] %s\n' "$*"; }
@@ -24,6 +24,11 @@ LINES=(
 # cls_bpf for TC before TCX, netem for delay, TUN, and nftables for the drop tests.
 MODULES=(veth bridge 8021q sch_ingress cls_bpf sch_netem tun nf_tables nft_reject_inet
   nft_reject_ipv4 nft_reject_ipv6 nft_ct nft_nat nft_chain_nat nf_conntrack)
+# Modules on some lines only: nft_counter was folded into nf_tables in 5.14 (the drop tests'
+# rule counters).
+OPTIONAL_MODULES=(nft_counter)
+# What a cached line was extracted for: a changed list re-extracts it.
+WANTED="${MODULES[*]} / ${OPTIONAL_MODULES[*]}"
 
 apt_state() { # suite -> prints the apt options of a private state for it (updated once)
   local suite=$1 d="$TOOLS_DIR/apt-$1"
@@ -86,6 +91,10 @@ fetch_line() { # line suite meta
   }
   local m
   for m in "${MODULES[@]}"; do add_mod "$m"; done
+  for m in "${OPTIONAL_MODULES[@]}"; do
+    find "$mdir/kernel" -name "${m}.ko*" | grep -q . && add_mod "$m"
+  done
+  printf '%s\n' "$WANTED" >"$out.new/modules.wanted"
   printf '%s\n' "${order[@]}" >"$out.new/modules.order"
   printf '%s %s %s\n' "$pkg" "$(dpkg-deb -f "$deb" Version)" "$kver" >"$out.new/version"
   rm -rf "$tmp" "$out"
@@ -94,7 +103,9 @@ fetch_line() { # line suite meta
 
 for spec in "${LINES[@]}"; do
   read -r line suite meta <<<"$spec"
-  [ -s "$KDIR/$line/version" ] || fetch_line "$line" "$suite" "$meta"
+  if [ ! -s "$KDIR/$line/version" ] || [ "$(cat "$KDIR/$line/modules.wanted" 2>/dev/null)" != "$WANTED" ]; then
+    fetch_line "$line" "$suite" "$meta"
+  fi
   log "$line: $(cat "$KDIR/$line/version")"
 done
 # The package lists are only needed to resolve and fetch (about 25 MB a suite).

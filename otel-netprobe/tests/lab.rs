@@ -279,3 +279,47 @@ mod kernel_matrix {
         super::common::vm::run_lab("6.12", VM_TIMEOUT);
     }
 }
+
+/// Every program of the production object, at the production table sizes, passes this
+/// kernel's verifier (the drop program where the kernel has BTF, as every kernel of the matrix
+/// does); prints how many instructions the verifier walked, past libtest's capture, so the
+/// kernel matrix reports them per kernel.
+#[test]
+fn every_program_passes_this_kernels_verifier() {
+    use otel_netprobe::ebpf::{self, drops};
+    use std::io::Write as _;
+    common::require_root();
+    let setup =
+        drops::DropSetup::probe().expect("the kernel's BTF (every kernel of the matrix has it)");
+    let sizes = ebpf::Sizes::flows(
+        netprobe_ebpf::DEFAULT_FLOW4_CAPACITY,
+        netprobe_ebpf::DEFAULT_FLOW6_CAPACITY,
+    );
+    let mut object = ebpf::load_with(&sizes, Some(&setup.layout)).expect("load");
+    assert!(
+        drops::start(&mut object, &setup),
+        "the drop program loads and attaches"
+    );
+    let mut verified: Vec<(String, u32)> = object
+        .programs()
+        .filter_map(|(name, p)| {
+            let n = p.info().ok()?.verified_instruction_count()?;
+            Some((name.to_owned(), n))
+        })
+        .collect();
+    verified.sort();
+    let names: Vec<&str> = verified.iter().map(|(n, _)| n.as_str()).collect();
+    for want in ["netprobe_xdp", "netprobe_tc_ingress", "netprobe_tc_egress"] {
+        assert!(names.contains(&want), "{want} not loaded: {names:?}");
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("netprobe_drop")),
+        "{names:?}"
+    );
+    let line: Vec<String> = verified.iter().map(|(n, c)| format!("{n} {c}")).collect();
+    let _ = writeln!(
+        std::io::stderr(),
+        "verified instructions: {}",
+        line.join(", ")
+    );
+}

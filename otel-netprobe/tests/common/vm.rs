@@ -64,12 +64,13 @@ pub fn run_lab(line: &str, timeout: Duration) {
     // Written past libtest's capture, so `make test` shows every kernel's time and result.
     let _ = writeln!(
         std::io::stderr(),
-        "kernel matrix: {line} ({}): {} passed, {} failed of {} in {:.0} s",
+        "kernel matrix: {line} ({}): {} passed, {} failed of {} in {:.0} s; {}",
         report.kernel,
         report.passed.len(),
         report.failed.len(),
         expected.len(),
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        report.verified
     );
     let detail = || {
         format!(
@@ -116,6 +117,8 @@ fn lab_tests(exe: &Path) -> Vec<String> {
 /// What the guest's console says.
 struct Report {
     kernel: String,
+    /// The verifier's instruction counts, as the lab's verifier test printed them.
+    verified: String,
     passed: Vec<String>,
     failed: Vec<String>,
 }
@@ -124,6 +127,7 @@ impl Report {
     fn parse(console: &str) -> Self {
         let mut r = Self {
             kernel: String::from("?"),
+            verified: String::from("verified instructions: not reported"),
             passed: Vec::new(),
             failed: Vec::new(),
         };
@@ -131,6 +135,8 @@ impl Report {
             // The firmware's escape codes may precede it on its line.
             if let Some((_, k)) = line.split_once("netprobe-vm: kernel ") {
                 k.split(',').next().unwrap_or(k).clone_into(&mut r.kernel);
+            } else if let Some(at) = line.find("verified instructions: ") {
+                line[at..].clone_into(&mut r.verified);
             } else if let Some(rest) = line.strip_prefix("test ") {
                 if let Some(name) = rest.strip_suffix(" ... ok") {
                     r.passed.push(name.to_owned());
