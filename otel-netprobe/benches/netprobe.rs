@@ -5,13 +5,16 @@
 //! 1. `packet`: per-packet cost of our XDP and TC programs (BPF_PROG_TEST_RUN), minus a trivial
 //!    XDP_PASS / TC program, for four packet shapes; and the per-CPU flow-table variant.
 //!    `traffic`: the same programs under traffic, by the kernel's BPF stats, against a
-//!    trivial program on the same hooks, while the lab carries 100k flows.
+//!    trivial program on the same hooks, while the lab carries 100k flows. `handshake`: a first
+//!    SYN and its SYN-ACK (connection tracking); `drops`: the `kfree_skb` tracepoint per drop.
 //! 2. `memory`: kernel memory of the flow tables, shared (ours) vs per-CPU, both measured here.
 //! 3. `maps`, `reader`, `export`, `agent`, `attach`, `k8s`: user space (`sections/`).
 //! 4. `throughput`: pod-to-pod TCP (iperf3) with and without the agent attached.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "netprobe/conns.rs"]
+mod conns;
 mod sections;
 #[path = "netprobe/traffic.rs"]
 mod traffic;
@@ -29,7 +32,7 @@ use otel_netprobe::ebpf::{self, BENCH_OBJECT, sys};
 const REPEAT: u32 = 100_000;
 const ROUNDS: usize = 15;
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -57,7 +60,7 @@ const BENCH_XDP: [&str; 5] = [
     "bench_xdp_plainadd",
 ];
 
-fn load_bench() -> Ebpf {
+pub(crate) fn load_bench() -> Ebpf {
     let mut b = Ebpf::load(BENCH_OBJECT).expect("bench object");
     for name in BENCH_XDP {
         let p: &mut Xdp = b.program_mut(name).unwrap().try_into().unwrap();
@@ -68,11 +71,11 @@ fn load_bench() -> Ebpf {
     b
 }
 
-fn xdp<'a>(e: &'a Ebpf, name: &str) -> &'a Xdp {
+pub(crate) fn xdp<'a>(e: &'a Ebpf, name: &str) -> &'a Xdp {
     e.program(name).unwrap().try_into().unwrap()
 }
 
-fn tc<'a>(e: &'a Ebpf, name: &str) -> &'a SchedClassifier {
+pub(crate) fn tc<'a>(e: &'a Ebpf, name: &str) -> &'a SchedClassifier {
     e.program(name).unwrap().try_into().unwrap()
 }
 
@@ -90,7 +93,7 @@ fn per_packet() {
             .concat(),
         ),
         (
-            "IPv4 TCP SYN",
+            "IPv4 TCP SYN (same ISN)",
             [
                 eth(&[], 0x0800),
                 ipv4(6, 0, 0, &tcp(40001, 443, 0x02, 20), 0),
@@ -295,8 +298,14 @@ fn main() {
     if want("packet") {
         per_packet();
     }
+    if want("handshake") {
+        conns::handshakes();
+    }
     if want("traffic") {
         traffic::under_traffic();
+    }
+    if want("drops") {
+        conns::drops();
     }
     if want("memory") {
         memory();

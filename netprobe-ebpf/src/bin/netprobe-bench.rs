@@ -16,9 +16,9 @@
 mod prog {
     use aya_ebpf::{
         bindings::{TC_ACT_UNSPEC, xdp_action},
-        macros::{classifier, map, xdp},
+        macros::{classifier, map, raw_tracepoint, xdp},
         maps::{HashMap, PerCpuArray, PerCpuHashMap},
-        programs::{TcContext, XdpContext},
+        programs::{RawTracePointContext, TcContext, XdpContext},
     };
     use netprobe_ebpf::{
         COUNTER_SLOTS, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS,
@@ -37,6 +37,12 @@ mod prog {
     #[classifier]
     pub fn bench_tc_pass(_ctx: TcContext) -> i32 {
         TC_ACT_UNSPEC
+    }
+
+    /// The trivial program on the drop tracepoint, beside the agent's.
+    #[raw_tracepoint(tracepoint = "kfree_skb")]
+    pub fn bench_kfree_skb(_ctx: RawTracePointContext) -> i32 {
+        0
     }
 
     /// Parsing alone (the result is kept so the work is not optimised away).
