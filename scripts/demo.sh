@@ -17,7 +17,10 @@
 # (ClusterIP 10.96.0.10:80 -> web's 8080, translated by nftables in the node as kube-proxy would),
 # so the agent names both ends of every flow. The agent also pushes its metrics over OTLP/HTTP
 # (every second) into a VictoriaMetrics started inside the node namespace (installed by `make
-# setup`); the demo ends with PromQL queries on it, by address and by workload.
+# setup`); the demo ends with PromQL queries on it, by address and by workload. Connections too:
+# db drops the first SYN of each connection to :5432 (nftables), so handshakes take ~1 s and the
+# drops carry the kernel's reason; connects to a closed port are refused; UDP to a closed port is
+# dropped and answered by ICMP errors. Each count is set against the kernels' own counters.
 # Everything started here is stopped, and every namespace deleted, on exit, on failure and on Ctrl-C.
 set -euo pipefail
 
@@ -404,6 +407,44 @@ head -c 65536 /dev/zero | in_ns "$OUTSIDE" socat -u - "TCP:$CLUSTER_IP:80"
 step "ICMPv6: ping pod0 -> outside ($OUTSIDE_IP6)"
 in_ns "$P0" ping -6 -q -c "$PING_COUNT" -i 0.2 -W 1 "$OUTSIDE_IP6" | grep -E 'packets transmitted' | sed 's/^/   /'
 
+say "Connections, handshake latency, drops and ICMP errors"
+# db (pod2) drops the first SYN of every connection to :5432 with an nftables rule (a set of the
+# client address and port seen): each client waits for its SYN retransmission, a ~1 s handshake.
+step "db: nftables drops the first SYN of each connection to :5432 (a ~1 s handshake each)"
+in_ns "$P2" nft -f - <<'NFT'
+table inet netprobe_demo {
+  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 10m; }
+  chain in {
+    type filter hook input priority 0; policy accept;
+    tcp dport 5432 tcp flags syn ip saddr . tcp sport @seen accept
+    tcp dport 5432 tcp flags syn add @seen { ip saddr . tcp sport } counter drop
+  }
+}
+NFT
+bg_in "$P2" socat -u "TCP-LISTEN:5432,reuseaddr,fork" /dev/null
+wait_for "db's server on :5432" 10 listening "$P2" tcp 5432
+SLOW=3 REFUSED=4 CLOSED_UDP=5
+step "TCP: $SLOW connections pod0 -> db:5432 at once (each waits for its retransmitted SYN)"
+slow_pids=()
+for ((i = 0; i < SLOW; i++)); do
+  head -c 4096 /dev/zero | in_ns "$P0" socat -u - "TCP:${POD_IP[2]}:5432" &
+  slow_pids+=("$!")
+done
+for pid in "${slow_pids[@]}"; do wait "$pid"; done
+step "TCP: $REFUSED connects pod0 -> web:9 (nothing listens: refused by RST)"
+for ((i = 0; i < REFUSED; i++)); do
+  in_ns "$P0" socat -u /dev/null "TCP:${POD_IP[1]}:9,connect-timeout=2" 2>/dev/null || true
+done
+step "UDP: $CLOSED_UDP datagrams pod0 -> db:9999 (no socket: dropped, answered by ICMP port unreachable)"
+for ((i = 1; i <= CLOSED_UDP; i++)); do printf 'to nobody %02d\n' "$i"; sleep 0.01; done |
+  in_ns "$P0" socat -u - "UDP-SENDTO:${POD_IP[2]}:9999"  # unconnected: the ICMP errors do not stop it
+RULE_DROPS=$(in_ns "$P2" nft list chain inet netprobe_demo in | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')
+snmp() { # NS SECTION FIELD: a counter of the namespace's /proc/net/snmp, by name
+  in_ns "$1" awk -v sec="$2:" -v f="$3" '$1 == sec { if (!n) { for (i = 2; i <= NF; i++) col[$i] = i; n = 1 } else print $col[f] }' /proc/net/snmp
+}
+ICMP_SENT=$(snmp "$P2" Icmp OutDestUnreachs)
+info "db's nftables rule dropped $RULE_DROPS first SYNs; db sent $ICMP_SENT ICMP destination-unreachable messages"
+
 # --- 4. results -----------------------------------------------------------------------------------
 say "Waiting for the agent to read the kernel maps"
 step "polling /api/v1/summary until the packet total is stable"
@@ -435,17 +476,19 @@ METRICS="$WORK/metrics.txt"
 in_ns "$NODE" curl -sf --max-time 5 "$URL/metrics" >"$METRICS"
 
 say "Packets per path, from /metrics (client -> server direction only)"
-# Sum of netprobe_flow_packets_total over the series matching every given label (label="value").
-series_packets() {
-  awk -v want="$*" '
+# Sum of METRIC over the series matching every given label (label="value"), as an integer.
+metric_sum() {
+  local metric=$1; shift
+  awk -v want="$*" -v m="$metric{" '
     BEGIN { n = split(want, w, " ") }
-    /^netprobe_flow_packets_total\{/ {
+    index($0, m) == 1 {
       ok = 1
       for (i = 1; i <= n; i++) if (!index($0, w[i] ",") && !index($0, w[i] "}")) ok = 0
       if (ok) sum += $NF
     }
     END { printf "%d", sum }' "$METRICS"
 }
+series_packets() { metric_sum netprobe_flow_packets_total "$@"; }
 printf '   %-16s %-13s %-13s %12s %6s %6s  %s\n' path source destination "tcp (data)" udp icmp check
 zero_paths=() odd_paths=()
 for p in "${PATHS[@]}"; do
@@ -466,6 +509,43 @@ check=ok
 printf '   %-16s %-13s %-13s %12s %6s %6s  %s\n' "pod0->outside v6" "${POD_IP6[0]}" "$OUTSIDE_IP6" - - "$icmp6" "$check"
 info "sent on each path: $UDP_COUNT UDP datagrams and $PING_COUNT echo requests (the counts should match exactly);"
 info "TCP: iperf3 for pod0->pod1 and pod2->outside, 64 KiB over socat elsewhere (wire packets, handshake included)"
+
+say "Connections, handshakes, drops and ICMP errors, from /metrics"
+to_db="source_address=\"${POD_IP[0]}\" destination_address=\"${POD_IP[2]}\""
+slow="$to_db destination_port=\"5432\""
+opened=$(metric_sum netprobe_tcp_connections_opened_total "$slow")
+retrans=$(metric_sum netprobe_tcp_syn_retransmits_total "$slow")
+hs_count=$(metric_sum netprobe_tcp_handshake_duration_seconds_count "$slow")
+hs_ms=$(awk -v want="$slow" 'BEGIN { n = split(want, w, " ") }
+  index($0, "netprobe_tcp_handshake_duration_seconds_sum{") == 1 {
+    ok = 1; for (i = 1; i <= n; i++) if (!index($0, w[i] ",") && !index($0, w[i] "}")) ok = 0
+    if (ok) s += $NF }
+  END { printf "%d", s * 1000 }' "$METRICS")
+refused=$(metric_sum netprobe_tcp_connections_failed_total "source_address=\"${POD_IP[0]}\"" \
+  "destination_address=\"${POD_IP[1]}\"" 'destination_port="9"' 'netprobe_tcp_failure_reason="refused"')
+syn_drops=$(metric_sum netprobe_packet_drops_total "$slow")
+udp_drops=$(metric_sum netprobe_packet_drops_total "$to_db" 'destination_port="9999"')
+icmp_errors=$(metric_sum netprobe_icmp_errors_total "$to_db" 'destination_port="9999"')
+CONN_CHECKS=()
+conn_row() { # what counted expected
+  local check=ok
+  [ "$2" -eq "$3" ] || { check=MISMATCH; CONN_CHECKS+=("$1"); }
+  printf '   %-58s %8s %8s  %s\n' "$1" "$2" "$3" "$check"
+}
+printf '   %-58s %8s %8s  %s\n' "" counted expected check
+conn_row "pod0 -> db:5432 connections opened" "$opened" "$SLOW"
+conn_row "pod0 -> db:5432 SYN retransmissions" "$retrans" "$SLOW"
+conn_row "pod0 -> db:5432 handshakes observed" "$hs_count" "$SLOW"
+conn_row "pod0 -> db:5432 first SYNs dropped (db's nftables counter)" "$syn_drops" "$RULE_DROPS"
+conn_row "pod0 -> web:9 connections refused" "$refused" "$REFUSED"
+conn_row "pod0 -> db:9999 UDP datagrams dropped (no socket)" "$udp_drops" "$CLOSED_UDP"
+conn_row "pod0 -> db:9999 ICMP errors (db's OutDestUnreachs)" "$icmp_errors" "$ICMP_SENT"
+if [ "$hs_count" -gt 0 ]; then
+  info "mean handshake pod0 -> db:5432: $((hs_ms / hs_count)) ms (each waited for a retransmitted SYN: ~1 s)"
+fi
+grep -E '^netprobe_packet_drops_total\{' "$METRICS" | sed 's/^/   /' || true
+grep -E '^netprobe_tcp_handshake_duration_seconds_bucket\{.*destination_port="5432"' "$METRICS" |
+  grep -E 'le="(0.001|0.5|1|2.5|\+Inf)"' | sed 's/^/   /' || true
 
 say "Prometheus /metrics: netprobe_flow_packets_total (a few series)"
 grep -E "^netprobe_flow_packets_total\{source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\"" "$METRICS" | sed 's/^/   /' || true
@@ -573,6 +653,16 @@ SVC_Q="sum(netprobe_flow_packets_total{source_k8s_workload_name=\"external\",des
 svc_n=$(vm_value "$SVC_Q" || true)
 info "outside -> Service web: ${svc_n:-no} packets attributed to the service ($SVC_Q)"
 
+say "PromQL: handshake latency and drops by workload and reason"
+step "VictoriaMetrics: handshake p50 / p99 by server workload, drops by reason"
+vm_flush || true
+vm_table "histogram_quantile(0.5, sum by (le, destination_k8s_workload_name) (netprobe_tcp_handshake_duration_seconds_bucket))" destination_k8s_workload_name
+vm_table "histogram_quantile(0.99, sum by (le, destination_k8s_workload_name) (netprobe_tcp_handshake_duration_seconds_bucket))" destination_k8s_workload_name
+vm_table "sum by (source_k8s_workload_name, destination_k8s_workload_name, netprobe_drop_reason) (netprobe_packet_drops_total)" \
+  source_k8s_workload_name destination_k8s_workload_name netprobe_drop_reason
+vm_table "sum by (netprobe_tcp_failure_reason, destination_k8s_workload_name, destination_port) (netprobe_tcp_connections_failed_total)" \
+  netprobe_tcp_failure_reason destination_k8s_workload_name destination_port
+
 STEP="checking the results"
 say "Result"
 if [ "$total" -le 0 ]; then
@@ -591,4 +681,12 @@ if [ -z "$svc_n" ] || [ "$svc_n" -le 0 ]; then
   exit 1
 fi
 info "Kubernetes names: traffic to Service web's ClusterIP attributed to it ($svc_n packets)"
+if [ "$opened" -le 0 ] || [ "$hs_count" -le 0 ] || [ "$syn_drops" -le 0 ] || [ "$udp_drops" -le 0 ]; then
+  echo "demo: connections, handshakes or drops were not counted (opened $opened, handshakes $hs_count, drops $syn_drops + $udp_drops)" >&2
+  exit 1
+fi
+if [ "${#CONN_CHECKS[@]}" -gt 0 ]; then
+  info "WARNING: connection/drop counts differ from what the kernels say on: ${CONN_CHECKS[*]}"
+fi
+info "connections: $opened opened with ~1 s handshakes, $refused refused; drops: $syn_drops by nftables, $udp_drops without a socket"
 info "OK: $total packets counted in $(grep -c '^netprobe_flow_packets_total{' "$METRICS") flow series; demo took $((SECONDS - T0)) s"

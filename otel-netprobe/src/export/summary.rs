@@ -361,12 +361,12 @@ impl Summary {
                     // A histogram: how many observations, and their sum in the unit.
                     Some(sum) => writeln!(
                         o,
-                        "  {:<40} {:>14} observed, sum {sum} {}",
+                        "  {:<62} {:>14} observed, sum {sum} {}",
                         name.trim_end(),
                         r.value,
                         m.unit
                     ),
-                    None => writeln!(o, "  {:<40} {:>14} {}", name.trim_end(), r.value, m.unit),
+                    None => writeln!(o, "  {:<62} {:>14} {}", name.trim_end(), r.value, m.unit),
                 };
                 if !r.buckets.is_empty() {
                     let b: Vec<String> = r

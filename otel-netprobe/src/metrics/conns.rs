@@ -57,14 +57,12 @@ pub fn families(c: &Cycle<'_>, out: &mut Vec<Family>) {
             }
         },
     ));
-    let mut active = set.counter_by(&names::TCP_ACTIVE, flows, &[], |f, emit| {
+    // A gauge, summed over the series' flows like the counters (and in the summary's totals).
+    out.push(set.counter_by(&names::TCP_ACTIVE, flows, &[], |f, emit| {
         if let Some(n) = conn(f) {
             emit(&[], n.active);
         }
-    });
-    // A gauge, though summed over the series' flows like the counters.
-    active.totals_by = None;
-    out.push(active);
+    }));
     out.push(
         set.counter_by(&names::TCP_SYN_RETRANSMITS, flows, &[], |f, emit| {
             if let Some(n) = conn(f) {

@@ -66,5 +66,41 @@ fn exchanges_are_opened_and_closed_by_fin_refusals_and_resets_counted() {
         frame_sum(&snap, &names::TCP_OPENED, &to_pod1("7052")),
         Some(3)
     );
+    // The summary totals the same counts (this lab has no other connections).
+    let total = |name: &str, attrs: &[(&str, &str)]| {
+        snap.summary
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| {
+                m.rows.iter().find(|r| {
+                    r.attributes.len() == attrs.len()
+                        && attrs
+                            .iter()
+                            .all(|(k, v)| r.attributes.get(*k).map(String::as_str) == Some(*v))
+                })
+            })
+            .map(|r| r.value)
+    };
+    assert_eq!(total(names::TCP_OPENED.otlp, &[]), Some(8.0));
+    assert_eq!(total(names::TCP_ACTIVE.otlp, &[]), Some(0.0));
+    let (fin, rst) = (
+        [(attr::TCP_CLOSE_REASON, "fin")],
+        [(attr::TCP_CLOSE_REASON, "rst")],
+    );
+    assert_eq!(total(names::TCP_CLOSED.otlp, &fin), Some(5.0));
+    assert_eq!(total(names::TCP_CLOSED.otlp, &rst), Some(3.0));
+    let refused = [(attr::TCP_FAILURE_REASON, "refused")];
+    assert_eq!(total(names::TCP_FAILED.otlp, &refused), Some(4.0));
+    assert_eq!(
+        total(names::TCP_HANDSHAKE.otlp, &[]),
+        Some(8.0),
+        "handshakes observed"
+    );
+    let table = snap.summary.to_table();
+    assert!(
+        table.contains("netprobe.tcp.connections.closed netprobe.tcp.close.reason=rst"),
+        "{table}"
+    );
     agent.stop();
 }
