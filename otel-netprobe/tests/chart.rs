@@ -664,7 +664,7 @@ fn prometheus_rule_is_the_rule_file() {
             .arg(&tmp),
     );
     let _ = std::fs::remove_file(&tmp);
-    assert!(ok && out.contains("SUCCESS: 8 rules found"), "{out}{err}");
+    assert!(ok && out.contains("SUCCESS: 11 rules found"), "{out}{err}");
 }
 
 #[test]

@@ -457,7 +457,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent() {
                     .as_str()
                     .is_some_and(|t| !t.starts_with("0001"))
         });
-        if rules.len() == 8 && evaluated {
+        if rules.len() == 11 && evaluated {
             for r in &rules {
                 assert_eq!(
                     r["state"], "inactive",
@@ -474,7 +474,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent() {
         std::thread::sleep(Duration::from_millis(200));
     }
     println!(
-        "8 alert rules evaluated, none firing; {:.1} s",
+        "11 alert rules evaluated, none firing; {:.1} s",
         started.elapsed().as_secs_f64()
     );
     drop(agent);

@@ -202,9 +202,26 @@ pub fn catalogue() -> Vec<(String, &'static Metric)> {
         .collect()
 }
 
-/// The `netprobe_*` identifiers a PromQL expression names (metric names; our label names never
-/// start with `netprobe_`).
+/// The labels of the metric-specific attributes (`netprobe.drop.reason`, ...): `netprobe_*`
+/// identifiers that are not metric names.
+pub fn netprobe_labels() -> BTreeSet<String> {
+    use otel_netprobe::export::names::{attr, prometheus_label};
+    [
+        attr::TCP_FAILURE_REASON,
+        attr::TCP_CLOSE_REASON,
+        attr::DROP_REASON,
+        attr::ICMP_TYPE,
+        attr::ICMP_CODE,
+    ]
+    .iter()
+    .map(|a| prometheus_label(a))
+    .collect()
+}
+
+/// The `netprobe_*` identifiers a PromQL expression names that are not the labels of
+/// [`netprobe_labels`]: metric names (or misspelt labels, which then show as unknown names).
 pub fn metric_names(promql: &str) -> BTreeSet<String> {
+    let labels = netprobe_labels();
     let mut found = BTreeSet::new();
     let bytes = promql.as_bytes();
     let mut i = 0;
@@ -215,7 +232,7 @@ pub fn metric_names(promql: &str) -> BTreeSet<String> {
         while end < bytes.len() && is_ident(bytes[end]) {
             end += 1;
         }
-        if boundary {
+        if boundary && !labels.contains(&promql[start..end]) {
             found.insert(promql[start..end].to_owned());
         }
         i = end.max(start + 1);
