@@ -65,6 +65,7 @@ fn default_install_renders_lints_and_validates() {
         "Deployment/np-otel-netprobe-collector",
         "Service/np-otel-netprobe-collector",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-agent",
+        "ConfigMap/np-otel-netprobe-dashboard-netprobe-connections",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-patterns",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-topology",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-traffic",
@@ -688,7 +689,7 @@ fn dashboards_are_provisioned_for_the_grafana_sidecar() {
         .collect();
     files.sort();
     assert_eq!(maps.len(), files.len());
-    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(files.len(), 5, "{files:?}");
     for file in &files {
         let cm = maps
             .iter()
@@ -731,6 +732,7 @@ fn the_packaged_chart_carries_the_linked_files_and_nothing_else() {
             "collector/otelcol-remote-write.yaml",
             "collector/otelcol.yaml",
             "dashboards/netprobe-agent.json",
+            "dashboards/netprobe-connections.json",
             "dashboards/netprobe-patterns.json",
             "dashboards/netprobe-topology.json",
             "dashboards/netprobe-traffic.json",

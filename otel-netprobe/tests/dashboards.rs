@@ -23,6 +23,7 @@ fn dashboards_import_by_hand_and_provision() {
         files,
         [
             "netprobe-agent.json",
+            "netprobe-connections.json",
             "netprobe-patterns.json",
             "netprobe-topology.json",
             "netprobe-traffic.json"
@@ -32,7 +33,7 @@ fn dashboards_import_by_hand_and_provision() {
     for (file, d) in &all {
         check_dashboard(file, d, &mut uids);
     }
-    let (_, traffic) = &all[3];
+    let (_, traffic) = &all[4];
     let kinds: BTreeSet<&str> = all
         .iter()
         .flat_map(|(_, d)| grafana::panels(d))
@@ -206,7 +207,7 @@ fn variables_and_rates_substitute_as_grafana_does() {
         grafana::substitute(expr, &vars, "1m"),
         r#"sum(rate(netprobe_flow_bytes_total{k8s_cluster_name=~"lab\.1", source_k8s_workload_name=~".*"}[1m]))"#
     );
-    let d: Value = grafana::dashboards().remove(3).1;
+    let d: Value = grafana::dashboards().remove(4).1;
     let v = grafana::label_variables(&d);
     assert_eq!(
         v[0],

@@ -2,8 +2,9 @@
 //! Prometheus that scraped a real agent: the agent binary, run with the configuration the chart
 //! renders, in a node lab whose pods a list/watch API server names (namespaces, Deployments, a
 //! StatefulSet, a Service). Each query must return series; the traffic dashboards' must show
-//! traffic. The alert rules are loaded too: each evaluates without error and none fires for this
-//! healthy agent.
+//! traffic (connections, their failures and resets, slow handshakes, drops and ICMP errors
+//! included). The alert rules are loaded too: each evaluates without error and none fires for
+//! this healthy agent and the lab's handful of faults.
 
 mod common;
 #[path = "common/grafana.rs"]
@@ -91,12 +92,77 @@ fn register(api: &FakeApiServer) {
     api.apply(&cluster::slice("shop", "web-x1", "web", &[PODS[1]], 8080));
 }
 
+/// The web pod drops the first SYN of each connection to this port (its retransmission
+/// passes): a handshake of about a second, a SYN retransmission and a `NETFILTER_DROP` each.
+const SLOW_PORT: u16 = 7060;
+/// Nothing listens on these ports of the web pod: TCP connects are refused, UDP is dropped
+/// (`NO_SOCKET`) and answered by ICMP port unreachable.
+const CLOSED_TCP_PORT: u16 = 7051;
+const CLOSED_UDP_PORT: u16 = 7070;
+/// The web pod resets connections to this port; one more is held open to `HELD_PORT`.
+const RESET_PORT: u16 = 7052;
+const HELD_PORT: u16 = 7080;
+
+/// The nftables rules in `web` that drop the first SYN of each client port to [`SLOW_PORT`]
+/// (as `tests/lab/drops.rs`).
+fn drop_first_syns(web: &Netns) {
+    for rule in [
+        "add table inet np".to_owned(),
+        "add set inet np seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 10m; }".to_owned(),
+        "add chain inet np in { type filter hook input priority 0; }".to_owned(),
+        format!("add rule inet np in tcp dport {SLOW_PORT} tcp flags syn ip saddr . tcp sport @seen accept"),
+        format!("add rule inet np in tcp dport {SLOW_PORT} tcp flags syn add @seen {{ ip saddr . tcp sport }} counter drop"),
+    ] {
+        web.exec(&format!("nft '{rule}'"));
+    }
+}
+
+/// A connection from checkout to web, open until dropped: the active-connections gauge.
+struct HeldConnection {
+    client: TcpStream,
+    _server: TcpStream,
+}
+
+impl HeldConnection {
+    fn open(from: &Netns, to: &Netns) -> Self {
+        let addr: std::net::SocketAddr = format!("{}:{HELD_PORT}", PODS[1]).parse().expect("addr");
+        let listener = to.run(move || TcpListener::bind(addr).expect("listen"));
+        let client = from.run(move || TcpStream::connect(addr).expect("connect"));
+        let (server, _) = listener.accept().expect("accept");
+        Self {
+            client,
+            _server: server,
+        }
+    }
+
+    /// A byte now and then, so the connection never reaches the agent's idle timeout.
+    fn touch(&mut self) {
+        self.client
+            .write_all(b".")
+            .expect("write on the held connection");
+    }
+}
+
 /// One round of traffic of every kind the dashboards show: pod → service (TCP), pod → pod
-/// (UDP), outside → pod, pod → outside.
-fn traffic_round(lab: &NodeLab, round: u16) {
+/// (UDP), outside → pod, pod → outside; and, all from checkout to web, connections refused,
+/// reset by the server, slow to open (a dropped first SYN), UDP to a closed port (a drop and
+/// an ICMP error). A handful of each: far below what any alert calls a problem.
+fn traffic_round(lab: &NodeLab, round: u16, held: &mut HeldConnection) {
     let (checkout, web, cache) = (&lab.pods[0], &lab.pods[1], &lab.pods[2]);
     traffic::tcp_bulk(checkout, web, &format!("{}:8080", PODS[1]), 256 << 10);
     let sport = |base: u16| base + round;
+    let web_port = |port: u16| format!("{}:{port}", PODS[1]);
+    traffic::tcp_refused(checkout, &web_port(CLOSED_TCP_PORT), 2);
+    traffic::tcp_reset_by_server(checkout, web, &web_port(RESET_PORT), 2);
+    traffic::tcp_exchanges(checkout, web, &web_port(SLOW_PORT), 2);
+    traffic::udp_send(
+        checkout,
+        &format!("{}:{}", PODS[0], sport(40400)),
+        &web_port(CLOSED_UDP_PORT),
+        5,
+        100,
+    );
+    held.touch();
     traffic::udp(
         checkout,
         &format!("{}:{}", PODS[0], sport(40100)),
@@ -341,18 +407,56 @@ fn every_dashboard_query_returns_data_from_a_real_agent() {
     assert!(ready, "the agent never got ready: {:?}", http_get(&metrics));
 
     // Round one makes the series; round two, once Prometheus has them, makes their rates.
-    traffic_round(&lab, 0);
+    drop_first_syns(&lab.pods[1]);
+    let mut held = HeldConnection::open(&lab.pods[0], &lab.pods[1]);
+    traffic_round(&lab, 0, &mut held);
     let named = r#"netprobe_flow_bytes_total{source_k8s_workload_name="checkout",destination_k8s_service_name="web",destination_port="8080"}"#;
     prom.wait_query(named, Duration::from_secs(60), |v| !values(v).is_empty());
+    // Each kind of connection outcome, drop and ICMP error of checkout → web, as its own series.
+    let faults = [
+        ("netprobe_tcp_connections_opened_total", ""),
+        (
+            "netprobe_tcp_connections_failed_total",
+            r#",netprobe_tcp_failure_reason="refused""#,
+        ),
+        (
+            "netprobe_tcp_connections_closed_total",
+            r#",netprobe_tcp_close_reason="rst""#,
+        ),
+        (
+            "netprobe_tcp_connections_closed_total",
+            r#",netprobe_tcp_close_reason="fin""#,
+        ),
+        ("netprobe_tcp_syn_retransmits_total", ""),
+        ("netprobe_tcp_handshake_duration_seconds_count", ""),
+        ("netprobe_packet_drops_total", ""),
+        ("netprobe_icmp_errors_total", ""),
+    ];
+    let checkout_to_web =
+        r#"source_k8s_workload_name="checkout",destination_k8s_workload_name="web""#;
+    for (metric, extra) in faults {
+        let q = format!("sum({metric}{{{checkout_to_web}{extra}}})");
+        prom.wait_query(&q, Duration::from_secs(60), |v| {
+            values(v).iter().any(|x| *x > 0.0)
+        });
+    }
+    let active = format!("sum(netprobe_tcp_connections_active{{{checkout_to_web}}})");
+    prom.wait_query(&active, Duration::from_secs(30), |v| values(v) == [1.0]);
     let synced = prom.wait_query("netprobe_agent_k8s_synced", Duration::from_secs(30), |v| {
         values(v) == [1.0]
     });
     assert_eq!(synced[0]["metric"]["k8s_node_name"], NODE);
-    traffic_round(&lab, 1);
+    traffic_round(&lab, 1, &mut held);
     let rate = format!("sum(rate({named}[1m]))");
     prom.wait_query(&rate, Duration::from_secs(30), |v| {
         values(v).iter().any(|x| *x > 0.0)
     });
+    for (metric, extra) in faults {
+        let q = format!("sum(rate({metric}{{{checkout_to_web}{extra}}}[1m]))");
+        prom.wait_query(&q, Duration::from_secs(30), |v| {
+            values(v).iter().any(|x| *x > 0.0)
+        });
+    }
     let sizes = "sum(rate(netprobe_packet_size_bytes_count{source_k8s_workload_name=\"checkout\",destination_k8s_workload_name=\"external\"}[1m]))";
     prom.wait_query(sizes, Duration::from_secs(30), |v| {
         values(v).iter().any(|x| *x > 0.0)
@@ -477,6 +581,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent() {
         "11 alert rules evaluated, none firing; {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    drop(held);
     drop(agent);
     drop(api);
     let _ = std::fs::remove_dir_all(&dir);
