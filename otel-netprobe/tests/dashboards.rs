@@ -1,8 +1,9 @@
 //! The Grafana dashboards, statically: the JSON model Grafana imports (`__inputs`, a datasource
 //! variable every panel uses, stable unique uids, `$__rate_interval`, the cluster / namespace /
 //! workload variables), and the catalogue in step with them: every metric name they (and the
-//! alert rules) use exists in `names.rs`, and every catalogue metric appears in a panel. The
-//! queries run against a real Prometheus in `dashboards_lab.rs`.
+//! alert rules) use exists in `names.rs`, every label they group, match or print by is one the
+//! series carry, and every catalogue metric appears in a panel. The queries run against a real
+//! Prometheus in `dashboards_lab.rs`.
 
 mod common;
 #[path = "common/grafana.rs"]
@@ -12,7 +13,7 @@ mod repo;
 
 use std::collections::BTreeSet;
 
-use otel_netprobe::export::names::ALL;
+use otel_netprobe::export::names::{ALL, prometheus_label};
 use serde_json::{Value, json};
 
 #[test]
@@ -217,4 +218,152 @@ fn variables_and_rates_substitute_as_grafana_does() {
             "k8s_cluster_name".into()
         )
     );
+}
+
+/// The label names a PromQL expression uses: grouping lists (`by`, `without`, `on`,
+/// `ignoring`, `group_left`, `group_right`) and matchers (`name="..."`, `=~`, `!=`, `!~`).
+/// Strings are skipped (a `label_join` names its labels in strings).
+fn labels_in(expr: &str) -> BTreeSet<String> {
+    const GROUPING: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let b = expr.as_bytes();
+    let mut out = BTreeSet::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if ident(b[i]) {
+            let start = i;
+            while i < b.len() && ident(b[i]) {
+                i += 1;
+            }
+            let word = &expr[start..i];
+            let rest = expr[i..].trim_start();
+            if GROUPING.contains(&word) && rest.starts_with('(') {
+                let list = &rest[1..rest.find(')').expect("closing parenthesis")];
+                out.extend(
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned),
+                );
+            } else if ["=~", "!~", "!=", "="]
+                .iter()
+                .any(|op| rest.starts_with(op))
+                && !rest.starts_with("==")
+            {
+                out.insert(word.to_owned());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The labels series can carry: every attribute of the catalogue (`names.rs`'s `attr`
+/// module, dots made underscores), the overflow marker, the histograms' `le`, the resource's
+/// cluster and node (the Collector's resource conversion, or the ServiceMonitor's relabelling),
+/// and the node graph's fields that the topology dashboard makes with `label_join`.
+fn known_labels() -> BTreeSet<String> {
+    let names = repo::read("otel-netprobe/src/export/names.rs");
+    let attr = names
+        .split("pub mod attr {")
+        .nth(1)
+        .and_then(|m| m.split("\n}\n").next())
+        .expect("the attr module");
+    let mut known: BTreeSet<String> = attr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("pub const"))
+        .filter_map(|l| l.split('"').nth(1))
+        .map(prometheus_label)
+        .collect();
+    assert!(known.contains("netprobe_drop_reason"), "{known:?}");
+    known.extend(
+        [
+            "otel_metric_overflow",
+            "le",
+            "k8s_cluster_name",
+            "k8s_node_name",
+            "id",
+            "source",
+            "target",
+        ]
+        .map(str::to_owned),
+    );
+    known
+}
+
+#[test]
+fn dashboards_and_rules_use_only_labels_the_series_carry() {
+    let known = known_labels();
+    let mut uses: Vec<(String, String)> = Vec::new();
+    for (file, d) in grafana::dashboards() {
+        for p in grafana::panels(&d) {
+            let title = p["title"].as_str().unwrap_or_default();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let at = format!("{file}: {title}");
+                let expr = t["expr"].as_str().expect("expr");
+                uses.extend(labels_in(expr).into_iter().map(|l| (at.clone(), l)));
+                // Legends name labels as {{label}}.
+                let legend = t["legendFormat"].as_str().unwrap_or_default();
+                for part in legend.split("{{").skip(1) {
+                    let label = part.split("}}").next().unwrap_or_default().trim();
+                    uses.push((format!("{at} (legend)"), label.to_owned()));
+                }
+            }
+        }
+        for (name, selector, label) in grafana::label_variables(&d) {
+            let at = format!("{file}: ${name}");
+            uses.extend(labels_in(&selector).into_iter().map(|l| (at.clone(), l)));
+            uses.push((at, label));
+        }
+    }
+    let rules: Value =
+        serde_norway::from_str(&repo::read("alerts/netprobe.rules.yaml")).expect("rules YAML");
+    for r in rules["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+    {
+        let at = r["alert"].as_str().expect("alert").to_owned();
+        let expr = r["expr"].as_str().expect("expr");
+        uses.extend(labels_in(expr).into_iter().map(|l| (at.clone(), l)));
+        for text in r["annotations"].as_object().expect("annotations").values() {
+            for part in text.as_str().unwrap_or_default().split("$labels.").skip(1) {
+                let label: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                uses.push((format!("{at} (annotation)"), label));
+            }
+        }
+    }
+    let unknown: Vec<&(String, String)> = uses.iter().filter(|(_, l)| !known.contains(l)).collect();
+    assert!(unknown.is_empty(), "labels no series carries: {unknown:?}");
+    let distinct: BTreeSet<&String> = uses.iter().map(|(_, l)| l).collect();
+    println!(
+        "{} label uses, {} labels, all carried",
+        uses.len(),
+        distinct.len()
+    );
+    // The check itself: a misspelt label is caught, strings and comparisons are not labels.
+    let found = labels_in(
+        r#"sum by (netprobe_drop_reasons) (rate(m{k8s_cluster_name=~"$c", le!="1"}[1m])) == 0 and on (id) label_join(x, "a", "b=c")"#,
+    );
+    let want = ["id", "k8s_cluster_name", "le", "netprobe_drop_reasons"];
+    assert_eq!(found, want.iter().map(|s| (*s).to_owned()).collect());
+    assert!(!known.contains("netprobe_drop_reasons"));
 }
