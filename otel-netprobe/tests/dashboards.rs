@@ -13,7 +13,7 @@ mod repo;
 
 use std::collections::BTreeSet;
 
-use otel_netprobe::export::names::{ALL, prometheus_label};
+use otel_netprobe::export::names::ALL;
 use serde_json::{Value, json};
 
 #[test]
@@ -272,24 +272,12 @@ fn labels_in(expr: &str) -> BTreeSet<String> {
     out
 }
 
-/// The labels series can carry: every attribute of the catalogue (`names.rs`'s `attr`
-/// module, dots made underscores), the overflow marker, the histograms' `le`, the resource's
-/// cluster and node (the Collector's resource conversion, or the ServiceMonitor's relabelling),
-/// and the node graph's fields that the topology dashboard makes with `label_join`.
+/// The labels series can carry: every attribute of the catalogue, the overflow marker, the
+/// histograms' `le`, the resource's cluster and node (the Collector's resource conversion, or
+/// the ServiceMonitor's relabelling), and the node graph's fields that the topology dashboard
+/// makes with `label_join`.
 fn known_labels() -> BTreeSet<String> {
-    let names = repo::read("otel-netprobe/src/export/names.rs");
-    let attr = names
-        .split("pub mod attr {")
-        .nth(1)
-        .and_then(|m| m.split("\n}\n").next())
-        .expect("the attr module");
-    let mut known: BTreeSet<String> = attr
-        .lines()
-        .filter(|l| l.trim_start().starts_with("pub const"))
-        .filter_map(|l| l.split('"').nth(1))
-        .map(prometheus_label)
-        .collect();
-    assert!(known.contains("netprobe_drop_reason"), "{known:?}");
+    let mut known = repo::attribute_labels();
     known.extend(
         [
             "otel_metric_overflow",

@@ -202,20 +202,32 @@ pub fn catalogue() -> Vec<(String, &'static Metric)> {
         .collect()
 }
 
-/// The labels of the metric-specific attributes (`netprobe.drop.reason`, ...): `netprobe_*`
-/// identifiers that are not metric names.
+/// The Prometheus label of every attribute in the catalogue (`names.rs`'s `attr` module, read
+/// from the source so a new attribute needs no change here; dots made underscores).
+pub fn attribute_labels() -> BTreeSet<String> {
+    let names = read("otel-netprobe/src/export/names.rs");
+    let attr = names
+        .split("pub mod attr {")
+        .nth(1)
+        .and_then(|m| m.split("\n}\n").next())
+        .expect("the attr module of names.rs");
+    let labels: BTreeSet<String> = attr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("pub const"))
+        .filter_map(|l| l.split('"').nth(1))
+        .map(otel_netprobe::export::names::prometheus_label)
+        .collect();
+    assert!(labels.contains("netprobe_drop_reason"), "{labels:?}");
+    labels
+}
+
+/// The attribute labels that start with `netprobe_` (`netprobe_drop_reason`, ...): identifiers
+/// that are not metric names.
 pub fn netprobe_labels() -> BTreeSet<String> {
-    use otel_netprobe::export::names::{attr, prometheus_label};
-    [
-        attr::TCP_FAILURE_REASON,
-        attr::TCP_CLOSE_REASON,
-        attr::DROP_REASON,
-        attr::ICMP_TYPE,
-        attr::ICMP_CODE,
-    ]
-    .iter()
-    .map(|a| prometheus_label(a))
-    .collect()
+    attribute_labels()
+        .into_iter()
+        .filter(|l| l.starts_with("netprobe_"))
+        .collect()
 }
 
 /// The `netprobe_*` identifiers a PromQL expression names that are not the labels of
