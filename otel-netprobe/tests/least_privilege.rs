@@ -1,6 +1,7 @@
 //! Least privilege: the binary, as user nobody with exactly the capabilities the README names
 //! (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON; every other one dropped with `setpriv`), attaches and
-//! counts exactly; with any one of them missing it refuses in one line that names it.
+//! counts exactly (flows and drops); with any one of them missing it refuses in one line that
+//! names it.
 
 mod common;
 
@@ -78,6 +79,34 @@ fn the_named_capabilities_suffice_and_count_exactly() {
         Some(2280.0)
     );
     assert_eq!(sample(&m, "netprobe_agent_attach_errors_total"), Some(0.0));
+    // The drop program (a tracing program: CAP_PERFMON) loads too: datagrams to a closed
+    // port are each one drop on their flow, whatever the kernel calls the reason.
+    traffic::udp_send(
+        &lab.pods[0],
+        &format!("{}:40171", PODS[0]),
+        &format!("{}:7071", PODS[1]),
+        4,
+        100,
+    );
+    let drops = format!(
+        "netprobe_packet_drops_total{{source_address=\"{}\",destination_address=\"{}\",destination_port=\"7071\",",
+        PODS[0], PODS[1]
+    );
+    let dropped = |m: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with(&drops))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let m = agent.wait_metrics("4 drops", |m| dropped(m) >= 4.0);
+    assert_eq!(dropped(&m), 4.0, "{m}");
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("netprobe_agent_kernel_feature{feature=\"drops\"")
+                && l.ends_with(" 1")
+        ),
+        "{m}"
+    );
     assert!(agent.terminate().success(), "{}", agent.log());
 }
 

@@ -131,17 +131,31 @@ impl Report {
             passed: Vec::new(),
             failed: Vec::new(),
         };
+        // A test that writes past libtest's capture splits its line: `test NAME ... ` and what
+        // it wrote, then its result on a line of its own.
+        let mut pending: Option<String> = None;
         for line in console.lines() {
             // The firmware's escape codes may precede it on its line.
             if let Some((_, k)) = line.split_once("netprobe-vm: kernel ") {
                 k.split(',').next().unwrap_or(k).clone_into(&mut r.kernel);
-            } else if let Some(at) = line.find("verified instructions: ") {
+                continue;
+            }
+            if let Some(at) = line.find("verified instructions: ") {
                 line[at..].clone_into(&mut r.verified);
-            } else if let Some(rest) = line.strip_prefix("test ") {
+            }
+            if let Some(rest) = line.strip_prefix("test ") {
                 if let Some(name) = rest.strip_suffix(" ... ok") {
                     r.passed.push(name.to_owned());
                 } else if let Some(name) = rest.strip_suffix(" ... FAILED") {
                     r.failed.push(name.to_owned());
+                } else if let Some((name, _)) = rest.split_once(" ... ") {
+                    pending = Some(name.to_owned());
+                }
+            } else if let Some(name) = pending.take() {
+                match line.trim() {
+                    "ok" => r.passed.push(name),
+                    "FAILED" => r.failed.push(name),
+                    _ => pending = Some(name),
                 }
             }
         }
