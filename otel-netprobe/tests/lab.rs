@@ -317,13 +317,17 @@ fn every_program_passes_this_kernels_verifier() {
         names.iter().any(|n| n.starts_with("netprobe_drop")),
         "{names:?}"
     );
-    let line: Vec<String> = verified
-        .iter()
-        .map(|(n, c)| match c {
-            Some(c) => format!("{n} {c}"),
-            None => format!("{n} (count not reported before 5.16)"),
-        })
-        .collect();
+    let line: Vec<String> = if verified.iter().all(|(_, c)| c.is_none()) {
+        vec![format!(
+            "not reported before 5.16; loaded {}",
+            names.join(" ")
+        )]
+    } else {
+        verified
+            .iter()
+            .map(|(n, c)| c.map_or_else(|| format!("{n} ?"), |c| format!("{n} {c}")))
+            .collect()
+    };
     let _ = writeln!(
         std::io::stderr(),
         "verified instructions: {}",
