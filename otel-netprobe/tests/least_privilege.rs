@@ -92,14 +92,14 @@ fn the_named_capabilities_suffice_and_count_exactly() {
         "netprobe_packet_drops_total{{source_address=\"{}\",destination_address=\"{}\",destination_port=\"7071\",",
         PODS[0], PODS[1]
     );
-    let dropped = |m: &str| -> f64 {
+    let dropped = |m: &str| -> u64 {
         m.lines()
             .filter(|l| l.starts_with(&drops))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
             .sum()
     };
-    let m = agent.wait_metrics("4 drops", |m| dropped(m) >= 4.0);
-    assert_eq!(dropped(&m), 4.0, "{m}");
+    let m = agent.wait_metrics("4 drops", |m| dropped(m) >= 4);
+    assert_eq!(dropped(&m), 4, "{m}");
     assert!(
         m.lines().any(
             |l| l.starts_with("netprobe_agent_kernel_feature{feature=\"drops\"")

@@ -20,7 +20,8 @@ pub struct ConnectionsConfig {
     #[serde(deserialize_with = "de_duration")]
     pub handshake_timeout: Duration,
     /// An open connection whose flow carried nothing this long is closed (`idle`). Default:
-    /// `5m`. Range: 10s..=24h, and at least `flows.kernel_idle_timeout`.
+    /// `5m`. Range: 10s..=24h. A flow with an open connection is kept (not forgotten after
+    /// `flows.idle_timeout`) until the connection ends.
     #[serde(deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
 }

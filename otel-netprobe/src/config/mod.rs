@@ -393,12 +393,6 @@ impl Config {
         self.metrics.validate()?;
         self.k8s.validate()?;
         self.connections.validate()?;
-        if self.connections.idle_timeout < f.kernel_idle_timeout {
-            return Err(ConfigError::invalid(
-                "connections.idle_timeout",
-                "must be at least flows.kernel_idle_timeout",
-            ));
-        }
         self.otlp.validate()
     }
 }

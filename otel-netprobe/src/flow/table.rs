@@ -253,12 +253,16 @@ impl FlowTable {
         self.records.get(key).map(|r| r.last_seen_ns)
     }
 
-    /// Forgets flows that are out of the kernel and idle for at least `idle_ns`; returns how
-    /// many were forgotten.
+    /// Forgets flows that are out of the kernel and idle for at least `idle_ns`, unless they
+    /// carry an open connection (its idle close is decided from the flow's activity, and it
+    /// counts as active until it ends); returns how many were forgotten.
     pub fn expire(&mut self, now_ns: u64, idle_ns: u64) -> usize {
         let before = self.records.len();
-        self.records
-            .retain(|_, r| r.in_kernel || now_ns.saturating_sub(r.last_seen_ns) < idle_ns);
+        self.records.retain(|_, r| {
+            r.in_kernel
+                || now_ns.saturating_sub(r.last_seen_ns) < idle_ns
+                || r.extras.as_ref().is_some_and(|e| e.conn.active > 0)
+        });
         before - self.records.len()
     }
 }
@@ -417,6 +421,19 @@ mod tests {
         // The reader could not tell (the entry moved in the kernel's order): looked up, equal.
         let (_, at) = ingest(&mut t, &[(k, stats(1, 100))], 500, 1000);
         assert_eq!(at, vec![10]);
+    }
+
+    #[test]
+    fn a_flow_with_an_open_connection_is_kept_until_it_ends() {
+        let mut t = FlowTable::new();
+        let k = key(2);
+        ingest(&mut t, &[(k, stats(3, 300))], 10, 1000);
+        ingest(&mut t, &[], 20, 1000);
+        t.extras_mut(&k, 20, false).conn.active = 1;
+        assert_eq!(t.expire(1_000, 100), 0, "open: kept past the idle timeout");
+        assert_eq!(t.changed_at(&k), Some(10), "its activity still known");
+        t.extras_mut(&k, 1_000, false).conn.active = 0;
+        assert_eq!(t.expire(1_000, 100), 1, "closed: forgotten");
     }
 
     #[test]
