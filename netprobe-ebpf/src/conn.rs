@@ -15,7 +15,7 @@ use aya_ebpf::maps::{LruHashMap, PerCpuArray};
 use crate::{
     Conn, ConnEnd, ConnKey, Counter, conn_event,
     count::{bump, now_ns},
-    parse::PacketInfo,
+    parse::{PacketInfo, load},
     tcp_flags,
 };
 
@@ -70,15 +70,24 @@ fn is_set(conn: *const Conn, event: usize) -> bool {
     unsafe { core::ptr::read_volatile(&raw const (*conn).events[event & 7]) != 0 }
 }
 
-/// Takes in one packet that carries SYN, FIN or RST, seen at the hook of `ifindex`.
+/// Takes in one packet that carries SYN, FIN or RST, in `[data, end)`, seen at the hook of
+/// `ifindex`.
 #[inline(always)]
 pub fn on_control(
     t: &ConnTables<'_>,
     counters: &PerCpuArray<u64>,
     info: &PacketInfo,
+    (data, end): (usize, usize),
     ifindex: u32,
 ) {
-    let (seq, ack) = (info.seq, info.ack);
+    // Sequence and acknowledgement numbers, read here rather than by the parser: a data
+    // packet never needs them. The mask bounds the offset for the verifier (a transport
+    // header is always far below it).
+    let at = usize::from(info.l4_offset & 0x7FFF) + 4;
+    let Ok(numbers) = load::<[u32; 2]>(data, end, at) else {
+        return;
+    };
+    let (seq, ack) = (u32::from_be(numbers[0]), u32::from_be(numbers[1]));
     let flags = u64::from(info.tcp_flags);
     let (sport, dport) = (info.ports as u16, (info.ports >> 16) as u16);
     let has_ack = flags & tcp_flags::ACK != 0;

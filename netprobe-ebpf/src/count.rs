@@ -20,7 +20,7 @@ use aya_ebpf::{
 use crate::{
     Counter, FlowKey, FlowKey4, FlowStats, IcmpErrorKey, SIZE_BUCKETS,
     conn::{ConnTables, on_control},
-    parse::{PacketInfo, Parsed, parse_quoted},
+    parse::{PacketInfo, Parsed, load, parse_quoted, proto},
     size_bucket, tcp_control, tcp_flags,
 };
 
@@ -98,16 +98,17 @@ pub enum Frame {
     },
 }
 
-/// A frame as its hook hands it over: the bytes in `[data, end)`, the interface whose hook
-/// runs, and what the hook knows of the length.
+/// A frame as its hook hands it over: the bytes in `[data, end)`, how to read the interface
+/// whose hook runs, and what the hook knows of the length.
 #[derive(Clone, Copy)]
-pub struct Packet {
+pub struct Packet<I: Fn() -> u32> {
     /// Start of the frame.
     pub data: usize,
     /// End of the frame (exclusive).
     pub end: usize,
-    /// The interface the hook is attached to.
-    pub ifindex: u32,
+    /// Reads the interface the hook is attached to: only packets with SYN, FIN or RST need
+    /// it (at XDP it is a chain of dependent loads the verifier writes in).
+    pub ifindex: I,
     /// Length facts.
     pub frame: Frame,
 }
@@ -130,7 +131,7 @@ pub struct Tables<'a> {
 /// Counts one parsed packet: in its flow, or in a global counter; a TCP packet with SYN, FIN
 /// or RST also in its connection; an ICMP error also under the flow it answers.
 #[inline(always)]
-pub fn on_packet(t: &Tables<'_>, p: &Packet, parsed: &Parsed) {
+pub fn on_packet<I: Fn() -> u32>(t: &Tables<'_>, p: &Packet<I>, parsed: &Parsed) {
     match parsed {
         Parsed::Ip(info) => {
             if let Some(sample) = sample(t.counters, info, p.frame) {
@@ -140,9 +141,9 @@ pub fn on_packet(t: &Tables<'_>, p: &Packet, parsed: &Parsed) {
                 let control = info.tcp_flags & tcp_flags::CONTROL;
                 record(t, info, &sample, control);
                 if control != 0 {
-                    on_control(&t.conns, t.counters, info, p.ifindex);
+                    on_control(&t.conns, t.counters, info, (p.data, p.end), (p.ifindex)());
                 }
-                if info.is_icmp_error() {
+                if info.protocol == proto::ICMP || info.protocol == proto::ICMPV6 {
                     record_icmp_error(t, p.data, p.end, info);
                 }
             }
@@ -155,7 +156,22 @@ pub fn on_packet(t: &Tables<'_>, p: &Packet, parsed: &Parsed) {
 /// short are counted only in their own flow).
 #[inline(always)]
 fn record_icmp_error(t: &Tables<'_>, data: usize, data_end: usize, info: &PacketInfo) {
-    let Some(quoted) = parse_quoted(data, data_end, info.l4_offset as usize, info.version) else {
+    // The type and code, read again here: only ICMP packets pay for it. The mask bounds the
+    // offset for the verifier.
+    let l4 = usize::from(info.l4_offset & 0x7FFF);
+    let Ok([icmp_type, icmp_code]) = load::<[u8; 2]>(data, data_end, l4) else {
+        return;
+    };
+    // Errors that quote the packet they answer: destination unreachable, time exceeded,
+    // parameter problem (v4 and v6), packet too big (v6).
+    let error = match info.protocol {
+        proto::ICMP => matches!(icmp_type, 3 | 11 | 12),
+        _ => matches!(icmp_type, 1..=4),
+    };
+    if !error {
+        return;
+    }
+    let Some(quoted) = parse_quoted(data, data_end, l4, info.version) else {
         return;
     };
     let words = [
@@ -164,9 +180,7 @@ fn record_icmp_error(t: &Tables<'_>, data: usize, data_end: usize, info: &Packet
         quoted[2],
         quoted[3],
         quoted[4],
-        u64::from(info.icmp_type)
-            | (u64::from(info.icmp_code) << 8)
-            | (u64::from(info.version) << 16),
+        u64::from(icmp_type) | (u64::from(icmp_code) << 8) | (u64::from(info.version) << 16),
     ];
     // SAFETY: IcmpErrorKey is the first 44 bytes of these 48: the quoted FlowKey's five
     // words, then type, code, version and a zero pad byte.

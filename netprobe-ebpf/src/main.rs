@@ -81,7 +81,7 @@ mod prog {
             data,
             end,
             // SAFETY: a plain read of a context field.
-            ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+            ifindex: || unsafe { (*ctx.ctx).ingress_ifindex },
             frame: Frame::Xdp {
                 len: (end - data) as u32,
             },
@@ -97,7 +97,7 @@ mod prog {
         // SAFETY: `skb` is the context pointer the kernel passed; these are plain field reads
         // (the verifier rewrites them into loads from the sk_buff and its shared info, so the
         // ones not always needed are read only when they are).
-        let (len, gso_segs, ifindex) = unsafe { ((*skb).len, (*skb).gso_segs, (*skb).ifindex) };
+        let (len, gso_segs) = unsafe { ((*skb).len, (*skb).gso_segs) };
         let gso_size = if gso_segs > 1 {
             // SAFETY: as above.
             unsafe { (*skb).gso_size }
@@ -115,7 +115,8 @@ mod prog {
         let packet = Packet {
             data,
             end,
-            ifindex,
+            // SAFETY: as above.
+            ifindex: || unsafe { (*skb).ifindex },
             frame: Frame::Skb {
                 len,
                 gso_segs,

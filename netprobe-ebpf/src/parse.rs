@@ -73,30 +73,12 @@ pub struct PacketInfo {
     pub ip_len: u32,
     /// IP header length plus transport header length: the headers every GSO segment repeats.
     pub hdr_len: u32,
-    /// Offset of the transport header from `data` (0 when none was read).
-    pub l4_offset: u32,
-    /// ICMP / ICMPv6 type (0 for other transports: tell by `protocol`).
-    pub icmp_type: u8,
-    /// ICMP / ICMPv6 code.
-    pub icmp_code: u8,
-    /// TCP sequence number (host order), read only for packets with SYN, FIN or RST.
-    pub seq: u32,
-    /// TCP acknowledgement number (host order), likewise.
-    pub ack: u32,
+    /// Offset of the transport header from `data` (0 when none was read): where the rare
+    /// packets that need more of it (SYN, FIN, RST; ICMP errors) read it again.
+    pub l4_offset: u16,
 }
 
 impl PacketInfo {
-    /// Whether this is an ICMP error that quotes the packet it answers: destination
-    /// unreachable, time exceeded, parameter problem (v4 and v6), packet too big (v6).
-    #[inline(always)]
-    pub fn is_icmp_error(&self) -> bool {
-        match self.protocol {
-            proto::ICMP => matches!(self.icmp_type, 3 | 11 | 12),
-            proto::ICMPV6 => matches!(self.icmp_type, 1..=4),
-            _ => false,
-        }
-    }
-
     /// The IPv4 key's two words ([`crate::FlowKey4`]'s memory).
     #[inline(always)]
     pub fn key4_words(&self) -> [u64; 2] {
@@ -149,7 +131,7 @@ pub enum Parsed {
 
 /// Reads `size_of::<T>()` bytes at `data + off` after a bounds check against `end`.
 #[inline(always)]
-fn load<T: Copy>(data: usize, end: usize, off: usize) -> Result<T, ()> {
+pub(crate) fn load<T: Copy>(data: usize, end: usize, off: usize) -> Result<T, ()> {
     if data + off + core::mem::size_of::<T>() > end {
         return Err(());
     }
@@ -242,10 +224,6 @@ pub fn parse_ipv4(data: usize, data_end: usize, off: usize) -> Parsed {
         ip_len: tot_len,
         hdr_len: ihl as u32,
         l4_offset: 0,
-        icmp_type: 0,
-        icmp_code: 0,
-        seq: 0,
-        ack: 0,
     };
     if info.fragment {
         return Parsed::Ip(info);
@@ -331,10 +309,6 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
         },
         hdr_len: 40,
         l4_offset: 0,
-        icmp_type: 0,
-        icmp_code: 0,
-        seq: 0,
-        ack: 0,
     };
     let mut ext_off: usize = 40;
     let mut walked = 0;
@@ -360,7 +334,7 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
     }
     info.protocol = next;
     info.hdr_len = ext_off as u32;
-    info.l4_offset = (off + ext_off) as u32;
+    info.l4_offset = (off + ext_off) as u16;
     if is_ext_header(next) {
         info.ext_too_long = true;
         return Parsed::Ip(info);
@@ -387,11 +361,6 @@ fn parse_transport(data: usize, data_end: usize, off: usize, mut info: PacketInf
             info.ports = h[0];
             info.tcp_flags = off_flags[1];
             info.hdr_len += doff;
-            // The connection tracker's numbers: only packets with SYN, FIN or RST go there.
-            if off_flags[1] & crate::tcp_flags::CONTROL != 0 {
-                info.seq = u32::from_be(h[1]);
-                info.ack = u32::from_be(h[2]);
-            }
         }
         proto::UDP => {
             let Ok(hdr) = load::<[u32; 2]>(data, data_end, off) else {
@@ -401,16 +370,14 @@ fn parse_transport(data: usize, data_end: usize, off: usize, mut info: PacketInf
             info.hdr_len += 8;
         }
         proto::ICMP | proto::ICMPV6 => {
-            let Ok(type_code) = load::<[u8; 4]>(data, data_end, off) else {
+            if load::<u32>(data, data_end, off).is_err() {
                 return Parsed::Other(Counter::MalformedTransport);
-            };
-            info.icmp_type = type_code[0];
-            info.icmp_code = type_code[1];
+            }
             info.hdr_len += 8;
         }
         _ => {}
     }
-    info.l4_offset = off as u32;
+    info.l4_offset = off as u16;
     Parsed::Ip(info)
 }
 
