@@ -256,6 +256,11 @@ impl OtherTables {
         self.drops
             .read(now_ns, idle_ns, eviction, |k, d| drops.push((*k, *d)))?;
         for (k, d) in drops {
+            // Loopback is not the network (its packets are not counted either): the agent's
+            // own refused exports, a local socket's purged queue.
+            if is_loopback(&k.flow) {
+                continue;
+            }
             if let Some(reason) = self.reason(k.reason) {
                 table
                     .extras_mut(&k.flow, now_ns, true)
@@ -270,5 +275,65 @@ impl OtherTables {
         figures.drops = self.drops.len() as u64;
         figures.icmp_errors = self.icmp.len() as u64;
         Ok(figures)
+    }
+}
+
+/// Whether either end of `flow` is a loopback address (127.0.0.0/8, ::1).
+fn is_loopback(flow: &FlowKey) -> bool {
+    let ends = [flow.src_addr, flow.dst_addr];
+    ends.iter().any(|a| {
+        if flow.ip_version == 4 {
+            a[0].to_ne_bytes()[0] == 127
+        } else {
+            std::net::Ipv6Addr::from(
+                a.map(u32::to_ne_bytes)
+                    .concat()
+                    .try_into()
+                    .unwrap_or([0; 16]),
+            )
+            .is_loopback()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(version: u8, src: [u8; 16], dst: [u8; 16]) -> FlowKey {
+        let words = |b: [u8; 16]| {
+            std::array::from_fn(|i| {
+                u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+            })
+        };
+        FlowKey {
+            src_addr: words(src),
+            dst_addr: words(dst),
+            src_port: 0,
+            dst_port: 0,
+            protocol: 6,
+            ip_version: version,
+            pad: [0; 2],
+        }
+    }
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut b = [0; 16];
+        b[..4].copy_from_slice(&a);
+        b
+    }
+
+    #[test]
+    fn loopback_drops_are_told_apart() {
+        let (pod, lo) = (v4([10, 244, 0, 11]), v4([127, 0, 0, 1]));
+        assert!(!is_loopback(&key(4, pod, v4([10, 244, 0, 12]))));
+        assert!(is_loopback(&key(4, lo, lo)));
+        assert!(is_loopback(&key(4, pod, v4([127, 1, 2, 3]))));
+        let mut one = [0; 16];
+        one[15] = 1;
+        let mut doc = [0; 16];
+        doc[..2].copy_from_slice(&[0x20, 0x01]);
+        assert!(is_loopback(&key(6, one, one)));
+        assert!(!is_loopback(&key(6, doc, one.map(|b| b ^ 1))));
     }
 }
