@@ -113,6 +113,10 @@ struct Tracked {
     retransmits: u32,
     opened: bool,
     done: bool,
+    /// For an unanswered handshake: when its SYN was last seen again (0: not lingering). The
+    /// entry stays in the kernel while the client keeps retrying, so that a retransmission
+    /// after the timeout is not a new connection; it goes after a quiet handshake timeout.
+    lingering_since: u64,
 }
 
 /// One cycle's outcome.
@@ -171,6 +175,7 @@ impl ConnTracker {
                 retransmits: 0,
                 opened: false,
                 done: false,
+                lingering_since: 0,
             });
             if t.syn_ns != conn.syn_ns {
                 // Another connection with the same port and ISN took the entry's place.
@@ -183,7 +188,23 @@ impl ConnTracker {
                     retransmits: 0,
                     opened: false,
                     done: false,
+                    lingering_since: 0,
                 };
+            }
+            if t.done && t.lingering_since > 0 {
+                // An unanswered SYN the client may still be retrying: its retransmissions
+                // count, and the entry goes once they stop.
+                if conn.syn_retransmits > t.retransmits {
+                    let more = conn.syn_retransmits - t.retransmits;
+                    out.deltas.entry(conn.flow).or_default().syn_retransmits += u64::from(more);
+                    t.retransmits = conn.syn_retransmits;
+                    t.lingering_since = now_ns;
+                }
+                if now_ns.saturating_sub(t.lingering_since) >= timeouts.handshake.as_nanos() as u64
+                {
+                    out.finished.push(*key);
+                }
+                continue;
             }
             if t.done {
                 // Still there: its delete failed; try again.
@@ -226,7 +247,10 @@ impl ConnTracker {
                 Some(Ok(c)) => d.closed[c as usize] += 1,
                 None => {}
             }
-            if outcome.is_some() {
+            if matches!(outcome, Some(Err(Failure::Unanswered))) {
+                t.done = true;
+                t.lingering_since = now_ns;
+            } else if outcome.is_some() {
                 t.done = true;
                 out.finished.push(*key);
             }

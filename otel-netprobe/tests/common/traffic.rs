@@ -325,3 +325,14 @@ pub fn udp_send(from: &Netns, src: &str, dst: &str, count: usize, payload: usize
 pub fn snmp(ns: &Netns, section: &'static str, name: &'static str) -> u64 {
     ns.run(move || proc_counter("snmp", section, name))
 }
+
+/// A counter of `ns` from /proc/net/netstat, e.g. `("TcpExt:", "TCPSynRetrans")`.
+pub fn netstat(ns: &Netns, section: &'static str, name: &'static str) -> u64 {
+    ns.run(move || proc_counter("netstat", section, name))
+}
+
+/// One TCP connect from `from` to `dst` that gives up after `wait`; whether it failed.
+pub fn tcp_connect_giving_up(from: &Netns, dst: &str, wait: Duration) -> bool {
+    let dst: SocketAddr = dst.parse().expect("dst");
+    from.run(move || TcpStream::connect_timeout(&dst, wait).is_err())
+}

@@ -5,10 +5,12 @@
 
 use otel_netprobe::export::names::{self, attr};
 
+use std::time::Duration;
+
 use super::common::{
     NodeLab,
     addr::PODS,
-    agent::{frame_histogram, frame_sum, start_in, wait_attached, wait_frame},
+    agent::{frame_histogram, frame_sum, start_in, start_with, wait_attached, wait_frame},
     traffic,
 };
 
@@ -101,6 +103,53 @@ fn exchanges_are_opened_and_closed_by_fin_refusals_and_resets_counted() {
     assert!(
         table.contains("netprobe.tcp.connections.closed netprobe.tcp.close.reason=rst"),
         "{table}"
+    );
+    agent.stop();
+}
+
+/// A server that never answers (nftables drops every SYN): one connect that the client gives
+/// up after 3.5 s is one `unanswered` failure after the handshake timeout (1 s here), its SYN
+/// retransmissions equal to the client kernel's own count, before and after the timeout, and
+/// never a second connection.
+#[test]
+fn a_syn_nobody_answers_is_one_unanswered_failure() {
+    let lab = NodeLab::new("unans");
+    let (client, server) = (&lab.pods[0], &lab.pods[1]);
+    for rule in [
+        "add table inet np",
+        "add chain inet np in { type filter hook input priority 0; }",
+        "add rule inet np in tcp dport 7053 tcp flags syn counter drop",
+    ] {
+        server.exec(&format!("nft '{rule}'"));
+    }
+    let agent = start_with(&lab.node, Vec::new(), |c| {
+        c.connections.handshake_timeout = Duration::from_secs(1);
+    });
+    wait_attached(&agent, 4);
+    let before = traffic::netstat(client, "TcpExt:", "TCPSynRetrans");
+    let dst = format!("{}:7053", PODS[1]);
+    assert!(traffic::tcp_connect_giving_up(
+        client,
+        &dst,
+        Duration::from_millis(3500)
+    ));
+    let retransmitted = traffic::netstat(client, "TcpExt:", "TCPSynRetrans") - before;
+    assert!(retransmitted >= 1, "the client retried");
+    let flow = to_pod1("7053");
+    let unanswered = [&flow[..], &[(attr::TCP_FAILURE_REASON, "unanswered")]].concat();
+    let snap = wait_frame(&agent, "1 unanswered", &names::TCP_FAILED, |s| {
+        frame_sum(s, &names::TCP_FAILED, &unanswered) == Some(1)
+            && frame_sum(s, &names::TCP_SYN_RETRANSMITS, &flow) == Some(retransmitted)
+    });
+    assert_eq!(frame_sum(&snap, &names::TCP_OPENED, &flow), Some(0));
+    // Once the entry is gone (a quiet handshake timeout after the last SYN), still one.
+    let snap = wait_frame(&agent, "the entry deleted", &names::TCP_FAILED, |s| {
+        s.health.tables.conns == 0
+    });
+    assert_eq!(frame_sum(&snap, &names::TCP_FAILED, &unanswered), Some(1));
+    assert_eq!(
+        frame_sum(&snap, &names::TCP_SYN_RETRANSMITS, &flow),
+        Some(retransmitted)
     );
     agent.stop();
 }

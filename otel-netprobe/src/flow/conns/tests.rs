@@ -131,6 +131,33 @@ fn refused_unanswered_reset_and_idle() {
 }
 
 #[test]
+fn an_unanswered_syn_is_one_failure_however_long_the_client_retries() {
+    let mut t = ConnTracker::new();
+    let (k, mut c) = conn(7, S, &[], 0);
+    // Unanswered at 31 s; the entry stays (not deleted) while the client retries.
+    let cycle = t.ingest(&[(k, c)], 31 * S, T, busy);
+    assert_eq!(cycle.deltas[&flow(7)].failed, [0, 1]);
+    assert!(cycle.finished.is_empty(), "kept while the client may retry");
+    // A retransmission at 63 s: counted, not a new connection, no second failure.
+    c.syn_retransmits = 1;
+    let cycle = t.ingest(&[(k, c)], 64 * S, T, busy);
+    let d = &cycle.deltas[&flow(7)];
+    assert_eq!((d.failed, d.syn_retransmits, d.opened), ([0, 0], 1, 0));
+    assert!(cycle.finished.is_empty());
+    // Quiet for a handshake timeout after the last retransmission: deleted, never recounted.
+    let cycle = t.ingest(&[(k, c)], 94 * S, T, busy);
+    assert_eq!(cycle.finished, [k]);
+    assert!(
+        cycle
+            .deltas
+            .get(&flow(7))
+            .is_none_or(|d| d.failed == [0, 0])
+    );
+    let cycle = t.ingest(&[], 95 * S, T, busy);
+    assert_eq!(cycle.evicted, 0, "a deleted entry is not an eviction");
+}
+
+#[test]
 fn retransmits_are_counted_by_difference() {
     let mut t = ConnTracker::new();
     let (k, mut c) = conn(7, S, &[], 0);
