@@ -114,8 +114,8 @@ struct Tracked {
     opened: bool,
     done: bool,
     /// For an unanswered handshake: when its SYN was last seen again (0: not lingering). The
-    /// entry stays in the kernel while the client keeps retrying, so that a retransmission
-    /// after the timeout is not a new connection; it goes after a quiet handshake timeout.
+    /// entry stays in the kernel while the client may still retry ([`linger_ns`]), so that a
+    /// retransmission after the timeout is not a new connection.
     lingering_since: u64,
 }
 
@@ -134,6 +134,15 @@ pub struct ConnCycle {
 #[derive(Debug, Default)]
 pub struct ConnTracker {
     tracked: FxHashMap<ConnKey, Tracked>,
+}
+
+/// How long an unanswered SYN must stay quiet before its entry goes: a client backs off
+/// exponentially (Linux: 1, 2, 4, ... s, about 2 minutes in all), so its next retransmission
+/// comes at most about as long after the last one as that one came after the first SYN.
+fn linger_ns(t: &Tracked, timeouts: ConnTimeouts) -> u64 {
+    let since_syn = t.lingering_since.saturating_sub(t.syn_ns);
+    let backoff = since_syn + since_syn / 2 + 1_000_000_000;
+    backoff.max(timeouts.handshake.as_nanos() as u64)
 }
 
 fn has(c: &Conn, event: usize) -> bool {
@@ -200,8 +209,7 @@ impl ConnTracker {
                     t.retransmits = conn.syn_retransmits;
                     t.lingering_since = now_ns;
                 }
-                if now_ns.saturating_sub(t.lingering_since) >= timeouts.handshake.as_nanos() as u64
-                {
+                if now_ns.saturating_sub(t.lingering_since) >= linger_ns(t, timeouts) {
                     out.finished.push(*key);
                 }
                 continue;

@@ -142,7 +142,7 @@ fn a_syn_nobody_answers_is_one_unanswered_failure() {
             && frame_sum(s, &names::TCP_SYN_RETRANSMITS, &flow) == Some(retransmitted)
     });
     assert_eq!(frame_sum(&snap, &names::TCP_OPENED, &flow), Some(0));
-    // Once the entry is gone (a quiet handshake timeout after the last SYN), still one.
+    // Once the entry is gone (the client quiet for longer than its backoff), still one.
     let snap = wait_frame(&agent, "the entry deleted", &names::TCP_FAILED, |s| {
         s.health.tables.conns == 0
     });

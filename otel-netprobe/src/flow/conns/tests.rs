@@ -144,8 +144,11 @@ fn an_unanswered_syn_is_one_failure_however_long_the_client_retries() {
     let d = &cycle.deltas[&flow(7)];
     assert_eq!((d.failed, d.syn_retransmits, d.opened), ([0, 0], 1, 0));
     assert!(cycle.finished.is_empty());
-    // Quiet for a handshake timeout after the last retransmission: deleted, never recounted.
-    let cycle = t.ingest(&[(k, c)], 94 * S, T, busy);
+    // The client backs off: a retransmission 63 s after the SYN may be followed by one about
+    // 63 s later. Quiet that long and a half (and a second): deleted, never recounted.
+    let cycle = t.ingest(&[(k, c)], 150 * S, T, busy);
+    assert!(cycle.finished.is_empty(), "the client may still retry");
+    let cycle = t.ingest(&[(k, c)], 160 * S, T, busy);
     assert_eq!(cycle.finished, [k]);
     assert!(
         cycle
@@ -153,7 +156,7 @@ fn an_unanswered_syn_is_one_failure_however_long_the_client_retries() {
             .get(&flow(7))
             .is_none_or(|d| d.failed == [0, 0])
     );
-    let cycle = t.ingest(&[], 95 * S, T, busy);
+    let cycle = t.ingest(&[], 161 * S, T, busy);
     assert_eq!(cycle.evicted, 0, "a deleted entry is not an eviction");
 }
 
