@@ -5,6 +5,8 @@
 //! agent config the real binary accepts, values the schema rejects.
 
 mod common;
+#[path = "common/grafana.rs"]
+mod grafana;
 #[path = "common/repo.rs"]
 mod repo;
 
@@ -677,17 +679,7 @@ fn dashboards_are_provisioned_for_the_grafana_sidecar() {
         .into_iter()
         .filter(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1")
         .collect();
-    let dir = repo::root().join("dashboards");
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .expect("dashboards/")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| {
-            std::path::Path::new(n)
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-        })
-        .collect();
-    files.sort();
+    let files = grafana::files();
     assert_eq!(maps.len(), files.len());
     assert_eq!(files.len(), 5, "{files:?}");
     for file in &files {

@@ -16,10 +16,6 @@ use std::{
     io::{Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicU16, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -34,24 +30,6 @@ use serde_json::{Value, json};
 
 const CLUSTER: &str = "lab";
 const NODE: &str = "node-a";
-
-/// An API server on loopback inside the node's namespace, where the agent runs.
-fn api_in(node: &Netns) -> FakeApiServer {
-    let path = format!("/run/netns/{}", node.name);
-    let port = Arc::new(AtomicU16::new(0));
-    FakeApiServer::start(move || {
-        let (path, port) = (path.clone(), Arc::clone(&port));
-        std::thread::spawn(move || {
-            common::enter(&path);
-            let l = TcpListener::bind(("127.0.0.1", port.load(Ordering::Relaxed)))
-                .expect("bind in the node namespace");
-            port.store(l.local_addr().expect("addr").port(), Ordering::Relaxed);
-            l
-        })
-        .join()
-        .expect("bind thread")
-    })
-}
 
 /// shop/checkout and shop/web (Deployments, web behind Service `web` on 8080), data/cache (a
 /// StatefulSet).
@@ -377,7 +355,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent() {
     common::require_root();
     let started = Instant::now();
     let lab = NodeLab::new("dash");
-    let api = api_in(&lab.node);
+    let api = cluster::api_server_in(&lab.node);
     register(&api);
     let dir = std::env::temp_dir().join(common::unique("dashlab"));
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -5,13 +5,7 @@
 
 mod common;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU16, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::{
     Netns, NodeLab,
@@ -49,24 +43,6 @@ fn service_nat(node: &Netns) {
         "ip netns exec {} nft -f - <<'EOF'\ntable ip netprobe_lab {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {CLUSTER_IP} tcp dport 443 dnat to {PAYMENTS}:8443\n  }}\n}}\nEOF",
         node.name
     ));
-}
-
-/// An API server listening on loopback inside the node's namespace, where the agent runs.
-fn api_in(node: &Netns) -> FakeApiServer {
-    let path = format!("/run/netns/{}", node.name);
-    let port = Arc::new(AtomicU16::new(0));
-    FakeApiServer::start(move || {
-        let (path, port) = (path.clone(), Arc::clone(&port));
-        std::thread::spawn(move || {
-            common::enter(&path);
-            let l = std::net::TcpListener::bind(("127.0.0.1", port.load(Ordering::Relaxed)))
-                .expect("bind in the node namespace");
-            port.store(l.local_addr().expect("addr").port(), Ordering::Relaxed);
-            l
-        })
-        .join()
-        .expect("bind thread")
-    })
 }
 
 fn register(api: &FakeApiServer) {
@@ -128,7 +104,7 @@ fn kubernetes_names_arrive_in_victoria_metrics_with_exact_counts() {
     let lab = NodeLab::new("k8s");
     let payments = routed_pod(&lab);
     service_nat(&lab.node);
-    let api = api_in(&lab.node);
+    let api = cluster::api_server_in(&lab.node);
     register(&api);
     let dir = std::env::temp_dir().join(common::unique("k8se2e"));
     std::fs::create_dir_all(&dir).expect("temp dir");

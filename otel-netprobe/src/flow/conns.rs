@@ -119,6 +119,20 @@ struct Tracked {
     lingering_since: u64,
 }
 
+impl Tracked {
+    /// A connection first seen as `conn`.
+    fn new(conn: &Conn) -> Self {
+        Self {
+            syn_ns: conn.syn_ns,
+            flow: conn.flow,
+            retransmits: 0,
+            opened: false,
+            done: false,
+            lingering_since: 0,
+        }
+    }
+}
+
 /// One cycle's outcome.
 #[derive(Debug, Default)]
 pub struct ConnCycle {
@@ -178,27 +192,13 @@ impl ConnTracker {
         let mut seen: FxHashSet<ConnKey> = FxHashSet::default();
         for (key, conn) in entries {
             seen.insert(*key);
-            let t = self.tracked.entry(*key).or_insert(Tracked {
-                syn_ns: conn.syn_ns,
-                flow: conn.flow,
-                retransmits: 0,
-                opened: false,
-                done: false,
-                lingering_since: 0,
-            });
+            let t = self.tracked.entry(*key).or_insert(Tracked::new(conn));
             if t.syn_ns != conn.syn_ns {
                 // Another connection with the same port and ISN took the entry's place.
                 if !t.done {
                     out.evicted += 1;
                 }
-                *t = Tracked {
-                    syn_ns: conn.syn_ns,
-                    flow: conn.flow,
-                    retransmits: 0,
-                    opened: false,
-                    done: false,
-                    lingering_since: 0,
-                };
+                *t = Tracked::new(conn);
             }
             if t.done && t.lingering_since > 0 {
                 // An unanswered SYN the client may still be retrying: its retransmissions

@@ -337,28 +337,21 @@ impl Prometheus {
 
     /// As [`Self::start`], inside the named network namespace (`None`: this one).
     pub fn start_in(ns: Option<&str>, scrape_target: &str, scrape_interval: &str) -> Self {
-        let backend = Backend::start(ns, "prometheus", "/-/ready", |dir, addr| {
-            let config = format!(
-                "global:\n  scrape_interval: {scrape_interval}\nscrape_configs:\n  - job_name: netprobe\n    static_configs:\n      - targets: ['{scrape_target}']\n"
-            );
-            fs::write(format!("{dir}/prometheus.yml"), config).expect("write prometheus.yml");
-            vec![
-                format!("--config.file={dir}/prometheus.yml"),
-                format!("--storage.tsdb.path={dir}/data"),
-                format!("--web.listen-address={addr}"),
-            ]
-        });
-        Self {
-            url: backend.url.clone(),
-            backend,
-        }
+        let config = format!(
+            "global:\n  scrape_interval: {scrape_interval}\nscrape_configs:\n  - job_name: netprobe\n    static_configs:\n      - targets: ['{scrape_target}']\n"
+        );
+        Self::launch(ns, config)
     }
 
     /// As [`Self::start`] with a whole configuration file of the caller's (scrape jobs with
     /// target labels, `rule_files`, evaluation interval).
     pub fn start_with_config(config: &str) -> Self {
-        let config = config.to_owned();
-        let backend = Backend::start(None, "prometheus", "/-/ready", move |dir, addr| {
+        Self::launch(None, config.to_owned())
+    }
+
+    /// Starts Prometheus in `ns` with `config` as its configuration file.
+    fn launch(ns: Option<&str>, config: String) -> Self {
+        let backend = Backend::start(ns, "prometheus", "/-/ready", move |dir, addr| {
             fs::write(format!("{dir}/prometheus.yml"), &config).expect("write prometheus.yml");
             vec![
                 format!("--config.file={dir}/prometheus.yml"),

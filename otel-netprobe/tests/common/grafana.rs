@@ -6,10 +6,9 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-/// Every dashboard: (file name, JSON), sorted by name.
-pub fn dashboards() -> Vec<(String, Value)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
-    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+/// The dashboard files of `dashboards/` (`*.json`), sorted.
+pub fn files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir())
         .expect("dashboards/")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| {
@@ -17,14 +16,25 @@ pub fn dashboards() -> Vec<(String, Value)> {
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("json"))
         })
+        .collect();
+    files.sort();
+    files
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
+}
+
+/// Every dashboard: (file name, JSON), sorted by name.
+pub fn dashboards() -> Vec<(String, Value)> {
+    files()
+        .into_iter()
         .map(|n| {
-            let text = std::fs::read_to_string(dir.join(&n)).expect("read dashboard");
+            let text = std::fs::read_to_string(dir().join(&n)).expect("read dashboard");
             let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{n}: {e}"));
             (n, v)
         })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+        .collect()
 }
 
 /// A panel's query.
