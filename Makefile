@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 ## setup: install (idempotently) everything the build, tests, demo and bench need
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/timed.sh setup bash scripts/setup.sh
 
 ## build: release build of the agent (the eBPF object is built by its build.rs)
 build: setup
@@ -24,17 +24,15 @@ demo: build
 
 ## lint: rustfmt, and clippy with -D warnings on the user-space and eBPF crates
 lint: setup
-	$(CARGO) fmt --all --check
-	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
-	cd netprobe-ebpf && $(CARGO) +nightly clippy --locked --release --bins \
-	  --target bpfel-unknown-none -Z build-std=core -- -D warnings
+	@CARGO=$(CARGO) bash scripts/timed.sh lint bash scripts/lint.sh
 
 ## test: lint, unit tests, and the real-kernel tests (root: they build namespace labs); ends with
 ## `tests: N passed, M failed` whatever happened (a crashed test binary counts as failed)
 test: setup lint
 	@mkdir -p target
-	@set -o pipefail; status=0; \
+	@set -o pipefail; status=0; start=$$(date +%s); \
 	  $(CARGO) test --locked --workspace --release --no-fail-fast 2>&1 | tee target/test.log || status=$$?; \
+	  echo "[time] tests: $$(( $$(date +%s) - start )) s"; \
 	  bash scripts/test-summary.sh target/test.log && exit $$status
 
 ## bench: kernel per-packet cost, maps, reader, export, agent memory, attach, Kubernetes index,
