@@ -164,7 +164,11 @@ fn config_files() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("collector-config/")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".yaml"))
+        .filter(|n| {
+            std::path::Path::new(n)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("yaml"))
+        })
         .collect();
     names.sort();
     assert!(names.len() >= 2, "{names:?}");

@@ -306,7 +306,7 @@ pub fn prometheus_series(
                 None => own.push(label(k, v, numeric_le)),
             }
         }
-        for k in added.keys().filter(|k| !labels.contains_key(**k)) {
+        if let Some(k) = added.keys().find(|k| !labels.contains_key(**k)) {
             return Err(format!("{name}: no {k} label: {labels:?}"));
         }
         own.sort_unstable();

@@ -83,12 +83,17 @@ impl MemoryCgroup {
             Layout::V1(dir) => (dir, false),
             Layout::V2(root) => {
                 // The root may enable controllers for its children however many processes it
-                // holds; any other cgroup with processes may not.
+                // holds; any other cgroup with processes may not (EBUSY), so a cgroup
+                // namespace's root that holds processes cannot be used.
                 let control = root.join("cgroup.subtree_control");
                 let enabled = fs::read_to_string(&control).unwrap_or_default();
                 if !enabled.split_whitespace().any(|c| c == "memory") {
                     fs::write(&control, "+memory").unwrap_or_else(|e| {
-                        panic!("enable the memory controller in {}: {e}", control.display())
+                        panic!(
+                            "enable the memory controller in {} (needed for a memory limit on \
+                             cgroup v2; a cgroup namespace root that holds processes refuses it): {e}",
+                            control.display()
+                        )
                     });
                 }
                 (root, true)

@@ -163,7 +163,7 @@ impl Pod {
                 .as_u64()
                 .unwrap_or_else(|| panic!("memory_limiter.{k}"))
         };
-        let share = |p: u64| self.memory_limit * p / 100 >> 20;
+        let share = |p: u64| (self.memory_limit * p / 100) >> 20;
         (
             self.memory_limit >> 20,
             share(pct("limit_percentage")),
