@@ -21,6 +21,8 @@ mod common;
 mod forward;
 #[path = "common/grafana.rs"]
 mod grafana;
+#[path = "dashboards_lab/paths.rs"]
+mod paths;
 #[path = "common/repo.rs"]
 mod repo;
 
@@ -41,6 +43,7 @@ use common::{
     cluster, traffic,
 };
 use forward::forward_into;
+use paths::{Path, ServiceName, prometheus_config};
 use serde_json::json;
 
 const CLUSTER: &str = "lab";
@@ -238,35 +241,6 @@ impl Drop for AgentProcess {
     }
 }
 
-/// Which way the series reach Prometheus.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Path {
-    /// Agent → Collector (scrape mode) → Prometheus: the default install.
-    Collector,
-    /// Prometheus scrapes the agent's /metrics (`collector.enabled=false`).
-    Direct,
-}
-
-fn prometheus_config(path: Path, target: u16) -> String {
-    let rules = repo::root().join("alerts/netprobe.rules.yaml");
-    let job = match path {
-        // The chart's ServiceMonitor on the Collector: the agents' job, instance and resource
-        // labels as its exporter sets them.
-        Path::Collector => format!(
-            "otel-collector\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{target}']"
-        ),
-        // Without a Collector, the labels the ServiceMonitor gives (as the Collector's resource
-        // labels would).
-        Path::Direct => format!(
-            "otel-netprobe\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n        labels: {{k8s_cluster_name: {CLUSTER}, k8s_node_name: {NODE}}}"
-        ),
-    };
-    format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\nscrape_configs:\n  - job_name: {job}\n",
-        rules.display()
-    )
-}
-
 /// The chart's agent configuration for this lab: its default install (with its Collector), the
 /// values a user would set, and a one-second export interval to keep the test short.
 fn rendered_config(kubeconfig: &std::path::Path) -> String {
@@ -282,41 +256,6 @@ fn rendered_config(kubeconfig: &std::path::Path) -> String {
         .as_str()
         .expect("config")
         .to_owned()
-}
-
-/// `/etc/netns/<node>/hosts`, which `ip netns exec` mounts over the agent's `/etc/hosts`: the
-/// Collector Service's name (the endpoint the chart renders) resolves to the node's loopback,
-/// where the Collector listens, as the cluster's DNS resolves it to the Service. Removed on drop.
-struct ServiceName {
-    dir: std::path::PathBuf,
-    /// Whether /etc/netns was made here (then removed again, if empty).
-    made_parent: bool,
-}
-
-impl ServiceName {
-    fn new(node: &Netns, endpoint: &str) -> Self {
-        let host = endpoint
-            .split("://")
-            .nth(1)
-            .and_then(|h| h.split(':').next())
-            .expect("a host in the endpoint");
-        let parent = std::path::Path::new("/etc/netns");
-        let made_parent = !parent.exists();
-        let dir = parent.join(&node.name);
-        std::fs::create_dir_all(&dir).expect("/etc/netns/<node>");
-        let hosts = format!("127.0.0.1 localhost\n127.0.0.1 {host}\n");
-        std::fs::write(dir.join("hosts"), hosts).expect("hosts");
-        Self { dir, made_parent }
-    }
-}
-
-impl Drop for ServiceName {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if self.made_parent {
-            let _ = std::fs::remove_dir("/etc/netns");
-        }
-    }
 }
 
 /// The alert rules in alerts/netprobe.rules.yaml.
