@@ -2,7 +2,16 @@
 # `make demo`: a simulated Kubernetes node built from network namespaces on this machine, the real
 # agent attached inside it, real traffic on every path, and the counts it saw.
 #
-#   usage: bash scripts/demo.sh PATH/TO/otel-netprobe PATH/TO/lab-apiserver   (root; ~25 s)
+#   usage: [PIPELINE=collector] bash scripts/demo.sh PATH/TO/otel-netprobe PATH/TO/lab-apiserver
+#          (root; ~25 s)
+#
+# PIPELINE picks where the agent's OTLP goes; the lab, the traffic and the PromQL answers are the
+# same either way:
+#   direct     (default) OTLP/HTTP straight into VictoriaMetrics: nothing else to run, fast.
+#   collector  what a cluster install runs: OTLP/gRPC into the real OpenTelemetry Collector
+#              (otelcol-netprobe, built by `make setup`) running collector-config/otelcol.yaml,
+#              whose Prometheus exporter a real Prometheus scrapes every second (honor_labels,
+#              as the chart's ServiceMonitor does); the PromQL is asked of that Prometheus.
 #
 # Lab (every name is prefixed with npdemo<pid>- so runs never collide; nothing is created or changed
 # in the root namespace and no packet leaves the lab):
@@ -11,6 +20,7 @@
 #   pod1 10.244.0.12 ─┼─ vethpod0..2 ── br0 10.244.0.1 ── (forwarding) ── eth0 10.99.0.1 ── eth0 10.99.0.2
 #   pod2 10.244.0.13 ─┘                                   agent here
 #                                                         VictoriaMetrics on its 127.0.0.1:8428
+#                                                         (collector: the Collector, Prometheus :9090)
 #
 # The pods are registered with a Kubernetes API (lab-apiserver: the test suite's list/watch server,
 # on the node's 127.0.0.1:6443) as Deployments checkout and web, StatefulSet db, and Service web
@@ -40,11 +50,22 @@ for tool in ip iperf3 ping socat curl ss nft; do
   command -v "$tool" >/dev/null 2>&1 || { echo "demo: '$tool' is missing (run: make setup)" >&2; exit 2; }
 done
 command -v python3 >/dev/null 2>&1 || { echo "demo: 'python3' is missing" >&2; exit 2; }
-VM="${NETPROBE_TOOLS_DIR:-$HOME/.cache/otel-netprobe}/bin/victoria-metrics"
-if [ ! -x "$VM" ]; then
-  echo "demo: VictoriaMetrics is missing at $VM (run: make setup)" >&2
-  exit 2
-fi
+TOOLS_BIN="${NETPROBE_TOOLS_DIR:-$HOME/.cache/otel-netprobe}/bin"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PIPELINE=${PIPELINE:-direct}
+case "$PIPELINE" in
+  direct) NEEDED=(victoria-metrics) ;;
+  collector) NEEDED=(otelcol-netprobe prometheus) ;;
+  *) echo "demo: PIPELINE=$PIPELINE: use direct (the default) or collector" >&2; exit 2 ;;
+esac
+for tool in "${NEEDED[@]}"; do
+  if [ ! -x "$TOOLS_BIN/$tool" ]; then
+    echo "demo: $tool is missing at $TOOLS_BIN/$tool (run: make setup)" >&2
+    exit 2
+  fi
+done
+VM="$TOOLS_BIN/victoria-metrics"
+if [ "$PIPELINE" = collector ]; then BACKEND_NAME="the Collector, Prometheus"; else BACKEND_NAME=VictoriaMetrics; fi
 
 PREFIX="npdemo$$-"
 NODE="${PREFIX}node"
@@ -61,6 +82,8 @@ LISTEN=127.0.0.1:9464
 URL="http://$LISTEN"
 POLL=500ms
 VM_URL="http://127.0.0.1:8428"   # inside the node namespace
+PROM_URL="http://127.0.0.1:9090" # inside the node namespace (PIPELINE=collector)
+COLLECTOR_CONFIG="$ROOT/collector-config/otelcol.yaml"
 API_LISTEN=127.0.0.1:6443         # inside the node namespace
 CLUSTER_IP=10.96.0.10
 
@@ -73,6 +96,10 @@ API_PID=""
 VM_PID=""
 VM_DATA=""
 VM_LOG="$WORK/victoria-metrics.log"
+COL_PID=""
+COL_LOG="$WORK/otelcol.log"
+PROM_PID=""
+PROM_LOG="$WORK/prometheus.log"
 STEP="starting"
 T0=$SECONDS
 
@@ -112,6 +139,14 @@ cleanup() {
     rm -rf "$VM_DATA"
     VM_DATA=""
   fi
+  if [ -n "$COL_PID" ]; then
+    stop_pid "$COL_PID" 5
+    COL_PID=""
+  fi
+  if [ -n "$PROM_PID" ]; then
+    stop_pid "$PROM_PID" 5
+    PROM_PID=""
+  fi
   if [ -n "$API_PID" ]; then
     stop_pid "$API_PID" 2
     API_PID=""
@@ -142,6 +177,10 @@ on_exit() {
       echo "demo: last lines of the agent's log:" >&2
       tail -n 20 "$AGENT_LOG" | sed 's/^/   | /' >&2
     fi
+    if [[ "$STEP" == *Collector* ]] && [ -s "$COL_LOG" ]; then
+      echo "demo: last lines of the Collector's log:" >&2
+      tail -n 10 "$COL_LOG" | sed 's/^/   | /' >&2
+    fi
     if [[ "$STEP" == *VictoriaMetrics* ]] && [ -s "$VM_LOG" ]; then
       # Its info lines (start-up, one per force_flush) say nothing about a failure.
       vm_lines=$(grep -vE '^[0-9TZ:.-]+[[:space:]]+info[[:space:]]' "$VM_LOG" | tail -n 10)
@@ -152,7 +191,7 @@ on_exit() {
     fi
   fi
   echo
-  echo "-- cleaning up: stopping the agent, VictoriaMetrics and traffic tools, deleting the ${PREFIX}* namespaces"
+  echo "-- cleaning up: stopping the agent, $BACKEND_NAME and traffic tools, deleting the ${PREFIX}* namespaces"
   cleanup
   exit "$rc"
 }
@@ -295,32 +334,77 @@ metrics:
     destination.k8s.workload.name, destination.k8s.workload.kind, destination.k8s.service.name,
     destination.port, network.transport, network.type]
 CONFIG
-say "Starting VictoriaMetrics (the OTLP backend) inside the node namespace"
-step "starting VictoriaMetrics"
-VM_DATA=$(mktemp -d "/tmp/${PREFIX}vm-data-XXXXXX")
-# -search.latencyOffset=0s and -search.disableCache: a point is queryable as soon as it is flushed.
-VM_ARGS=(-storageDataPath="$VM_DATA" -httpListenAddr=127.0.0.1:8428 -opentelemetry.usePrometheusNaming
-  -search.latencyOffset=0s -search.disableCache -retentionPeriod=1d)
-info "ip netns exec $NODE victoria-metrics ${VM_ARGS[*]}"
-ip netns exec "$NODE" "$VM" "${VM_ARGS[@]}" </dev/null >"$VM_LOG" 2>&1 &
-VM_PID=$!
-step "waiting for VictoriaMetrics $VM_URL/health"
-end=$((SECONDS + 20))
-until in_ns "$NODE" curl -sf -o /dev/null --max-time 1 "$VM_URL/health"; do
-  if ! kill -0 "$VM_PID" 2>/dev/null; then
-    wait "$VM_PID" 2>/dev/null && rc=0 || rc=$?
-    VM_PID=""
-    echo "demo: VictoriaMetrics exited (status $rc) before becoming healthy" >&2
-    exit 1
-  fi
-  [ "$SECONDS" -lt "$end" ] || { echo "demo: VictoriaMetrics did not become healthy within 20 s" >&2; exit 1; }
-  sleep 0.1
-done
-info "VictoriaMetrics healthy (pid $VM_PID), data in $VM_DATA"
+start_collector() {
+  say "Starting the OpenTelemetry Collector and Prometheus inside the node namespace"
+  step "starting the Collector (otelcol-netprobe $("$TOOLS_BIN/otelcol-netprobe" --version | awk '{print $NF}'))"
+  info "ip netns exec $NODE otelcol-netprobe --config collector-config/otelcol.yaml"
+  ip netns exec "$NODE" "$TOOLS_BIN/otelcol-netprobe" --config "$COLLECTOR_CONFIG" </dev/null >"$COL_LOG" 2>&1 &
+  COL_PID=$!
+  step "waiting for the Collector's health check (:13133)"
+  end=$((SECONDS + 30))
+  until in_ns "$NODE" curl -sf -o /dev/null --max-time 1 http://127.0.0.1:13133/; do
+    if ! kill -0 "$COL_PID" 2>/dev/null; then
+      wait "$COL_PID" 2>/dev/null && rc=0 || rc=$?
+      COL_PID=""
+      echo "demo: the Collector exited (status $rc) before becoming healthy" >&2
+      exit 1
+    fi
+    [ "$SECONDS" -lt "$end" ] || { echo "demo: the Collector did not become healthy within 30 s" >&2; exit 1; }
+    sleep 0.1
+  done
+  info "Collector healthy (pid $COL_PID): OTLP on :4317/:4318, Prometheus exporter on :8889"
+  step "starting Prometheus (scrapes the Collector's :8889 every second)"
+  mkdir -p "$WORK/prometheus"
+  cat >"$WORK/prometheus/prometheus.yml" <<PROM
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: otel-collector
+    honor_labels: true   # the agents' job/instance as the exporter sets them (collector-config/README.md)
+    static_configs:
+      - targets: ['127.0.0.1:8889']
+PROM
+  ip netns exec "$NODE" "$TOOLS_BIN/prometheus" --config.file="$WORK/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$WORK/prometheus/data" --web.listen-address=127.0.0.1:9090 \
+    </dev/null >"$PROM_LOG" 2>&1 &
+  PROM_PID=$!
+  wait_for "Prometheus $PROM_URL/-/ready" 30 in_ns "$NODE" curl -sf -o /dev/null --max-time 1 "$PROM_URL/-/ready"
+  info "Prometheus ready (pid $PROM_PID)"
+  OTLP_ARGS=(--otlp-endpoint http://127.0.0.1:4317 --otlp-protocol grpc)
+  BACKEND_URL=$PROM_URL
+}
+
+start_victoria_metrics() {
+  say "Starting VictoriaMetrics (the OTLP backend) inside the node namespace"
+  step "starting VictoriaMetrics"
+  VM_DATA=$(mktemp -d "/tmp/${PREFIX}vm-data-XXXXXX")
+  # -search.latencyOffset=0s and -search.disableCache: a point is queryable as soon as it is flushed.
+  VM_ARGS=(-storageDataPath="$VM_DATA" -httpListenAddr=127.0.0.1:8428 -opentelemetry.usePrometheusNaming
+    -search.latencyOffset=0s -search.disableCache -retentionPeriod=1d)
+  info "ip netns exec $NODE victoria-metrics ${VM_ARGS[*]}"
+  ip netns exec "$NODE" "$VM" "${VM_ARGS[@]}" </dev/null >"$VM_LOG" 2>&1 &
+  VM_PID=$!
+  step "waiting for VictoriaMetrics $VM_URL/health"
+  end=$((SECONDS + 20))
+  until in_ns "$NODE" curl -sf -o /dev/null --max-time 1 "$VM_URL/health"; do
+    if ! kill -0 "$VM_PID" 2>/dev/null; then
+      wait "$VM_PID" 2>/dev/null && rc=0 || rc=$?
+      VM_PID=""
+      echo "demo: VictoriaMetrics exited (status $rc) before becoming healthy" >&2
+      exit 1
+    fi
+    [ "$SECONDS" -lt "$end" ] || { echo "demo: VictoriaMetrics did not become healthy within 20 s" >&2; exit 1; }
+    sleep 0.1
+  done
+  info "VictoriaMetrics healthy (pid $VM_PID), data in $VM_DATA"
+  OTLP_ARGS=(--otlp-endpoint "$VM_URL/opentelemetry" --otlp-protocol http/protobuf)
+  BACKEND_URL=$VM_URL
+}
+
+if [ "$PIPELINE" = collector ]; then start_collector; else start_victoria_metrics; fi
 
 say "Starting the agent inside the node namespace"
 step "starting otel-netprobe"
-OTLP_ARGS=(--otlp-endpoint "$VM_URL/opentelemetry" --otlp-protocol http/protobuf)
 # The uplink eth0 is a veth here; on a real node it is a NIC, where XDP is the default. Force XDP
 # on it so the demo shows both entry points: XDP on the uplink, TC on the pod veths.
 # OTEL_METRIC_EXPORT_INTERVAL (ms): push every second; K8S_NODE_NAME becomes k8s.node.name.
@@ -559,12 +643,19 @@ say "Prometheus /metrics: which hook each interface of the node got"
 grep -E '^netprobe_agent_interface_info' "$METRICS" | sed 's/^/   /' || true
 grep -E '^netprobe_agent_(interfaces|attach_errors_total|read_errors_total)' "$METRICS" | sed 's/^/   /' || true
 
-say "PromQL from VictoriaMetrics (pushed over OTLP/HTTP)"
-vm_flush() { # make everything VictoriaMetrics has ingested searchable now
+if [ "$PIPELINE" = collector ]; then
+  QB=Prometheus
+  say "PromQL from Prometheus (agent -> OTLP/gRPC -> the Collector's exporter -> scraped)"
+else
+  QB=VictoriaMetrics
+  say "PromQL from VictoriaMetrics (pushed over OTLP/HTTP)"
+fi
+vm_flush() { # make everything VictoriaMetrics has ingested searchable now (Prometheus: at once)
+  [ "$PIPELINE" = collector ] && return 0
   in_ns "$NODE" curl -sf -o /dev/null --max-time 2 "$VM_URL/internal/force_flush"
 }
 vm_query() { # PROMQL: the /api/v1/query answer (JSON) on stdout
-  in_ns "$NODE" curl -sf --max-time 5 -G "$VM_URL/api/v1/query" --data-urlencode "query=$1"
+  in_ns "$NODE" curl -sf --max-time 5 -G "$BACKEND_URL/api/v1/query" --data-urlencode "query=$1"
 }
 vm_series() { # PROMQL: the number of series in the answer
   vm_query "$1" | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["data"]["result"]))'
@@ -592,14 +683,14 @@ if not rows:
     print("   (no series)")' "$@"
 }
 
-step "VictoriaMetrics: /internal/force_flush, then polling for the pushed pod0->pod1 series"
+step "$QB: polling for the pod0->pod1 series"
 vm_flush
 PAIR_Q="sum by (source_address, destination_address, network_transport) (netprobe_flow_packets_total{source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\"})"
 have_pair() { vm_flush && [ "$(vm_series "$PAIR_Q")" -gt 0 ]; }
-if ! wait_for "the pushed pod0 -> pod1 series in VictoriaMetrics" 20 have_pair; then
-  names=$(in_ns "$NODE" curl -sf --max-time 5 "$VM_URL/api/v1/label/__name__/values" |
+if ! wait_for "the pod0 -> pod1 series in $QB" 20 have_pair; then
+  names=$(in_ns "$NODE" curl -sf --max-time 5 "$BACKEND_URL/api/v1/label/__name__/values" |
     python3 -c 'import json, sys; print(" ".join(n for n in json.load(sys.stdin)["data"] if "netprobe" in n))' || true)
-  echo "demo: VictoriaMetrics holds these netprobe metric names: ${names:-none}" >&2
+  echo "demo: $QB holds these netprobe metric names: ${names:-none}" >&2
   exit 1
 fi
 vm_table "$PAIR_Q" source_address destination_address network_transport
@@ -609,8 +700,8 @@ vm_table "netprobe_flow_bytes_total{destination_port=\"5201\"}" \
 
 # The agent's own count for the iperf3 flow against the pushed one. The two can differ by what the
 # agent read after its last export, so: wait until /metrics stops changing, then until
-# VictoriaMetrics holds that same value.
-step "comparing the pod0->pod1 iperf3 TCP count: agent /metrics vs VictoriaMetrics"
+# the backend holds that same value.
+step "comparing the pod0->pod1 iperf3 TCP count: agent /metrics vs $QB"
 FLOW_SEL="source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\",destination_port=\"5201\",network_transport=\"tcp\""
 FLOW_Q="sum(netprobe_flow_packets_total{$FLOW_SEL})"
 agent_flow_packets() {
@@ -636,14 +727,14 @@ done
 info "query: $FLOW_Q"
 if [ "$vm_n" = "$agent_n" ]; then
   VM_AGREE="agree ($agent_n packets)"
-  info "agent /metrics and VictoriaMetrics agree: $agent_n packets"
+  info "agent /metrics and $QB agree: $agent_n packets"
 else
-  VM_AGREE="DIFFER (agent /metrics ${agent_n}, VictoriaMetrics ${vm_n:-none})"
-  info "agent /metrics: $agent_n packets, VictoriaMetrics: ${vm_n:-no value} (they differ after 10 s)"
+  VM_AGREE="DIFFER (agent /metrics ${agent_n}, $QB ${vm_n:-none})"
+  info "agent /metrics: $agent_n packets, $QB: ${vm_n:-no value} (they differ after 10 s)"
 fi
 
 say "PromQL by workload: what the default attributes give (no addresses, no client ports)"
-step "VictoriaMetrics: TCP packets, client -> server, by namespace / workload / service"
+step "$QB: TCP packets, client -> server, by namespace / workload / service"
 vm_table "sum by (source_k8s_namespace_name, source_k8s_workload_name, destination_k8s_namespace_name, destination_k8s_workload_name, destination_k8s_workload_kind, destination_k8s_service_name, destination_port) (netprobe_flow_packets_total{network_transport=\"tcp\",destination_port!=\"\"})" \
   source_k8s_namespace_name source_k8s_workload_name destination_k8s_namespace_name \
   destination_k8s_workload_name destination_k8s_workload_kind destination_k8s_service_name destination_port
@@ -654,7 +745,7 @@ svc_n=$(vm_value "$SVC_Q" || true)
 info "outside -> Service web: ${svc_n:-no} packets attributed to the service ($SVC_Q)"
 
 say "PromQL: handshake latency and drops by workload and reason"
-step "VictoriaMetrics: handshake p50 / p99 by server workload, drops by reason"
+step "$QB: handshake p50 / p99 by server workload, drops by reason"
 vm_flush || true
 vm_table "histogram_quantile(0.5, sum by (le, destination_k8s_workload_name) (netprobe_tcp_handshake_duration_seconds_bucket))" destination_k8s_workload_name
 vm_table "histogram_quantile(0.99, sum by (le, destination_k8s_workload_name) (netprobe_tcp_handshake_duration_seconds_bucket))" destination_k8s_workload_name
@@ -675,7 +766,7 @@ fi
 if [ "${#odd_paths[@]}" -gt 0 ]; then
   info "WARNING: UDP/ICMP counts differ from what was sent on: ${odd_paths[*]}"
 fi
-info "OTLP push to VictoriaMetrics: pod0->pod1 iperf3 count $VM_AGREE"
+info "OTLP push ($PIPELINE) into $QB: pod0->pod1 iperf3 count $VM_AGREE"
 if [ -z "$svc_n" ] || [ "$svc_n" -le 0 ]; then
   echo "demo: the traffic to Service web's ClusterIP was not attributed to the service" >&2
   exit 1

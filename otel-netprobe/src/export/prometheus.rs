@@ -43,6 +43,24 @@ fn float(v: f64) -> String {
     }
 }
 
+/// A bucket bound as the `le` label, written as Go's `strconv.FormatFloat(b, 'g', -1, 64)`
+/// writes it (`5e-05`, `0.0001`, `64`, `1e+06`): so do Prometheus' client libraries and the
+/// Collector's exporters, and Prometheus 2 compares `le` as text, so a bucket is one series
+/// whichever way it arrives.
+fn bound(b: f64) -> String {
+    if !b.is_finite() || b == 0.0 {
+        return float(b);
+    }
+    let sci = format!("{b:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        return b.to_string();
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
+}
+
 fn sample(out: &mut String, name: &str, suffix: &str, labels: &str, extra: &str, value: &str) {
     out.push_str(name);
     out.push_str(suffix);
@@ -82,7 +100,7 @@ pub fn render<'a>(families: impl IntoIterator<Item = &'a Family>) -> String {
                         let le = h
                             .bounds
                             .get(i)
-                            .map_or_else(|| "+Inf".to_owned(), |b| float(*b));
+                            .map_or_else(|| "+Inf".to_owned(), |b| bound(*b));
                         let extra = format!("le=\"{le}\"");
                         sample(
                             &mut out,
@@ -156,6 +174,27 @@ mod tests {
         assert!(text.contains("netprobe_agent_flow_table_fill_ratio 0\n"));
         assert!(text.contains("netprobe_agent_export_requests_total{result=\"failed\"} 0\n"));
         assert!(text.contains("# TYPE netprobe_packet_size_bytes histogram\n"));
+    }
+
+    #[test]
+    fn bucket_bounds_are_written_as_go_writes_them() {
+        for (b, want) in [
+            (5e-5, "5e-05"),
+            (1.5e-7, "1.5e-07"),
+            (0.0001, "0.0001"),
+            (0.00025, "0.00025"),
+            (0.5, "0.5"),
+            (2.5, "2.5"),
+            (64.0, "64"),
+            (9000.0, "9000"),
+            (123_456.0, "123456"),
+            (1e6, "1e+06"),
+            (2.5e21, "2.5e+21"),
+            (0.0, "0"),
+            (f64::INFINITY, "+Inf"),
+        ] {
+            assert_eq!(bound(b), want, "{b}");
+        }
     }
 
     #[test]

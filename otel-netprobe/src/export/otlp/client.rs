@@ -94,7 +94,11 @@ impl OtlpClient {
                 .connect_lazy();
             let mut c = tonic::client::Grpc::new(channel);
             if cfg.gzip {
-                c = c.send_compressed(CompressionEncoding::Gzip);
+                // A gRPC server answers a gzip request in gzip (grpc-go, so the Collector, does):
+                // without accepting it, tonic reports an export the server took as UNIMPLEMENTED.
+                c = c
+                    .send_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Gzip);
             }
             Some(c)
         } else {
