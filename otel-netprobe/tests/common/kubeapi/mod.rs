@@ -17,6 +17,7 @@ pub mod helm;
 pub mod objects;
 pub mod pki;
 pub mod requests;
+mod runtime;
 
 use std::{
     fs,
@@ -30,6 +31,8 @@ use kube::{
     Client,
     config::{KubeConfigOptions, Kubeconfig},
 };
+
+use runtime::NsRuntime;
 
 use super::{Netns, backends::tool, patient, unique};
 
@@ -51,7 +54,8 @@ pub enum Credentials {
 pub struct KubeApiServer {
     /// The namespace it listens in.
     pub netns: String,
-    /// From starting etcd to `/readyz` answering `ok`.
+    /// The harness's whole start: certificates made, etcd and kube-apiserver started,
+    /// `/readyz` answering `ok`.
     pub start_time: Duration,
     dir: PathBuf,
     etcd: Option<Child>,
@@ -106,83 +110,40 @@ impl KubeApiServer {
         super::require_root();
         let dir = std::env::temp_dir().join(unique("kubeapi"));
         fs::create_dir_all(&dir).expect("the API server's temp dir");
-        pki::make(&dir);
         let started = Instant::now();
         let runtime = NsRuntime::start(netns);
-        let mut etcd_args = vec![
-            format!("--data-dir={}", dir.join("etcd").display()),
-            "--name=default".into(),
-            "--listen-client-urls=http://127.0.0.1:2379".into(),
-            "--advertise-client-urls=http://127.0.0.1:2379".into(),
-            "--listen-peer-urls=http://127.0.0.1:2380".into(),
-            "--initial-advertise-peer-urls=http://127.0.0.1:2380".into(),
-            "--initial-cluster=default=http://127.0.0.1:2380".into(),
-            "--log-level=warn".into(),
-        ];
-        if !options.fsync {
-            etcd_args.push("--unsafe-no-fsync".into());
-        }
-        let etcd = spawn_in(netns, &tool("etcd"), &etcd_args, &dir.join("etcd.log"));
-        let d = |f: &str| dir.join(f).display().to_string();
-        let mut args = vec![
-            "--etcd-servers=http://127.0.0.1:2379".to_owned(),
-            "--bind-address=127.0.0.1".into(),
-            format!("--secure-port={PORT}"),
-            // Loopback may not be advertised through the `kubernetes` Service's endpoints,
-            // which nothing here uses: no endpoint reconciler.
-            "--advertise-address=127.0.0.1".into(),
-            "--endpoint-reconciler-type=none".into(),
-            format!("--tls-cert-file={}", d("apiserver.pem")),
-            format!("--tls-private-key-file={}", d("apiserver.key")),
-            format!("--client-ca-file={}", d("ca.pem")),
-            format!("--service-account-key-file={}", d("sa.pub")),
-            format!("--service-account-signing-key-file={}", d("sa.key")),
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-            "--authorization-mode=RBAC".into(),
-            // The chart's `agent.privileged=true` variant must be admitted, as on a cluster.
-            "--allow-privileged=true".into(),
-            format!("--cert-dir={}", d("certs")),
-            "--profiling=false".into(),
-        ];
-        if options.audit {
-            fs::write(
-                dir.join("audit-policy.yaml"),
-                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n\
-                 rules:\n  - level: Metadata\n",
-            )
-            .expect("audit policy");
-            args.extend([
-                format!("--audit-policy-file={}", d("audit-policy.yaml")),
-                format!("--audit-log-path={}", d("audit.log")),
-                "--audit-log-format=json".into(),
-            ]);
-        }
-        let apiserver = spawn_in(
-            netns,
-            &tool("kube-apiserver"),
-            &args,
-            &dir.join("apiserver.log"),
-        );
+        pki::make(&dir);
         let admin_config = dir.join("admin.kubeconfig");
         write_kubeconfig(&dir, &admin_config, &Credentials::Admin);
-        let admin = {
-            let path = admin_config.clone();
-            runtime.block_on(async move { client_from(&path).await })
-        };
+        // The client connects on its first request: it can be made before the server runs.
+        let admin = runtime.block_on(async move { client_from(&admin_config).await });
+        // From here on, whatever fails, drop stops what was started and removes the dir.
         let mut server = Self {
             netns: netns.to_owned(),
             start_time: Duration::ZERO,
             dir,
-            etcd: Some(etcd),
-            apiserver: Some(apiserver),
+            etcd: None,
+            apiserver: None,
             runtime,
             admin,
             own_ns,
         };
+        server.etcd = Some(server.spawn("etcd", &etcd_args(&server.dir, options)));
+        let args = apiserver_args(&server.dir, options);
+        server.apiserver = Some(server.spawn("kube-apiserver", &args));
         server.wait_ready();
         server.start_time = started.elapsed();
         server
+    }
+
+    /// Starts the tool `name` in the server's namespace, its output into `{name}.log`.
+    fn spawn(&self, name: &str, args: &[String]) -> Child {
+        spawn_in(
+            &self.netns,
+            &tool(name),
+            args,
+            &self.dir.join(format!("{name}.log")),
+        )
     }
 
     /// Polls `/readyz` (etcd reachable, every post-start hook done: RBAC's bootstrap roles,
@@ -233,7 +194,7 @@ impl KubeApiServer {
         };
         format!(
             "--- kube-apiserver log (tail) ---\n{}\n--- etcd log (tail) ---\n{}",
-            tail("apiserver.log"),
+            tail("kube-apiserver.log"),
             tail("etcd.log")
         )
     }
@@ -283,6 +244,64 @@ impl KubeApiServer {
             c
         })
     }
+}
+
+/// etcd, alone, on the namespace's loopback, its data in `dir`.
+fn etcd_args(dir: &Path, options: Options) -> Vec<String> {
+    let mut args = vec![
+        format!("--data-dir={}", dir.join("etcd").display()),
+        "--name=default".into(),
+        "--listen-client-urls=http://127.0.0.1:2379".into(),
+        "--advertise-client-urls=http://127.0.0.1:2379".into(),
+        "--listen-peer-urls=http://127.0.0.1:2380".into(),
+        "--initial-advertise-peer-urls=http://127.0.0.1:2380".into(),
+        "--initial-cluster=default=http://127.0.0.1:2380".into(),
+        "--log-level=warn".into(),
+    ];
+    if !options.fsync {
+        args.push("--unsafe-no-fsync".into());
+    }
+    args
+}
+
+/// kube-apiserver on the namespace's loopback, with the certificates of [`pki`] in `dir`.
+fn apiserver_args(dir: &Path, options: Options) -> Vec<String> {
+    let d = |f: &str| dir.join(f).display().to_string();
+    let mut args = vec![
+        "--etcd-servers=http://127.0.0.1:2379".to_owned(),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={PORT}"),
+        // Loopback may not be advertised through the `kubernetes` Service's endpoints
+        // ("may not be in the loopback range"), which nothing here uses: no reconciler.
+        "--advertise-address=127.0.0.1".into(),
+        "--endpoint-reconciler-type=none".into(),
+        format!("--tls-cert-file={}", d("apiserver.pem")),
+        format!("--tls-private-key-file={}", d("apiserver.key")),
+        format!("--client-ca-file={}", d("ca.pem")),
+        format!("--service-account-key-file={}", d("sa.pub")),
+        format!("--service-account-signing-key-file={}", d("sa.key")),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        "--authorization-mode=RBAC".into(),
+        // The chart's `agent.privileged=true` variant must be admitted, as on a cluster.
+        "--allow-privileged=true".into(),
+        format!("--cert-dir={}", d("certs")),
+        "--profiling=false".into(),
+    ];
+    if options.audit {
+        fs::write(
+            dir.join("audit-policy.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n\
+             rules:\n  - level: Metadata\n",
+        )
+        .expect("audit policy");
+        args.extend([
+            format!("--audit-policy-file={}", d("audit-policy.yaml")),
+            format!("--audit-log-path={}", d("audit.log")),
+            "--audit-log-format=json".into(),
+        ]);
+    }
+    args
 }
 
 fn write_kubeconfig(dir: &Path, path: &Path, creds: &Credentials) {
@@ -351,65 +370,5 @@ impl Drop for KubeApiServer {
         }
         let _ = fs::remove_dir_all(&self.dir);
         // The runtime, then the namespace (own_ns), go with the fields.
-    }
-}
-
-/// A tokio runtime whose one thread lives in a network namespace: every socket its tasks
-/// open is in that namespace.
-struct NsRuntime {
-    handle: tokio::runtime::Handle,
-    quit: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NsRuntime {
-    fn start(netns: &str) -> Self {
-        let path = format!("/run/netns/{netns}");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (quit, quit_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("kubeapi-client".into())
-            .spawn(move || {
-                super::enter(&path);
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the API client");
-                tx.send(rt.handle().clone())
-                    .expect("handing over the runtime");
-                rt.block_on(async { quit_rx.await.unwrap_or_default() });
-            })
-            .expect("spawning the API client thread");
-        let handle = rx.recv().expect("the runtime's handle");
-        Self {
-            handle,
-            quit: Some(quit),
-            thread: Some(thread),
-        }
-    }
-
-    /// Runs `fut` to its end on the runtime's thread; a panic in it is this thread's.
-    fn block_on<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let task = self.handle.spawn(fut);
-        self.handle.spawn(async move {
-            let _ = tx.send(task.await);
-        });
-        match rx.recv().expect("the API client's runtime is running") {
-            Ok(v) => v,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("the API client's task failed: {e}"),
-        }
-    }
-}
-
-impl Drop for NsRuntime {
-    fn drop(&mut self) {
-        if let Some(q) = self.quit.take() {
-            let _ = q.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
