@@ -15,10 +15,12 @@ pub mod binary;
 pub mod certs;
 pub mod cluster;
 pub mod kernel;
+pub mod kubeapi;
 pub mod packets;
 pub mod proxy;
 pub mod traffic;
 pub mod vm;
+pub mod watchers;
 
 use std::{
     fs::File,
