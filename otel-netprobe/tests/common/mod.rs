@@ -23,7 +23,10 @@ pub mod traffic;
 pub mod vm;
 pub mod watchers;
 
-#[allow(unused_imports, reason = "each test binary uses a different part of the lab")]
+#[allow(
+    unused_imports,
+    reason = "each test binary uses a different part of the lab"
+)]
 pub use base::{
     Netns, enter, kernel_version, patience, patient, require_root, sh, unique, wait_until, within,
 };
