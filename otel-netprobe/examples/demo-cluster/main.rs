@@ -101,18 +101,17 @@ fn main() -> anyhow::Result<()> {
     );
 
     // The lab's objects and the chart's install at once: neither needs the other.
-    let started = Instant::now();
-    let (objects, release) = std::thread::scope(|s| {
+    let (objects, objects_time, installed) = std::thread::scope(|s| {
         let install = s.spawn(|| {
             let t = Instant::now();
             let r = api.helm_install(RELEASE, RELEASE_NAMESPACE, &json!({}));
             (r, t.elapsed())
         });
+        let t = Instant::now();
         let objects = lab.apply(&api);
-        (objects, install.join())
+        (objects, t.elapsed(), install.join())
     });
-    let objects_time = started.elapsed();
-    let (release, install_time) = match release {
+    let (release, install_time) = match installed {
         Ok((r, t)) => (r.map_err(|e| anyhow::anyhow!("helm install: {e}"))?, t),
         Err(panic) => std::panic::resume_unwind(panic),
     };
