@@ -2,8 +2,10 @@
 //! the unmodified kube-rs client and `kube::runtime::watcher` against it, for what the real
 //! kube-apiserver (`../kubeapi/`) does not do on demand: compact its history under a watcher
 //! (410 Gone), cut watches mid-stream, refuse connections and come back with a changed store.
-//! It also starts in milliseconds, which `make demo` and the dashboards lab use. It serves
-//! whole objects also to metadata-only requests (kube-rs reads their metadata from them).
+//! Only `tests/k8s.rs` (those faults) and `tests/apiserver.rs` (this server against kube-rs)
+//! use it; every other Kubernetes test, the dashboards lab and `make demo` run the real one.
+//! It serves whole objects also to metadata-only requests (kube-rs reads their metadata from
+//! them).
 //!
 //! What it serves (GET only, plain HTTP, no authentication):
 //! - `/api/v1/{plural}` and `/apis/{group}/{version}/{plural}`, both also under

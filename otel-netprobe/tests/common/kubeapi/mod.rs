@@ -99,6 +99,12 @@ impl KubeApiServer {
         Self::start_with(&name, Some(ns), Options::default())
     }
 
+    /// Starts the server on loopback in the existing namespace named `netns` (one made by
+    /// someone else, e.g. `make demo`'s node: it is left in place on drop), with `options`.
+    pub fn start_in_netns(netns: &str, options: Options) -> Self {
+        Self::start_with(netns, None, options)
+    }
+
     /// As [`Self::start`], with options.
     pub fn start_own(options: Options) -> Self {
         let ns = Netns::new(&unique("kapi"));

@@ -73,13 +73,23 @@ impl KubeApiServer {
 
     /// A node with an InternalIP (a kubelet registers it and reports its addresses).
     pub fn node(&self, name: &str, internal_ip: &str) -> Node {
-        let node: Node = parse(json!({
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-            "status": {"addresses": [{"type": "InternalIP", "address": internal_ip},
-                {"type": "Hostname", "address": name}]}
-        }));
-        self.apply(&node);
-        self.apply_status(&node)
+        self.node_with_addresses(name, &[internal_ip])
+    }
+
+    /// A node with several InternalIPs (as a cloud provider reports a node with more than one
+    /// private address: `make demo`'s node is reached at its uplink's and at its pod bridge's).
+    /// Its status is written with a merge patch, as the kubelet and cloud controllers write it:
+    /// server-side apply refuses two entries of one `type` in `status.addresses`, its list key.
+    pub fn node_with_addresses(&self, name: &str, internal_ips: &[&str]) -> Node {
+        let mut addresses: Vec<Value> = internal_ips
+            .iter()
+            .map(|ip| json!({"type": "InternalIP", "address": ip}))
+            .collect();
+        addresses.push(json!({"type": "Hostname", "address": name}));
+        self.apply::<Node>(&parse(json!({
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}
+        })));
+        self.merge_status::<Node>(None, name, &json!({"addresses": addresses}))
     }
 
     /// A Deployment and the ReplicaSet `{name}-{hash}` it would make: returns the ReplicaSet,
