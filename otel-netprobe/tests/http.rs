@@ -9,7 +9,10 @@ use std::{
 
 use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 use otel_netprobe::{
-    export::{http, summary::Summary},
+    export::{
+        http,
+        summary::{self, Summary},
+    },
     flow::{Budgets, FlowView, Reading},
     metrics::Aggregator,
     telemetry::{Health, Telemetry},
@@ -115,6 +118,22 @@ fn serves_metrics_summary_and_health() {
         (Some(0), Some(8), Some(10), Some(0))
     );
     assert!(s.to_table().contains("netprobe.packet.size"));
+    // What `otel-netprobe summary` fetches (hyper's client) is the same document.
+    assert_eq!(summary::fetch(&format!("http://{addr}/")).unwrap(), body);
+    let e = summary::fetch("https://127.0.0.1:9").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "https://127.0.0.1:9: only http:// URLs are supported"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = summary::fetch(&format!("http://{closed}")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("talking to http://{closed}/api/v1/summary failed")
+    );
 
     assert_eq!(get(addr, "/healthz").0, 200);
     // A snapshot older than the staleness limit makes the agent unhealthy.

@@ -392,14 +392,14 @@ pub enum FetchError {
     /// Only `http://HOST:PORT` URLs are supported.
     #[error("{0}: only http:// URLs are supported")]
     Url(String),
-    /// Connecting, sending or reading failed.
+    /// Connecting, sending or reading failed, or no answer came within 10 s.
     #[error("talking to {url} failed")]
     Io {
         /// The URL.
         url: String,
         /// The cause.
         #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The agent did not answer 200.
     #[error("{url}: {status}")]
@@ -411,39 +411,45 @@ pub enum FetchError {
     },
 }
 
-/// The JSON summary of the agent at `base` (e.g. `http://127.0.0.1:9464`): a minimal HTTP/1.0
-/// GET, enough to talk to our own server without a client library.
+/// The JSON summary of the agent at `base` (e.g. `http://127.0.0.1:9464`), with hyper's client
+/// on a runtime of its own (the CLI has none).
 pub fn fetch(base: &str) -> Result<String, FetchError> {
-    use std::io::{Read as _, Write as _};
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
     let url = format!("{}/api/v1/summary", base.trim_end_matches('/'));
-    let io = |source| FetchError::Io {
+    let uri = url
+        .parse::<hyper::Uri>()
+        .ok()
+        .filter(|u| u.scheme_str() == Some("http") && u.host().is_some())
+        .ok_or_else(|| FetchError::Url(base.to_owned()))?;
+    let io = |source: Box<dyn std::error::Error + Send + Sync>| FetchError::Io {
         url: url.clone(),
         source,
     };
-    let host = url
-        .strip_prefix("http://")
-        .and_then(|r| r.split('/').next())
-        .ok_or_else(|| FetchError::Url(base.to_owned()))?;
-    let mut stream = std::net::TcpStream::connect(host).map_err(io)?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .map_err(io)?;
-    write!(
-        stream,
-        "GET /api/v1/summary HTTP/1.0\r\nHost: {host}\r\n\r\n"
-    )
-    .map_err(io)?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(io)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.lines().next().unwrap_or_default();
-    if status.split(' ').nth(1) != Some("200") {
-        return Err(FetchError::Status {
-            url,
-            status: status.to_owned(),
-        });
-    }
-    Ok(body.to_owned())
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| io(e.into()))?;
+    runtime.block_on(async {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+        let get = async {
+            let response = client.get(uri).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), get)
+            .await
+            .map_err(|e| io(e.into()))?
+            .map_err(io)?;
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                url: url.clone(),
+                status: status.to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    })
 }
 
 #[cfg(test)]
