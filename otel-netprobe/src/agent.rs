@@ -208,11 +208,6 @@ impl Agent {
         })
     }
 
-    /// The shared latest snapshot.
-    pub fn shared_snapshot(&self) -> SharedSnapshot {
-        Arc::clone(&self.snapshot)
-    }
-
     /// The agent's own event counters.
     pub fn telemetry(&self) -> Arc<Telemetry> {
         Arc::clone(&self.telemetry)

@@ -33,13 +33,6 @@ impl std::fmt::Display for Kind {
     }
 }
 
-/// Compares with the spelling (`m.kind == "counter"`), as when `kind` was a string.
-impl PartialEq<&str> for Kind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// A metric: its OTLP name, unit, and Prometheus name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Metric {

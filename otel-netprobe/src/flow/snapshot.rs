@@ -216,8 +216,6 @@ pub struct Snapshot {
     pub taken_at: SystemTime,
     /// Every tracked flow.
     pub flows: Vec<FlowView>,
-    /// Kernel global counters.
-    pub counters: GlobalCounters,
     /// What the reader saw.
     pub health: Health,
     /// The metric families every exporter renders.
@@ -233,7 +231,6 @@ impl Snapshot {
         Self {
             taken_at: frame.taken_at,
             flows: Vec::new(),
-            counters: GlobalCounters::default(),
             health: Health::default(),
             frame,
             summary: Summary::default(),

@@ -141,7 +141,6 @@ impl Aggregator {
         Snapshot {
             taken_at,
             flows,
-            counters,
             health,
             frame: Frame { taken_at, families },
             summary,

@@ -72,10 +72,24 @@ pub struct Health {
     pub kernel: String,
 }
 
-/// The event counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Count {
+/// Declares [`Count`] and [`Count::ALL`] from one list, so the counter arrays (sized by
+/// `ALL`) always have a slot for every variant, and each variant's slot is its position.
+macro_rules! counts {
+    ($($(#[$doc:meta])* $name:ident,)+) => {
+        /// The event counters.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Count {
+            $($(#[$doc])* $name,)+
+        }
+
+        impl Count {
+            /// Every counter, in declaration order: `ALL[c as usize] == c`.
+            pub const ALL: &'static [Count] = &[$(Count::$name,)+];
+        }
+    };
+}
+
+counts! {
     /// Read cycles completed.
     ReadCycles,
     /// Read cycles that failed.
@@ -96,7 +110,7 @@ pub enum Count {
     ConnsEvicted,
 }
 
-const COUNTS: usize = Count::ConnsEvicted as usize + 1;
+const COUNTS: usize = Count::ALL.len();
 
 /// At most one log line per event kind per window; the next says how many were left out.
 #[derive(Debug, Default)]
@@ -207,5 +221,12 @@ mod tests {
         assert_eq!(t.may_log(Count::ReadErrors), Some(0));
         let t = Telemetry::with_log_window(Duration::ZERO);
         assert_eq!(t.may_log(Count::ExportFailed), Some(0));
+    }
+
+    #[test]
+    fn every_counter_has_its_own_slot() {
+        for (i, c) in Count::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
     }
 }
