@@ -34,7 +34,7 @@ use crate::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter, client::SendError},
     },
-    flow::{Snapshot, conns::ConnTimeouts},
+    flow::{Budgets, Snapshot, conns::ConnTimeouts},
     k8s::{K8s, K8sError, naming::NamingRules},
     metrics::Aggregator,
     privileges::{self, PrivilegeError},
@@ -152,7 +152,7 @@ impl Agent {
         let (attacher, monitor, interfaces) = attach(cfg, ebpf, &telemetry)?;
         let reader = reader(cfg, maps, other_maps, drops, counting_drops, &telemetry)?;
         let aggregator = Aggregator::new(
-            cfg.metrics.budgets(k8s.is_some()),
+            Budgets::from_config(&cfg.metrics, k8s.is_some()),
             Arc::new(NamingRules::new(&cfg.k8s, k8s.is_some())),
             k8s.as_ref().map(K8s::shared),
             interfaces,

@@ -178,11 +178,13 @@ pub fn export_cost() {
             flows: flows(n),
             ..Reading::default()
         };
-        let budgets = MetricsConfig {
-            max_series: n as usize + 1,
-            ..MetricsConfig::default()
-        }
-        .budgets(false);
+        let budgets = Budgets::from_config(
+            &MetricsConfig {
+                max_series: n as usize + 1,
+                ..MetricsConfig::default()
+            },
+            false,
+        );
         let mut aggregator = Aggregator::standalone(budgets);
         let encoder = Encoder::new(
             &[("service.name".into(), "otel-netprobe".into())],

@@ -516,18 +516,6 @@ pub mod attr {
     pub const FEATURE: &str = "feature";
     /// The running kernel's release.
     pub const KERNEL: &str = "kernel";
-    /// Source address (standalone default; opt-in once Kubernetes names exist).
-    pub const SOURCE_ADDRESS: &str = "source.address";
-    /// Destination address.
-    pub const DESTINATION_ADDRESS: &str = "destination.address";
-    /// The server port, when the destination is the server.
-    pub const DESTINATION_PORT: &str = "destination.port";
-    /// The server port, when the source is the server (reply traffic).
-    pub const SOURCE_PORT: &str = "source.port";
-    /// `tcp`, `udp`, `icmp`, `icmpv6`, `ipproto_<n>`.
-    pub const NETWORK_TRANSPORT: &str = "network.transport";
-    /// `ipv4` or `ipv6`.
-    pub const NETWORK_TYPE: &str = "network.type";
     /// Parse-error layer.
     pub const LAYER: &str = "layer";
     /// Non-IP EtherType class.
@@ -546,30 +534,6 @@ pub mod attr {
     pub const RESULT: &str = "result";
     /// A metric's OTLP name.
     pub const METRIC: &str = "metric";
-    /// Namespace of the source end.
-    pub const SOURCE_NAMESPACE: &str = "source.k8s.namespace.name";
-    /// Workload of the source end (or CIDR group, `external`, `unknown`).
-    pub const SOURCE_WORKLOAD: &str = "source.k8s.workload.name";
-    /// Workload kind of the source end.
-    pub const SOURCE_WORKLOAD_KIND: &str = "source.k8s.workload.kind";
-    /// Pod of the source end (opt-in).
-    pub const SOURCE_POD: &str = "source.k8s.pod.name";
-    /// Node of the source end.
-    pub const SOURCE_NODE: &str = "source.k8s.node.name";
-    /// The service of the source end, when it is the server (reply traffic).
-    pub const SOURCE_SERVICE: &str = "source.k8s.service.name";
-    /// Namespace of the destination end.
-    pub const DESTINATION_NAMESPACE: &str = "destination.k8s.namespace.name";
-    /// Workload of the destination end.
-    pub const DESTINATION_WORKLOAD: &str = "destination.k8s.workload.name";
-    /// Workload kind of the destination end.
-    pub const DESTINATION_WORKLOAD_KIND: &str = "destination.k8s.workload.kind";
-    /// Pod of the destination end (opt-in).
-    pub const DESTINATION_POD: &str = "destination.k8s.pod.name";
-    /// Node of the destination end.
-    pub const DESTINATION_NODE: &str = "destination.k8s.node.name";
-    /// The service of the destination end (its ClusterIP, or a backing pod's endpoint).
-    pub const DESTINATION_SERVICE: &str = "destination.k8s.service.name";
     /// Namespace of the per-namespace gauges.
     pub const K8S_NAMESPACE: &str = "k8s.namespace.name";
     /// A Kubernetes resource (`pods`, `services`, ...).

@@ -13,7 +13,7 @@ mod series;
 mod snapshot;
 mod table;
 
-pub use attrs::{EndPart, Ends, FlowAttr, Lookups, Side, ends, labels, server_port};
+pub use attrs::{Ends, Lookups, ends, labels, server_port};
 pub use extras::{Drops, FlowExtras, IcmpErrors};
 pub use series::{Budget, Budgets, Labels, Named, OVERFLOW, SeriesSet, SeriesSets};
 pub use snapshot::{FlowView, GlobalCounters, Reading, Snapshot, Transport, flows_of};

@@ -14,9 +14,10 @@ use rustc_hash::FxHashMap;
 
 use super::{
     Ends, FlowView, Lookups,
-    attrs::{FlowAttr, Plan, SeriesKey},
+    attrs::{Plan, SeriesKey},
 };
 use crate::{
+    config::{FlowAttr, MetricsConfig},
     export::names::Metric,
     frame::{Attrs, Family, Histogram, Value},
     k8s::naming::{Naming, Peer},
@@ -402,6 +403,29 @@ impl SeriesSets {
 }
 
 impl Budgets {
+    /// The budgets of the `metrics` section (validated); `cluster`: whether Kubernetes names
+    /// the flow ends, which chooses the default attributes.
+    pub fn from_config(cfg: &MetricsConfig, cluster: bool) -> Self {
+        let default: &[&str] = if cluster {
+            &FlowAttr::CLUSTER
+        } else {
+            &FlowAttr::STANDALONE
+        };
+        let parse = |list: Option<&Vec<String>>| match list {
+            Some(l) => FlowAttr::parse_all(l.iter().map(String::as_str)),
+            None => FlowAttr::parse_all(default.iter().copied()),
+        };
+        let flows = parse(cfg.flow_attributes.as_ref());
+        let sizes = match &cfg.size_attributes {
+            None => flows.clone(),
+            some => parse(some.as_ref()),
+        };
+        Self {
+            sizes: (sizes != flows).then(|| Budget::new(sizes, cfg.max_series)),
+            flows: Budget::new(flows, cfg.max_series),
+        }
+    }
+
     /// Whether any budget's attributes name flow ends.
     pub fn needs_peers(&self) -> bool {
         self.flows.needs_peers() || self.sizes.as_ref().is_some_and(Budget::needs_peers)

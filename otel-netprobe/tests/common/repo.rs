@@ -202,15 +202,20 @@ pub fn catalogue() -> Vec<(String, &'static Metric)> {
         .collect()
 }
 
-/// The Prometheus label of every attribute in the catalogue (`names.rs`'s `attr` module, read
-/// from the source so a new attribute needs no change here; dots made underscores).
+/// The Prometheus label of every attribute in the catalogue (`names.rs`'s `attr` module and the
+/// flow attributes of `config/metrics.rs`, read from the source so a new attribute needs no
+/// change here; dots made underscores).
 pub fn attribute_labels() -> BTreeSet<String> {
-    let names = read("otel-netprobe/src/export/names.rs");
-    let attr = names
-        .split("pub mod attr {")
-        .nth(1)
-        .and_then(|m| m.split("\n}\n").next())
-        .expect("the attr module of names.rs");
+    let module = |file: &str, name: &str| {
+        let text = read(file);
+        text.split(&format!("pub mod {name} {{"))
+            .nth(1)
+            .and_then(|m| m.split("\n}\n").next())
+            .unwrap_or_else(|| panic!("the {name} module of {file}"))
+            .to_owned()
+    };
+    let attr = module("otel-netprobe/src/export/names.rs", "attr")
+        + &module("otel-netprobe/src/config/metrics.rs", "flow_attr");
     let labels: BTreeSet<String> = attr
         .lines()
         .filter(|l| l.trim_start().starts_with("pub const"))

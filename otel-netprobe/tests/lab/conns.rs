@@ -3,7 +3,10 @@
 //! never opened, a server that resets closes by RST, and a handshake whose first SYN was
 //! dropped waits for the retransmission (one each).
 
-use otel_netprobe::export::names::{self, attr};
+use otel_netprobe::{
+    config::flow_attr,
+    export::names::{self, attr},
+};
 
 use std::time::Duration;
 
@@ -17,9 +20,9 @@ use super::common::{
 /// The standalone attributes of the connection flow from pod 0 to pod 1's `port`.
 fn to_pod1(port: &str) -> [(&'static str, &str); 3] {
     [
-        (attr::SOURCE_ADDRESS, PODS[0]),
-        (attr::DESTINATION_ADDRESS, PODS[1]),
-        (attr::DESTINATION_PORT, port),
+        (flow_attr::SOURCE_ADDRESS, PODS[0]),
+        (flow_attr::DESTINATION_ADDRESS, PODS[1]),
+        (flow_attr::DESTINATION_PORT, port),
     ]
 }
 

@@ -4,6 +4,7 @@
 //! errors (the replying namespace's own counter).
 
 use otel_netprobe::{
+    config::flow_attr,
     ebpf::btf::{Btf, DropReasons},
     export::names::{self, attr},
 };
@@ -54,9 +55,9 @@ fn a_dropped_first_syn_makes_a_one_second_handshake() {
     wait_attached(&agent, 4);
     traffic::tcp_exchanges(&lab.pods[0], server, &format!("{}:7060", PODS[1]), 3);
     let flow = [
-        (attr::SOURCE_ADDRESS, PODS[0]),
-        (attr::DESTINATION_ADDRESS, PODS[1]),
-        (attr::DESTINATION_PORT, "7060"),
+        (flow_attr::SOURCE_ADDRESS, PODS[0]),
+        (flow_attr::DESTINATION_ADDRESS, PODS[1]),
+        (flow_attr::DESTINATION_PORT, "7060"),
     ];
     let reason = reason_here("NETFILTER_DROP");
     let dropped = [&flow[..], &[(attr::DROP_REASON, reason)]].concat();
@@ -107,10 +108,10 @@ fn udp_to_a_closed_port_is_dropped_and_answered_by_icmp() {
         100,
     );
     let flow = [
-        (attr::SOURCE_ADDRESS, PODS[0]),
-        (attr::DESTINATION_ADDRESS, PODS[1]),
-        (attr::DESTINATION_PORT, "7070"),
-        (attr::NETWORK_TRANSPORT, "udp"),
+        (flow_attr::SOURCE_ADDRESS, PODS[0]),
+        (flow_attr::DESTINATION_ADDRESS, PODS[1]),
+        (flow_attr::DESTINATION_PORT, "7070"),
+        (flow_attr::NETWORK_TRANSPORT, "udp"),
     ];
     let reason = reason_here("NO_SOCKET");
     let dropped = [&flow[..], &[(attr::DROP_REASON, reason)]].concat();

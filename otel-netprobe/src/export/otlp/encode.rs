@@ -154,7 +154,7 @@ mod tests {
     use super::*;
     use crate::{
         config::MetricsConfig,
-        flow::{FlowView, Reading, Snapshot},
+        flow::{Budgets, FlowView, Reading, Snapshot},
         metrics::Aggregator,
         telemetry::Telemetry,
     };
@@ -177,11 +177,13 @@ mod tests {
                 FlowView::new(&key, u64::from(i) * 100_000, b, 0, (0, 0))
             })
             .collect();
-        let budgets = MetricsConfig {
-            max_series,
-            ..MetricsConfig::default()
-        }
-        .budgets(false);
+        let budgets = Budgets::from_config(
+            &MetricsConfig {
+                max_series,
+                ..MetricsConfig::default()
+            },
+            false,
+        );
         Aggregator::standalone(budgets).publish(Reading {
             flows,
             ..Reading::default()

@@ -1,7 +1,7 @@
 use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 
 use super::*;
-use crate::export::names::{self, attr};
+use crate::{config::flow_attr as attr, export::names};
 
 fn flow(src: u8, dport: u16, bytes: u64) -> FlowView {
     let key = FlowKey {
