@@ -34,9 +34,9 @@ use crate::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter, client::SendError},
     },
-    flow::{Budgets, Snapshot, conns::ConnTimeouts},
+    flow::{Budgets, conns::ConnTimeouts},
+    frame::{Aggregator, Snapshot},
     k8s::{K8s, K8sError, naming::NamingRules},
-    metrics::Aggregator,
     privileges::{self, PrivilegeError},
     telemetry::Telemetry,
 };
@@ -405,7 +405,7 @@ fn attach(
 }
 
 /// The attacher's list of interfaces, read by the aggregator.
-type Interfaces = Arc<Mutex<Vec<crate::telemetry::InterfaceState>>>;
+type Interfaces = Arc<Mutex<Vec<crate::ebpf::attach::InterfaceState>>>;
 
 /// Whether loading failed for lack of permission (`EPERM`/`EACCES` somewhere in the chain).
 fn permission_denied(e: &EbpfError) -> bool {

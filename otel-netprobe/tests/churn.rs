@@ -71,7 +71,7 @@ fn fifty_veths_come_and_go() {
         );
     }
     // The flows of veth i: exactly one, with exactly 3 datagrams of 128 IP bytes once counted.
-    let veth_flows = |s: &otel_netprobe::flow::Snapshot, i: usize| {
+    let veth_flows = |s: &otel_netprobe::frame::Snapshot, i: usize| {
         let (src, dst) = (format!("10.200.{i}.2"), format!("10.200.{i}.1"));
         let sel = Sel {
             src: &src,

@@ -9,12 +9,10 @@ use std::{
 
 use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 use otel_netprobe::{
-    export::{
-        http,
-        summary::{self, Summary},
-    },
+    export::{http, summary},
     flow::{Budgets, FlowView, Reading},
-    metrics::Aggregator,
+    frame::Aggregator,
+    metrics::summary::Summary,
     telemetry::{Health, Telemetry},
 };
 
@@ -117,7 +115,7 @@ fn serves_metrics_summary_and_health() {
         (le("64"), le("128"), le("1500"), le("+Inf")),
         (Some(0), Some(8), Some(10), Some(0))
     );
-    assert!(s.to_table().contains("netprobe.packet.size"));
+    assert!(summary::table(&s).contains("netprobe.packet.size"));
     // What `otel-netprobe summary` fetches (hyper's client) is the same document.
     assert_eq!(summary::fetch(&format!("http://{addr}/")).unwrap(), body);
     let e = summary::fetch("https://127.0.0.1:9").unwrap_err();

@@ -28,9 +28,9 @@ use otel_netprobe::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter},
     },
-    flow::{Budgets, FlowView, Reading, Snapshot},
-    frame::point_count,
-    metrics::Aggregator,
+    flow::{Budgets, FlowView, Reading},
+    frame::{Aggregator, Snapshot, point_count},
+    metrics,
     telemetry::{Count, Health, Telemetry},
 };
 use prost::Message;
@@ -220,7 +220,7 @@ fn config(protocol: OtlpProtocol, endpoint: String) -> OtlpConfig {
 
 /// The points one export of [`snapshot`] carries: its frame and the agent's health.
 fn points_per_export() -> u64 {
-    let health = Telemetry::default().families();
+    let health = metrics::agent::families(&Telemetry::default());
     point_count(snapshot().frame.families.iter().chain(&health))
 }
 

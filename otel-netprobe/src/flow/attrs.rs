@@ -227,6 +227,15 @@ impl Plan {
     }
 }
 
+/// Every attribute a flow series may carry: the choices of `metrics.flow_attributes`, and the
+/// reply-traffic forms of the server's port and service (`source.port`, `source.k8s.service.name`).
+pub fn flow_labels() -> impl Iterator<Item = &'static str> {
+    FlowAttr::ALL
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([attr::SOURCE_PORT, attr::SOURCE_SERVICE])
+}
+
 /// The server port of `f`, and whether the destination is the server: from the handshake,
 /// then (with Kubernetes) a service, endpoint or hostNetwork port, then the lower port.
 pub fn server_port(f: &FlowView, naming: &Naming) -> Option<(u16, bool)> {

@@ -1,15 +1,11 @@
-//! Flows decoded for people and exporters, what a read cycle found, and the immutable
-//! snapshot the exporters read.
+//! Flows decoded for people and exporters, and what a read cycle found.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::SystemTime,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netprobe_ebpf::{Counter, FlowKey, SIZE_BUCKETS, parse::proto, tcp_flags};
 
 use super::FlowTable;
-use crate::{export::summary::Summary, frame::Frame, telemetry::Health};
+use crate::telemetry::Health;
 
 /// Transport protocol of a flow, as named in `network.transport`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -206,36 +202,6 @@ pub fn flows_of(table: &FlowTable) -> Vec<FlowView> {
             view
         })
         .collect()
-}
-
-/// Everything the exporters need, taken at one instant, finished before it is published and
-/// never changed afterwards.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    /// Wall-clock time the snapshot was taken.
-    pub taken_at: SystemTime,
-    /// Every tracked flow.
-    pub flows: Vec<FlowView>,
-    /// What the reader saw.
-    pub health: Health,
-    /// The metric families every exporter renders.
-    pub frame: Frame,
-    /// The traffic summary (`/api/v1/summary`, `otel-netprobe summary`).
-    pub summary: Summary,
-}
-
-impl Snapshot {
-    /// An empty snapshot (before the first read).
-    pub fn empty() -> Self {
-        let frame = Frame::empty();
-        Self {
-            taken_at: frame.taken_at,
-            flows: Vec::new(),
-            health: Health::default(),
-            frame,
-            summary: Summary::default(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! or an export that failed — are typed events ([`events`]): each is a struct whose `emit`
 //! increments its counter in the shared [`Telemetry`] and logs at a bounded rate. Every
 //! counter exists from the start at 0, so dashboards see error counters before the first
-//! error. Renderers append [`Telemetry::families`] to the frame they render, so nothing an
-//! exporter does flows back into the reader.
+//! error. A leaf: it imports nothing of the agent, and anyone may count an event; the renderers
+//! append the counters to the frame they render (`metrics::agent`), so nothing an exporter
+//! does flows back into the reader.
 
 pub mod events;
 
@@ -17,27 +18,6 @@ use std::{
 };
 
 use serde::Serialize;
-
-use crate::{
-    export::names::{self, attr},
-    frame::{Family, Value},
-};
-
-/// One interface the agent attached to (or tried to).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct InterfaceState {
-    /// Interface name.
-    pub name: String,
-    /// Interface index.
-    pub index: u32,
-    /// Ingress hook in use (`xdp`, `xdp_generic`, `tc`, or `none` if attaching failed).
-    pub hook: &'static str,
-    /// Whether TC egress (locally originated packets) is attached.
-    pub egress: bool,
-    /// How the TC programs are attached: `tcx` (kernel 6.6 on), `clsact` (a cls_bpf filter on
-    /// a clsact qdisc, before), or `none` (XDP only).
-    pub tc_attach: &'static str,
-}
 
 /// What the reader saw in its latest cycle, copied into every snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -60,7 +40,7 @@ pub struct Health {
     /// Duration of the last read cycle, seconds.
     pub last_read_seconds: f64,
     /// Interfaces currently attached.
-    pub interfaces: Vec<InterfaceState>,
+    pub interfaces: Vec<crate::ebpf::attach::InterfaceState>,
     /// The Kubernetes watchers' figures (`None`: standalone).
     pub k8s: Option<crate::k8s::K8sHealth>,
     /// The connection, drop and ICMP-error tables' figures.
@@ -173,34 +153,6 @@ impl Telemetry {
         }
         Some(limit.suppressed.swap(0, Ordering::Relaxed))
     }
-
-    /// The counters as metric families, in catalogue order.
-    pub fn families(&self) -> Vec<Family> {
-        let n = |c| Value::Int(self.get(c));
-        vec![
-            Family::single(&names::AGENT_READ_CYCLES, n(Count::ReadCycles)),
-            Family::single(&names::AGENT_READ_ERRORS, n(Count::ReadErrors)),
-            Family::by(
-                &names::AGENT_EVICTIONS,
-                attr::REASON,
-                [
-                    ("kernel_idle", n(Count::MovedOut)),
-                    ("expired", n(Count::Expired)),
-                ],
-            ),
-            Family::single(&names::AGENT_ATTACH_ERRORS, n(Count::AttachErrors)),
-            Family::by(
-                &names::AGENT_EXPORT_REQUESTS,
-                attr::RESULT,
-                [
-                    ("ok", n(Count::ExportOk)),
-                    ("failed", n(Count::ExportFailed)),
-                ],
-            ),
-            Family::single(&names::AGENT_EXPORT_DROPPED, n(Count::ExportDropped)),
-            Family::single(&names::AGENT_CONNS_EVICTED, n(Count::ConnsEvicted)),
-        ]
-    }
 }
 
 #[cfg(test)]
@@ -210,10 +162,7 @@ mod tests {
     #[test]
     fn counters_start_at_zero_and_logging_is_bounded() {
         let t = Telemetry::with_log_window(Duration::from_secs(3600));
-        let f = t.families();
-        let points: Vec<_> = f.iter().flat_map(|f| &f.points).collect();
-        assert_eq!(points.len(), 9);
-        assert!(points.iter().all(|p| p.value == Value::Int(0)));
+        assert!(Count::ALL.iter().all(|c| t.get(*c) == 0));
         assert_eq!(t.may_log(Count::ExportFailed), Some(0));
         assert_eq!(t.may_log(Count::ExportFailed), None);
         assert_eq!(t.may_log(Count::ExportFailed), None);

@@ -5,9 +5,9 @@ use std::{net::IpAddr, time::Duration};
 use otel_netprobe::{
     agent::Agent,
     config::{Config, HookOverride, K8sMode},
-    export::names::Metric,
-    flow::{FlowView, Snapshot, Transport},
-    frame::{Histogram, Value},
+    flow::{FlowView, Transport},
+    frame::Snapshot,
+    metrics::{Histogram, Metric, Value},
 };
 
 use super::Netns;

@@ -11,7 +11,11 @@ use std::{
     process::Command,
 };
 
-use otel_netprobe::export::names::{ALL, Metric};
+use otel_netprobe::{
+    export::prometheus,
+    flow,
+    metrics::{Kind, Metric, catalogue},
+};
 use serde_json::Value;
 
 /// The repository's root.
@@ -187,7 +191,7 @@ pub fn validate(objects: &[&Value], version: &str) -> Vec<String> {
 /// the metric's kind.
 pub fn series_names(m: &Metric) -> Vec<String> {
     match m.kind {
-        otel_netprobe::export::names::Kind::Histogram => ["_bucket", "_sum", "_count"]
+        Kind::Histogram => ["_bucket", "_sum", "_count"]
             .iter()
             .map(|s| format!("{}{s}", m.prometheus))
             .collect(),
@@ -197,31 +201,21 @@ pub fn series_names(m: &Metric) -> Vec<String> {
 
 /// Every Prometheus series name of the catalogue, with the metric it belongs to.
 pub fn catalogue() -> Vec<(String, &'static Metric)> {
-    ALL.iter()
+    catalogue::all()
         .flat_map(|m| series_names(m).into_iter().map(move |n| (n, m)))
         .collect()
 }
 
-/// The Prometheus label of every attribute in the catalogue (`names.rs`'s `attr` module and the
-/// flow attributes of `config/metrics.rs`, read from the source so a new attribute needs no
-/// change here; dots made underscores).
+/// The Prometheus label of every attribute in the catalogue: each entry's own attributes, and
+/// the flow attributes for the metrics counted per flow (dots made underscores).
 pub fn attribute_labels() -> BTreeSet<String> {
-    let module = |file: &str, name: &str| {
-        let text = read(file);
-        text.split(&format!("pub mod {name} {{"))
-            .nth(1)
-            .and_then(|m| m.split("\n}\n").next())
-            .unwrap_or_else(|| panic!("the {name} module of {file}"))
-            .to_owned()
-    };
-    let attr = module("otel-netprobe/src/export/names.rs", "attr")
-        + &module("otel-netprobe/src/config/metrics.rs", "flow_attr");
-    let labels: BTreeSet<String> = attr
-        .lines()
-        .filter(|l| l.trim_start().starts_with("pub const"))
-        .filter_map(|l| l.split('"').nth(1))
-        .map(otel_netprobe::export::names::prometheus_label)
-        .collect();
+    let own = catalogue::all().flat_map(|m| m.attributes.iter().copied());
+    let per_flow = catalogue::all()
+        .any(|m| m.per_flow)
+        .then(flow::flow_labels)
+        .into_iter()
+        .flatten();
+    let labels: BTreeSet<String> = own.chain(per_flow).map(prometheus::label).collect();
     assert!(labels.contains("netprobe_drop_reason"), "{labels:?}");
     labels
 }

@@ -15,8 +15,8 @@ use tracing::info;
 use crate::{
     config::OtlpConfig,
     export::http::{SharedSnapshot, latest},
-    flow::Snapshot,
-    frame::{Family, point_count},
+    frame::{Snapshot, point_count},
+    metrics::{self, Family},
     telemetry::{
         Telemetry,
         events::{Event, ExportFailed, ExportSent},
@@ -98,7 +98,7 @@ impl Exporter {
     /// Sends the frame of `snap` with the agent's health appended; counts what happened.
     /// Returns whether the backend accepted it.
     pub async fn export(&mut self, snap: &Snapshot) -> bool {
-        let health = self.telemetry.families();
+        let health = metrics::agent::families(&self.telemetry);
         let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
         let body = self.encoder.encode(&families, snap.frame.taken_at);
         let points = point_count(families.iter().copied());
