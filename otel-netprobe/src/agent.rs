@@ -25,18 +25,21 @@ use crate::{
     ebpf::{
         self, EbpfError,
         attach::Attacher,
+        counts::{CounterSource, KernelFacts},
         drops::DropSetup,
         netlink::{self, LinkEvent, LinkMonitor, NetlinkError},
-        reader::{Reader, Timeouts},
-        tables::{ConnSettings, OtherTables},
     },
     export::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter, client::SendError},
     },
-    flow::{Budgets, conns::ConnTimeouts},
+    flow::{
+        Budgets, Reader, Timeouts,
+        conns::{ConnSettings, ConnTable, ConnTimeouts},
+    },
     frame::{Aggregator, Snapshot},
     k8s::{K8s, K8sError, naming::NamingRules},
+    metrics,
     privileges::{self, PrivilegeError},
     telemetry::Telemetry,
 };
@@ -143,14 +146,23 @@ impl Agent {
         // Loaded before the Kubernetes notice, so a refusal is the only line printed.
         let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
         let (mut ebpf, maps) = load(cfg, drops.as_ref())?;
-        let other_maps = ebpf::take_other_maps(&mut ebpf)?;
+        let conns = ebpf::take_hash_map(&mut ebpf, netprobe_ebpf::CONNS_MAP)?;
+        let kernel = KernelFacts {
+            drop_reasons: drops.as_ref().and_then(|d| d.reasons.clone()),
+        };
+        let counts = metrics::kernel_counts(&mut ebpf, &kernel)?;
         let counting_drops = drops
             .as_ref()
             .is_some_and(|d| ebpf::drops::start(&mut ebpf, d));
         release_startup_memory();
         let k8s = K8s::start(&cfg.k8s)?;
         let (attacher, monitor, interfaces) = attach(cfg, ebpf, &telemetry)?;
-        let reader = reader(cfg, maps, other_maps, drops, counting_drops, &telemetry)?;
+        let has_reasons = kernel.drop_reasons.is_some();
+        let kernel_features = [
+            ("drops", counting_drops),
+            ("drop_reasons", counting_drops && has_reasons),
+        ];
+        let reader = reader(cfg, maps, conns, counts, &kernel_features, &telemetry)?;
         let aggregator = Aggregator::new(
             Budgets::from_config(&cfg.metrics, k8s.is_some()),
             Arc::new(NamingRules::new(&cfg.k8s, k8s.is_some())),
@@ -349,9 +361,9 @@ fn load(cfg: &Config, drops: Option<&DropSetup>) -> Result<(aya::Ebpf, ebpf::Map
 fn reader(
     cfg: &Config,
     maps: ebpf::Maps,
-    other_maps: ebpf::tables::OtherMaps,
-    drops: Option<DropSetup>,
-    counting_drops: bool,
+    conns: aya::maps::MapData,
+    counts: Vec<Box<dyn CounterSource>>,
+    features: &[(&'static str, bool)],
     telemetry: &Arc<Telemetry>,
 ) -> Result<Reader, AgentError> {
     let timeouts = Timeouts {
@@ -366,18 +378,15 @@ fn reader(
         },
         capacity: cfg.connections.capacity,
     };
-    let reasons = drops.and_then(|d| d.reasons);
-    let has_reasons = reasons.is_some();
-    let other = OtherTables::new(other_maps, settings, reasons).map_err(AgentError::Sys)?;
+    let conns = ConnTable::new(conns, settings).map_err(AgentError::Sys)?;
     let mut reader = Reader::new(maps, capacity, timeouts, Arc::clone(telemetry))
         .map_err(AgentError::Sys)?
-        .with_other_tables(other);
+        .with_conns(conns)
+        .with_counts(counts);
     let tcx = ebpf::kernel::Version::running().is_some_and(|v| v >= ebpf::kernel::Version(6, 6));
-    reader.set_kernel_features(&[
-        ("tcx", tcx),
-        ("drops", counting_drops),
-        ("drop_reasons", counting_drops && has_reasons),
-    ]);
+    let mut all = vec![("tcx", tcx)];
+    all.extend_from_slice(features);
+    reader.set_kernel_features(&all);
     Ok(reader)
 }
 

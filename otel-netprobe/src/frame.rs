@@ -14,10 +14,9 @@ use std::{
 
 use crate::{
     ebpf::attach::InterfaceState,
-    flow::{Budgets, FlowView, Named, Reading},
+    flow::{Budgets, FlowView, Health, Named, Reading},
     k8s::naming::{Naming, NamingRules},
     metrics::{self, Cycle, Family, Metric, summary::Summary},
-    telemetry::Health,
 };
 
 /// Everything the exporters render, taken at one instant.

@@ -10,10 +10,10 @@ use std::{
 use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 use otel_netprobe::{
     export::{http, summary},
-    flow::{Budgets, FlowView, Reading},
+    flow::{Budgets, FlowView, Health, Reading},
     frame::Aggregator,
     metrics::summary::Summary,
-    telemetry::{Health, Telemetry},
+    telemetry::Telemetry,
 };
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {

@@ -28,10 +28,10 @@ use otel_netprobe::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter},
     },
-    flow::{Budgets, FlowView, Reading},
+    flow::{Budgets, FlowView, Health, Reading},
     frame::{Aggregator, Snapshot, point_count},
     metrics,
-    telemetry::{Count, Health, Telemetry},
+    telemetry::{Count, Telemetry},
 };
 use prost::Message;
 

@@ -12,13 +12,9 @@ use aya::maps::{HashMap, IterableMap, MapData, PerCpuArray};
 use netprobe_ebpf::{COUNTER_SLOTS, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS};
 use otel_netprobe::{
     config::MetricsConfig,
-    ebpf::{
-        self,
-        reader::{self, Reader},
-        sys::BatchReader,
-    },
+    ebpf::{self, reader::coarse_now_ns, sys::BatchReader},
     export::otlp::encode::Encoder,
-    flow::{Budgets, FlowView, Reading},
+    flow::{Budgets, FlowView, Reader, Reading, Timeouts},
     frame::Aggregator,
     metrics::{self, Family},
     telemetry::Telemetry,
@@ -43,7 +39,7 @@ fn fill_flows(map: &mut HashMap<MapData, FlowKey4, FlowStats>, round: u64) {
         };
         let mut v = FlowStats {
             bytes: 1500 * round,
-            first_seen_ns: reader::coarse_now_ns(),
+            first_seen_ns: coarse_now_ns(),
             ..FlowStats::default()
         };
         v.size_buckets[5] = round;
@@ -63,7 +59,7 @@ fn reader_of(
         flows6: data(v6.map()).unwrap(),
         counters: PerCpuArray::create(COUNTER_SLOTS, 0).unwrap(),
     };
-    let timeouts = reader::Timeouts {
+    let timeouts = Timeouts {
         kernel_idle: idle,
         idle,
     };
@@ -118,7 +114,7 @@ pub fn reader_cost() {
         fill_flows(&mut v4, 10 + round);
         let mut r = reader_of(&v4, &v6, hour);
         r.cycle();
-        r.set_timeouts(reader::Timeouts {
+        r.set_timeouts(Timeouts {
             kernel_idle: Duration::from_nanos(1),
             idle: Duration::from_nanos(1),
         });

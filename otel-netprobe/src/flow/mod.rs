@@ -9,13 +9,15 @@ mod attrs;
 pub mod conns;
 mod extras;
 mod labels;
+pub mod reader;
 mod series;
-mod snapshot;
 mod table;
+mod view;
 
 pub use attrs::{Ends, Lookups, ends, flow_labels, labels, server_port};
-pub use extras::{Drops, FlowExtras, IcmpErrors};
+pub use extras::{FlowExtras, KernelCounts};
 pub use labels::{Attrs, Labels, MEMOS};
+pub use reader::{Health, Reader, Reading, Timeouts};
 pub use series::{Budget, Budgets, Named, OVERFLOW, SeriesSet, SeriesSets};
-pub use snapshot::{FlowView, GlobalCounters, Reading, Transport, flows_of};
 pub use table::{CycleStats, FlowTable, KernelFlow};
+pub use view::{FlowView, Transport, flows_of};

@@ -1,4 +1,5 @@
-//! The cumulative flow table: kernel values plus what was already moved out of the kernel.
+//! The cumulative flow table: kernel values plus what was already moved out of the kernel,
+//! and each flow's extras (connections, counts from the per-flow counter maps).
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use rustc_hash::FxHashMap;
 use netprobe_ebpf::{FlowKey, FlowStats, SIZE_BUCKETS, tcp_control};
 
 use super::extras::FlowExtras;
+use crate::ebpf::reader::FlowSink;
 
 /// One flow as read from the kernel table.
 pub type KernelFlow = (FlowKey, FlowStats);
@@ -61,7 +63,7 @@ pub(crate) struct Record {
     pub last_seen_ns: u64,
     /// Read cycle in which the kernel entry was last seen, to notice entries that vanished.
     seen_cycle: u64,
-    /// Connections, drops and ICMP errors (shared with the cycle's views until changed).
+    /// Connections and kernel counts (shared with the cycle's views until changed).
     pub extras: Option<Arc<FlowExtras>>,
 }
 
@@ -264,6 +266,26 @@ impl FlowTable {
                 || r.extras.as_ref().is_some_and(|e| e.conn.active > 0)
         });
         before - self.records.len()
+    }
+}
+
+/// The flow tables' reader hands its entries to the cumulative table.
+impl FlowSink for FlowTable {
+    fn ingest<'a, I>(
+        &mut self,
+        kernel: I,
+        now_ns: u64,
+        kernel_idle_ns: u64,
+        changed_at: &mut Vec<u64>,
+    ) -> &[FlowKey]
+    where
+        I: Iterator<Item = (FlowKey, &'a FlowStats, Option<u64>)> + Clone,
+    {
+        FlowTable::ingest(self, kernel, now_ns, kernel_idle_ns, changed_at)
+    }
+
+    fn fold_evicted(&mut self, key: &FlowKey, last: Option<FlowStats>, now_ns: u64) {
+        FlowTable::fold_evicted(self, key, last, now_ns);
     }
 }
 

@@ -96,6 +96,7 @@ pub const MODULE: Module = Module {
     // Rendered with each export from the counters' live values (see [`families`]), not
     // with the cycle's frame.
     families: None,
+    counts: None,
 };
 
 /// Where each counter is shown: its metric and its attribute, if the metric has one. A match

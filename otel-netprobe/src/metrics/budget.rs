@@ -35,6 +35,7 @@ pub const METRIC: &str = "metric";
 pub const MODULE: Module = Module {
     metrics: &[&AGENT_SERIES, &AGENT_SERIES_OVERFLOW],
     families: Some(families),
+    counts: None,
 };
 
 /// Adds the budget families.

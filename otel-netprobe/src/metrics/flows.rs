@@ -39,6 +39,7 @@ metric!(
 pub const MODULE: Module = Module {
     metrics: &[&FLOW_PACKETS, &FLOW_BYTES, &PACKET_SIZE],
     families: Some(families),
+    counts: None,
 };
 
 /// The packet-size buckets' upper bounds (IP bytes), as the kernel counts them.

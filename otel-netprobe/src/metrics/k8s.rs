@@ -118,6 +118,7 @@ pub const MODULE: Module = Module {
         &AGENT_FLOWS_FILTERED,
     ],
     families: Some(families),
+    counts: None,
 };
 
 /// Adds the Kubernetes families (none without Kubernetes).

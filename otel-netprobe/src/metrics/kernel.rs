@@ -108,6 +108,7 @@ pub const MODULE: Module = Module {
         &AGENT_KERNEL_FEATURE,
     ],
     families: Some(families),
+    counts: None,
 };
 
 /// Adds the kernel counter families.

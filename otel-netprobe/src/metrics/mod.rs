@@ -27,9 +27,15 @@ pub use catalogue::{Kind, Metric};
 pub use family::{Family, Histogram, Point, Value};
 pub use series::SeriesFamilies;
 
+use aya::Ebpf;
+
 use crate::{
-    flow::{GlobalCounters, Named, SeriesSets},
-    telemetry::Health,
+    ebpf::{
+        EbpfError,
+        counts::{CounterSource, KernelFacts},
+        reader::GlobalCounters,
+    },
+    flow::{Health, Named, SeriesSets},
 };
 
 /// What one read cycle hands the metric modules.
@@ -51,7 +57,14 @@ pub struct Module {
     /// Adds its families for one cycle (`None`: the agent's event counters, which renderers
     /// append with their live values).
     pub families: Option<fn(&Cycle<'_>, &mut Vec<Family>)>,
+    /// Opens its kernel map of per-flow counts, if it has one ([`crate::ebpf::counts`]): the
+    /// reader reads it each cycle and files its counts under their flows, where the module's
+    /// families find them ([`crate::flow::FlowView::counts`]).
+    pub counts: Option<OpenCounts>,
 }
+
+/// Opens a module's per-flow counter map in the loaded object.
+pub type OpenCounts = fn(&mut Ebpf, &KernelFacts) -> Result<Box<dyn CounterSource>, EbpfError>;
 
 /// Every metric module, in output order (flow metrics first).
 pub const MODULES: &[Module] = &[
@@ -66,6 +79,18 @@ pub const MODULES: &[Module] = &[
     k8s::MODULE,
     agent::MODULE,
 ];
+
+/// Every module's per-flow counter map, opened for the reader.
+pub fn kernel_counts(
+    ebpf: &mut Ebpf,
+    kernel: &KernelFacts,
+) -> Result<Vec<Box<dyn CounterSource>>, EbpfError> {
+    MODULES
+        .iter()
+        .filter_map(|m| m.counts)
+        .map(|open| open(ebpf, kernel))
+        .collect()
+}
 
 /// The families of one cycle, module by module.
 pub fn families(c: &Cycle<'_>) -> Vec<Family> {

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Family, Value};
 use crate::{
-    flow::{GlobalCounters, Named, Transport},
+    ebpf::reader::GlobalCounters,
+    flow::{Named, Transport},
     k8s::naming::{Peer, UNKNOWN},
 };
 

@@ -97,6 +97,7 @@ pub const MODULE: Module = Module {
         &AGENT_CONN_TABLE_CAPACITY,
     ],
     families: Some(families),
+    counts: None,
 };
 
 /// Adds the table families.
@@ -120,10 +121,10 @@ pub fn families(c: &Cycle<'_>, out: &mut Vec<Family>) {
             Value::Int(h.flow_table_memory_bytes),
         ),
         Family::single(&AGENT_READ_DURATION, Value::Double(h.last_read_seconds)),
-        Family::single(&AGENT_CONN_TABLE_ENTRIES, Value::Int(h.tables.conns)),
+        Family::single(&AGENT_CONN_TABLE_ENTRIES, Value::Int(h.conn_table_entries)),
         Family::single(
             &AGENT_CONN_TABLE_CAPACITY,
-            Value::Int(h.tables.conns_capacity),
+            Value::Int(h.conn_table_capacity),
         ),
     ]);
 }

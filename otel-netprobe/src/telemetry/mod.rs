@@ -1,12 +1,11 @@
-//! The agent's own health, exported as `netprobe_agent_*`.
+//! The agent's own events, exported as `netprobe_agent_*` counters.
 //!
-//! Two kinds of figures. State the reader sees each cycle ([`Health`]: table fill, flows
-//! tracked, interfaces, the Kubernetes index) is turned into metric families with the frame.
 //! Things that happen — a read cycle done or failed, flows moved out of the kernel, an attach
 //! or an export that failed — are typed events ([`events`]): each is a struct whose `emit`
 //! increments its counter in the shared [`Telemetry`] and logs at a bounded rate. Every
 //! counter exists from the start at 0, so dashboards see error counters before the first
-//! error. A leaf: it imports nothing of the agent, and anyone may count an event; the renderers
+//! error. (State the reader sees each cycle — table fill, flows tracked, interfaces — is
+//! `flow::Health`, turned into families with the frame.) A leaf: it imports nothing of the agent, and anyone may count an event; the renderers
 //! append the counters to the frame they render (`metrics::agent`), so nothing an exporter
 //! does flows back into the reader.
 
@@ -16,41 +15,6 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
-
-use serde::Serialize;
-
-/// What the reader saw in its latest cycle, copied into every snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Health {
-    /// Kernel flow table capacity.
-    pub flow_table_capacity: u64,
-    /// Entries in the kernel flow table at the last read.
-    pub flow_table_entries: u64,
-    /// Kernel memory of the flow table (the kernel's own accounting), bytes.
-    pub flow_table_memory_bytes: u64,
-    /// Flows tracked in user space.
-    pub flows_tracked: u64,
-    /// Read cycles completed, this snapshot's included (the [`Count::ReadCycles`] counter as
-    /// of this cycle; likewise the next two).
-    pub read_cycles_total: u64,
-    /// Kernel entries moved out because idle (counts kept).
-    pub kernel_evictions_total: u64,
-    /// Flows forgotten because idle.
-    pub flows_expired_total: u64,
-    /// Duration of the last read cycle, seconds.
-    pub last_read_seconds: f64,
-    /// Interfaces currently attached.
-    pub interfaces: Vec<crate::ebpf::attach::InterfaceState>,
-    /// The Kubernetes watchers' figures (`None`: standalone).
-    pub k8s: Option<crate::k8s::K8sHealth>,
-    /// The connection, drop and ICMP-error tables' figures.
-    #[serde(skip)]
-    pub tables: crate::ebpf::tables::TableFigures,
-    /// What the running kernel offers the agent, as (feature, present).
-    pub features: Vec<(&'static str, bool)>,
-    /// The running kernel's release.
-    pub kernel: String,
-}
 
 /// Declares [`Count`] and [`Count::ALL`] from one list, so the counter arrays (sized by
 /// `ALL`) always have a slot for every variant, and each variant's slot is its position.

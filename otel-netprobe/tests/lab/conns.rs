@@ -141,7 +141,7 @@ fn a_syn_nobody_answers_is_one_unanswered_failure() {
     assert_eq!(frame_sum(&snap, &conns::TCP_OPENED, &flow), Some(0));
     // Once the entry is gone (the client quiet for longer than its backoff), still one.
     let snap = wait_frame(&agent, "the entry deleted", &conns::TCP_FAILED, |s| {
-        s.health.tables.conns == 0
+        s.health.conn_table_entries == 0
     });
     assert_eq!(frame_sum(&snap, &conns::TCP_FAILED, &unanswered), Some(1));
     assert_eq!(
