@@ -13,6 +13,7 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
+        mpsc,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -34,7 +35,7 @@ use crate::{
         otlp::{self, Exporter, client::SendError},
     },
     flow::{
-        Budgets, Reader, Timeouts,
+        Budgets, FlowView, Reader, Timeouts,
         conns::{ConnSettings, ConnTable, ConnTimeouts},
     },
     frame::{Aggregator, Snapshot},
@@ -82,6 +83,7 @@ pub enum AgentError {
 /// A running agent.
 pub struct Agent {
     snapshot: SharedSnapshot,
+    flow_requests: Arc<FlowRequests>,
     telemetry: Arc<Telemetry>,
     http_addr: Option<SocketAddr>,
     stages: Option<Stages>,
@@ -171,6 +173,7 @@ impl Agent {
             cfg.flows.top_talkers,
         );
         let snapshot = http::shared_empty();
+        let flow_requests = Arc::new(FlowRequests::default());
         let stop_links = Arc::new(AtomicBool::new(false));
         let attach = {
             let stop = Arc::clone(&stop_links);
@@ -187,9 +190,10 @@ impl Agent {
         let stop_reading = Arc::new(AtomicBool::new(false));
         let read = {
             let (stop, shared) = (Arc::clone(&stop_reading), Arc::clone(&snapshot));
+            let requests = Arc::clone(&flow_requests);
             let interval = cfg.flows.poll_interval;
             spawn("netprobe-read", move || {
-                read_loop(reader, aggregator, &shared, interval, &stop);
+                read_loop(reader, aggregator, &shared, &requests, interval, &stop);
             })?
         };
         let http = listener.map(|l| {
@@ -205,6 +209,7 @@ impl Agent {
         });
         Ok(Self {
             snapshot,
+            flow_requests,
             telemetry,
             http_addr,
             stages: Some(Stages {
@@ -233,6 +238,19 @@ impl Agent {
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         http::latest(&self.snapshot)
+    }
+
+    /// Every flow the agent tracks, decoded, as its next read cycle finds them; `None` if no
+    /// cycle ends within `timeout` (a stopped agent). Nothing is kept between cycles for
+    /// this: a snapshot holds no flows, so a caller waits for the next cycle's.
+    pub fn flows(&self, timeout: Duration) -> Option<Arc<[FlowView]>> {
+        let (tx, rx) = mpsc::channel();
+        self.flow_requests
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tx);
+        rx.recv_timeout(timeout).ok()
     }
 
     /// Polls snapshots until `done` holds or `timeout` passes; returns the last snapshot and
@@ -431,12 +449,36 @@ fn permission_denied(e: &EbpfError) -> bool {
     false
 }
 
+/// Callers of [`Agent::flows`] waiting for the next cycle's flows.
+#[derive(Default)]
+struct FlowRequests(Mutex<Vec<mpsc::Sender<Arc<[FlowView]>>>>);
+
+impl FlowRequests {
+    /// Hands `flows` to whoever is waiting (and drops them when nobody is).
+    fn answer(&self, flows: Vec<FlowView>) {
+        let waiting = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if waiting.is_empty() {
+            return;
+        }
+        let flows: Arc<[FlowView]> = flows.into();
+        for tx in waiting {
+            let _ = tx.send(Arc::clone(&flows));
+        }
+    }
+}
+
 /// Reads, aggregates and publishes every `interval` until `stop`, then once more (the final
 /// read, after the programs were detached).
 fn read_loop(
     mut reader: Reader,
     mut aggregator: Aggregator,
     shared: &SharedSnapshot,
+    requests: &FlowRequests,
     interval: Duration,
     stop: &AtomicBool,
 ) {
@@ -444,7 +486,9 @@ fn read_loop(
         // Set before this cycle began: the programs are detached, this read is the last.
         let last = stop.load(Ordering::Relaxed);
         let started = Instant::now();
-        http::publish(shared, aggregator.publish(reader.cycle()));
+        let reading = reader.cycle();
+        http::publish(shared, aggregator.publish(&reading));
+        requests.answer(reading.flows);
         if last {
             return;
         }

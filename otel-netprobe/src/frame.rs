@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     ebpf::attach::InterfaceState,
-    flow::{Budgets, FlowView, Health, Named, Reading},
+    flow::{Budgets, Health, Named, Reading},
     k8s::naming::{Naming, NamingRules},
     metrics::{self, Cycle, Family, Metric, summary::Summary},
 };
@@ -49,13 +49,12 @@ pub fn point_count<'a>(families: impl IntoIterator<Item = &'a Family>) -> u64 {
 }
 
 /// Everything the exporters need, taken at one instant, finished before it is published and
-/// never changed afterwards.
+/// never changed afterwards. It holds what the cycle made of the flows (the frame, the
+/// summary), not the flows: the cycle's flow list is gone once the snapshot is built.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Wall-clock time the snapshot was taken.
     pub taken_at: SystemTime,
-    /// Every tracked flow.
-    pub flows: Vec<FlowView>,
     /// What the reader saw.
     pub health: Health,
     /// The metric families every exporter renders.
@@ -70,7 +69,6 @@ impl Snapshot {
         let frame = Frame::empty();
         Self {
             taken_at: frame.taken_at,
-            flows: Vec::new(),
             health: Health::default(),
             frame,
             summary: Summary::default(),
@@ -117,13 +115,15 @@ impl Aggregator {
         )
     }
 
-    /// The finished snapshot of one cycle's reading.
-    pub fn publish(&mut self, reading: Reading) -> Snapshot {
+    /// The finished snapshot of one cycle's reading (which the caller may then drop, or hand
+    /// to whoever asked for the flows).
+    pub fn publish(&mut self, reading: &Reading) -> Snapshot {
         let Reading {
             flows,
             counters,
-            mut health,
+            health,
         } = reading;
+        let mut health = health.clone();
         if let Ok(i) = self.interfaces.lock() {
             health.interfaces.clone_from(&i);
         }
@@ -138,21 +138,20 @@ impl Aggregator {
         let (families, summary) = {
             // The summary names the namespaces' traffic with Kubernetes.
             let needed = self.budgets.needs_peers() || naming.rules.cluster;
-            let named = Named::new(&flows, &naming, needed);
+            let named = Named::new(flows, &naming, needed);
             let series = self.budgets.build(&named);
             let cycle = Cycle {
                 named: &named,
                 series: &series,
-                counters: &counters,
+                counters,
                 health: &health,
             };
             let families = metrics::families(&cycle);
-            let summary = Summary::of(&named, &counters, &families, self.top_talkers);
+            let summary = Summary::of(&named, counters, &families, self.top_talkers);
             (families, summary)
         };
         Snapshot {
             taken_at,
-            flows,
             health,
             frame: Frame { taken_at, families },
             summary,
@@ -167,7 +166,7 @@ mod tests {
 
     #[test]
     fn the_frame_has_a_family_for_every_entry_and_no_other() {
-        let snap = Aggregator::standalone(Budgets::default()).publish(Reading::default());
+        let snap = Aggregator::standalone(Budgets::default()).publish(&Reading::default());
         let agent = metrics::agent::families(&Telemetry::default());
         let shown: Vec<&str> = snap
             .frame

@@ -37,7 +37,7 @@ fn flow(src: [u8; 4], sport: u16, dport: u16, protocol: u8, packets: u64, size: 
 
 #[test]
 fn serves_metrics_summary_and_health() {
-    let snap = Aggregator::standalone(Budgets::default()).publish(Reading {
+    let snap = Aggregator::standalone(Budgets::default()).publish(&Reading {
         flows: vec![
             flow([10, 0, 0, 1], 40000, 443, 6, 10, 1500),
             flow([10, 0, 0, 1], 40001, 443, 6, 5, 100),

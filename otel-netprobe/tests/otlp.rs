@@ -152,7 +152,7 @@ fn snapshot() -> Snapshot {
     b1[5] = 10;
     let mut b2 = [0; SIZE_BUCKETS];
     b2[0] = 4;
-    Aggregator::standalone(Budgets::default()).publish(Reading {
+    Aggregator::standalone(Budgets::default()).publish(&Reading {
         flows: vec![
             FlowView::new(&key(40000), 15_000, b1, 0x12, (1, 2)),
             FlowView::new(&key(40001), 4 * 52, b2, 0x12, (1, 2)),

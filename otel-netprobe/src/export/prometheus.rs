@@ -139,7 +139,7 @@ mod tests {
             flows: vec![flow(40001, 3, 600), flow(40002, 2, 400)],
             ..Reading::default()
         };
-        let snap = Aggregator::standalone(Budgets::default()).publish(reading);
+        let snap = Aggregator::standalone(Budgets::default()).publish(&reading);
         let health = metrics::agent::families(&Telemetry::default());
         let text = render(snap.frame.families.iter().chain(&health));
         let labels = "source_address=\"10.0.0.1\",destination_address=\"10.0.0.2\",destination_port=\"7000\",network_transport=\"udp\",network_type=\"ipv4\"";

@@ -182,7 +182,7 @@ mod tests {
             },
             false,
         );
-        Aggregator::standalone(budgets).publish(Reading {
+        Aggregator::standalone(budgets).publish(&Reading {
             flows,
             ..Reading::default()
         })
