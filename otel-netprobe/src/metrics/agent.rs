@@ -82,6 +82,16 @@ metric!(
 /// Eviction reason.
 pub const REASON: &str = "reason";
 
+metric!(
+    AGENT_EXPORT_REJECTED,
+    "netprobe.agent.export.rejected",
+    "{datapoint}",
+    "netprobe_agent_export_rejected_total",
+    Counter,
+    own [],
+    "Data points the OTLP backend rejected in requests it accepted (partial success)."
+);
+
 /// This module: its entries and how they are filled.
 pub const MODULE: Module = Module {
     metrics: &[
@@ -91,6 +101,7 @@ pub const MODULE: Module = Module {
         &AGENT_ATTACH_ERRORS,
         &AGENT_EXPORT_REQUESTS,
         &AGENT_EXPORT_DROPPED,
+        &AGENT_EXPORT_REJECTED,
         &AGENT_CONNS_EVICTED,
     ],
     // Rendered with each export from the counters' live values (see [`families`]), not
@@ -111,6 +122,7 @@ fn place(c: Count) -> (&'static Metric, Option<(&'static str, &'static str)>) {
         Count::ExportOk => (&AGENT_EXPORT_REQUESTS, Some((RESULT, "ok"))),
         Count::ExportFailed => (&AGENT_EXPORT_REQUESTS, Some((RESULT, "failed"))),
         Count::ExportDropped => (&AGENT_EXPORT_DROPPED, None),
+        Count::ExportRejected => (&AGENT_EXPORT_REJECTED, None),
         Count::ConnsEvicted => (&AGENT_CONNS_EVICTED, None),
     }
 }

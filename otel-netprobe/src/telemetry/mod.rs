@@ -50,6 +50,8 @@ counts! {
     ExportFailed,
     /// Data points of the failed requests.
     ExportDropped,
+    /// Data points of accepted requests that the backend rejected (OTLP partial success).
+    ExportRejected,
     /// Connections the kernel table pushed out before their end (it was full).
     ConnsEvicted,
 }

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod encode;
+mod tls;
 mod wire;
 
 use std::{sync::Arc, time::SystemTime};
@@ -19,7 +20,7 @@ use crate::{
     metrics::{self, Family},
     telemetry::{
         Telemetry,
-        events::{Event, ExportFailed, ExportSent},
+        events::{Event, ExportFailed, ExportRejected, ExportSent},
     },
 };
 
@@ -103,8 +104,15 @@ impl Exporter {
         let body = self.encoder.encode(&families, snap.frame.taken_at);
         let points = point_count(families.iter().copied());
         match self.client.send(body).await {
-            Ok(_) => {
+            Ok(accepted) => {
                 ExportSent.emit(&self.telemetry);
+                if accepted.rejected > 0 {
+                    ExportRejected {
+                        points: accepted.rejected,
+                        message: &accepted.message,
+                    }
+                    .emit(&self.telemetry);
+                }
                 true
             }
             Err(e) => {
