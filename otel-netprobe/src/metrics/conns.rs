@@ -138,10 +138,10 @@ pub fn families(c: &Cycle<'_>, out: &mut Vec<Family>) {
         }
     }));
     out.push(
-        set.histogram_of(&TCP_HANDSHAKE, &HANDSHAKE_BOUNDS, flows, |f| {
-            conn(f)
-                .filter(|n| n.opened > 0)
-                .map(|n| (&n.handshake[..], n.handshake_sum_ns as f64 / 1e9))
+        set.histogram_by(&TCP_HANDSHAKE, &HANDSHAKE_BOUNDS, flows, &[], |f, emit| {
+            if let Some(n) = conn(f).filter(|n| n.opened > 0) {
+                emit(&[], &n.handshake, n.handshake_sum_ns as f64 / 1e9);
+            }
         }),
     );
 }

@@ -28,14 +28,17 @@ pub trait SeriesFamilies {
         value: impl Fn(&FlowView, &mut dyn FnMut(&[&str], u64)),
     ) -> Family;
 
-    /// A histogram family with `bounds` of only the series where some flow has observations:
-    /// `value` gives a flow's bucket counts (`bounds.len() + 1`) and sum, or `None`.
-    fn histogram_of<'f>(
+    /// A histogram family with `bounds` whose points also carry `extra` attributes, for only
+    /// the series (and values) where some flow has observations: `value` reports each part of
+    /// a flow's observations with its extra attribute values, its bucket counts
+    /// (`bounds.len() + 1`) and its sum.
+    fn histogram_by(
         &self,
         metric: &'static Metric,
         bounds: &'static [f64],
-        flows: &'f [FlowView],
-        value: impl Fn(&'f FlowView) -> Option<(&'f [u64], f64)>,
+        flows: &[FlowView],
+        extra: &'static [&'static str],
+        value: impl Fn(&FlowView, &mut dyn FnMut(&[&str], &[u64], f64)),
     ) -> Family;
 
     /// A histogram family with `bounds`: one point per series, adding up each flow's bucket
@@ -47,6 +50,25 @@ pub trait SeriesFamilies {
         flows: &'f [FlowView],
         value: impl Fn(&'f FlowView) -> (&'f [u64], f64),
     ) -> Family;
+}
+
+/// Adds a point on series `s` of `set` with its `extra` attribute `values`: without extra
+/// attributes the point shares the series' attribute set (and its renderings) with the other
+/// families.
+fn push_point(
+    set: &SeriesSet,
+    family: &mut Family,
+    (s, extra, values): (u32, &'static [&'static str], Vec<String>),
+    value: Value,
+) {
+    let series = &set.series[s as usize];
+    if extra.is_empty() {
+        family.push_shared(series.clone(), value);
+    } else {
+        let mut labels = series.to_vec();
+        labels.extend(extra.iter().copied().zip(values));
+        family.push(labels, value);
+    }
 }
 
 impl SeriesFamilies for SeriesSet {
@@ -89,45 +111,47 @@ impl SeriesFamilies for SeriesSet {
         let mut family = Family::new(metric);
         family.totals_by = Some(extra);
         for ((s, values), n) in sums {
-            let mut labels = self.series[s as usize].to_vec();
-            labels.extend(extra.iter().copied().zip(values));
-            family.push(labels, Value::Int(n));
+            push_point(self, &mut family, (s, extra, values), Value::Int(n));
         }
         family
     }
 
-    /// A histogram family with `bounds` of only the series where some flow has observations:
-    /// `value` gives a flow's bucket counts (`bounds.len() + 1`) and sum, or `None`.
-    fn histogram_of<'f>(
+    fn histogram_by(
         &self,
         metric: &'static Metric,
         bounds: &'static [f64],
-        flows: &'f [FlowView],
-        value: impl Fn(&'f FlowView) -> Option<(&'f [u64], f64)>,
+        flows: &[FlowView],
+        extra: &'static [&'static str],
+        value: impl Fn(&FlowView, &mut dyn FnMut(&[&str], &[u64], f64)),
     ) -> Family {
         let width = bounds.len() + 1;
-        let mut sums = BTreeMap::<u32, (Vec<u64>, f64)>::default();
+        let mut sums = BTreeMap::<(u32, Vec<String>), (Vec<u64>, f64)>::new();
         for (f, &s) in flows.iter().zip(&self.of_flow) {
-            if (s as usize) < self.series.len()
-                && let Some((buckets, sum)) = value(f)
-            {
-                let e = sums.entry(s).or_insert_with(|| (vec![0; width], 0.0));
-                for (t, b) in e.0.iter_mut().zip(buckets) {
-                    *t += b;
-                }
-                e.1 += sum;
+            if (s as usize) < self.series.len() {
+                value(f, &mut |values, buckets, sum| {
+                    debug_assert_eq!(values.len(), extra.len(), "{}", metric.otlp);
+                    debug_assert_eq!(buckets.len(), width, "{}", metric.otlp);
+                    let key = values.iter().map(|v| (*v).to_owned()).collect();
+                    let e = sums
+                        .entry((s, key))
+                        .or_insert_with(|| (vec![0; width], 0.0));
+                    for (t, b) in e.0.iter_mut().zip(buckets) {
+                        *t += b;
+                    }
+                    e.1 += sum;
+                });
             }
         }
         let mut family = Family::new(metric);
-        family.totals_by = Some(&[]);
-        for (s, (counts, sum)) in sums {
+        family.totals_by = Some(extra);
+        for ((s, values), (counts, sum)) in sums {
             let h = Histogram {
                 bounds,
                 count: counts.iter().sum(),
                 counts: counts.into(),
                 sum,
             };
-            family.push_shared(self.series[s as usize].clone(), Value::Histogram(h));
+            push_point(self, &mut family, (s, extra, values), Value::Histogram(h));
         }
         family
     }
@@ -258,5 +282,45 @@ mod tests {
                 (port("80", "b"), &Value::Int(1)),
             ]
         );
+    }
+
+    #[test]
+    fn histograms_split_by_extra_attributes() {
+        static BOUNDS: [f64; 1] = [1.0];
+        let mut b = Budget::new(vec![FlowAttr::ServerPort], 100);
+        let flows = [flow(1, 53, 100), flow(2, 53, 300), flow(3, 80, 200)];
+        let naming = Naming::standalone();
+        let set = b.build(&Named::new(&flows, &naming, false));
+        // Each flow observed once under 1 with code "a", and port 53's flows once above with "b".
+        let h = set.histogram_by(&PACKET_SIZE, &BOUNDS, &flows, &["code"], |f, emit| {
+            emit(&["a"], &[1, 0], 0.5);
+            if f.dst_port == 53 {
+                emit(&["b"], &[0, 1], 2.0);
+            }
+        });
+        let points: Vec<(String, String, &[u64], f64)> = h
+            .points
+            .iter()
+            .map(|p| {
+                let Value::Histogram(h) = &p.value else {
+                    panic!("histogram")
+                };
+                (
+                    p.attrs[0].1.clone(),
+                    p.attrs[1].1.clone(),
+                    &h.counts[..],
+                    h.sum,
+                )
+            })
+            .collect();
+        assert_eq!(
+            points,
+            [
+                ("53".into(), "a".into(), &[2, 0][..], 1.0),
+                ("53".into(), "b".into(), &[0, 2][..], 4.0),
+                ("80".into(), "a".into(), &[1, 0][..], 0.5),
+            ]
+        );
+        assert_eq!(h.totals_by, Some(&["code"][..]));
     }
 }
