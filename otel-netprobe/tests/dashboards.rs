@@ -162,6 +162,21 @@ fn expressions() -> Vec<(String, String)> {
 }
 
 #[test]
+fn the_readme_lists_the_catalogue() {
+    let readme = repo::read("README.md");
+    let table = readme
+        .split("<!-- catalogue: made from the metric modules; tests/dashboards.rs checks it -->\n")
+        .nth(1)
+        .and_then(|t| t.split("<!-- end of catalogue -->").next())
+        .expect("the README's metric reference");
+    let want = repo::catalogue_table();
+    assert!(
+        table.trim_end() == want.trim_end(),
+        "the README's metric reference differs from the catalogue; it should read:\n{want}"
+    );
+}
+
+#[test]
 fn dashboards_and_the_catalogue_stay_in_step() {
     let exprs = expressions();
     for (at, expr) in &exprs {

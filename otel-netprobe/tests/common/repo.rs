@@ -206,6 +206,38 @@ pub fn catalogue() -> Vec<(String, &'static Metric)> {
         .collect()
 }
 
+/// The README's metric reference, made from the catalogue: one row per metric, module by
+/// module, with its Prometheus name, OTLP name, kind and unit, attributes and help.
+pub fn catalogue_table() -> String {
+    let mut rows = vec![
+        "| Prometheus name | OTLP name | kind, unit | attributes | what it is |".to_owned(),
+        "|---|---|---|---|---|".to_owned(),
+    ];
+    for m in catalogue::all() {
+        let mut attrs: Vec<String> = m.attributes.iter().map(|a| format!("`{a}`")).collect();
+        if m.per_flow {
+            attrs.insert(0, "flow attributes".to_owned());
+        }
+        let attrs = if attrs.is_empty() {
+            "—".to_owned()
+        } else {
+            attrs.join(", ")
+        };
+        let kind = if m.unit.is_empty() {
+            m.kind.to_string()
+        } else {
+            format!("{}, `{}`", m.kind, m.unit)
+        };
+        rows.push(format!(
+            "| `{}` | `{}` | {kind} | {attrs} | {} |",
+            m.prometheus,
+            m.otlp,
+            m.help.replace('|', "\\|"),
+        ));
+    }
+    rows.join("\n") + "\n"
+}
+
 /// The Prometheus label of every attribute in the catalogue: each entry's own attributes, and
 /// the flow attributes for the metrics counted per flow (dots made underscores).
 pub fn attribute_labels() -> BTreeSet<String> {
