@@ -21,3 +21,6 @@ pub use reader::{Health, Reader, Reading, Timeouts};
 pub use series::{Budget, Budgets, Named, OVERFLOW, SeriesSet, SeriesSets};
 pub use table::{CycleStats, FlowTable, KernelFlow};
 pub use view::{FlowView, Transport, flows_of};
+
+#[cfg(test)]
+pub(crate) use series::tests::flow as udp_flow;

@@ -317,4 +317,4 @@ impl Budgets {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -72,7 +72,6 @@ fn push_point(
 }
 
 impl SeriesFamilies for SeriesSet {
-    /// A counter family: one point per series, the sum of `value` over its flows.
     fn counter(
         &self,
         metric: &'static Metric,
@@ -88,9 +87,6 @@ impl SeriesFamilies for SeriesSet {
         family
     }
 
-    /// A counter family whose points also carry `extra` attributes: `value` reports each part
-    /// of a flow's count with its extra attribute values (a flow's drops per reason, say); one
-    /// point per series and values, in a stable order.
     fn counter_by(
         &self,
         metric: &'static Metric,
@@ -156,8 +152,6 @@ impl SeriesFamilies for SeriesSet {
         family
     }
 
-    /// A histogram family with `bounds`: one point per series, adding up each flow's bucket
-    /// counts (`bounds.len() + 1` of them) and sum, as `value` gives them.
     fn histogram<'f>(
         &self,
         metric: &'static Metric,
@@ -197,30 +191,13 @@ impl SeriesFamilies for SeriesSet {
 
 #[cfg(test)]
 mod tests {
-    use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
-
     use super::*;
     use crate::{
         config::{FlowAttr, flow_attr as attr},
-        flow::{Attrs, Budget, Named},
+        flow::{Attrs, Budget, Named, udp_flow as flow},
         k8s::naming::Naming,
         metrics::flows::{FLOW_PACKETS, PACKET_SIZE},
     };
-
-    fn flow(src: u8, dport: u16, bytes: u64) -> FlowView {
-        let key = FlowKey {
-            src_addr: [u32::from_ne_bytes([10, 0, 0, src]), 0, 0, 0],
-            dst_addr: [u32::from_ne_bytes([10, 0, 0, 100]), 0, 0, 0],
-            src_port: 40000u16.to_be(),
-            dst_port: dport.to_be(),
-            protocol: 17,
-            ip_version: 4,
-            pad: [0; 2],
-        };
-        let mut b = [0; SIZE_BUCKETS];
-        b[5] = 1;
-        FlowView::new(&key, bytes, b, 0, (0, 0))
-    }
 
     #[test]
     fn families_sum_over_the_grouping_and_histograms_carry_their_bounds() {

@@ -3,7 +3,8 @@ use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 use super::*;
 use crate::config::flow_attr as attr;
 
-fn flow(src: u8, dport: u16, bytes: u64) -> FlowView {
+/// A UDP flow from 10.0.0.`src`:40000 to 10.0.0.100:`dport` of `bytes` bytes in one packet.
+pub(crate) fn flow(src: u8, dport: u16, bytes: u64) -> FlowView {
     let key = FlowKey {
         src_addr: [u32::from_ne_bytes([10, 0, 0, src]), 0, 0, 0],
         dst_addr: [u32::from_ne_bytes([10, 0, 0, 100]), 0, 0, 0],
