@@ -2,7 +2,16 @@
 # `make demo`: a simulated Kubernetes node built from network namespaces on this machine, the real
 # agent attached inside it, real traffic on every path, and the counts it saw.
 #
-#   usage: bash scripts/demo.sh PATH/TO/otel-netprobe PATH/TO/lab-apiserver   (root; ~25 s)
+#   usage: [PIPELINE=collector] bash scripts/demo.sh PATH/TO/otel-netprobe PATH/TO/demo-cluster
+#          (root; ~30 s)
+#
+# PIPELINE picks where the agent's OTLP goes; the lab, the traffic and the PromQL answers are the
+# same either way:
+#   direct     (default) OTLP/HTTP straight into VictoriaMetrics: nothing else to run, fast.
+#   collector  what a cluster install runs: OTLP/gRPC into the real OpenTelemetry Collector
+#              (otelcol-netprobe, built by `make setup`) running collector-config/otelcol.yaml,
+#              whose Prometheus exporter a real Prometheus scrapes every second (honor_labels,
+#              as the chart's ServiceMonitor does); the PromQL is asked of that Prometheus.
 #
 # Lab (every name is prefixed with npdemo<pid>- so runs never collide; nothing is created or changed
 # in the root namespace and no packet leaves the lab):
@@ -10,12 +19,18 @@
 #   pod0 10.244.0.11 ─┐                                   node                          outside
 #   pod1 10.244.0.12 ─┼─ vethpod0..2 ── br0 10.244.0.1 ── (forwarding) ── eth0 10.99.0.1 ── eth0 10.99.0.2
 #   pod2 10.244.0.13 ─┘                                   agent here
+#                                                         kube-apiserver + etcd on its 127.0.0.1:6443
 #                                                         VictoriaMetrics on its 127.0.0.1:8428
+#                                                         (collector: the Collector, Prometheus :9090)
 #
-# The pods are registered with a Kubernetes API (lab-apiserver: the test suite's list/watch server,
-# on the node's 127.0.0.1:6443) as Deployments checkout and web, StatefulSet db, and Service web
-# (ClusterIP 10.96.0.10:80 -> web's 8080, translated by nftables in the node as kube-proxy would),
-# so the agent names both ends of every flow. The agent also pushes its metrics over OTLP/HTTP
+# The node's Kubernetes API is the real kube-apiserver with etcd (built by `make setup`), started on
+# the node's loopback by demo-cluster (otel-netprobe/examples/demo-cluster: the test suite's harness,
+# tests/common/kubeapi/). The pods are real API objects there — Deployments checkout and web (each
+# with its ReplicaSet), StatefulSet db, pods bound to the node with their addresses in their status,
+# and Service web (ClusterIP 10.96.0.10:80 -> web's 8080 and its EndpointSlice, translated by
+# nftables in the node as kube-proxy would) — and the chart is installed into it (`helm install`):
+# the agent reads the API with a token of the chart's own ServiceAccount, so it names both ends of
+# every flow with exactly a cluster install's permissions. The agent also pushes its metrics over OTLP/HTTP
 # (every second) into a VictoriaMetrics started inside the node namespace (installed by `make
 # setup`); the demo ends with PromQL queries on it, by address and by workload. Connections too:
 # db drops the first SYN of each connection to :5432 (nftables), so handshakes take ~1 s and the
@@ -25,13 +40,13 @@
 set -euo pipefail
 
 BIN=${1:-}
-APISERVER=${2:-}
-if [ -z "$BIN" ] || [ ! -x "$BIN" ] || [ -z "$APISERVER" ] || [ ! -x "$APISERVER" ]; then
-  echo "usage: $0 PATH/TO/otel-netprobe PATH/TO/lab-apiserver  (executables; see make demo)" >&2
+CLUSTER_BIN=${2:-}
+if [ -z "$BIN" ] || [ ! -x "$BIN" ] || [ -z "$CLUSTER_BIN" ] || [ ! -x "$CLUSTER_BIN" ]; then
+  echo "usage: $0 PATH/TO/otel-netprobe PATH/TO/demo-cluster  (executables; see make demo)" >&2
   exit 2
 fi
 BIN=$(readlink -f "$BIN")
-APISERVER=$(readlink -f "$APISERVER")
+CLUSTER_BIN=$(readlink -f "$CLUSTER_BIN")
 if [ "$(id -u)" -ne 0 ]; then
   echo "demo: needs root (it creates network namespaces and loads eBPF programs)" >&2
   exit 2
@@ -40,11 +55,28 @@ for tool in ip iperf3 ping socat curl ss nft; do
   command -v "$tool" >/dev/null 2>&1 || { echo "demo: '$tool' is missing (run: make setup)" >&2; exit 2; }
 done
 command -v python3 >/dev/null 2>&1 || { echo "demo: 'python3' is missing" >&2; exit 2; }
-VM="${NETPROBE_TOOLS_DIR:-$HOME/.cache/otel-netprobe}/bin/victoria-metrics"
-if [ ! -x "$VM" ]; then
-  echo "demo: VictoriaMetrics is missing at $VM (run: make setup)" >&2
+TOOLS_DIR="${NETPROBE_TOOLS_DIR:-$HOME/.cache/otel-netprobe}"
+TOOLS_BIN="$TOOLS_DIR/bin"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PIPELINE=${PIPELINE:-direct}
+case "$PIPELINE" in
+  direct) NEEDED=(kube-apiserver etcd victoria-metrics) ;;
+  collector) NEEDED=(kube-apiserver etcd otelcol-netprobe prometheus) ;;
+  *) echo "demo: PIPELINE=$PIPELINE: use direct (the default) or collector" >&2; exit 2 ;;
+esac
+for tool in "${NEEDED[@]}"; do
+  if [ ! -x "$TOOLS_BIN/$tool" ]; then
+    echo "demo: $tool is missing at $TOOLS_BIN/$tool (run: make setup)" >&2
+    exit 2
+  fi
+done
+# demo-cluster installs the chart with the Helm v4 SDK from this venv.
+if [ ! -x "$TOOLS_DIR/venv/bin/python" ]; then
+  echo "demo: the Helm SDK's venv is missing at $TOOLS_DIR/venv (run: make setup)" >&2
   exit 2
 fi
+VM="$TOOLS_BIN/victoria-metrics"
+if [ "$PIPELINE" = collector ]; then BACKEND_NAME="the Collector, Prometheus"; else BACKEND_NAME=VictoriaMetrics; fi
 
 PREFIX="npdemo$$-"
 NODE="${PREFIX}node"
@@ -61,7 +93,9 @@ LISTEN=127.0.0.1:9464
 URL="http://$LISTEN"
 POLL=500ms
 VM_URL="http://127.0.0.1:8428"   # inside the node namespace
-API_LISTEN=127.0.0.1:6443         # inside the node namespace
+PROM_URL="http://127.0.0.1:9090" # inside the node namespace (PIPELINE=collector)
+COLLECTOR_CONFIG="$ROOT/collector-config/otelcol.yaml"
+API_URL=https://127.0.0.1:6443    # inside the node namespace
 CLUSTER_IP=10.96.0.10
 
 WORK=$(mktemp -d "/tmp/${PREFIX}XXXXXX")
@@ -70,9 +104,14 @@ CREATED_NS=()   # namespaces to delete
 BG_PIDS=()      # servers and receivers to stop
 AGENT_PID=""
 API_PID=""
+API_LOG="$WORK/demo-cluster.log"
 VM_PID=""
 VM_DATA=""
 VM_LOG="$WORK/victoria-metrics.log"
+COL_PID=""
+COL_LOG="$WORK/otelcol.log"
+PROM_PID=""
+PROM_LOG="$WORK/prometheus.log"
 STEP="starting"
 T0=$SECONDS
 
@@ -112,8 +151,17 @@ cleanup() {
     rm -rf "$VM_DATA"
     VM_DATA=""
   fi
+  if [ -n "$COL_PID" ]; then
+    stop_pid "$COL_PID" 5
+    COL_PID=""
+  fi
+  if [ -n "$PROM_PID" ]; then
+    stop_pid "$PROM_PID" 5
+    PROM_PID=""
+  fi
+  # demo-cluster stops kube-apiserver and etcd on SIGTERM and removes their data (under $WORK).
   if [ -n "$API_PID" ]; then
-    stop_pid "$API_PID" 2
+    stop_pid "$API_PID" 30
     API_PID=""
   fi
   for pid in "${BG_PIDS[@]}"; do stop_pid "$pid" 1; done
@@ -142,6 +190,14 @@ on_exit() {
       echo "demo: last lines of the agent's log:" >&2
       tail -n 20 "$AGENT_LOG" | sed 's/^/   | /' >&2
     fi
+    if [[ "$STEP" == *"Kubernetes API"* ]] && [ -s "$API_LOG" ]; then
+      echo "demo: last lines of demo-cluster's output (kube-apiserver and etcd's logs are in it on a failure):" >&2
+      tail -n 40 "$API_LOG" | sed 's/^/   | /' >&2
+    fi
+    if [[ "$STEP" == *Collector* ]] && [ -s "$COL_LOG" ]; then
+      echo "demo: last lines of the Collector's log:" >&2
+      tail -n 10 "$COL_LOG" | sed 's/^/   | /' >&2
+    fi
     if [[ "$STEP" == *VictoriaMetrics* ]] && [ -s "$VM_LOG" ]; then
       # Its info lines (start-up, one per force_flush) say nothing about a failure.
       vm_lines=$(grep -vE '^[0-9TZ:.-]+[[:space:]]+info[[:space:]]' "$VM_LOG" | tail -n 10)
@@ -152,7 +208,7 @@ on_exit() {
     fi
   fi
   echo
-  echo "-- cleaning up: stopping the agent, VictoriaMetrics and traffic tools, deleting the ${PREFIX}* namespaces"
+  echo "-- cleaning up: stopping the agent, $BACKEND_NAME, the Kubernetes API and traffic tools, deleting the ${PREFIX}* namespaces"
   cleanup
   exit "$rc"
 }
@@ -201,6 +257,35 @@ for ns in "$NODE" "$OUTSIDE" "${PODS[@]}"; do
   in_ns "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
   ip -n "$ns" link set lo up
 done
+
+# The Kubernetes API takes a few seconds to start: it starts now, in the node namespace, and gets
+# ready while the links, the backend and the agent are set up.
+step "writing the lab's Kubernetes objects (lab.yaml)"
+cat >"$WORK/lab.yaml" <<LAB
+nodes:
+  - {name: demo-node, addresses: [$NODE_UP, $NODE_BR]}
+deployments:
+  - namespace: shop
+    name: checkout
+    hash: 6f7c
+    pods: [{name: checkout-6f7c-x2k9p, node: demo-node, ips: [${POD_IP[0]}, "${POD_IP6[0]}"]}]
+  - namespace: shop
+    name: web
+    hash: 5d8b
+    pods: [{name: web-5d8b-q8w4r, node: demo-node, ips: [${POD_IP[1]}, "${POD_IP6[1]}"]}]
+statefulsets:
+  - namespace: data
+    name: db
+    pods: [{name: db-0, node: demo-node, ips: [${POD_IP[2]}, "${POD_IP6[2]}"]}]
+services:
+  - {namespace: shop, name: web, cluster_ip: $CLUSTER_IP, port: 80, target_port: 8080, endpoints: [${POD_IP[1]}]}
+LAB
+step "starting the Kubernetes API in the background (demo-cluster: kube-apiserver, etcd, the lab, helm install)"
+info "ip netns exec $NODE demo-cluster --netns $NODE --lab lab.yaml --kubeconfig kubeconfig"
+# TMPDIR: its certificates and etcd's data go under $WORK, removed on exit whatever happens.
+TMPDIR="$WORK" ip netns exec "$NODE" "$CLUSTER_BIN" --netns "$NODE" --lab "$WORK/lab.yaml" \
+  --kubeconfig "$WORK/kubeconfig" </dev/null >"$API_LOG" 2>&1 &
+API_PID=$!
 
 step "node: bridge br0 and forwarding"
 in_ns "$NODE" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
@@ -251,37 +336,7 @@ table ip netprobe_demo {
 }
 NFT
 
-# --- 2. the Kubernetes API, VictoriaMetrics and the agent -----------------------------------------
-say "Registering the lab with a Kubernetes API (lab-apiserver, on the node's $API_LISTEN)"
-step "writing the objects"
-owner() { printf '[{"apiVersion":"%s","kind":"%s","name":"%s","uid":"uid-%s","controller":true}]' "$1" "$2" "$3" "$3"; }
-pod_json() { # NS NAME IP IP6 OWNER-KIND OWNER-NAME OWNER-API
-  printf '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"%s","namespace":"%s","ownerReferences":%s},"spec":{"nodeName":"demo-node","containers":[{"name":"app","image":"app"}]},"status":{"phase":"Running","podIP":"%s","podIPs":[{"ip":"%s"},{"ip":"%s"}]}}' \
-    "$2" "$1" "$(owner "$7" "$5" "$6")" "$3" "$3" "$4"
-}
-rs_json() { # NS NAME DEPLOYMENT
-  printf '{"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"%s","namespace":"%s","ownerReferences":%s},"spec":{"selector":{}}}' \
-    "$2" "$1" "$(owner apps/v1 Deployment "$3")"
-}
-cat >"$WORK/objects.json" <<OBJECTS
-[
- {"apiVersion":"v1","kind":"Node","metadata":{"name":"demo-node"},"status":{"addresses":[{"type":"InternalIP","address":"$NODE_UP"},{"type":"InternalIP","address":"$NODE_BR"}]}},
- $(rs_json shop checkout-6f7c checkout),
- $(rs_json shop web-5d8b web),
- $(pod_json shop checkout-6f7c-x2k9p "${POD_IP[0]}" "${POD_IP6[0]}" ReplicaSet checkout-6f7c apps/v1),
- $(pod_json shop web-5d8b-q8w4r "${POD_IP[1]}" "${POD_IP6[1]}" ReplicaSet web-5d8b apps/v1),
- $(pod_json data db-0 "${POD_IP[2]}" "${POD_IP6[2]}" StatefulSet db apps/v1),
- {"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"shop"},"spec":{"clusterIP":"$CLUSTER_IP","clusterIPs":["$CLUSTER_IP"],"ports":[{"port":80,"targetPort":8080,"protocol":"TCP"}]}},
- {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"web-7xq2","namespace":"shop","labels":{"kubernetes.io/service-name":"web"}},"addressType":"IPv4","endpoints":[{"addresses":["${POD_IP[1]}"],"conditions":{"ready":true}}],"ports":[{"port":8080,"protocol":"TCP"}]}
-]
-OBJECTS
-info "node demo-node; namespace shop: Deployments checkout (pod0) and web (pod1), Service web -> web;"
-info "namespace data: StatefulSet db (pod2); the outside host is outside the cluster"
-step "starting lab-apiserver"
-ip netns exec "$NODE" "$APISERVER" --listen "$API_LISTEN" --objects "$WORK/objects.json" \
-  --kubeconfig "$WORK/kubeconfig" </dev/null >"$WORK/apiserver.log" 2>&1 &
-API_PID=$!
-wait_for "lab-apiserver on $API_LISTEN" 10 test -s "$WORK/kubeconfig"
+# --- 2. the backend, the Kubernetes API and the agent ---------------------------------------------
 cat >"$WORK/netprobe.yaml" <<CONFIG
 k8s:
   mode: cluster
@@ -295,32 +350,95 @@ metrics:
     destination.k8s.workload.name, destination.k8s.workload.kind, destination.k8s.service.name,
     destination.port, network.transport, network.type]
 CONFIG
-say "Starting VictoriaMetrics (the OTLP backend) inside the node namespace"
-step "starting VictoriaMetrics"
-VM_DATA=$(mktemp -d "/tmp/${PREFIX}vm-data-XXXXXX")
-# -search.latencyOffset=0s and -search.disableCache: a point is queryable as soon as it is flushed.
-VM_ARGS=(-storageDataPath="$VM_DATA" -httpListenAddr=127.0.0.1:8428 -opentelemetry.usePrometheusNaming
-  -search.latencyOffset=0s -search.disableCache -retentionPeriod=1d)
-info "ip netns exec $NODE victoria-metrics ${VM_ARGS[*]}"
-ip netns exec "$NODE" "$VM" "${VM_ARGS[@]}" </dev/null >"$VM_LOG" 2>&1 &
-VM_PID=$!
-step "waiting for VictoriaMetrics $VM_URL/health"
-end=$((SECONDS + 20))
-until in_ns "$NODE" curl -sf -o /dev/null --max-time 1 "$VM_URL/health"; do
-  if ! kill -0 "$VM_PID" 2>/dev/null; then
-    wait "$VM_PID" 2>/dev/null && rc=0 || rc=$?
-    VM_PID=""
-    echo "demo: VictoriaMetrics exited (status $rc) before becoming healthy" >&2
+start_collector() {
+  say "Starting the OpenTelemetry Collector and Prometheus inside the node namespace"
+  step "starting the Collector (otelcol-netprobe $("$TOOLS_BIN/otelcol-netprobe" --version | awk '{print $NF}'))"
+  info "ip netns exec $NODE otelcol-netprobe --config collector-config/otelcol.yaml"
+  ip netns exec "$NODE" "$TOOLS_BIN/otelcol-netprobe" --config "$COLLECTOR_CONFIG" </dev/null >"$COL_LOG" 2>&1 &
+  COL_PID=$!
+  step "waiting for the Collector's health check (:13133)"
+  end=$((SECONDS + 30))
+  until in_ns "$NODE" curl -sf -o /dev/null --max-time 1 http://127.0.0.1:13133/; do
+    if ! kill -0 "$COL_PID" 2>/dev/null; then
+      wait "$COL_PID" 2>/dev/null && rc=0 || rc=$?
+      COL_PID=""
+      echo "demo: the Collector exited (status $rc) before becoming healthy" >&2
+      exit 1
+    fi
+    [ "$SECONDS" -lt "$end" ] || { echo "demo: the Collector did not become healthy within 30 s" >&2; exit 1; }
+    sleep 0.1
+  done
+  info "Collector healthy (pid $COL_PID): OTLP on :4317/:4318, Prometheus exporter on :8889"
+  step "starting Prometheus (scrapes the Collector's :8889 every second)"
+  mkdir -p "$WORK/prometheus"
+  cat >"$WORK/prometheus/prometheus.yml" <<PROM
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: otel-collector
+    honor_labels: true   # the agents' job/instance as the exporter sets them (collector-config/README.md)
+    static_configs:
+      - targets: ['127.0.0.1:8889']
+PROM
+  ip netns exec "$NODE" "$TOOLS_BIN/prometheus" --config.file="$WORK/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$WORK/prometheus/data" --web.listen-address=127.0.0.1:9090 \
+    </dev/null >"$PROM_LOG" 2>&1 &
+  PROM_PID=$!
+  wait_for "Prometheus $PROM_URL/-/ready" 30 in_ns "$NODE" curl -sf -o /dev/null --max-time 1 "$PROM_URL/-/ready"
+  info "Prometheus ready (pid $PROM_PID)"
+  OTLP_ARGS=(--otlp-endpoint http://127.0.0.1:4317 --otlp-protocol grpc)
+  BACKEND_URL=$PROM_URL
+}
+
+start_victoria_metrics() {
+  say "Starting VictoriaMetrics (the OTLP backend) inside the node namespace"
+  step "starting VictoriaMetrics"
+  VM_DATA=$(mktemp -d "/tmp/${PREFIX}vm-data-XXXXXX")
+  # -search.latencyOffset=0s and -search.disableCache: a point is queryable as soon as it is flushed.
+  VM_ARGS=(-storageDataPath="$VM_DATA" -httpListenAddr=127.0.0.1:8428 -opentelemetry.usePrometheusNaming
+    -search.latencyOffset=0s -search.disableCache -retentionPeriod=1d)
+  info "ip netns exec $NODE victoria-metrics ${VM_ARGS[*]}"
+  ip netns exec "$NODE" "$VM" "${VM_ARGS[@]}" </dev/null >"$VM_LOG" 2>&1 &
+  VM_PID=$!
+  step "waiting for VictoriaMetrics $VM_URL/health"
+  end=$((SECONDS + 20))
+  until in_ns "$NODE" curl -sf -o /dev/null --max-time 1 "$VM_URL/health"; do
+    if ! kill -0 "$VM_PID" 2>/dev/null; then
+      wait "$VM_PID" 2>/dev/null && rc=0 || rc=$?
+      VM_PID=""
+      echo "demo: VictoriaMetrics exited (status $rc) before becoming healthy" >&2
+      exit 1
+    fi
+    [ "$SECONDS" -lt "$end" ] || { echo "demo: VictoriaMetrics did not become healthy within 20 s" >&2; exit 1; }
+    sleep 0.1
+  done
+  info "VictoriaMetrics healthy (pid $VM_PID), data in $VM_DATA"
+  OTLP_ARGS=(--otlp-endpoint "$VM_URL/opentelemetry" --otlp-protocol http/protobuf)
+  BACKEND_URL=$VM_URL
+}
+
+if [ "$PIPELINE" = collector ]; then start_collector; else start_victoria_metrics; fi
+
+say "The lab in a real Kubernetes API (kube-apiserver and etcd on the node's $API_URL)"
+step "waiting for the Kubernetes API: ready, the lab's objects made, the chart installed"
+# demo-cluster writes the agent's kubeconfig last, once everything is in place.
+end=$((SECONDS + 180))
+until [ -s "$WORK/kubeconfig" ]; do
+  if ! kill -0 "$API_PID" 2>/dev/null; then
+    wait "$API_PID" 2>/dev/null && rc=0 || rc=$?
+    API_PID=""
+    echo "demo: demo-cluster exited (status $rc) before the Kubernetes API was ready" >&2
     exit 1
   fi
-  [ "$SECONDS" -lt "$end" ] || { echo "demo: VictoriaMetrics did not become healthy within 20 s" >&2; exit 1; }
+  [ "$SECONDS" -lt "$end" ] || { echo "demo: the Kubernetes API was not ready within 180 s" >&2; exit 1; }
   sleep 0.1
 done
-info "VictoriaMetrics healthy (pid $VM_PID), data in $VM_DATA"
+sed 's/^/   /' "$API_LOG"
+info "node demo-node; namespace shop: Deployments checkout (pod0) and web (pod1), Service web -> web;"
+info "namespace data: StatefulSet db (pod2); the outside host is outside the cluster"
 
 say "Starting the agent inside the node namespace"
 step "starting otel-netprobe"
-OTLP_ARGS=(--otlp-endpoint "$VM_URL/opentelemetry" --otlp-protocol http/protobuf)
 # The uplink eth0 is a veth here; on a real node it is a NIC, where XDP is the default. Force XDP
 # on it so the demo shows both entry points: XDP on the uplink, TC on the pod veths.
 # OTEL_METRIC_EXPORT_INTERVAL (ms): push every second; K8S_NODE_NAME becomes k8s.node.name.
@@ -395,9 +513,10 @@ for p in "${PATHS[@]}"; do
   IFS='|' read -r name from _ _ dst uport tport tool <<<"$p"
   step "$name: ping x$PING_COUNT, UDP x$UDP_COUNT to :$uport$([ "$tool" = socat ] && echo ", TCP 64 KiB to :$tport")"
   in_ns "$from" ping -q -c "$PING_COUNT" -i 0.2 -W 1 "$dst" | grep -E 'packets transmitted' | sed 's/^/   /'
-  # One datagram per line: the pause keeps socat from coalescing lines into one read.
-  for ((i = 1; i <= UDP_COUNT; i++)); do printf 'netprobe demo datagram %02d\n' "$i"; sleep 0.01; done |
-    in_ns "$from" socat -u - "UDP:$dst:$uport"
+  # One datagram per line: socat reads at most a line's length at a time (-b), so lines that
+  # wait in the pipe together (a busy machine) still leave as one datagram each.
+  for ((i = 1; i <= UDP_COUNT; i++)); do printf 'netprobe demo datagram %02d\n' "$i"; done |
+    in_ns "$from" socat -u -b "$(printf 'netprobe demo datagram 00\n' | wc -c)" - "UDP:$dst:$uport"
   if [ "$tool" = socat ]; then
     head -c 65536 /dev/zero | in_ns "$from" socat -u - "TCP:$dst:$tport"
   fi
@@ -436,8 +555,9 @@ for ((i = 0; i < REFUSED; i++)); do
   in_ns "$P0" socat -u /dev/null "TCP:${POD_IP[1]}:9,connect-timeout=2" 2>/dev/null || true
 done
 step "UDP: $CLOSED_UDP datagrams pod0 -> db:9999 (no socket: dropped, answered by ICMP port unreachable)"
-for ((i = 1; i <= CLOSED_UDP; i++)); do printf 'to nobody %02d\n' "$i"; sleep 0.01; done |
-  in_ns "$P0" socat -u - "UDP-SENDTO:${POD_IP[2]}:9999"  # unconnected: the ICMP errors do not stop it
+# Unconnected (UDP-SENDTO): the ICMP errors do not stop it; -b: one line, one datagram.
+for ((i = 1; i <= CLOSED_UDP; i++)); do printf 'to nobody %02d\n' "$i"; done |
+  in_ns "$P0" socat -u -b "$(printf 'to nobody 00\n' | wc -c)" - "UDP-SENDTO:${POD_IP[2]}:9999"
 RULE_DROPS=$(in_ns "$P2" nft list chain inet netprobe_demo in | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')
 snmp() { # NS SECTION FIELD: a counter of the namespace's /proc/net/snmp, by name
   in_ns "$1" awk -v sec="$2:" -v f="$3" '$1 == sec { if (!n) { for (i = 2; i <= NF; i++) col[$i] = i; n = 1 } else print $col[f] }' /proc/net/snmp
@@ -559,12 +679,19 @@ say "Prometheus /metrics: which hook each interface of the node got"
 grep -E '^netprobe_agent_interface_info' "$METRICS" | sed 's/^/   /' || true
 grep -E '^netprobe_agent_(interfaces|attach_errors_total|read_errors_total)' "$METRICS" | sed 's/^/   /' || true
 
-say "PromQL from VictoriaMetrics (pushed over OTLP/HTTP)"
-vm_flush() { # make everything VictoriaMetrics has ingested searchable now
+if [ "$PIPELINE" = collector ]; then
+  QB=Prometheus
+  say "PromQL from Prometheus (agent -> OTLP/gRPC -> the Collector's exporter -> scraped)"
+else
+  QB=VictoriaMetrics
+  say "PromQL from VictoriaMetrics (pushed over OTLP/HTTP)"
+fi
+vm_flush() { # make everything VictoriaMetrics has ingested searchable now (Prometheus: at once)
+  [ "$PIPELINE" = collector ] && return 0
   in_ns "$NODE" curl -sf -o /dev/null --max-time 2 "$VM_URL/internal/force_flush"
 }
 vm_query() { # PROMQL: the /api/v1/query answer (JSON) on stdout
-  in_ns "$NODE" curl -sf --max-time 5 -G "$VM_URL/api/v1/query" --data-urlencode "query=$1"
+  in_ns "$NODE" curl -sf --max-time 5 -G "$BACKEND_URL/api/v1/query" --data-urlencode "query=$1"
 }
 vm_series() { # PROMQL: the number of series in the answer
   vm_query "$1" | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["data"]["result"]))'
@@ -592,14 +719,14 @@ if not rows:
     print("   (no series)")' "$@"
 }
 
-step "VictoriaMetrics: /internal/force_flush, then polling for the pushed pod0->pod1 series"
+step "$QB: polling for the pod0->pod1 series"
 vm_flush
 PAIR_Q="sum by (source_address, destination_address, network_transport) (netprobe_flow_packets_total{source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\"})"
 have_pair() { vm_flush && [ "$(vm_series "$PAIR_Q")" -gt 0 ]; }
-if ! wait_for "the pushed pod0 -> pod1 series in VictoriaMetrics" 20 have_pair; then
-  names=$(in_ns "$NODE" curl -sf --max-time 5 "$VM_URL/api/v1/label/__name__/values" |
+if ! wait_for "the pod0 -> pod1 series in $QB" 20 have_pair; then
+  names=$(in_ns "$NODE" curl -sf --max-time 5 "$BACKEND_URL/api/v1/label/__name__/values" |
     python3 -c 'import json, sys; print(" ".join(n for n in json.load(sys.stdin)["data"] if "netprobe" in n))' || true)
-  echo "demo: VictoriaMetrics holds these netprobe metric names: ${names:-none}" >&2
+  echo "demo: $QB holds these netprobe metric names: ${names:-none}" >&2
   exit 1
 fi
 vm_table "$PAIR_Q" source_address destination_address network_transport
@@ -609,8 +736,8 @@ vm_table "netprobe_flow_bytes_total{destination_port=\"5201\"}" \
 
 # The agent's own count for the iperf3 flow against the pushed one. The two can differ by what the
 # agent read after its last export, so: wait until /metrics stops changing, then until
-# VictoriaMetrics holds that same value.
-step "comparing the pod0->pod1 iperf3 TCP count: agent /metrics vs VictoriaMetrics"
+# the backend holds that same value.
+step "comparing the pod0->pod1 iperf3 TCP count: agent /metrics vs $QB"
 FLOW_SEL="source_address=\"${POD_IP[0]}\",destination_address=\"${POD_IP[1]}\",destination_port=\"5201\",network_transport=\"tcp\""
 FLOW_Q="sum(netprobe_flow_packets_total{$FLOW_SEL})"
 agent_flow_packets() {
@@ -636,25 +763,26 @@ done
 info "query: $FLOW_Q"
 if [ "$vm_n" = "$agent_n" ]; then
   VM_AGREE="agree ($agent_n packets)"
-  info "agent /metrics and VictoriaMetrics agree: $agent_n packets"
+  info "agent /metrics and $QB agree: $agent_n packets"
 else
-  VM_AGREE="DIFFER (agent /metrics ${agent_n}, VictoriaMetrics ${vm_n:-none})"
-  info "agent /metrics: $agent_n packets, VictoriaMetrics: ${vm_n:-no value} (they differ after 10 s)"
+  VM_AGREE="DIFFER (agent /metrics ${agent_n}, $QB ${vm_n:-none})"
+  info "agent /metrics: $agent_n packets, $QB: ${vm_n:-no value} (they differ after 10 s)"
 fi
 
 say "PromQL by workload: what the default attributes give (no addresses, no client ports)"
-step "VictoriaMetrics: TCP packets, client -> server, by namespace / workload / service"
+step "$QB: TCP packets, client -> server, by namespace / workload / service"
 vm_table "sum by (source_k8s_namespace_name, source_k8s_workload_name, destination_k8s_namespace_name, destination_k8s_workload_name, destination_k8s_workload_kind, destination_k8s_service_name, destination_port) (netprobe_flow_packets_total{network_transport=\"tcp\",destination_port!=\"\"})" \
   source_k8s_namespace_name source_k8s_workload_name destination_k8s_namespace_name \
   destination_k8s_workload_name destination_k8s_workload_kind destination_k8s_service_name destination_port
 echo
 vm_table "netprobe_k8s_pods" k8s_namespace_name
+info "(default and otel-netprobe hold Services but no pods: the API server's own kubernetes Service, the chart's)"
 SVC_Q="sum(netprobe_flow_packets_total{source_k8s_workload_name=\"external\",destination_k8s_workload_kind=\"Service\",destination_k8s_service_name=\"web\",destination_port=\"80\"})"
 svc_n=$(vm_value "$SVC_Q" || true)
 info "outside -> Service web: ${svc_n:-no} packets attributed to the service ($SVC_Q)"
 
 say "PromQL: handshake latency and drops by workload and reason"
-step "VictoriaMetrics: handshake p50 / p99 by server workload, drops by reason"
+step "$QB: handshake p50 / p99 by server workload, drops by reason"
 vm_flush || true
 vm_table "histogram_quantile(0.5, sum by (le, destination_k8s_workload_name) (netprobe_tcp_handshake_duration_seconds_bucket))" destination_k8s_workload_name
 vm_table "histogram_quantile(0.99, sum by (le, destination_k8s_workload_name) (netprobe_tcp_handshake_duration_seconds_bucket))" destination_k8s_workload_name
@@ -675,7 +803,7 @@ fi
 if [ "${#odd_paths[@]}" -gt 0 ]; then
   info "WARNING: UDP/ICMP counts differ from what was sent on: ${odd_paths[*]}"
 fi
-info "OTLP push to VictoriaMetrics: pod0->pod1 iperf3 count $VM_AGREE"
+info "OTLP push ($PIPELINE) into $QB: pod0->pod1 iperf3 count $VM_AGREE"
 if [ -z "$svc_n" ] || [ "$svc_n" -le 0 ]; then
   echo "demo: the traffic to Service web's ClusterIP was not attributed to the service" >&2
   exit 1

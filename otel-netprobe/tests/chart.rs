@@ -184,13 +184,14 @@ fn agent_runs_unprivileged_with_the_readme_capabilities_and_rbac() {
         var("K8S_NODE_NAME").expect("K8S_NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
         "spec.nodeName"
     );
+    // service.instance.id is the node (the agent's default from K8S_NODE_NAME): one per node,
+    // the same across restarts and rollouts, so a new pod continues its node's series.
+    assert!(var("POD_UID").is_none() && var("OTEL_RESOURCE_ATTRIBUTES").is_none());
     assert_eq!(
-        var("POD_UID").expect("POD_UID")["valueFrom"]["fieldRef"]["fieldPath"],
-        "metadata.uid"
-    );
-    assert_eq!(
-        var("OTEL_RESOURCE_ATTRIBUTES").expect("resource")["value"],
-        "service.instance.id=$(POD_UID)"
+        env.iter()
+            .map(|e| e["name"].as_str().expect("name"))
+            .collect::<Vec<_>>(),
+        ["K8S_NODE_NAME"]
     );
     // The ClusterRole is exactly the README's, and bound to the agent's service account.
     assert_eq!(r.get("ClusterRole", AGENT)["rules"], readme_rules());
@@ -468,7 +469,7 @@ fn the_values_schema_mirrors_the_agent_config_and_rejects_typos() {
     example_keys.insert("metrics.size_attributes".into());
     assert_eq!(schema_keys, example_keys);
     // The attribute lists take exactly the attributes the agent knows.
-    let known: Vec<&str> = otel_netprobe::flow::FlowAttr::ALL
+    let known: Vec<&str> = otel_netprobe::config::FlowAttr::ALL
         .iter()
         .map(|(n, _)| *n)
         .collect();

@@ -128,7 +128,8 @@ fn every_collector_config_is_consistent() {
     }
     let remote_write: Value =
         serde_norway::from_str(&read("otelcol-remote-write.yaml")).expect("YAML");
-    let endpoint = &remote_write["exporters"]["prometheus_remote_write"]["endpoint"];
+    // Under `http:`, where v0.158 moved the client's settings.
+    let endpoint = &remote_write["exporters"]["prometheus_remote_write"]["http"]["endpoint"];
     let want = "${env:PROMETHEUS_REMOTE_WRITE_URL}";
     assert_eq!(endpoint.as_str(), Some(want));
 }

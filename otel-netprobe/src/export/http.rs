@@ -16,7 +16,7 @@ use axum::{
 };
 
 use super::prometheus;
-use crate::{flow::Snapshot, telemetry::Telemetry};
+use crate::{frame::Snapshot, metrics, telemetry::Telemetry};
 
 /// The latest snapshot, replaced whole by the reader (readers clone the `Arc`, never wait on a
 /// half-built one).
@@ -70,7 +70,7 @@ pub fn router(
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let snap = latest(&s.snapshot);
-    let health = s.telemetry.families();
+    let health = metrics::agent::families(&s.telemetry);
     let body = prometheus::render(snap.frame.families.iter().chain(&health));
     (
         [(

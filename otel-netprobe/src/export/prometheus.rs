@@ -5,8 +5,12 @@
 
 use std::fmt::Write as _;
 
-use super::names::prometheus_label;
-use crate::frame::{Family, Value};
+use crate::metrics::{Family, Value};
+
+/// The Prometheus label for an OTLP attribute name.
+pub fn label(attr: &str) -> String {
+    attr.replace('.', "_")
+}
 
 fn escape_into(out: &mut String, v: &str) {
     for c in v.chars() {
@@ -26,7 +30,7 @@ fn label_text(labels: &[(&str, String)]) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&prometheus_label(k));
+        out.push_str(&label(k));
         out.push_str("=\"");
         escape_into(&mut out, v);
         out.push('"');
@@ -41,6 +45,24 @@ fn float(v: f64) -> String {
     } else {
         v.to_string()
     }
+}
+
+/// A bucket bound as the `le` label, written as Go's `strconv.FormatFloat(b, 'g', -1, 64)`
+/// writes it (`5e-05`, `0.0001`, `64`, `1e+06`): so do Prometheus' client libraries and the
+/// Collector's exporters, and Prometheus 2 compares `le` as text, so a bucket is one series
+/// whichever way it arrives.
+fn bound(b: f64) -> String {
+    if !b.is_finite() || b == 0.0 {
+        return float(b);
+    }
+    let sci = format!("{b:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        return b.to_string();
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
 }
 
 fn sample(out: &mut String, name: &str, suffix: &str, labels: &str, extra: &str, value: &str) {
@@ -82,7 +104,7 @@ pub fn render<'a>(families: impl IntoIterator<Item = &'a Family>) -> String {
                         let le = h
                             .bounds
                             .get(i)
-                            .map_or_else(|| "+Inf".to_owned(), |b| float(*b));
+                            .map_or_else(|| "+Inf".to_owned(), |b| bound(*b));
                         let extra = format!("le=\"{le}\"");
                         sample(
                             &mut out,
@@ -109,7 +131,8 @@ mod tests {
     use super::*;
     use crate::{
         flow::{Budgets, FlowView, Reading},
-        metrics::Aggregator,
+        frame::Aggregator,
+        metrics,
         telemetry::Telemetry,
     };
 
@@ -134,8 +157,8 @@ mod tests {
             flows: vec![flow(40001, 3, 600), flow(40002, 2, 400)],
             ..Reading::default()
         };
-        let snap = Aggregator::standalone(Budgets::default()).publish(reading);
-        let health = Telemetry::default().families();
+        let snap = Aggregator::standalone(Budgets::default()).publish(&reading);
+        let health = metrics::agent::families(&Telemetry::default());
         let text = render(snap.frame.families.iter().chain(&health));
         let labels = "source_address=\"10.0.0.1\",destination_address=\"10.0.0.2\",destination_port=\"7000\",network_transport=\"udp\",network_type=\"ipv4\"";
         assert!(
@@ -159,8 +182,29 @@ mod tests {
     }
 
     #[test]
+    fn bucket_bounds_are_written_as_go_writes_them() {
+        for (b, want) in [
+            (5e-5, "5e-05"),
+            (1.5e-7, "1.5e-07"),
+            (0.0001, "0.0001"),
+            (0.00025, "0.00025"),
+            (0.5, "0.5"),
+            (2.5, "2.5"),
+            (64.0, "64"),
+            (9000.0, "9000"),
+            (123_456.0, "123456"),
+            (1e6, "1e+06"),
+            (2.5e21, "2.5e+21"),
+            (0.0, "0"),
+            (f64::INFINITY, "+Inf"),
+        ] {
+            assert_eq!(bound(b), want, "{b}");
+        }
+    }
+
+    #[test]
     fn values_are_escaped_and_special_floats_spelled() {
-        let mut f = Family::new(&crate::export::names::AGENT_READ_DURATION);
+        let mut f = Family::new(&crate::metrics::tables::AGENT_READ_DURATION);
         f.push(
             vec![("a.b", "x\"y\\z\nw".to_owned())],
             Value::Double(f64::INFINITY),

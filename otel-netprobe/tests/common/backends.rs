@@ -349,15 +349,28 @@ impl Prometheus {
         Self::launch(None, config.to_owned())
     }
 
+    /// As [`Self::start_with_config`], inside the named network namespace (`None`: this one),
+    /// with `flags` added to its command line (e.g. `--web.enable-remote-write-receiver`).
+    pub fn start_in_with(ns: Option<&str>, config: &str, flags: &[&str]) -> Self {
+        let flags: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
+        Self::launch_with(ns, config.to_owned(), flags)
+    }
+
     /// Starts Prometheus in `ns` with `config` as its configuration file.
     fn launch(ns: Option<&str>, config: String) -> Self {
+        Self::launch_with(ns, config, Vec::new())
+    }
+
+    fn launch_with(ns: Option<&str>, config: String, flags: Vec<String>) -> Self {
         let backend = Backend::start(ns, "prometheus", "/-/ready", move |dir, addr| {
             fs::write(format!("{dir}/prometheus.yml"), &config).expect("write prometheus.yml");
-            vec![
+            let mut args = vec![
                 format!("--config.file={dir}/prometheus.yml"),
                 format!("--storage.tsdb.path={dir}/data"),
                 format!("--web.listen-address={addr}"),
-            ]
+            ];
+            args.extend(flags.iter().cloned());
+            args
         });
         Self {
             url: backend.url.clone(),
@@ -368,6 +381,26 @@ impl Prometheus {
     /// An instant query now; returns `data.result`.
     pub fn query(&self, promql: &str) -> Value {
         self.backend.query(promql)
+    }
+
+    /// `GET` an HTTP API path with its query string (e.g. `/api/v1/query_range?...`) from its
+    /// namespace; returns `data`, after checking the answer is a success.
+    pub fn api(&self, path_and_query: &str) -> Value {
+        let (status, body) = self
+            .backend
+            .get(path_and_query)
+            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"));
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert!(
+            status == 200 && v["status"] == "success",
+            "{path_and_query}: {status} {body}"
+        );
+        v["data"].clone()
+    }
+
+    /// The process's output so far.
+    pub fn log(&self) -> String {
+        self.backend.log()
     }
 
     /// Polls the query until `pred` holds; panics after `timeout`.

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod encode;
+mod tls;
 mod wire;
 
 use std::{sync::Arc, time::SystemTime};
@@ -15,17 +16,25 @@ use tracing::info;
 use crate::{
     config::OtlpConfig,
     export::http::{SharedSnapshot, latest},
-    flow::Snapshot,
-    frame::{Family, point_count},
+    frame::{Snapshot, point_count},
+    metrics::{self, Family},
     telemetry::{
         Telemetry,
-        events::{Event, ExportFailed, ExportSent},
+        events::{Event, ExportFailed, ExportRejected, ExportSent},
     },
 };
 
-/// The resource attributes of this agent: `service.name`, `service.instance.id` (unique per
-/// agent run), `host.name`, `k8s.node.name` (from `K8S_NODE_NAME` or `NODE_NAME`, e.g. the
-/// downward API), `k8s.cluster.name` when configured, then the configured extras.
+/// The resource attributes of this agent: `service.name`, `service.version`,
+/// `service.instance.id`, `host.name`, `k8s.node.name` (from `K8S_NODE_NAME` or `NODE_NAME`,
+/// e.g. the downward API), `k8s.cluster.name` when configured, then the configured extras
+/// (`otlp.resource_attributes`, `OTEL_RESOURCE_ATTRIBUTES`), which replace any of these.
+///
+/// `service.instance.id` is one per node, the same across restarts and rollouts: `k8s.node.name`
+/// when known, else the host name (an explicit `service.instance.id` among the extras wins). A
+/// restarted agent counts from zero again with a new start time; under the same id that is a
+/// counter reset of the same series, which Prometheus' `rate()` and `increase()` read as one.
+/// A new id per run would start new series instead, and `increase()` would lose the first
+/// samples of each.
 pub fn resource(cfg: &OtlpConfig, env: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
     let mut r = vec![
         (
@@ -36,7 +45,6 @@ pub fn resource(cfg: &OtlpConfig, env: impl Fn(&str) -> Option<String>) -> Vec<(
             "service.version".to_owned(),
             env!("CARGO_PKG_VERSION").to_owned(),
         ),
-        ("service.instance.id".to_owned(), instance_id()),
     ];
     if let Some(h) = hostname() {
         r.push(("host.name".into(), h));
@@ -51,12 +59,20 @@ pub fn resource(cfg: &OtlpConfig, env: impl Fn(&str) -> Option<String>) -> Vec<(
         r.retain(|(existing, _)| existing != k);
         r.push((k.clone(), v.clone()));
     }
+    if !r.iter().any(|(k, _)| k == "service.instance.id") {
+        let named = |key: &str| r.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let id = named("k8s.node.name")
+            .or_else(|| named("host.name"))
+            .unwrap_or_else(random_id);
+        r.insert(2, ("service.instance.id".to_owned(), id));
+    }
     r
 }
 
-fn instance_id() -> String {
+/// Only for a host without a name (gethostname failed or gave nothing) and no node name.
+fn random_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid").map_or_else(
-        |_| format!("{}-{}", hostname().unwrap_or_default(), std::process::id()),
+        |_| format!("otel-netprobe-{}", std::process::id()),
         |s| s.trim().to_owned(),
     )
 }
@@ -65,10 +81,8 @@ fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    (rc == 0).then(|| {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    })
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    (rc == 0 && end > 0).then(|| String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 /// Pushes frames to one OTLP destination.
@@ -98,13 +112,20 @@ impl Exporter {
     /// Sends the frame of `snap` with the agent's health appended; counts what happened.
     /// Returns whether the backend accepted it.
     pub async fn export(&mut self, snap: &Snapshot) -> bool {
-        let health = self.telemetry.families();
+        let health = metrics::agent::families(&self.telemetry);
         let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
         let body = self.encoder.encode(&families, snap.frame.taken_at);
         let points = point_count(families.iter().copied());
         match self.client.send(body).await {
-            Ok(_) => {
+            Ok(accepted) => {
                 ExportSent.emit(&self.telemetry);
+                if accepted.rejected > 0 {
+                    ExportRejected {
+                        points: accepted.rejected,
+                        message: &accepted.message,
+                    }
+                    .emit(&self.telemetry);
+                }
                 true
             }
             Err(e) => {
@@ -135,5 +156,76 @@ impl Exporter {
                 self.export(&snap).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(r: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        r.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_instance_is_the_node_and_stays_across_runs() {
+        let cfg = OtlpConfig {
+            cluster_name: "prod".into(),
+            ..OtlpConfig::default()
+        };
+        let env = |k: &str| (k == "K8S_NODE_NAME").then(|| "node-7".to_owned());
+        let r = resource(&cfg, env);
+        assert_eq!(get(&r, "service.instance.id"), Some("node-7"));
+        assert_eq!(get(&r, "k8s.node.name"), Some("node-7"));
+        assert_eq!(get(&r, "k8s.cluster.name"), Some("prod"));
+        assert_eq!(get(&r, "service.name"), Some("otel-netprobe"));
+        // A second run on the node (a restart, a rollout) names the same instance.
+        assert_eq!(resource(&cfg, env), r);
+        let keys: Vec<&str> = r.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "service.name",
+                "service.version",
+                "service.instance.id",
+                "host.name",
+                "k8s.node.name",
+                "k8s.cluster.name"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_node_the_host_names_the_instance() {
+        let r = resource(&OtlpConfig::default(), |_| None);
+        let host = hostname().expect("this machine has a host name");
+        assert_eq!(get(&r, "service.instance.id"), Some(host.as_str()));
+        assert_eq!(get(&r, "host.name"), Some(host.as_str()));
+        assert_eq!(get(&r, "k8s.node.name"), None);
+        // NODE_NAME is the other spelling of the downward API variable.
+        let r = resource(&OtlpConfig::default(), |k| {
+            (k == "NODE_NAME").then(|| "n2".to_owned())
+        });
+        assert_eq!(get(&r, "service.instance.id"), Some("n2"));
+    }
+
+    #[test]
+    fn resource_attributes_override_the_instance_and_the_node() {
+        let mut cfg = OtlpConfig::default();
+        cfg.resource_attributes
+            .insert("k8s.node.name".into(), "from-attrs".into());
+        let env = |k: &str| (k == "K8S_NODE_NAME").then(|| "node-7".to_owned());
+        let r = resource(&cfg, env);
+        // The node name the operator gave names the instance too.
+        assert_eq!(get(&r, "k8s.node.name"), Some("from-attrs"));
+        assert_eq!(get(&r, "service.instance.id"), Some("from-attrs"));
+        cfg.resource_attributes
+            .insert("service.instance.id".into(), "agent-a".into());
+        let r = resource(&cfg, env);
+        assert_eq!(get(&r, "service.instance.id"), Some("agent-a"));
+        assert_eq!(
+            r.iter().filter(|(k, _)| k == "service.instance.id").count(),
+            1
+        );
     }
 }
