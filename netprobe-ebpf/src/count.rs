@@ -20,7 +20,6 @@ use aya_ebpf::{
 use crate::{
     Counter, FlowKey, FlowKey4, FlowStats, IcmpErrorKey, SIZE_BUCKETS,
     conn::{ConnTables, on_control},
-    dns::{DnsTables, is_dns_port, on_dns},
     parse::{PacketInfo, Parsed, load, parse_quoted, proto},
     size_bucket, tcp_control, tcp_flags,
 };
@@ -128,10 +127,6 @@ pub struct Tables<'a> {
     pub icmp_errors: &'a HashMap<IcmpErrorKey, u64>,
     /// TCP connections.
     pub conns: ConnTables<'a>,
-    /// DNS queries and their answers.
-    pub dns: DnsTables<'a>,
-    /// The DNS ports (`dns::DNS_PORTS_GLOBAL`, a load-time global; read volatile).
-    pub dns_ports: &'a u64,
     /// Global counters ([`Counter`]).
     pub counters: &'a PerCpuArray<u64>,
 }
@@ -159,14 +154,7 @@ pub fn on_packet<I: Fn() -> u32, L: Fn(usize) -> Option<[u16; 4]>>(
                 if info.protocol == proto::ICMP || info.protocol == proto::ICMPV6 {
                     record_icmp_error(t, p.data, p.end, info);
                 } else {
-                    // Ports are 0 without UDP or TCP, and no DNS port is 0.
-                    // SAFETY: a read of a program global.
-                    let dns = unsafe { core::ptr::read_volatile(t.dns_ports) };
-                    let to = is_dns_port(dns, (info.ports >> 16) as u16);
-                    let from = is_dns_port(dns, info.ports as u16);
-                    if to | from {
-                        on_dns(&t.dns, t.counters, info, (to, from), &p.load8);
-                    }
+                    crate::dns::on_packet(t.counters, info, &p.load8);
                 }
             }
         }

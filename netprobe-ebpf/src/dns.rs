@@ -214,15 +214,21 @@ mod pod {
 }
 
 #[cfg(target_arch = "bpf")]
-pub use record::{DnsTables, on_dns};
+pub use record::on_packet;
 
 #[cfg(target_arch = "bpf")]
 mod record {
     use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-    use aya_ebpf::maps::{HashMap, PerCpuArray};
+    use aya_ebpf::{
+        macros::map,
+        maps::{HashMap, PerCpuArray},
+    };
 
-    use super::{DnsKey, DnsPacket, DnsQuery, DnsQueryKey, DnsStats, classify, dns_bucket};
+    use super::{
+        DEFAULT_DNS_PORTS, DEFAULT_DNS_QUERIES_CAPACITY, DEFAULT_DNS_STATS_CAPACITY, DnsKey,
+        DnsPacket, DnsQuery, DnsQueryKey, DnsStats, classify, dns_bucket, is_dns_port,
+    };
     use crate::{
         Counter,
         count::{bump, now_ns},
@@ -232,19 +238,45 @@ mod record {
     const BPF_NOEXIST: u64 = 1;
     const EEXIST: i64 = 17;
 
-    /// The DNS tables.
-    pub struct DnsTables<'a> {
-        /// Pending queries.
-        pub queries: &'a HashMap<DnsQueryKey, DnsQuery>,
-        /// Answered queries per flow and rcode.
-        pub stats: &'a HashMap<DnsKey, DnsStats>,
+    /// DNS queries waiting for their response, by client address, port and transaction id
+    /// (user space sizes it, 1 entry when DNS is off).
+    #[map]
+    static DNS_QUERIES: HashMap<DnsQueryKey, DnsQuery> =
+        HashMap::with_max_entries(DEFAULT_DNS_QUERIES_CAPACITY, 0);
+
+    /// Answered DNS queries per flow (without the client port) and rcode: latency histograms.
+    #[map]
+    static DNS_STATS: HashMap<DnsKey, DnsStats> =
+        HashMap::with_max_entries(DEFAULT_DNS_STATS_CAPACITY, 0);
+
+    /// The DNS ports ([`super::dns_ports_global`]; 0: DNS off), set by user space before load.
+    #[unsafe(no_mangle)]
+    static DNS_PORTS: u64 = DEFAULT_DNS_PORTS;
+
+    /// Records a UDP or TCP packet (ports 0 otherwise, and no DNS port is 0) if it goes to or
+    /// comes from a DNS port; `load` reads eight bytes at an offset from the start of the frame
+    /// (direct at XDP, `bpf_skb_load_bytes` at TC).
+    #[inline(always)]
+    pub fn on_packet(
+        counters: &PerCpuArray<u64>,
+        info: &PacketInfo,
+        load: impl Fn(usize) -> Option<[u16; 4]>,
+    ) {
+        // SAFETY: a read of a program global (volatile: its value is set at load).
+        let ports = unsafe { core::ptr::read_volatile(&raw const DNS_PORTS) };
+        if ports == 0 {
+            return;
+        }
+        let to = is_dns_port(ports, (info.ports >> 16) as u16);
+        let from = is_dns_port(ports, info.ports as u16);
+        if to | from {
+            on_dns(counters, info, (to, from), load);
+        }
     }
 
-    /// Records a packet to or from a DNS port; `load` reads eight bytes at an offset from the
-    /// start of the frame (direct at XDP, `bpf_skb_load_bytes` at TC).
+    /// Records a packet to or from a DNS port.
     #[inline(always)]
-    pub fn on_dns(
-        t: &DnsTables<'_>,
+    fn on_dns(
         counters: &PerCpuArray<u64>,
         info: &PacketInfo,
         (to_port, from_port): (bool, bool),
@@ -258,8 +290,8 @@ mod record {
             return;
         };
         match classify(words, tcp, to_port, from_port) {
-            Some(DnsPacket::Query { id }) => query(t, counters, info, id),
-            Some(DnsPacket::Response { id, rcode }) => response(t, counters, info, id, rcode),
+            Some(DnsPacket::Query { id }) => query(counters, info, id),
+            Some(DnsPacket::Response { id, rcode }) => response(counters, info, id, rcode),
             None => {}
         }
     }
@@ -282,13 +314,13 @@ mod record {
 
     /// A query: its time, unless a copy was already seen (a retransmission keeps the first).
     #[inline(always)]
-    fn query(t: &DnsTables<'_>, counters: &PerCpuArray<u64>, info: &PacketInfo, id: u16) {
+    fn query(counters: &PerCpuArray<u64>, info: &PacketInfo, id: u16) {
         let words = key_words(info.src, info.ports as u16, id, info.version);
         let flow = info.flow_words();
         let value: [u64; 6] = [flow[0], flow[1], flow[2], flow[3], flow[4], now_ns()];
         // SAFETY: DnsQuery is these 48 bytes: the flow's five words, then the time.
         let value = unsafe { &*value.as_ptr().cast::<DnsQuery>() };
-        match t.queries.insert(as_key(&words), value, BPF_NOEXIST) {
+        match DNS_QUERIES.insert(as_key(&words), value, BPF_NOEXIST) {
             Ok(()) => {}
             Err(e) if i64::from(e) == -EEXIST => {}
             Err(_) => bump(counters, Counter::DnsQueriesUntracked, 1),
@@ -297,22 +329,16 @@ mod record {
 
     /// A response: answers the pending query it finds (once: whoever deletes the entry counts).
     #[inline(always)]
-    fn response(
-        t: &DnsTables<'_>,
-        counters: &PerCpuArray<u64>,
-        info: &PacketInfo,
-        id: u16,
-        rcode: u8,
-    ) {
+    fn response(counters: &PerCpuArray<u64>, info: &PacketInfo, id: u16, rcode: u8) {
         let words = key_words(info.dst, (info.ports >> 16) as u16, id, info.version);
         let key = as_key(&words);
-        let Some(found) = t.queries.get_ptr(key) else {
+        let Some(found) = DNS_QUERIES.get_ptr(key) else {
             bump(counters, Counter::DnsResponsesUnmatched, 1);
             return;
         };
         // SAFETY: a value pointer from the lookup just above; DnsQuery is six words.
         let query: [u64; 6] = unsafe { core::ptr::read(found.cast::<[u64; 6]>()) };
-        if t.queries.remove(key).is_err() {
+        if DNS_QUERIES.remove(key).is_err() {
             // Another CPU took this query with a copy of the response.
             return;
         }
@@ -329,7 +355,7 @@ mod record {
         // SAFETY: DnsKey is the first 44 bytes of these 48: the flow's five words, the rcode
         // and zero padding.
         let stats_key = unsafe { &*stats_key.as_ptr().cast::<DnsKey>() };
-        match stats_entry(t.stats, stats_key) {
+        match stats_entry(stats_key) {
             // SAFETY: a value pointer from a lookup in this run; every writer adds atomically.
             Some(stats) => unsafe {
                 let buckets = (&raw mut (*stats).buckets).cast::<u64>();
@@ -347,8 +373,8 @@ mod record {
     /// The answered-query entry of `key`, created empty if needed; `None` when the table is
     /// full.
     #[inline(always)]
-    fn stats_entry(stats: &HashMap<DnsKey, DnsStats>, key: &DnsKey) -> Option<*mut DnsStats> {
-        if let Some(entry) = stats.get_ptr_mut(key) {
+    fn stats_entry(key: &DnsKey) -> Option<*mut DnsStats> {
+        if let Some(entry) = DNS_STATS.get_ptr_mut(key) {
             return Some(entry);
         }
         let mut zero = core::mem::MaybeUninit::<DnsStats>::uninit();
@@ -363,12 +389,12 @@ mod record {
         }
         // SAFETY: every word was written above.
         let zero = unsafe { zero.assume_init_ref() };
-        match stats.insert(key, zero, BPF_NOEXIST) {
+        match DNS_STATS.insert(key, zero, BPF_NOEXIST) {
             Ok(()) => {}
             Err(e) if i64::from(e) == -EEXIST => {}
             Err(_) => return None,
         }
-        stats.get_ptr_mut(key)
+        DNS_STATS.get_ptr_mut(key)
     }
 }
 

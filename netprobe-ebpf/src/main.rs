@@ -29,10 +29,6 @@ mod prog {
         DropStats, FlowKey, FlowKey4, FlowStats, IcmpErrorKey, UNKNOWN_REASON,
         conn::ConnTables,
         count::{Frame, Packet, Tables, on_packet},
-        dns::{
-            DEFAULT_DNS_PORTS, DEFAULT_DNS_QUERIES_CAPACITY, DEFAULT_DNS_STATS_CAPACITY, DnsKey,
-            DnsQuery, DnsQueryKey, DnsStats, DnsTables,
-        },
         drop::{SkbOffsets, on_drop},
         parse::{load8, parse_ethernet, parse_l3},
     };
@@ -67,20 +63,6 @@ mod prog {
     static CONN_ENDS: LruHashMap<ConnEnd, ConnKey> =
         LruHashMap::with_max_entries(2 * DEFAULT_CONNS_CAPACITY, 0);
 
-    /// DNS queries waiting for their response, by client address, port and transaction id.
-    #[map]
-    static DNS_QUERIES: HashMap<DnsQueryKey, DnsQuery> =
-        HashMap::with_max_entries(DEFAULT_DNS_QUERIES_CAPACITY, 0);
-
-    /// Answered DNS queries per flow (without the client port) and rcode: latency histograms.
-    #[map]
-    static DNS_STATS: HashMap<DnsKey, DnsStats> =
-        HashMap::with_max_entries(DEFAULT_DNS_STATS_CAPACITY, 0);
-
-    /// The DNS ports (`dns::dns_ports_global`), set by user space before load.
-    #[unsafe(no_mangle)]
-    static DNS_PORTS: u64 = DEFAULT_DNS_PORTS;
-
     const TABLES: Tables<'static> = Tables {
         v4: &FLOWS4,
         v6: &FLOWS6,
@@ -89,11 +71,6 @@ mod prog {
             conns: &CONNS,
             ends: &CONN_ENDS,
         },
-        dns: DnsTables {
-            queries: &DNS_QUERIES,
-            stats: &DNS_STATS,
-        },
-        dns_ports: &DNS_PORTS,
         counters: &COUNTERS,
     };
 

@@ -10,7 +10,7 @@ mod kernel;
 mod metrics;
 mod otlp;
 pub use k8s::{Cidr, CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
-pub use kernel::{ConnectionsConfig, DropsConfig};
+pub use kernel::{ConnectionsConfig, DnsConfig, DropsConfig};
 pub use metrics::{EndPart, FlowAttr, MetricsConfig, Side, flow_attr};
 pub use otlp::{OtlpConfig, OtlpProtocol};
 
@@ -72,6 +72,8 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// Dropped packets.
     pub drops: DropsConfig,
+    /// DNS queries, responses and their latency.
+    pub dns: DnsConfig,
 }
 
 /// Where a packet is counted on an interface.
@@ -316,6 +318,7 @@ impl Config {
         self.metrics.validate()?;
         self.k8s.validate()?;
         self.connections.validate()?;
+        self.dns.validate()?;
         self.otlp.validate()
     }
 }
