@@ -68,6 +68,7 @@ fn default_install_renders_lints_and_validates() {
         "Service/np-otel-netprobe-collector",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-agent",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-connections",
+        "ConfigMap/np-otel-netprobe-dashboard-netprobe-dns",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-patterns",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-topology",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-traffic",
@@ -668,7 +669,7 @@ fn prometheus_rule_is_the_rule_file() {
             .arg(&tmp),
     );
     let _ = std::fs::remove_file(&tmp);
-    assert!(ok && out.contains("SUCCESS: 11 rules found"), "{out}{err}");
+    assert!(ok && out.contains("SUCCESS: 15 rules found"), "{out}{err}");
 }
 
 #[test]
@@ -682,7 +683,7 @@ fn dashboards_are_provisioned_for_the_grafana_sidecar() {
         .collect();
     let files = grafana::files();
     assert_eq!(maps.len(), files.len());
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 6, "{files:?}");
     for file in &files {
         let cm = maps
             .iter()
@@ -726,6 +727,7 @@ fn the_packaged_chart_carries_the_linked_files_and_nothing_else() {
             "collector/otelcol.yaml",
             "dashboards/netprobe-agent.json",
             "dashboards/netprobe-connections.json",
+            "dashboards/netprobe-dns.json",
             "dashboards/netprobe-patterns.json",
             "dashboards/netprobe-topology.json",
             "dashboards/netprobe-traffic.json",
