@@ -396,6 +396,9 @@ fn the_rendered_agent_config_is_one_the_agent_accepts() {
     full["connections"]["handshake_timeout"] = json!("20s");
     full["connections"]["idle_timeout"] = json!("30m");
     full["drops"]["enabled"] = json!(false);
+    full["dns"]["ports"] = json!([53, 5353]);
+    full["dns"]["timeout"] = json!("10s");
+    full["dns"]["capacity"] = json!(1_048_576);
     let r = rendered(&json!({"collector": {"enabled": false}, "agent": {"config": full}}));
     let cfg = agent_config(&r);
     assert_eq!(cfg["flows"]["capacity"], 16_777_216, "no float notation");
@@ -412,6 +415,9 @@ fn the_rendered_agent_config_is_one_the_agent_accepts() {
         "handshake_timeout: 20s",
         "idle_timeout: 1800s",
         "DropsConfig {\n        enabled: false",
+        "ports: [\n            53,\n            5353,\n        ]",
+        "timeout: 10s",
+        "capacity: 1048576",
     ] {
         assert!(out.contains(want), "{want} not in\n{out}");
     }

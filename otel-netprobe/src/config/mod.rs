@@ -426,6 +426,31 @@ mod tests {
     }
 
     #[test]
+    fn dns_settings_are_checked() {
+        for (yaml, reason) in [
+            ("dns:\n  ports: []\n", "must list 1 to 4 ports, not 0"),
+            (
+                "dns:\n  ports: [53, 54, 55, 56, 57]\n",
+                "must list 1 to 4 ports, not 5",
+            ),
+            ("dns:\n  ports: [53, 0]\n", "0 is not a port"),
+        ] {
+            assert_eq!(err(yaml), ("dns.ports".into(), reason.into()), "{yaml}");
+        }
+        assert_eq!(err("dns:\n  ports: [70000]\n").0, "dns.ports[0]");
+        assert_eq!(err("dns:\n  timeout: 500ms\n").0, "dns.timeout");
+        assert_eq!(err("dns:\n  capacity: 10\n").0, "dns.capacity");
+        assert_eq!(err("dns:\n  stats_capacity: 0\n").0, "dns.stats_capacity");
+        let c = Config::from_yaml("dns:\n  ports: [53, 5353]\n  timeout: 2s\n").unwrap();
+        assert_eq!(
+            c.dns.ports_global(),
+            netprobe_ebpf::dns::dns_ports_global(&[53, 5353])
+        );
+        let off = Config::from_yaml("dns:\n  enabled: false\n").unwrap();
+        assert_eq!(off.dns.ports_global(), 0, "off: the programs skip DNS");
+    }
+
+    #[test]
     fn metrics_attributes_are_checked() {
         assert_eq!(
             err("metrics:\n  flow_attributes: [source.address, source.port]\n").0,

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use otel_netprobe::{
     config::{Hook, HookOverride, flow_attr},
-    metrics::dns,
+    metrics::{dns, flows::FLOW_PACKETS},
 };
 
 use super::common::{
@@ -173,4 +173,42 @@ fn dns_responses_latency_and_unanswered_at_tc() {
 #[test]
 fn dns_responses_latency_and_unanswered_at_xdp() {
     dns_is_counted_exactly("dnsxdp", Hook::XdpGeneric);
+}
+
+/// `dns.enabled: false`: the same queries are counted as traffic, and nothing as DNS.
+#[test]
+fn dns_off_counts_traffic_and_no_dns() {
+    let lab = NodeLab::new("dnsoff");
+    let _unbound = Unbound::start(&lab.pods[1], &[PODS[1]], OUTSIDE, &lab.pods[0]);
+    let agent = super::common::agent::start_with(&lab.node, Vec::new(), |c| c.dns.enabled = false);
+    wait_attached(&agent, 4);
+    let server: SocketAddr = format!("{}:53", PODS[1]).parse().unwrap();
+    for id in 1..=4 {
+        let q = wire::query(id, "a.ok.lab", A, false);
+        let got = lab.pods[0].run(move || wire::udp(server, &q, patient(Duration::from_secs(5))));
+        assert_eq!(got.map(|m| wire::header(&m)), Some((id, 0)));
+    }
+    let queries = [
+        (flow_attr::SOURCE_ADDRESS, PODS[0]),
+        (flow_attr::DESTINATION_ADDRESS, PODS[1]),
+        (flow_attr::DESTINATION_PORT, "53"),
+    ];
+    let answers = [
+        (flow_attr::SOURCE_ADDRESS, PODS[1]),
+        (flow_attr::DESTINATION_ADDRESS, PODS[0]),
+        (flow_attr::SOURCE_PORT, "53"),
+    ];
+    let snap = wait_frame(&agent, "4 queries and 4 answers", &FLOW_PACKETS, |s| {
+        frame_sum(s, &FLOW_PACKETS, &queries) == Some(4)
+            && frame_sum(s, &FLOW_PACKETS, &answers) == Some(4)
+    });
+    for m in [
+        &dns::DNS_RESPONSES,
+        &dns::DNS_DURATION,
+        &dns::DNS_UNANSWERED,
+    ] {
+        assert_eq!(frame_sum(&snap, m, &[]), None, "{}", m.otlp);
+    }
+    assert_eq!(frame_sum(&snap, &dns::AGENT_DNS_UNMATCHED, &[]), Some(0));
+    agent.stop();
 }
