@@ -143,33 +143,49 @@ impl Unbound {
     pub fn start(pod: &Netns, addrs: &[&str], upstream: &str, client: &Netns) -> Self {
         let dir = std::env::temp_dir().join(unique("unbound"));
         std::fs::create_dir_all(&dir).expect("dir");
-        let mut conf = String::from("server:\n");
-        for a in addrs {
-            conf += &format!("  interface: {a}\n");
-        }
+        let mut conf = vec!["server:".to_owned()];
+        conf.extend(addrs.iter().map(|a| format!("  interface: {a}")));
         // One thread, in the foreground, no chroot, user or syslog; iterator only (no DNSSEC
         // validation); the upstream's timeout above the slow one's delay, so unbound asks once.
-        conf += &format!(
-            "  port: 53\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  \
-             use-syslog: no\n  logfile: \"\"\n  do-daemonize: no\n  num-threads: 1\n  \
-             module-config: \"iterator\"\n  do-not-query-localhost: no\n  \
-             access-control: 0.0.0.0/0 allow\n  access-control: ::/0 allow\n  \
-             edns-buffer-size: 4096\n  max-udp-size: 4096\n  infra-cache-min-rtt: 3000\n  \
-             qname-minimisation: no\n  \
-             local-zone: \"ok.lab.\" static\n  local-data: \"a.ok.lab. 60 A 10.9.9.9\"\n  \
-             local-zone: \"nx.lab.\" always_nxdomain\n  local-zone: \"refuse.lab.\" always_refuse\n  \
-             local-zone: \"deny.lab.\" deny\n",
-            d = dir.display()
+        conf.push(format!("  directory: \"{}\"", dir.display()));
+        conf.extend(
+            [
+                "port: 53",
+                "username: \"\"",
+                "chroot: \"\"",
+                "pidfile: \"\"",
+                "use-syslog: no",
+                "logfile: \"\"",
+                "do-daemonize: no",
+                "num-threads: 1",
+                "module-config: \"iterator\"",
+                "do-not-query-localhost: no",
+                "access-control: 0.0.0.0/0 allow",
+                "access-control: ::/0 allow",
+                "edns-buffer-size: 4096",
+                "max-udp-size: 4096",
+                "infra-cache-min-rtt: 3000",
+                "qname-minimisation: no",
+                "local-zone: \"ok.lab.\" static",
+                "local-data: \"a.ok.lab. 60 A 10.9.9.9\"",
+                "local-zone: \"nx.lab.\" always_nxdomain",
+                "local-zone: \"refuse.lab.\" always_refuse",
+                "local-zone: \"deny.lab.\" deny",
+            ]
+            .map(|l| format!("  {l}")),
         );
         // A TXT answer of about 1.9 KB: more than 512 bytes, and more than one IPv4 fragment.
         for i in 0..8 {
             let text: String = std::iter::repeat_n(char::from(b'a' + i), 230).collect();
-            conf += &format!("  local-data: 'big.ok.lab. 60 TXT \"{text}\"'\n");
+            conf.push(format!("  local-data: 'big.ok.lab. 60 TXT \"{text}\"'"));
         }
         for (zone, port) in [("slow.lab.", SLOW_PORT), ("fail.lab.", FAIL_PORT)] {
-            conf +=
-                &format!("forward-zone:\n  name: \"{zone}\"\n  forward-addr: {upstream}@{port}\n");
+            conf.push(format!(
+                "forward-zone:\n  name: \"{zone}\"\n  forward-addr: {upstream}@{port}"
+            ));
         }
+        conf.push(String::new());
+        let conf = conf.join("\n");
         let path = dir.join("unbound.conf");
         std::fs::write(&path, conf).expect("write unbound.conf");
         let log = std::fs::File::create(dir.join("unbound.log")).expect("log");

@@ -34,10 +34,13 @@ const QUERIES: &[(usize, bool, &str, &str, u16, bool, usize)] = &[
     (2, false, "udp", "s.slow.lab", A, false, 1),
 ];
 
+/// A client's answers of one kind: (client pod, IPv6, transport, rcode name).
+type Kind = (usize, bool, &'static str, String);
+
 /// Sends every query once per copy from its pod; returns the rcodes the clients received per
 /// (pod, IPv6, transport, rcode name) and the biggest answer's size.
-fn ask(lab: &NodeLab) -> (Vec<((usize, bool, &'static str, String), u64)>, usize) {
-    let mut got: Vec<((usize, bool, &'static str, String), u64)> = Vec::new();
+fn ask(lab: &NodeLab) -> (Vec<(Kind, u64)>, usize) {
+    let mut got: Vec<(Kind, u64)> = Vec::new();
     let mut biggest = 0;
     let mut id = 0x4000;
     for &(pod, v6, transport, name, qtype, edns, copies) in QUERIES {
