@@ -46,8 +46,10 @@ fi
 # --- Debian packages: lab and traffic tools ----------------------------------------------------------
 need_pkgs=()
 # qemu-system-x86, cpio and busybox-static: the kernel matrix's VMs (scripts/vm-run.sh).
+# unbound: the lab's cluster DNS (the DNS tests run it in a pod namespace; its package starts
+# no daemon without systemd).
 for p in iproute2 iperf3 iputils-ping nftables tcpdump socat python3 curl openssl \
-  qemu-system-x86 cpio busybox-static binutils xz-utils; do
+  qemu-system-x86 cpio busybox-static binutils xz-utils unbound; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -6,8 +6,8 @@
 #
 # LINE is a folder of scripts/kernels.sh (5.10, 6.1, 6.12). Each FILE is copied into the guest
 # under /payload/ (keeping its base name); COMMAND runs from there. The initramfs holds
-# busybox (static) for the basics, Debian's own ip, tc, nft and ping with their libraries (the
-# host's: Debian 12), dash as /bin/sh (busybox's shell would prefer its own `ip` applet), and
+# busybox (static) for the basics, Debian's own ip, tc, nft, ping and unbound (the DNS lab's
+# server) with their libraries (the host's: Debian 12), dash as /bin/sh (busybox's shell would prefer its own `ip` applet), and
 # the line's modules, loaded at boot. Software emulation (TCG): nested KVM fails on these
 # machines. Exit codes: the command's, 124 on timeout, 125 when the guest never reported one.
 set -euo pipefail
@@ -45,7 +45,7 @@ copy_with_libs() { # binary -> /bin/<name>, and every library it loads
   done
 }
 copy_with_libs /bin/dash sh
-for t in /usr/bin/ip /usr/sbin/tc /usr/sbin/nft /usr/bin/ping; do
+for t in /usr/bin/ip /usr/sbin/tc /usr/sbin/nft /usr/bin/ping /usr/sbin/unbound; do
   [ -x "$t" ] || t=$(command -v "${t##*/}")
   copy_with_libs "$t"
 done

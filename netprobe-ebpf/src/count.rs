@@ -99,9 +99,9 @@ pub enum Frame {
 }
 
 /// A frame as its hook hands it over: the bytes in `[data, end)`, how to read the interface
-/// whose hook runs, and what the hook knows of the length.
+/// whose hook runs and eight bytes at an offset, and what the hook knows of the length.
 #[derive(Clone, Copy)]
-pub struct Packet<I: Fn() -> u32> {
+pub struct Packet<I: Fn() -> u32, L: Fn(usize) -> Option<[u16; 4]>> {
     /// Start of the frame.
     pub data: usize,
     /// End of the frame (exclusive).
@@ -111,6 +111,9 @@ pub struct Packet<I: Fn() -> u32> {
     pub ifindex: I,
     /// Length facts.
     pub frame: Frame,
+    /// Reads eight bytes at an offset from `data`: only DNS packets need it (at TC with
+    /// `bpf_skb_load_bytes`, which also reads a payload outside the linear part).
+    pub load8: L,
 }
 
 /// The maps the core writes: the flow tables (IPv4 with 16-byte keys, IPv6), the TCP
@@ -129,9 +132,14 @@ pub struct Tables<'a> {
 }
 
 /// Counts one parsed packet: in its flow, or in a global counter; a TCP packet with SYN, FIN
-/// or RST also in its connection; an ICMP error also under the flow it answers.
+/// or RST also in its connection; an ICMP error also under the flow it answers; a DNS query or
+/// response also in the DNS tables.
 #[inline(always)]
-pub fn on_packet<I: Fn() -> u32>(t: &Tables<'_>, p: &Packet<I>, parsed: &Parsed) {
+pub fn on_packet<I: Fn() -> u32, L: Fn(usize) -> Option<[u16; 4]>>(
+    t: &Tables<'_>,
+    p: &Packet<I, L>,
+    parsed: &Parsed,
+) {
     match parsed {
         Parsed::Ip(info) => {
             if let Some(sample) = sample(t.counters, info, p.frame) {
@@ -145,6 +153,8 @@ pub fn on_packet<I: Fn() -> u32>(t: &Tables<'_>, p: &Packet<I>, parsed: &Parsed)
                 }
                 if info.protocol == proto::ICMP || info.protocol == proto::ICMPV6 {
                     record_icmp_error(t, p.data, p.end, info);
+                } else {
+                    crate::dns::on_packet(t.counters, info, &p.load8);
                 }
             }
         }

@@ -10,6 +10,7 @@
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+pub mod dns;
 pub mod parse;
 
 #[cfg(target_arch = "bpf")]
@@ -466,6 +467,14 @@ pub enum Counter {
     IcmpErrorsUntracked = 14,
     /// SYNs whose connection could not be recorded (the table refused the insert).
     ConnsUntracked = 15,
+    /// DNS queries not recorded because the pending-query table was full (they are then
+    /// neither answered nor unanswered).
+    DnsQueriesUntracked = 16,
+    /// DNS responses that found no pending query (its query was not seen on this node, came
+    /// before the agent started, or was already answered or given up).
+    DnsResponsesUnmatched = 17,
+    /// DNS responses not recorded because the answered-query table was full.
+    DnsResponsesUntracked = 18,
 }
 
 /// Number of slots in the global counter array.
@@ -473,7 +482,7 @@ pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 19] = [
         Counter::NonIpArp,
         Counter::NonIpLldp,
         Counter::NonIpOther,
@@ -490,6 +499,9 @@ impl Counter {
         Counter::DropsUntracked,
         Counter::IcmpErrorsUntracked,
         Counter::ConnsUntracked,
+        Counter::DnsQueriesUntracked,
+        Counter::DnsResponsesUnmatched,
+        Counter::DnsResponsesUntracked,
     ];
 }
 

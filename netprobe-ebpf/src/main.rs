@@ -30,7 +30,7 @@ mod prog {
         conn::ConnTables,
         count::{Frame, Packet, Tables, on_packet},
         drop::{SkbOffsets, on_drop},
-        parse::{parse_ethernet, parse_l3},
+        parse::{load8, parse_ethernet, parse_l3},
     };
 
     /// The IPv4 flow table: one shared value per flow (memory figures in the README). User
@@ -85,6 +85,7 @@ mod prog {
             frame: Frame::Xdp {
                 len: (end - data) as u32,
             },
+            load8: |off| load8(data, end, off),
         };
         on_packet(&TABLES, &packet, &parse_ethernet(data, end));
         xdp_action::XDP_PASS
@@ -122,6 +123,7 @@ mod prog {
                 gso_segs,
                 gso_size,
             },
+            load8: |off| ctx.load::<[u16; 4]>(off).ok(),
         };
         on_packet(&TABLES, &packet, &parsed);
     }

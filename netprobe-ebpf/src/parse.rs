@@ -147,6 +147,13 @@ pub(crate) fn load<T: Copy>(data: usize, end: usize, off: usize) -> Result<T, ()
     Ok(value)
 }
 
+/// Eight bytes at `data + off`, bounds-checked against `end` (the XDP side of
+/// [`crate::count::Packet::load8`]).
+#[inline(always)]
+pub fn load8(data: usize, end: usize, off: usize) -> Option<[u16; 4]> {
+    load::<[u16; 4]>(data, end, off).ok()
+}
+
 #[inline(always)]
 fn be16(raw: u16) -> u16 {
     u16::from_be(raw)

@@ -6,7 +6,8 @@
 //!    XDP_PASS / TC program, for four packet shapes; and the per-CPU flow-table variant.
 //!    `traffic`: the same programs under traffic, by the kernel's BPF stats, against a
 //!    trivial program on the same hooks, while the lab carries 100k flows. `handshake`: a first
-//!    SYN and its SYN-ACK (connection tracking); `drops`: the `kfree_skb` tracepoint per drop.
+//!    SYN and its SYN-ACK (connection tracking); `dns`: a DNS query and its response;
+//!    `drops`: the `kfree_skb` tracepoint per drop.
 //! 2. `memory`: kernel memory of the flow tables, shared (ours) vs per-CPU, both measured here.
 //! 3. `maps`, `reader`, `export`, `agent`, `attach`, `k8s`: user space (`sections/`);
 //!    `k8s_api`: the agents' watchers against a real kube-apiserver (`-- k8s` runs both).
@@ -16,6 +17,8 @@
 mod common;
 #[path = "netprobe/conns.rs"]
 mod conns;
+#[path = "netprobe/dns.rs"]
+mod dns;
 mod sections;
 #[path = "netprobe/traffic.rs"]
 mod traffic;
@@ -103,7 +106,11 @@ fn per_packet() {
         ),
         (
             "IPv4 UDP (200 B)",
-            [eth(&[], 0x0800), ipv4(17, 0, 0, &udp(40002, 53, 200), 200)].concat(),
+            [
+                eth(&[], 0x0800),
+                ipv4(17, 0, 0, &udp(40002, 8125, 200), 200),
+            ]
+            .concat(),
         ),
         (
             "IPv6 TCP data (1428 B)",
@@ -301,6 +308,9 @@ fn main() {
     }
     if want("handshake") {
         conns::handshakes();
+    }
+    if want("dns") {
+        dns::queries();
     }
     if want("traffic") {
         traffic::under_traffic();

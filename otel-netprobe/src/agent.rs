@@ -151,6 +151,7 @@ impl Agent {
         let conns = ebpf::take_hash_map(&mut ebpf, netprobe_ebpf::CONNS_MAP)?;
         let kernel = KernelFacts {
             drop_reasons: drops.as_ref().and_then(|d| d.reasons.clone()),
+            dns: cfg.dns.clone(),
         };
         let counts = metrics::kernel_counts(&mut ebpf, &kernel)?;
         let counting_drops = drops
@@ -364,6 +365,11 @@ fn load(cfg: &Config, drops: Option<&DropSetup>) -> Result<(aya::Ebpf, ebpf::Map
         flows4: cfg.flows.capacity,
         flows6: cfg.flows.capacity_ipv6,
         conns: cfg.connections.capacity,
+        dns: (
+            cfg.dns.ports_global(),
+            cfg.dns.capacity,
+            cfg.dns.stats_capacity,
+        ),
     };
     let mut ebpf = ebpf::load_with(&sizes, drops.map(|d| &d.layout)).map_err(|e| {
         match privileges::explain_refusal(permission_denied(&e)) {

@@ -68,6 +68,7 @@ fn default_install_renders_lints_and_validates() {
         "Service/np-otel-netprobe-collector",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-agent",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-connections",
+        "ConfigMap/np-otel-netprobe-dashboard-netprobe-dns",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-patterns",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-topology",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-traffic",
@@ -395,6 +396,9 @@ fn the_rendered_agent_config_is_one_the_agent_accepts() {
     full["connections"]["handshake_timeout"] = json!("20s");
     full["connections"]["idle_timeout"] = json!("30m");
     full["drops"]["enabled"] = json!(false);
+    full["dns"]["ports"] = json!([53, 5353]);
+    full["dns"]["timeout"] = json!("10s");
+    full["dns"]["capacity"] = json!(1_048_576);
     let r = rendered(&json!({"collector": {"enabled": false}, "agent": {"config": full}}));
     let cfg = agent_config(&r);
     assert_eq!(cfg["flows"]["capacity"], 16_777_216, "no float notation");
@@ -411,6 +415,9 @@ fn the_rendered_agent_config_is_one_the_agent_accepts() {
         "handshake_timeout: 20s",
         "idle_timeout: 1800s",
         "DropsConfig {\n        enabled: false",
+        "ports: [\n            53,\n            5353,\n        ]",
+        "timeout: 10s",
+        "capacity: 1048576",
     ] {
         assert!(out.contains(want), "{want} not in\n{out}");
     }
@@ -668,7 +675,7 @@ fn prometheus_rule_is_the_rule_file() {
             .arg(&tmp),
     );
     let _ = std::fs::remove_file(&tmp);
-    assert!(ok && out.contains("SUCCESS: 11 rules found"), "{out}{err}");
+    assert!(ok && out.contains("SUCCESS: 15 rules found"), "{out}{err}");
 }
 
 #[test]
@@ -682,7 +689,7 @@ fn dashboards_are_provisioned_for_the_grafana_sidecar() {
         .collect();
     let files = grafana::files();
     assert_eq!(maps.len(), files.len());
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 6, "{files:?}");
     for file in &files {
         let cm = maps
             .iter()
@@ -726,6 +733,7 @@ fn the_packaged_chart_carries_the_linked_files_and_nothing_else() {
             "collector/otelcol.yaml",
             "dashboards/netprobe-agent.json",
             "dashboards/netprobe-connections.json",
+            "dashboards/netprobe-dns.json",
             "dashboards/netprobe-patterns.json",
             "dashboards/netprobe-topology.json",
             "dashboards/netprobe-traffic.json",

@@ -25,6 +25,7 @@ fn dashboards_import_by_hand_and_provision() {
         [
             "netprobe-agent.json",
             "netprobe-connections.json",
+            "netprobe-dns.json",
             "netprobe-patterns.json",
             "netprobe-topology.json",
             "netprobe-traffic.json"

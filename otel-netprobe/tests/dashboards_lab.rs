@@ -11,7 +11,7 @@
 //! ServiceMonitor does) and the direct one (Prometheus scraping the agent's /metrics, labelled
 //! as the ServiceMonitor labels it without a Collector). Each query must return series; the
 //! traffic dashboards' must show traffic (connections, their failures and resets, slow
-//! handshakes, drops and ICMP errors included). The alert rules are loaded too: each evaluates
+//! handshakes, drops, ICMP errors and DNS answers of each kind included). The alert rules are loaded too: each evaluates
 //! without error and none fires for this healthy agent and the lab's handful of faults, on
 //! both paths.
 
@@ -22,6 +22,8 @@ mod checks;
 #[path = "common/collector.rs"]
 mod collector;
 mod common;
+#[path = "dashboards_lab/dns.rs"]
+mod dns;
 #[path = "dashboards_lab/forward.rs"]
 mod forward;
 #[path = "common/grafana.rs"]
@@ -183,6 +185,7 @@ fn traffic_round(lab: &NodeLab, round: u16, held: &mut HeldConnection) {
         3,
         100,
     );
+    dns::round(checkout, round);
 }
 
 /// The agent binary in the node's namespace (`ip netns exec` execs it: the child is the agent),
@@ -255,7 +258,7 @@ fn install_values(kubeconfig: &std::path::Path) -> Value {
 }
 
 /// The alert rules in alerts/netprobe.rules.yaml.
-const RULES: usize = 11;
+const RULES: usize = 15;
 
 #[test]
 #[allow(
@@ -303,6 +306,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent_on_both_paths() {
             &stored::<Deployment>(&api, &collector_name),
         ),
     );
+    let _dns = dns::server(&lab);
     let agent = AgentProcess::start(&lab.node, &config, dir.join("agent.log"));
     let port = forward_into(&lab.node, otel_netprobe::config::HTTP_PORT);
     let exporter = collector.pod().port("/exporters/prometheus/endpoint");
@@ -370,6 +374,12 @@ fn every_dashboard_query_returns_data_from_a_real_agent_on_both_paths() {
                 values(v).iter().any(|x| *x > 0.0)
             });
         }
+        for (metric, extra) in dns::SERIES {
+            let q = format!("sum({metric}{{{}{extra}}})", dns::CHECKOUT_TO_CACHE);
+            prom.wait_query(&q, Duration::from_secs(60), |v| {
+                values(v).iter().any(|x| *x > 0.0)
+            });
+        }
         let active = format!("sum(netprobe_tcp_connections_active{{{checkout_to_web}}})");
         prom.wait_query(&active, Duration::from_secs(30), |v| values(v) == [1.0]);
         let synced = prom.wait_query("netprobe_agent_k8s_synced", Duration::from_secs(30), |v| {
@@ -394,6 +404,16 @@ fn every_dashboard_query_returns_data_from_a_real_agent_on_both_paths() {
         });
         for (metric, extra) in faults {
             let q = format!("sum(rate({metric}{{{checkout_to_web}{extra}}}[1m]))");
+            prom.wait_query(&q, Duration::from_secs(30), |v| {
+                values(v).iter().any(|x| *x > 0.0)
+            });
+        }
+        // The round's dropped query turns unanswered after dns.timeout (5 s).
+        for (metric, extra) in dns::SERIES {
+            let q = format!(
+                "sum(rate({metric}{{{}{extra}}}[1m]))",
+                dns::CHECKOUT_TO_CACHE
+            );
             prom.wait_query(&q, Duration::from_secs(30), |v| {
                 values(v).iter().any(|x| *x > 0.0)
             });

@@ -11,6 +11,8 @@ mod binary;
 mod common;
 #[path = "lab/conns.rs"]
 mod conns;
+#[path = "lab/dns.rs"]
+mod dns;
 #[path = "lab/drops.rs"]
 mod drops;
 #[path = "lab/tcp.rs"]

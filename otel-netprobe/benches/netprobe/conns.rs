@@ -40,7 +40,9 @@ fn seg(src: [u8; 4], dst: [u8; 4], ports: (u16, u16), flags: u8, seq: u32, ack: 
 }
 
 /// One run of one packet, ns.
-fn once<P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::TestRunResult>>(
+pub(crate) fn once<
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::TestRunResult>,
+>(
     prog: &P,
     frame: &[u8],
 ) -> f64 {

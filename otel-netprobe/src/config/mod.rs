@@ -10,7 +10,7 @@ mod kernel;
 mod metrics;
 mod otlp;
 pub use k8s::{Cidr, CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
-pub use kernel::{ConnectionsConfig, DropsConfig};
+pub use kernel::{ConnectionsConfig, DnsConfig, DropsConfig};
 pub use metrics::{EndPart, FlowAttr, MetricsConfig, Side, flow_attr};
 pub use otlp::{OtlpConfig, OtlpProtocol};
 
@@ -72,6 +72,8 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// Dropped packets.
     pub drops: DropsConfig,
+    /// DNS queries, responses and their latency.
+    pub dns: DnsConfig,
 }
 
 /// Where a packet is counted on an interface.
@@ -316,6 +318,7 @@ impl Config {
         self.metrics.validate()?;
         self.k8s.validate()?;
         self.connections.validate()?;
+        self.dns.validate()?;
         self.otlp.validate()
     }
 }
@@ -420,6 +423,31 @@ mod tests {
             err("flows:\n  idle_timeout: 1s\n  kernel_idle_timeout: 5s\n").0,
             "flows.idle_timeout"
         );
+    }
+
+    #[test]
+    fn dns_settings_are_checked() {
+        for (yaml, reason) in [
+            ("dns:\n  ports: []\n", "must list 1 to 4 ports, not 0"),
+            (
+                "dns:\n  ports: [53, 54, 55, 56, 57]\n",
+                "must list 1 to 4 ports, not 5",
+            ),
+            ("dns:\n  ports: [53, 0]\n", "0 is not a port"),
+        ] {
+            assert_eq!(err(yaml), ("dns.ports".into(), reason.into()), "{yaml}");
+        }
+        assert_eq!(err("dns:\n  ports: [70000]\n").0, "dns.ports[0]");
+        assert_eq!(err("dns:\n  timeout: 500ms\n").0, "dns.timeout");
+        assert_eq!(err("dns:\n  capacity: 10\n").0, "dns.capacity");
+        assert_eq!(err("dns:\n  stats_capacity: 0\n").0, "dns.stats_capacity");
+        let c = Config::from_yaml("dns:\n  ports: [53, 5353]\n  timeout: 2s\n").unwrap();
+        assert_eq!(
+            c.dns.ports_global(),
+            netprobe_ebpf::dns::dns_ports_global(&[53, 5353])
+        );
+        let off = Config::from_yaml("dns:\n  enabled: false\n").unwrap();
+        assert_eq!(off.dns.ports_global(), 0, "off: the programs skip DNS");
     }
 
     #[test]

@@ -8,14 +8,20 @@
 //! read, and an entry unchanged for `kernel_idle_timeout` leaves the kernel with its final
 //! value (as flows do, by what the kernel offers). Loopback flows are left out, as loopback
 //! packets are.
+//!
+//! A map of pending entries — something started that its end should remove, a DNS query
+//! waiting for its response — registers as [`PendingEntries`] instead: each cycle the reader
+//! takes out the entries older than the module's timeout and counts one on each one's flow
+//! (the event nobody answered, which no kernel counter can time).
 
-use std::{hash::Hash, mem::size_of, sync::Arc};
+use std::{hash::Hash, mem::size_of, sync::Arc, time::Duration};
 
 use aya::{Ebpf, Pod};
 use netprobe_ebpf::FlowKey;
 use rustc_hash::FxHashMap;
 
 use super::{EbpfError, btf::DropReasons, reader::Eviction, sys::SysError, table::KernelTable};
+use crate::config::DnsConfig;
 
 /// The values of an entry's attributes, in the order of its metric's attributes; interned,
 /// so the flows that share them share one allocation.
@@ -40,11 +46,106 @@ pub trait FlowCounts: Send + 'static {
     fn values(&self, raw: Self::Raw) -> Vec<String>;
 }
 
-/// What a registration may need of the running kernel, learnt at start.
+/// What a registration may need of the running kernel, learnt at start, and of the settings.
 #[derive(Clone, Debug, Default)]
 pub struct KernelFacts {
     /// The drop reasons' names (`None`: before 5.17, or no BTF).
     pub drop_reasons: Option<DropReasons>,
+    /// The DNS settings (its pending queries' timeout).
+    pub dns: DnsConfig,
+}
+
+/// A metric module's kernel map of pending entries: each is removed by the kernel when what
+/// it waits for comes; one older than the timeout is taken out by the reader and counted once
+/// on its flow.
+pub trait PendingEntries: Send + 'static {
+    /// The map's key.
+    type Key: Pod + Send;
+    /// The map's value: it says the entry's flow and when it started.
+    type Value: Pod + Send;
+    /// The map's name in the eBPF object.
+    const MAP: &'static str;
+    /// The flow the entry counts for.
+    fn flow(&self, value: &Self::Value) -> FlowKey;
+    /// When the entry started (`CLOCK_MONOTONIC`, ns).
+    fn started_ns(&self, value: &Self::Value) -> u64;
+}
+
+/// Opens `S`'s map, whose entries older than `timeout` the reader takes out and counts.
+pub fn open_pending<S: PendingEntries>(
+    ebpf: &mut Ebpf,
+    source: S,
+    timeout: Duration,
+) -> Result<Box<dyn CounterSource>, EbpfError> {
+    let data = super::take_hash_map(ebpf, S::MAP)?;
+    let table = KernelTable::new(data, 256).map_err(|e| EbpfError::Table {
+        name: S::MAP,
+        source: e,
+    })?;
+    Ok(Box::new(PendingTable::new(source, table, timeout)))
+}
+
+/// The reader of a map of pending entries: each cycle, one count (of no attributes) on the
+/// flow of every entry older than the timeout that it deleted itself — an entry the kernel
+/// removed first (its answer came in the meantime) is not counted.
+pub struct PendingTable<S: PendingEntries> {
+    source: S,
+    table: KernelTable<S::Key, S::Value>,
+    timeout_ns: u64,
+    entries: usize,
+    no_attrs: AttrValues,
+}
+
+impl<S: PendingEntries> PendingTable<S> {
+    /// Over an open table (tests create theirs).
+    pub fn new(source: S, table: KernelTable<S::Key, S::Value>, timeout: Duration) -> Self {
+        Self {
+            source,
+            table,
+            timeout_ns: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            entries: 0,
+            no_attrs: Arc::new([]),
+        }
+    }
+}
+
+impl<S: PendingEntries> CounterSource for PendingTable<S> {
+    fn map(&self) -> &'static str {
+        S::MAP
+    }
+
+    fn read(
+        &mut self,
+        now_ns: u64,
+        _idle_ns: u64,
+        _eviction: Eviction,
+        fold: &mut dyn FnMut(&FlowKey, &AttrValues, &[u64]),
+    ) -> Result<(), SysError> {
+        let mut expired = Vec::new();
+        {
+            let entries = self.table.read_all()?;
+            self.entries = entries.keys.len();
+            for (k, v) in entries.keys.iter().zip(entries.values) {
+                // The reader's clock is the coarse one, at most a tick behind the kernel's.
+                if now_ns.saturating_sub(self.source.started_ns(v)) >= self.timeout_ns {
+                    expired.push((*k, self.source.flow(v)));
+                }
+            }
+        }
+        for (k, flow) in &expired {
+            if self.table.delete(k)? {
+                self.entries -= 1;
+                if !is_loopback(flow) {
+                    fold(flow, &self.no_attrs, &[1]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> usize {
+        self.entries
+    }
 }
 
 /// A registered map as the reader drives it, whatever its types.

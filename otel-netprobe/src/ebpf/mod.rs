@@ -102,15 +102,24 @@ pub struct Sizes {
     pub flows6: u32,
     /// Connections (their client-end index gets twice as many).
     pub conns: u32,
+    /// DNS: the ports global (0: off, and its tables get one entry each) and the pending- and
+    /// answered-query tables.
+    pub dns: (u64, u32, u32),
 }
 
 impl Sizes {
-    /// These flow tables, the default connection table.
+    /// These flow tables, the default connection and DNS tables.
     pub fn flows(flows4: u32, flows6: u32) -> Self {
+        use netprobe_ebpf::dns;
         Self {
             flows4,
             flows6,
             conns: netprobe_ebpf::DEFAULT_CONNS_CAPACITY,
+            dns: (
+                dns::DEFAULT_DNS_PORTS,
+                dns::DEFAULT_DNS_QUERIES_CAPACITY,
+                dns::DEFAULT_DNS_STATS_CAPACITY,
+            ),
         }
     }
 }
@@ -130,6 +139,14 @@ pub fn load_with(sizes: &Sizes, skb: Option<&btf::SkbLayout>) -> Result<Ebpf, Eb
         .map_max_entries(FLOWS6_MAP, sizes.flows6)
         .map_max_entries(netprobe_ebpf::CONNS_MAP, sizes.conns)
         .map_max_entries(netprobe_ebpf::CONN_ENDS_MAP, 2 * sizes.conns);
+    let (dns_ports, dns_queries, dns_stats) = match sizes.dns {
+        (0, ..) => (0, 1, 1),
+        dns => dns,
+    };
+    loader
+        .map_max_entries(netprobe_ebpf::dns::DNS_QUERIES_MAP, dns_queries)
+        .map_max_entries(netprobe_ebpf::dns::DNS_STATS_MAP, dns_stats)
+        .override_global(netprobe_ebpf::dns::DNS_PORTS_GLOBAL, &dns_ports, true);
     for (name, value) in [
         skb_offsets::HEAD,
         skb_offsets::NETWORK_HEADER,

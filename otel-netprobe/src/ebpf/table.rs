@@ -53,12 +53,20 @@ impl<K: Pod, V: Pod> KernelTable<K, V> {
         self.batch.read_all(self.data.fd().as_fd())
     }
 
-    /// Deletes `key` (gone already is fine).
-    pub fn remove(&mut self, key: &K) -> Result<(), SysError> {
+    /// Deletes `key`: whether it was there to delete.
+    pub fn delete(&mut self, key: &K) -> Result<bool, SysError> {
         match self.aya.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(false)
+            }
             Err(e) => Err(SysError::Aya(Box::new(e))),
         }
+    }
+
+    /// Deletes `key` (gone already is fine).
+    pub fn remove(&mut self, key: &K) -> Result<(), SysError> {
+        self.delete(key).map(drop)
     }
 
     /// Moves each of `keys` out of the kernel as `eviction` allows, handing `fold` its final

@@ -142,7 +142,8 @@ impl FlowView {
         if serves(self.src, self.src_port) {
             return Some((self.src_port, false));
         }
-        if self.dst_port <= self.src_port {
+        // A client port of 0 is one the kernel left out (DNS counts per client, not per query).
+        if (self.dst_port <= self.src_port && self.dst_port != 0) || self.src_port == 0 {
             Some((self.dst_port, true))
         } else {
             Some((self.src_port, false))

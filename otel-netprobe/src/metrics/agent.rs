@@ -107,7 +107,7 @@ pub const MODULE: Module = Module {
     // Rendered with each export from the counters' live values (see [`families`]), not
     // with the cycle's frame.
     families: None,
-    counts: None,
+    counts: &[],
 };
 
 /// Where each counter is shown: its metric and its attribute, if the metric has one. A match

@@ -35,7 +35,7 @@ pub const METRIC: &str = "metric";
 pub const MODULE: Module = Module {
     metrics: &[&AGENT_SERIES, &AGENT_SERIES_OVERFLOW],
     families: Some(families),
-    counts: None,
+    counts: &[],
 };
 
 /// Adds the budget families.

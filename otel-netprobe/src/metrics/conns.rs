@@ -84,7 +84,7 @@ pub const MODULE: Module = Module {
         &TCP_HANDSHAKE,
     ],
     families: Some(families),
-    counts: None,
+    counts: &[],
 };
 
 fn conn(f: &FlowView) -> Option<&ConnCounts> {

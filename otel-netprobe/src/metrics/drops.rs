@@ -37,10 +37,10 @@ pub const DROP_REASON: &str = "netprobe.drop.reason";
 pub const MODULE: Module = Module {
     metrics: &[&PACKET_DROPS, &PACKET_DROP_BYTES],
     families: Some(families),
-    counts: Some(|ebpf, kernel| {
+    counts: &[|ebpf, kernel| {
         let reasons = kernel.drop_reasons.clone();
         counts::open(ebpf, Drops { reasons })
-    }),
+    }],
 };
 
 /// The `DROPS` map: per flow and reason, packets then bytes.

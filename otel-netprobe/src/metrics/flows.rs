@@ -39,7 +39,7 @@ metric!(
 pub const MODULE: Module = Module {
     metrics: &[&FLOW_PACKETS, &FLOW_BYTES, &PACKET_SIZE],
     families: Some(families),
-    counts: None,
+    counts: &[],
 };
 
 /// The packet-size buckets' upper bounds (IP bytes), as the kernel counts them.

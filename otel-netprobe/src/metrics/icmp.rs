@@ -27,7 +27,7 @@ pub const ICMP_CODE: &str = "netprobe.icmp.code";
 pub const MODULE: Module = Module {
     metrics: &[&ICMP_ERRORS],
     families: Some(families),
-    counts: Some(|ebpf, _| counts::open(ebpf, IcmpErrors)),
+    counts: &[|ebpf, _| counts::open(ebpf, IcmpErrors)],
 };
 
 /// The `ICMP_ERRORS` map: per answered flow, type and code, the messages.

@@ -36,7 +36,7 @@ pub const TC_ATTACH: &str = "tc_attach";
 pub const MODULE: Module = Module {
     metrics: &[&AGENT_INTERFACES, &AGENT_INTERFACE_INFO],
     families: Some(families),
-    counts: None,
+    counts: &[],
 };
 
 /// Adds the interface families.

@@ -118,7 +118,7 @@ pub const MODULE: Module = Module {
         &AGENT_FLOWS_FILTERED,
     ],
     families: Some(families),
-    counts: None,
+    counts: &[],
 };
 
 /// Adds the Kubernetes families (none without Kubernetes).

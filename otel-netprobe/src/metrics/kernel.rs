@@ -108,7 +108,7 @@ pub const MODULE: Module = Module {
         &AGENT_KERNEL_FEATURE,
     ],
     families: Some(families),
-    counts: None,
+    counts: &[],
 };
 
 /// Adds the kernel counter families.

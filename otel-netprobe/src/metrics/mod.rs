@@ -12,6 +12,7 @@ pub mod agent;
 pub mod budget;
 pub mod catalogue;
 pub mod conns;
+pub mod dns;
 pub mod drops;
 mod family;
 pub mod flows;
@@ -57,10 +58,10 @@ pub struct Module {
     /// Adds its families for one cycle (`None`: the agent's event counters, which renderers
     /// append with their live values).
     pub families: Option<fn(&Cycle<'_>, &mut Vec<Family>)>,
-    /// Opens its kernel map of per-flow counts, if it has one ([`crate::ebpf::counts`]): the
-    /// reader reads it each cycle and files its counts under their flows, where the module's
-    /// families find them ([`crate::flow::FlowView::counts`]).
-    pub counts: Option<OpenCounts>,
+    /// Opens its kernel maps of per-flow counts, if it has any ([`crate::ebpf::counts`]): the
+    /// reader reads each every cycle and files its counts under their flows, where the module's
+    /// families find them by the map's name ([`crate::flow::FlowView::counts`]).
+    pub counts: &'static [OpenCounts],
 }
 
 /// Opens a module's per-flow counter map in the loaded object.
@@ -72,6 +73,7 @@ pub const MODULES: &[Module] = &[
     conns::MODULE,
     drops::MODULE,
     icmp::MODULE,
+    dns::MODULE,
     tables::MODULE,
     kernel::MODULE,
     interfaces::MODULE,
@@ -87,7 +89,7 @@ pub fn kernel_counts(
 ) -> Result<Vec<Box<dyn CounterSource>>, EbpfError> {
     MODULES
         .iter()
-        .filter_map(|m| m.counts)
+        .flat_map(|m| m.counts)
         .map(|open| open(ebpf, kernel))
         .collect()
 }

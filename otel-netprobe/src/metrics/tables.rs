@@ -97,7 +97,7 @@ pub const MODULE: Module = Module {
         &AGENT_CONN_TABLE_CAPACITY,
     ],
     families: Some(families),
-    counts: None,
+    counts: &[],
 };
 
 /// Adds the table families.

@@ -15,6 +15,7 @@ mod base;
 pub mod binary;
 pub mod certs;
 pub mod cluster;
+pub mod dns;
 pub mod kernel;
 pub mod kubeapi;
 pub mod packets;
