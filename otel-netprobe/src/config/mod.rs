@@ -1,13 +1,15 @@
 //! Agent configuration: one YAML file, every field with a default, validated before anything
 //! starts. Unknown keys and invalid values are rejected with the key's path and the reason.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
+mod http;
 mod k8s;
 mod kernel;
 mod otlp;
+pub use http::HttpConfig;
 pub use k8s::{CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
 pub use kernel::{ConnectionsConfig, DropsConfig};
 pub use otlp::{OtlpConfig, OtlpProtocol};
@@ -257,25 +259,6 @@ impl Default for FlowsConfig {
     }
 }
 
-/// Embedded HTTP server settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Listen address. Default: `0.0.0.0:9464`.
-    pub listen: SocketAddr,
-    /// Serve at all. Default: `true`.
-    pub enabled: bool,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], HTTP_PORT)),
-            enabled: true,
-        }
-    }
-}
-
 /// Parses `500ms`, `10s`, `2m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -393,6 +376,7 @@ impl Config {
         self.metrics.validate()?;
         self.k8s.validate()?;
         self.connections.validate()?;
+        self.http.validate()?;
         self.otlp.validate()
     }
 }

@@ -9,4 +9,5 @@ pub mod http;
 pub mod names;
 pub mod otlp;
 pub mod prometheus;
+pub mod serve;
 pub mod summary;

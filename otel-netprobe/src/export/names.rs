@@ -454,6 +454,30 @@ metric!(
     Gauge,
     "1 where the running kernel (kernel attribute) offers a feature the agent uses, 0 where it lacks it (feature attribute)."
 );
+metric!(
+    AGENT_HTTP_CONNECTIONS,
+    "netprobe.agent.http.connections",
+    "{connection}",
+    "netprobe_agent_http_connections_total",
+    Counter,
+    "Connections to the agent's HTTP server: accepted, or refused (every slot busy answering a request, or accept failed)."
+);
+metric!(
+    AGENT_HTTP_CONNECTIONS_CLOSED,
+    "netprobe.agent.http.connections.closed",
+    "{connection}",
+    "netprobe_agent_http_connections_closed_total",
+    Counter,
+    "HTTP connections closed, by reason: done (the client or the protocol ended it), header_timeout, idle_timeout, evicted (its slot given to a newcomer), shutdown."
+);
+metric!(
+    AGENT_HTTP_CONNECTIONS_OPEN,
+    "netprobe.agent.http.connections.open",
+    "{connection}",
+    "netprobe_agent_http_connections_open",
+    Gauge,
+    "HTTP connections open now (at most http.max_connections)."
+);
 
 /// Every metric in the catalogue.
 pub const ALL: &[Metric] = &[
@@ -505,6 +529,9 @@ pub const ALL: &[Metric] = &[
     AGENT_CONNS_EVICTED,
     AGENT_DROPS_UNPARSED,
     AGENT_KERNEL_FEATURE,
+    AGENT_HTTP_CONNECTIONS,
+    AGENT_HTTP_CONNECTIONS_CLOSED,
+    AGENT_HTTP_CONNECTIONS_OPEN,
 ];
 
 /// Attribute names (OTLP); Prometheus labels replace the dots with underscores.

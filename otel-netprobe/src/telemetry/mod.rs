@@ -10,6 +10,7 @@
 //! exporter does flows back into the reader.
 
 pub mod events;
+pub mod http;
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -110,6 +111,8 @@ struct RateLimit {
 #[derive(Debug)]
 pub struct Telemetry {
     counts: [AtomicU64; COUNTS],
+    /// The embedded HTTP server's connections.
+    pub http: http::HttpCounters,
     limits: [RateLimit; COUNTS],
     started: Instant,
     window: Duration,
@@ -126,6 +129,7 @@ impl Telemetry {
     pub fn with_log_window(window: Duration) -> Self {
         Self {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            http: http::HttpCounters::default(),
             limits: std::array::from_fn(|_| RateLimit::default()),
             started: Instant::now(),
             window,
@@ -186,6 +190,9 @@ impl Telemetry {
             Family::single(&names::AGENT_EXPORT_DROPPED, n(Count::ExportDropped)),
             Family::single(&names::AGENT_CONNS_EVICTED, n(Count::ConnsEvicted)),
         ]
+        .into_iter()
+        .chain(self.http.families())
+        .collect()
     }
 }
 
@@ -198,7 +205,7 @@ mod tests {
         let t = Telemetry::with_log_window(Duration::from_secs(3600));
         let f = t.families();
         let points: Vec<_> = f.iter().flat_map(|f| &f.points).collect();
-        assert_eq!(points.len(), 9);
+        assert_eq!(points.len(), 9 + 8);
         assert!(points.iter().all(|p| p.value == Value::Int(0)));
         assert_eq!(t.may_log(Count::ExportFailed), Some(0));
         assert_eq!(t.may_log(Count::ExportFailed), None);
