@@ -210,3 +210,24 @@ fn cluster_mode_without_a_usable_api_stops_the_start_with_the_key() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn summary_without_an_agent_says_where_it_looked_and_how_to_point_elsewhere() {
+    // A port nothing listens on: bound, read and released.
+    let port = common::backends::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = bin();
+    cmd.args(["summary", "--url", &url])
+        .env_remove("NETPROBE_URL");
+    let o = output(cmd, false);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.starts_with(&format!(
+            "otel-netprobe: no agent answers at 127.0.0.1:{port} (tried {url}/api/v1/summary)"
+        )),
+        "{e}"
+    );
+    assert!(e.contains("--url http://HOST:PORT or NETPROBE_URL"), "{e}");
+    assert!(e.contains("Connection refused"), "{e}");
+}

@@ -392,7 +392,20 @@ pub enum FetchError {
     /// Only `http://HOST:PORT` URLs are supported.
     #[error("{0}: only http:// URLs are supported")]
     Url(String),
-    /// Connecting, sending or reading failed.
+    /// Nothing answered at the address.
+    #[error(
+        "no agent answers at {host} (tried {url}): is `otel-netprobe run` running there? Point at another agent with --url http://HOST:PORT or NETPROBE_URL"
+    )]
+    Connect {
+        /// HOST:PORT tried.
+        host: String,
+        /// The URL.
+        url: String,
+        /// The cause (connection refused, no route, timed out).
+        #[source]
+        source: std::io::Error,
+    },
+    /// Sending or reading failed after connecting.
     #[error("talking to {url} failed")]
     Io {
         /// The URL.
@@ -424,7 +437,11 @@ pub fn fetch(base: &str) -> Result<String, FetchError> {
         .strip_prefix("http://")
         .and_then(|r| r.split('/').next())
         .ok_or_else(|| FetchError::Url(base.to_owned()))?;
-    let mut stream = std::net::TcpStream::connect(host).map_err(io)?;
+    let mut stream = connect(host).map_err(|source| FetchError::Connect {
+        host: host.to_owned(),
+        url: url.clone(),
+        source,
+    })?;
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .map_err(io)?;
@@ -433,8 +450,12 @@ pub fn fetch(base: &str) -> Result<String, FetchError> {
         "GET /api/v1/summary HTTP/1.0\r\nHost: {host}\r\n\r\n"
     )
     .map_err(io)?;
+    // At most 256 MiB: whatever answers there, the command's memory stays bounded.
     let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(io)?;
+    stream
+        .take(256 << 20)
+        .read_to_string(&mut response)
+        .map_err(io)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.lines().next().unwrap_or_default();
     if status.split(' ').nth(1) != Some("200") {
@@ -444,6 +465,19 @@ pub fn fetch(base: &str) -> Result<String, FetchError> {
         });
     }
     Ok(body.to_owned())
+}
+
+/// Connects to `host` (`HOST:PORT`, any address it resolves to) within 10 s an address.
+fn connect(host: &str) -> std::io::Result<std::net::TcpStream> {
+    use std::net::ToSocketAddrs as _;
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for addr in host.to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 #[cfg(test)]
