@@ -115,6 +115,15 @@ if ! venv_ok; then
   venv_ok || { log "the Python tools in $VENV do not work"; exit 1; }
 fi
 
+# --- cargo-fuzz, for the fuzz targets (`make fuzz`, and make test's short runs) ------------------
+# Pinned; installed into $TOOLS_DIR/bin (scripts/fuzz.sh runs it from there). 0.13.2 builds on
+# stable 1.95; the targets themselves build with the nightly (libFuzzer, sanitizers).
+CARGO_FUZZ_VERSION=0.13.2
+if ! "$TOOLS_DIR/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$"; then
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION into $TOOLS_DIR/bin (about a minute)"
+  cargo +stable install cargo-fuzz --locked --version "=$CARGO_FUZZ_VERSION" --root "$TOOLS_DIR" --force
+fi
+
 # --- The real Collector, kube-apiserver and etcd, built from the official Go modules -----------------
 # Each is rebuilt only when its go.mod/go.sum/main changes (about 2 + 5 minutes on a fresh machine).
 bash "$(dirname "$0")/gotools.sh"

@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod kernel;
 pub mod packets;
 pub mod proxy;
+pub mod reference;
 pub mod traffic;
 pub mod vm;
 
