@@ -71,6 +71,10 @@ libfuzzer_sys::fuzz_target!(|request: &[u8]| {
         let ok = (line.starts_with(b"HTTP/1.1 ") || line.starts_with(b"HTTP/1.0 "))
             && line.len() >= 12
             && line[9..12].iter().all(u8::is_ascii_digit);
-        assert!(ok, "not an HTTP response: {:?}", String::from_utf8_lossy(line));
+        assert!(
+            ok,
+            "not an HTTP response: {:?}",
+            String::from_utf8_lossy(line)
+        );
     }
 });

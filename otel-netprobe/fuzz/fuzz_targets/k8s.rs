@@ -141,7 +141,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     store.expire(now + GRACE * 2);
     let empty = store.build();
-    assert_eq!(empty.len(), 0, "addresses left after every object was deleted");
+    assert_eq!(
+        empty.len(),
+        0,
+        "addresses left after every object was deleted"
+    );
     assert_eq!(empty.sizes.endpoints, 0, "endpoints left");
     assert!(empty.namespaces.is_empty(), "namespaces left");
     drop(empty);
