@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the parser's seed corpus (parser/*.bin): one Ethernet frame per case the kernel's
-parser distinguishes. Run from this folder; the output is committed, this script documents it."""
+parser distinguishes. Run from this folder; the output is committed, this script documents it.
+regression_reference_*.bin are libFuzzer's own outputs, kept as found."""
 import struct
 
 MAC = bytes.fromhex("020000000002") + bytes.fromhex("020000000001")

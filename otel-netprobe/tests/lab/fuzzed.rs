@@ -55,6 +55,7 @@ const SEEDS: &[(&str, &[u8])] = &[
     seed!("qinq_ipv4_tcp"),
     seed!("regression_icmp_header_cut_to_six_bytes"),
     seed!("regression_ipv6_extension_header_cut_short"),
+    seed!("regression_reference_icmp_timestamp_header"),
     seed!("regression_tcp_options_cut_short"),
     seed!("three_tags"),
     seed!("vlan_ipv4_udp"),
