@@ -92,3 +92,48 @@ impl HttpConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    fn refusal(yaml: &str) -> (String, String) {
+        match Config::from_yaml(yaml) {
+            Err(ConfigError::Invalid { key, reason }) => (key, reason),
+            other => panic!("accepted or unexpected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bounds_are_validated_with_the_key_named() {
+        let c =
+            Config::from_yaml("http:\n  header_read_timeout: 2s\n  max_connections: 4\n").unwrap();
+        assert_eq!(
+            c.http.header_read_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(c.http.max_connections, 4);
+        assert_eq!(
+            refusal("http:\n  max_connections: 3\n"),
+            (
+                "http.max_connections".into(),
+                "3 is out of range 4..=65536".into()
+            )
+        );
+        assert_eq!(
+            refusal("http:\n  max_header_bytes: 4096\n").0,
+            "http.max_header_bytes"
+        );
+        assert_eq!(
+            refusal("http:\n  header_read_timeout: 50ms\n"),
+            (
+                "http.header_read_timeout".into(),
+                "must be in 100ms..=5m".into()
+            )
+        );
+        assert_eq!(
+            refusal("http:\n  idle_timeout: 2h\n").0,
+            "http.idle_timeout"
+        );
+    }
+}
