@@ -228,11 +228,7 @@ fn transport(l4: &[u8], f: &mut Flow) -> Result<(), Counter> {
         // header's length is checked for ICMP: etherparse's Icmpv4Slice also wants a
         // timestamp message (types 13, 14) to be exactly 20 bytes, a rule about the message,
         // not the header (the fuzzer's first finding was this, in the reference).
-        1 => {
-            if l4.len() < etherparse::Icmpv4Header::MIN_LEN {
-                return Err(bad);
-            }
-        }
+        1 if l4.len() < etherparse::Icmpv4Header::MIN_LEN => return Err(bad),
         58 => {
             etherparse::Icmpv6Slice::from_slice(l4.get(..8).ok_or(bad)?).map_err(|_| bad)?;
         }
