@@ -17,13 +17,13 @@ build: setup
 run: build
 	./target/release/otel-netprobe run
 
-## demo: a simulated Kubernetes node in network namespaces, real traffic, real counts; the agent
-## pushes OTLP straight into VictoriaMetrics, or with PIPELINE=collector through the real
+## demo: a simulated Kubernetes node in network namespaces, named by the real kube-apiserver, real
+## traffic, real counts; the agent pushes OTLP straight into VictoriaMetrics, or with PIPELINE=collector through the real
 ## OpenTelemetry Collector into Prometheus (what a cluster install runs)
 PIPELINE ?= direct
 demo: build
-	$(CARGO) build --release --locked -p otel-netprobe --example lab-apiserver
-	PIPELINE=$(PIPELINE) bash scripts/demo.sh ./target/release/otel-netprobe ./target/release/examples/lab-apiserver
+	$(CARGO) build --release --locked -p otel-netprobe --example demo-cluster
+	PIPELINE=$(PIPELINE) bash scripts/demo.sh ./target/release/otel-netprobe ./target/release/examples/demo-cluster
 
 ## lint: rustfmt, and clippy with -D warnings on the user-space and eBPF crates
 lint: setup

@@ -2,8 +2,8 @@
 # `make demo`: a simulated Kubernetes node built from network namespaces on this machine, the real
 # agent attached inside it, real traffic on every path, and the counts it saw.
 #
-#   usage: [PIPELINE=collector] bash scripts/demo.sh PATH/TO/otel-netprobe PATH/TO/lab-apiserver
-#          (root; ~25 s)
+#   usage: [PIPELINE=collector] bash scripts/demo.sh PATH/TO/otel-netprobe PATH/TO/demo-cluster
+#          (root; ~30 s)
 #
 # PIPELINE picks where the agent's OTLP goes; the lab, the traffic and the PromQL answers are the
 # same either way:
@@ -19,13 +19,18 @@
 #   pod0 10.244.0.11 ─┐                                   node                          outside
 #   pod1 10.244.0.12 ─┼─ vethpod0..2 ── br0 10.244.0.1 ── (forwarding) ── eth0 10.99.0.1 ── eth0 10.99.0.2
 #   pod2 10.244.0.13 ─┘                                   agent here
+#                                                         kube-apiserver + etcd on its 127.0.0.1:6443
 #                                                         VictoriaMetrics on its 127.0.0.1:8428
 #                                                         (collector: the Collector, Prometheus :9090)
 #
-# The pods are registered with a Kubernetes API (lab-apiserver: the test suite's list/watch server,
-# on the node's 127.0.0.1:6443) as Deployments checkout and web, StatefulSet db, and Service web
-# (ClusterIP 10.96.0.10:80 -> web's 8080, translated by nftables in the node as kube-proxy would),
-# so the agent names both ends of every flow. The agent also pushes its metrics over OTLP/HTTP
+# The node's Kubernetes API is the real kube-apiserver with etcd (built by `make setup`), started on
+# the node's loopback by demo-cluster (otel-netprobe/examples/demo-cluster: the test suite's harness,
+# tests/common/kubeapi/). The pods are real API objects there — Deployments checkout and web (each
+# with its ReplicaSet), StatefulSet db, pods bound to the node with their addresses in their status,
+# and Service web (ClusterIP 10.96.0.10:80 -> web's 8080 and its EndpointSlice, translated by
+# nftables in the node as kube-proxy would) — and the chart is installed into it (`helm install`):
+# the agent reads the API with a token of the chart's own ServiceAccount, so it names both ends of
+# every flow with exactly a cluster install's permissions. The agent also pushes its metrics over OTLP/HTTP
 # (every second) into a VictoriaMetrics started inside the node namespace (installed by `make
 # setup`); the demo ends with PromQL queries on it, by address and by workload. Connections too:
 # db drops the first SYN of each connection to :5432 (nftables), so handshakes take ~1 s and the
@@ -35,13 +40,13 @@
 set -euo pipefail
 
 BIN=${1:-}
-APISERVER=${2:-}
-if [ -z "$BIN" ] || [ ! -x "$BIN" ] || [ -z "$APISERVER" ] || [ ! -x "$APISERVER" ]; then
-  echo "usage: $0 PATH/TO/otel-netprobe PATH/TO/lab-apiserver  (executables; see make demo)" >&2
+CLUSTER_BIN=${2:-}
+if [ -z "$BIN" ] || [ ! -x "$BIN" ] || [ -z "$CLUSTER_BIN" ] || [ ! -x "$CLUSTER_BIN" ]; then
+  echo "usage: $0 PATH/TO/otel-netprobe PATH/TO/demo-cluster  (executables; see make demo)" >&2
   exit 2
 fi
 BIN=$(readlink -f "$BIN")
-APISERVER=$(readlink -f "$APISERVER")
+CLUSTER_BIN=$(readlink -f "$CLUSTER_BIN")
 if [ "$(id -u)" -ne 0 ]; then
   echo "demo: needs root (it creates network namespaces and loads eBPF programs)" >&2
   exit 2
@@ -50,12 +55,13 @@ for tool in ip iperf3 ping socat curl ss nft; do
   command -v "$tool" >/dev/null 2>&1 || { echo "demo: '$tool' is missing (run: make setup)" >&2; exit 2; }
 done
 command -v python3 >/dev/null 2>&1 || { echo "demo: 'python3' is missing" >&2; exit 2; }
-TOOLS_BIN="${NETPROBE_TOOLS_DIR:-$HOME/.cache/otel-netprobe}/bin"
+TOOLS_DIR="${NETPROBE_TOOLS_DIR:-$HOME/.cache/otel-netprobe}"
+TOOLS_BIN="$TOOLS_DIR/bin"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PIPELINE=${PIPELINE:-direct}
 case "$PIPELINE" in
-  direct) NEEDED=(victoria-metrics) ;;
-  collector) NEEDED=(otelcol-netprobe prometheus) ;;
+  direct) NEEDED=(kube-apiserver etcd victoria-metrics) ;;
+  collector) NEEDED=(kube-apiserver etcd otelcol-netprobe prometheus) ;;
   *) echo "demo: PIPELINE=$PIPELINE: use direct (the default) or collector" >&2; exit 2 ;;
 esac
 for tool in "${NEEDED[@]}"; do
@@ -64,6 +70,11 @@ for tool in "${NEEDED[@]}"; do
     exit 2
   fi
 done
+# demo-cluster installs the chart with the Helm v4 SDK from this venv.
+if [ ! -x "$TOOLS_DIR/venv/bin/python" ]; then
+  echo "demo: the Helm SDK's venv is missing at $TOOLS_DIR/venv (run: make setup)" >&2
+  exit 2
+fi
 VM="$TOOLS_BIN/victoria-metrics"
 if [ "$PIPELINE" = collector ]; then BACKEND_NAME="the Collector, Prometheus"; else BACKEND_NAME=VictoriaMetrics; fi
 
@@ -84,7 +95,7 @@ POLL=500ms
 VM_URL="http://127.0.0.1:8428"   # inside the node namespace
 PROM_URL="http://127.0.0.1:9090" # inside the node namespace (PIPELINE=collector)
 COLLECTOR_CONFIG="$ROOT/collector-config/otelcol.yaml"
-API_LISTEN=127.0.0.1:6443         # inside the node namespace
+API_URL=https://127.0.0.1:6443    # inside the node namespace
 CLUSTER_IP=10.96.0.10
 
 WORK=$(mktemp -d "/tmp/${PREFIX}XXXXXX")
@@ -93,6 +104,7 @@ CREATED_NS=()   # namespaces to delete
 BG_PIDS=()      # servers and receivers to stop
 AGENT_PID=""
 API_PID=""
+API_LOG="$WORK/demo-cluster.log"
 VM_PID=""
 VM_DATA=""
 VM_LOG="$WORK/victoria-metrics.log"
@@ -147,8 +159,9 @@ cleanup() {
     stop_pid "$PROM_PID" 5
     PROM_PID=""
   fi
+  # demo-cluster stops kube-apiserver and etcd on SIGTERM and removes their data (under $WORK).
   if [ -n "$API_PID" ]; then
-    stop_pid "$API_PID" 2
+    stop_pid "$API_PID" 30
     API_PID=""
   fi
   for pid in "${BG_PIDS[@]}"; do stop_pid "$pid" 1; done
@@ -177,6 +190,10 @@ on_exit() {
       echo "demo: last lines of the agent's log:" >&2
       tail -n 20 "$AGENT_LOG" | sed 's/^/   | /' >&2
     fi
+    if [[ "$STEP" == *"Kubernetes API"* ]] && [ -s "$API_LOG" ]; then
+      echo "demo: last lines of demo-cluster's output (kube-apiserver and etcd's logs are in it on a failure):" >&2
+      tail -n 40 "$API_LOG" | sed 's/^/   | /' >&2
+    fi
     if [[ "$STEP" == *Collector* ]] && [ -s "$COL_LOG" ]; then
       echo "demo: last lines of the Collector's log:" >&2
       tail -n 10 "$COL_LOG" | sed 's/^/   | /' >&2
@@ -191,7 +208,7 @@ on_exit() {
     fi
   fi
   echo
-  echo "-- cleaning up: stopping the agent, $BACKEND_NAME and traffic tools, deleting the ${PREFIX}* namespaces"
+  echo "-- cleaning up: stopping the agent, $BACKEND_NAME, the Kubernetes API and traffic tools, deleting the ${PREFIX}* namespaces"
   cleanup
   exit "$rc"
 }
@@ -240,6 +257,35 @@ for ns in "$NODE" "$OUTSIDE" "${PODS[@]}"; do
   in_ns "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
   ip -n "$ns" link set lo up
 done
+
+# The Kubernetes API takes a few seconds to start: it starts now, in the node namespace, and gets
+# ready while the links, the backend and the agent are set up.
+step "writing the lab's Kubernetes objects (lab.yaml)"
+cat >"$WORK/lab.yaml" <<LAB
+nodes:
+  - {name: demo-node, addresses: [$NODE_UP, $NODE_BR]}
+deployments:
+  - namespace: shop
+    name: checkout
+    hash: 6f7c
+    pods: [{name: checkout-6f7c-x2k9p, node: demo-node, ips: [${POD_IP[0]}, "${POD_IP6[0]}"]}]
+  - namespace: shop
+    name: web
+    hash: 5d8b
+    pods: [{name: web-5d8b-q8w4r, node: demo-node, ips: [${POD_IP[1]}, "${POD_IP6[1]}"]}]
+statefulsets:
+  - namespace: data
+    name: db
+    pods: [{name: db-0, node: demo-node, ips: [${POD_IP[2]}, "${POD_IP6[2]}"]}]
+services:
+  - {namespace: shop, name: web, cluster_ip: $CLUSTER_IP, port: 80, target_port: 8080, endpoints: [${POD_IP[1]}]}
+LAB
+step "starting the Kubernetes API in the background (demo-cluster: kube-apiserver, etcd, the lab, helm install)"
+info "ip netns exec $NODE demo-cluster --netns $NODE --lab lab.yaml --kubeconfig kubeconfig"
+# TMPDIR: its certificates and etcd's data go under $WORK, removed on exit whatever happens.
+TMPDIR="$WORK" ip netns exec "$NODE" "$CLUSTER_BIN" --netns "$NODE" --lab "$WORK/lab.yaml" \
+  --kubeconfig "$WORK/kubeconfig" </dev/null >"$API_LOG" 2>&1 &
+API_PID=$!
 
 step "node: bridge br0 and forwarding"
 in_ns "$NODE" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
@@ -290,37 +336,7 @@ table ip netprobe_demo {
 }
 NFT
 
-# --- 2. the Kubernetes API, VictoriaMetrics and the agent -----------------------------------------
-say "Registering the lab with a Kubernetes API (lab-apiserver, on the node's $API_LISTEN)"
-step "writing the objects"
-owner() { printf '[{"apiVersion":"%s","kind":"%s","name":"%s","uid":"uid-%s","controller":true}]' "$1" "$2" "$3" "$3"; }
-pod_json() { # NS NAME IP IP6 OWNER-KIND OWNER-NAME OWNER-API
-  printf '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"%s","namespace":"%s","ownerReferences":%s},"spec":{"nodeName":"demo-node","containers":[{"name":"app","image":"app"}]},"status":{"phase":"Running","podIP":"%s","podIPs":[{"ip":"%s"},{"ip":"%s"}]}}' \
-    "$2" "$1" "$(owner "$7" "$5" "$6")" "$3" "$3" "$4"
-}
-rs_json() { # NS NAME DEPLOYMENT
-  printf '{"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"%s","namespace":"%s","ownerReferences":%s},"spec":{"selector":{}}}' \
-    "$2" "$1" "$(owner apps/v1 Deployment "$3")"
-}
-cat >"$WORK/objects.json" <<OBJECTS
-[
- {"apiVersion":"v1","kind":"Node","metadata":{"name":"demo-node"},"status":{"addresses":[{"type":"InternalIP","address":"$NODE_UP"},{"type":"InternalIP","address":"$NODE_BR"}]}},
- $(rs_json shop checkout-6f7c checkout),
- $(rs_json shop web-5d8b web),
- $(pod_json shop checkout-6f7c-x2k9p "${POD_IP[0]}" "${POD_IP6[0]}" ReplicaSet checkout-6f7c apps/v1),
- $(pod_json shop web-5d8b-q8w4r "${POD_IP[1]}" "${POD_IP6[1]}" ReplicaSet web-5d8b apps/v1),
- $(pod_json data db-0 "${POD_IP[2]}" "${POD_IP6[2]}" StatefulSet db apps/v1),
- {"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"shop"},"spec":{"clusterIP":"$CLUSTER_IP","clusterIPs":["$CLUSTER_IP"],"ports":[{"port":80,"targetPort":8080,"protocol":"TCP"}]}},
- {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"web-7xq2","namespace":"shop","labels":{"kubernetes.io/service-name":"web"}},"addressType":"IPv4","endpoints":[{"addresses":["${POD_IP[1]}"],"conditions":{"ready":true}}],"ports":[{"port":8080,"protocol":"TCP"}]}
-]
-OBJECTS
-info "node demo-node; namespace shop: Deployments checkout (pod0) and web (pod1), Service web -> web;"
-info "namespace data: StatefulSet db (pod2); the outside host is outside the cluster"
-step "starting lab-apiserver"
-ip netns exec "$NODE" "$APISERVER" --listen "$API_LISTEN" --objects "$WORK/objects.json" \
-  --kubeconfig "$WORK/kubeconfig" </dev/null >"$WORK/apiserver.log" 2>&1 &
-API_PID=$!
-wait_for "lab-apiserver on $API_LISTEN" 10 test -s "$WORK/kubeconfig"
+# --- 2. the backend, the Kubernetes API and the agent ---------------------------------------------
 cat >"$WORK/netprobe.yaml" <<CONFIG
 k8s:
   mode: cluster
@@ -403,6 +419,24 @@ start_victoria_metrics() {
 
 if [ "$PIPELINE" = collector ]; then start_collector; else start_victoria_metrics; fi
 
+say "The lab in a real Kubernetes API (kube-apiserver and etcd on the node's $API_URL)"
+step "waiting for the Kubernetes API: ready, the lab's objects made, the chart installed"
+# demo-cluster writes the agent's kubeconfig last, once everything is in place.
+end=$((SECONDS + 180))
+until [ -s "$WORK/kubeconfig" ]; do
+  if ! kill -0 "$API_PID" 2>/dev/null; then
+    wait "$API_PID" 2>/dev/null && rc=0 || rc=$?
+    API_PID=""
+    echo "demo: demo-cluster exited (status $rc) before the Kubernetes API was ready" >&2
+    exit 1
+  fi
+  [ "$SECONDS" -lt "$end" ] || { echo "demo: the Kubernetes API was not ready within 180 s" >&2; exit 1; }
+  sleep 0.1
+done
+sed 's/^/   /' "$API_LOG"
+info "node demo-node; namespace shop: Deployments checkout (pod0) and web (pod1), Service web -> web;"
+info "namespace data: StatefulSet db (pod2); the outside host is outside the cluster"
+
 say "Starting the agent inside the node namespace"
 step "starting otel-netprobe"
 # The uplink eth0 is a veth here; on a real node it is a NIC, where XDP is the default. Force XDP
@@ -479,9 +513,10 @@ for p in "${PATHS[@]}"; do
   IFS='|' read -r name from _ _ dst uport tport tool <<<"$p"
   step "$name: ping x$PING_COUNT, UDP x$UDP_COUNT to :$uport$([ "$tool" = socat ] && echo ", TCP 64 KiB to :$tport")"
   in_ns "$from" ping -q -c "$PING_COUNT" -i 0.2 -W 1 "$dst" | grep -E 'packets transmitted' | sed 's/^/   /'
-  # One datagram per line: the pause keeps socat from coalescing lines into one read.
-  for ((i = 1; i <= UDP_COUNT; i++)); do printf 'netprobe demo datagram %02d\n' "$i"; sleep 0.01; done |
-    in_ns "$from" socat -u - "UDP:$dst:$uport"
+  # One datagram per line: socat reads at most a line's length at a time (-b), so lines that
+  # wait in the pipe together (a busy machine) still leave as one datagram each.
+  for ((i = 1; i <= UDP_COUNT; i++)); do printf 'netprobe demo datagram %02d\n' "$i"; done |
+    in_ns "$from" socat -u -b "$(printf 'netprobe demo datagram 00\n' | wc -c)" - "UDP:$dst:$uport"
   if [ "$tool" = socat ]; then
     head -c 65536 /dev/zero | in_ns "$from" socat -u - "TCP:$dst:$tport"
   fi
@@ -520,8 +555,9 @@ for ((i = 0; i < REFUSED; i++)); do
   in_ns "$P0" socat -u /dev/null "TCP:${POD_IP[1]}:9,connect-timeout=2" 2>/dev/null || true
 done
 step "UDP: $CLOSED_UDP datagrams pod0 -> db:9999 (no socket: dropped, answered by ICMP port unreachable)"
-for ((i = 1; i <= CLOSED_UDP; i++)); do printf 'to nobody %02d\n' "$i"; sleep 0.01; done |
-  in_ns "$P0" socat -u - "UDP-SENDTO:${POD_IP[2]}:9999"  # unconnected: the ICMP errors do not stop it
+# Unconnected (UDP-SENDTO): the ICMP errors do not stop it; -b: one line, one datagram.
+for ((i = 1; i <= CLOSED_UDP; i++)); do printf 'to nobody %02d\n' "$i"; done |
+  in_ns "$P0" socat -u -b "$(printf 'to nobody 00\n' | wc -c)" - "UDP-SENDTO:${POD_IP[2]}:9999"
 RULE_DROPS=$(in_ns "$P2" nft list chain inet netprobe_demo in | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')
 snmp() { # NS SECTION FIELD: a counter of the namespace's /proc/net/snmp, by name
   in_ns "$1" awk -v sec="$2:" -v f="$3" '$1 == sec { if (!n) { for (i = 2; i <= NF; i++) col[$i] = i; n = 1 } else print $col[f] }' /proc/net/snmp
@@ -740,6 +776,7 @@ vm_table "sum by (source_k8s_namespace_name, source_k8s_workload_name, destinati
   destination_k8s_workload_name destination_k8s_workload_kind destination_k8s_service_name destination_port
 echo
 vm_table "netprobe_k8s_pods" k8s_namespace_name
+info "(default and otel-netprobe hold Services but no pods: the API server's own kubernetes Service, the chart's)"
 SVC_Q="sum(netprobe_flow_packets_total{source_k8s_workload_name=\"external\",destination_k8s_workload_kind=\"Service\",destination_k8s_service_name=\"web\",destination_port=\"80\"})"
 svc_n=$(vm_value "$SVC_Q" || true)
 info "outside -> Service web: ${svc_n:-no} packets attributed to the service ($SVC_Q)"

@@ -8,7 +8,8 @@
 //!    trivial program on the same hooks, while the lab carries 100k flows. `handshake`: a first
 //!    SYN and its SYN-ACK (connection tracking); `drops`: the `kfree_skb` tracepoint per drop.
 //! 2. `memory`: kernel memory of the flow tables, shared (ours) vs per-CPU, both measured here.
-//! 3. `maps`, `reader`, `export`, `agent`, `attach`, `k8s`: user space (`sections/`).
+//! 3. `maps`, `reader`, `export`, `agent`, `attach`, `k8s`: user space (`sections/`);
+//!    `k8s_api`: the agents' watchers against a real kube-apiserver (`-- k8s` runs both).
 //! 4. `throughput`: pod-to-pod TCP (iperf3) with and without the agent attached.
 
 #[path = "../tests/common/mod.rs"]
@@ -327,6 +328,9 @@ fn main() {
     }
     if want("k8s") {
         sections::k8s::k8s_index();
+    }
+    if want("k8s_api") {
+        sections::k8s_api::api_load();
     }
     if want("throughput") {
         throughput();

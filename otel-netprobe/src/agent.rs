@@ -13,6 +13,7 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
+        mpsc,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -25,19 +26,22 @@ use crate::{
     ebpf::{
         self, EbpfError,
         attach::Attacher,
+        counts::{CounterSource, KernelFacts},
         drops::DropSetup,
         netlink::{self, LinkEvent, LinkMonitor, NetlinkError},
-        reader::{Reader, Timeouts},
-        tables::{ConnSettings, OtherTables},
     },
     export::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter, client::SendError},
         serve::{Limits, Server},
     },
-    flow::{Snapshot, conns::ConnTimeouts},
+    flow::{
+        Budgets, FlowView, Reader, Timeouts,
+        conns::{ConnSettings, ConnTable, ConnTimeouts},
+    },
+    frame::{Aggregator, Snapshot},
     k8s::{K8s, K8sError, naming::NamingRules},
-    metrics::Aggregator,
+    metrics,
     privileges::{self, PrivilegeError},
     telemetry::Telemetry,
 };
@@ -80,6 +84,7 @@ pub enum AgentError {
 /// A running agent.
 pub struct Agent {
     snapshot: SharedSnapshot,
+    flow_requests: Arc<FlowRequests>,
     telemetry: Arc<Telemetry>,
     http_addr: Option<SocketAddr>,
     stages: Option<Stages>,
@@ -149,22 +154,32 @@ impl Agent {
         // Loaded before the Kubernetes notice, so a refusal is the only line printed.
         let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
         let (mut ebpf, maps) = load(cfg, drops.as_ref())?;
-        let other_maps = ebpf::take_other_maps(&mut ebpf)?;
+        let conns = ebpf::take_hash_map(&mut ebpf, netprobe_ebpf::CONNS_MAP)?;
+        let kernel = KernelFacts {
+            drop_reasons: drops.as_ref().and_then(|d| d.reasons.clone()),
+        };
+        let counts = metrics::kernel_counts(&mut ebpf, &kernel)?;
         let counting_drops = drops
             .as_ref()
             .is_some_and(|d| ebpf::drops::start(&mut ebpf, d));
         release_startup_memory();
         let k8s = K8s::start(&cfg.k8s)?;
         let (attacher, monitor, interfaces) = attach(cfg, ebpf, &telemetry)?;
-        let reader = reader(cfg, maps, other_maps, drops, counting_drops, &telemetry)?;
+        let has_reasons = kernel.drop_reasons.is_some();
+        let kernel_features = [
+            ("drops", counting_drops),
+            ("drop_reasons", counting_drops && has_reasons),
+        ];
+        let reader = reader(cfg, maps, conns, counts, &kernel_features, &telemetry)?;
         let aggregator = Aggregator::new(
-            cfg.metrics.budgets(k8s.is_some()),
+            Budgets::from_config(&cfg.metrics, k8s.is_some()),
             Arc::new(NamingRules::new(&cfg.k8s, k8s.is_some())),
             k8s.as_ref().map(K8s::shared),
             interfaces,
             cfg.flows.top_talkers,
         );
         let snapshot = http::shared_empty();
+        let flow_requests = Arc::new(FlowRequests::default());
         let stop_links = Arc::new(AtomicBool::new(false));
         let attach = {
             let stop = Arc::clone(&stop_links);
@@ -181,9 +196,10 @@ impl Agent {
         let stop_reading = Arc::new(AtomicBool::new(false));
         let read = {
             let (stop, shared) = (Arc::clone(&stop_reading), Arc::clone(&snapshot));
+            let requests = Arc::clone(&flow_requests);
             let interval = cfg.flows.poll_interval;
             spawn("netprobe-read", move || {
-                read_loop(reader, aggregator, &shared, interval, &stop);
+                read_loop(reader, aggregator, &shared, &requests, interval, &stop);
             })?
         };
         let http = listener.map(|l| {
@@ -199,6 +215,7 @@ impl Agent {
         });
         Ok(Self {
             snapshot,
+            flow_requests,
             telemetry,
             http_addr,
             stages: Some(Stages {
@@ -214,11 +231,6 @@ impl Agent {
         })
     }
 
-    /// The shared latest snapshot.
-    pub fn shared_snapshot(&self) -> SharedSnapshot {
-        Arc::clone(&self.snapshot)
-    }
-
     /// The agent's own event counters.
     pub fn telemetry(&self) -> Arc<Telemetry> {
         Arc::clone(&self.telemetry)
@@ -232,6 +244,19 @@ impl Agent {
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         http::latest(&self.snapshot)
+    }
+
+    /// Every flow the agent tracks, decoded, as its next read cycle finds them; `None` if no
+    /// cycle ends within `timeout` (a stopped agent). Nothing is kept between cycles for
+    /// this: a snapshot holds no flows, so a caller waits for the next cycle's.
+    pub fn flows(&self, timeout: Duration) -> Option<Arc<[FlowView]>> {
+        let (tx, rx) = mpsc::channel();
+        self.flow_requests
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tx);
+        rx.recv_timeout(timeout).ok()
     }
 
     /// Polls snapshots until `done` holds or `timeout` passes; returns the last snapshot and
@@ -333,9 +358,9 @@ fn load(cfg: &Config, drops: Option<&DropSetup>) -> Result<(aya::Ebpf, ebpf::Map
 fn reader(
     cfg: &Config,
     maps: ebpf::Maps,
-    other_maps: ebpf::tables::OtherMaps,
-    drops: Option<DropSetup>,
-    counting_drops: bool,
+    conns: aya::maps::MapData,
+    counts: Vec<Box<dyn CounterSource>>,
+    features: &[(&'static str, bool)],
     telemetry: &Arc<Telemetry>,
 ) -> Result<Reader, AgentError> {
     let timeouts = Timeouts {
@@ -350,18 +375,15 @@ fn reader(
         },
         capacity: cfg.connections.capacity,
     };
-    let reasons = drops.and_then(|d| d.reasons);
-    let has_reasons = reasons.is_some();
-    let other = OtherTables::new(other_maps, settings, reasons).map_err(AgentError::Sys)?;
+    let conns = ConnTable::new(conns, settings).map_err(AgentError::Sys)?;
     let mut reader = Reader::new(maps, capacity, timeouts, Arc::clone(telemetry))
         .map_err(AgentError::Sys)?
-        .with_other_tables(other);
+        .with_conns(conns)
+        .with_counts(counts);
     let tcx = ebpf::kernel::Version::running().is_some_and(|v| v >= ebpf::kernel::Version(6, 6));
-    reader.set_kernel_features(&[
-        ("tcx", tcx),
-        ("drops", counting_drops),
-        ("drop_reasons", counting_drops && has_reasons),
-    ]);
+    let mut all = vec![("tcx", tcx)];
+    all.extend_from_slice(features);
+    reader.set_kernel_features(&all);
     Ok(reader)
 }
 
@@ -389,7 +411,7 @@ fn attach(
 }
 
 /// The attacher's list of interfaces, read by the aggregator.
-type Interfaces = Arc<Mutex<Vec<crate::telemetry::InterfaceState>>>;
+type Interfaces = Arc<Mutex<Vec<crate::ebpf::attach::InterfaceState>>>;
 
 /// Whether loading failed for lack of permission (`EPERM`/`EACCES` somewhere in the chain).
 fn permission_denied(e: &EbpfError) -> bool {
@@ -406,12 +428,36 @@ fn permission_denied(e: &EbpfError) -> bool {
     false
 }
 
+/// Callers of [`Agent::flows`] waiting for the next cycle's flows.
+#[derive(Default)]
+struct FlowRequests(Mutex<Vec<mpsc::Sender<Arc<[FlowView]>>>>);
+
+impl FlowRequests {
+    /// Hands `flows` to whoever is waiting (and drops them when nobody is).
+    fn answer(&self, flows: Vec<FlowView>) {
+        let waiting = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if waiting.is_empty() {
+            return;
+        }
+        let flows: Arc<[FlowView]> = flows.into();
+        for tx in waiting {
+            let _ = tx.send(Arc::clone(&flows));
+        }
+    }
+}
+
 /// Reads, aggregates and publishes every `interval` until `stop`, then once more (the final
 /// read, after the programs were detached).
 fn read_loop(
     mut reader: Reader,
     mut aggregator: Aggregator,
     shared: &SharedSnapshot,
+    requests: &FlowRequests,
     interval: Duration,
     stop: &AtomicBool,
 ) {
@@ -419,7 +465,9 @@ fn read_loop(
         // Set before this cycle began: the programs are detached, this read is the last.
         let last = stop.load(Ordering::Relaxed);
         let started = Instant::now();
-        http::publish(shared, aggregator.publish(reader.cycle()));
+        let reading = reader.cycle();
+        http::publish(shared, aggregator.publish(&reading));
+        requests.answer(reading.flows);
         if last {
             return;
         }

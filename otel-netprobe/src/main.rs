@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use otel_netprobe::{
     agent::Agent,
     config::{self, Config, HookOverride, OtlpProtocol},
-    export::summary::{self, Summary},
+    export::summary,
+    metrics::summary::Summary,
 };
 
 /// Exact per-flow network telemetry from XDP/TC eBPF programs.
@@ -150,7 +151,7 @@ fn print_summary(url: &str, json: bool) -> anyhow::Result<()> {
         println!("{body}");
     } else {
         let s: Summary = serde_json::from_str(&body).context("decoding the summary")?;
-        print!("{}", s.to_table());
+        print!("{}", summary::table(&s));
     }
     Ok(())
 }

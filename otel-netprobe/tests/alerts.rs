@@ -133,7 +133,7 @@ fn every_alert_is_documented_tested_both_ways_and_uses_catalogue_metrics() {
         let unknown = repo::unknown_names([expr]);
         assert!(
             unknown.is_empty(),
-            "{alert} names {unknown:?}, not in names.rs"
+            "{alert} names {unknown:?}, not in the catalogue"
         );
         assert!(!repo::metric_names(expr).is_empty(), "{alert}: no metric?");
     }

@@ -469,7 +469,7 @@ fn the_values_schema_mirrors_the_agent_config_and_rejects_typos() {
     example_keys.insert("metrics.size_attributes".into());
     assert_eq!(schema_keys, example_keys);
     // The attribute lists take exactly the attributes the agent knows.
-    let known: Vec<&str> = otel_netprobe::flow::FlowAttr::ALL
+    let known: Vec<&str> = otel_netprobe::config::FlowAttr::ALL
         .iter()
         .map(|(n, _)| *n)
         .collect();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     Netns,
-    agent::{Sel, flows, start_in},
+    agent::{Sel, flows, start_in, wait_flows},
     sh, traffic, unique,
 };
 use otel_netprobe::{flow::Transport, telemetry::Count};
@@ -71,7 +71,7 @@ fn fifty_veths_come_and_go() {
         );
     }
     // The flows of veth i: exactly one, with exactly 3 datagrams of 128 IP bytes once counted.
-    let veth_flows = |s: &otel_netprobe::flow::Snapshot, i: usize| {
+    let veth_flows = |all: &[otel_netprobe::flow::FlowView], i: usize| {
         let (src, dst) = (format!("10.200.{i}.2"), format!("10.200.{i}.1"));
         let sel = Sel {
             src: &src,
@@ -80,14 +80,14 @@ fn fifty_veths_come_and_go() {
             dport: Some(7100),
             transport: Transport::Udp,
         };
-        flows(s, sel)
+        flows(all, sel)
     };
-    let (snap, ok) = agent.wait_for(Duration::from_secs(20), |s| {
-        (0..VETHS).all(|i| veth_flows(s, i).iter().map(|f| f.packets).sum::<u64>() >= 3)
+    let (all, ok) = wait_flows(&agent, Duration::from_secs(20), |all| {
+        (0..VETHS).all(|i| veth_flows(all, i).iter().map(|f| f.packets).sum::<u64>() >= 3)
     });
     assert!(ok, "not every veth's traffic was counted");
     for i in 0..VETHS {
-        let f = veth_flows(&snap, i);
+        let f = veth_flows(&all, i);
         assert_eq!(f.len(), 1, "vc{i}");
         assert_eq!((f[0].packets, f[0].bytes), (3, 3 * 128), "vc{i}");
     }

@@ -1,7 +1,7 @@
 //! The Grafana dashboards, statically: the JSON model Grafana imports (`__inputs`, a datasource
 //! variable every panel uses, stable unique uids, `$__rate_interval`, the cluster / namespace /
 //! workload variables), and the catalogue in step with them: every metric name they (and the
-//! alert rules) use exists in `names.rs`, every label they group, match or print by is one the
+//! alert rules) use exists in the catalogue (`metrics`), every label they group, match or print by is one the
 //! series carry, and every catalogue metric appears in a panel. The queries run against a real
 //! Prometheus in `dashboards_lab.rs`.
 
@@ -13,7 +13,7 @@ mod repo;
 
 use std::collections::BTreeSet;
 
-use otel_netprobe::export::names::ALL;
+use otel_netprobe::metrics::catalogue;
 use serde_json::{Value, json};
 
 #[test]
@@ -162,11 +162,29 @@ fn expressions() -> Vec<(String, String)> {
 }
 
 #[test]
+fn the_readme_lists_the_catalogue() {
+    let readme = repo::read("README.md");
+    let table = readme
+        .split("<!-- catalogue: made from the metric modules; tests/dashboards.rs checks it -->\n")
+        .nth(1)
+        .and_then(|t| t.split("<!-- end of catalogue -->").next())
+        .expect("the README's metric reference");
+    let want = repo::catalogue_table();
+    assert!(
+        table.trim_end() == want.trim_end(),
+        "the README's metric reference differs from the catalogue; it should read:\n{want}"
+    );
+}
+
+#[test]
 fn dashboards_and_the_catalogue_stay_in_step() {
     let exprs = expressions();
     for (at, expr) in &exprs {
         let unknown = repo::unknown_names([expr.as_str()]);
-        assert!(unknown.is_empty(), "{at}: {unknown:?} are not in names.rs");
+        assert!(
+            unknown.is_empty(),
+            "{at}: {unknown:?} are not in the catalogue"
+        );
     }
     let rules = repo::read("alerts/netprobe.rules.yaml");
     assert!(repo::unknown_names([rules.as_str()]).is_empty());
@@ -177,8 +195,7 @@ fn dashboards_and_the_catalogue_stay_in_step() {
         .filter(|(at, _)| !at.contains(": $"))
         .flat_map(|(_, e)| repo::metric_names(e))
         .collect();
-    let missing: Vec<&str> = ALL
-        .iter()
+    let missing: Vec<&str> = catalogue::all()
         .filter(|m| !repo::series_names(m).iter().any(|n| used.contains(n)))
         .map(|m| m.prometheus)
         .collect();
@@ -196,7 +213,7 @@ fn dashboards_and_the_catalogue_stay_in_step() {
     println!(
         "{} expressions, {} catalogue metrics, all on panels",
         exprs.len(),
-        ALL.len()
+        catalogue::all().count()
     );
 }
 

@@ -1,14 +1,19 @@
 //! Every query of every dashboard panel and variable, variables substituted, against a real
-//! Prometheus fed by a real agent: the agent binary, run with the configuration the chart renders
-//! by default, in a node lab whose pods a list/watch API server names (namespaces, Deployments, a
-//! StatefulSet, a Service). Along both paths an install can take: the default install's (the
-//! agent → the chart's Collector, the real one, in scrape mode → Prometheus scraping the
-//! Collector's exporter with `honor_labels`, as the chart's ServiceMonitor does) and the direct
-//! one (Prometheus scraping the agent's /metrics, labelled as the ServiceMonitor labels it
-//! without a Collector). Each query must return series; the traffic dashboards' must show
-//! traffic (connections, their failures and resets, slow handshakes, drops and ICMP errors
-//! included). The alert rules are loaded too: each evaluates without error and none fires for
-//! this healthy agent and the lab's handful of faults, on both paths.
+//! Prometheus fed by a real agent: the agent binary in a node lab whose cluster is the real
+//! kube-apiserver (with etcd, on the node's loopback; `common/kubeapi/`). The chart is installed
+//! into it (`helm install`, the Helm v4 SDK); the agent runs with the configuration that install
+//! stored in its ConfigMap and a token of the install's own ServiceAccount (TokenRequest), as its
+//! DaemonSet's pods would, and the lab's pods are real API objects (Deployments → ReplicaSets →
+//! pods with their status, a StatefulSet, a Service with its ClusterIP and EndpointSlice).
+//! Along both paths an install can take: the default install's (the agent → the install's
+//! Collector, the real one run from its stored ConfigMap and Deployment, in scrape mode →
+//! Prometheus scraping the Collector's exporter with `honor_labels`, as the chart's
+//! ServiceMonitor does) and the direct one (Prometheus scraping the agent's /metrics, labelled
+//! as the ServiceMonitor labels it without a Collector). Each query must return series; the
+//! traffic dashboards' must show traffic (connections, their failures and resets, slow
+//! handshakes, drops and ICMP errors included). The alert rules are loaded too: each evaluates
+//! without error and none fires for this healthy agent and the lab's handful of faults, on
+//! both paths.
 
 #[path = "common/cgroup.rs"]
 mod cgroup;
@@ -38,54 +43,49 @@ use collector::{Collector, Pod};
 use common::{
     Netns, NodeLab,
     addr::{NODE_UPLINK, OUTSIDE, PODS},
-    apiserver::FakeApiServer,
     backends::{Prometheus, http_get},
-    cluster, traffic,
+    kubeapi::{Credentials, KubeApiServer},
+    traffic,
 };
 use forward::forward_into;
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
 use paths::{Path, ServiceName, prometheus_config};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const CLUSTER: &str = "lab";
 const NODE: &str = "node-a";
+/// The chart's release and namespace in the lab's API server.
+const RELEASE: &str = "np";
+const RELEASE_NAMESPACE: &str = "netprobe";
 
 /// shop/checkout and shop/web (Deployments, web behind Service `web` on 8080), data/cache (a
-/// StatefulSet).
-fn register(api: &FakeApiServer) {
-    api.apply(&cluster::node(NODE, NODE_UPLINK));
-    for (rs, deployment) in [("checkout-7d9f", "checkout"), ("web-5c8d", "web")] {
-        api.apply(&cluster::replicaset("shop", rs, deployment));
+/// StatefulSet), on the node.
+fn register(api: &KubeApiServer) {
+    for ns in ["shop", "data"] {
+        api.namespace(ns);
     }
-    let owner = |kind, name| Some((kind, name));
-    api.apply(&cluster::pod(
-        "shop",
-        "checkout-7d9f-a",
-        &[PODS[0]],
-        NODE,
-        owner("ReplicaSet", "checkout-7d9f"),
-    ));
-    api.apply(&cluster::pod(
-        "shop",
-        "web-5c8d-b",
-        &[PODS[1]],
-        NODE,
-        owner("ReplicaSet", "web-5c8d"),
-    ));
-    api.apply(&cluster::pod(
-        "data",
-        "cache-0",
-        &[PODS[2]],
-        NODE,
-        owner("StatefulSet", "cache"),
-    ));
-    api.apply(&cluster::service(
-        "shop",
-        "web",
-        &["10.96.0.20"],
-        8080,
-        8080,
-    ));
-    api.apply(&cluster::slice("shop", "web-x1", "web", &[PODS[1]], 8080));
+    api.node(NODE, NODE_UPLINK);
+    let checkout = api.deployment("shop", "checkout", "7d9f");
+    api.pod("shop", "checkout-7d9f-a", Some(&checkout), NODE, &[PODS[0]]);
+    let web = api.deployment("shop", "web", "5c8d");
+    api.pod("shop", "web-5c8d-b", Some(&web), NODE, &[PODS[1]]);
+    let cache = api.statefulset("data", "cache");
+    api.pod("data", "cache-0", Some(&cache), NODE, &[PODS[2]]);
+    api.service("shop", "web", Some("10.96.0.20"), 8080, 8080);
+    api.endpoint_slice("shop", "web-x1", "web", &[PODS[1]], 8080);
+}
+
+/// The object `name` of kind `K` in the release's namespace, as the API server stores it.
+fn stored<K>(api: &KubeApiServer, name: &str) -> Value
+where
+    K: kube::Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let found = api
+        .list::<K>(Some(RELEASE_NAMESPACE))
+        .into_iter()
+        .find(|o| o.meta().name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{} {name} is not in the API server", K::kind(&())));
+    serde_json::to_value(found).expect("JSON")
 }
 
 /// The web pod drops the first SYN of each connection to this port (its retransmission
@@ -241,21 +241,17 @@ impl Drop for AgentProcess {
     }
 }
 
-/// The chart's agent configuration for this lab: its default install (with its Collector), the
-/// values a user would set, and a one-second export interval to keep the test short.
-fn rendered_config(kubeconfig: &std::path::Path) -> String {
-    let values = json!({
+/// The values of the lab's install: the chart's defaults (with its Collector), what a user
+/// would set, and a one-second export interval to keep the test short. The agent reads its
+/// kubeconfig from a file (its token of the install's ServiceAccount): there is no pod here
+/// for the in-cluster one to be mounted into.
+fn install_values(kubeconfig: &std::path::Path) -> Value {
+    json!({
         "agent": {"clusterName": CLUSTER, "config": {
             "k8s": {"kubeconfig": kubeconfig.display().to_string(), "cluster_cidrs": ["10.244.0.0/16"]},
             "otlp": {"interval": "1s"},
         }},
-    });
-    let r = repo::render(&values).expect("render");
-    let cm = r.get("ConfigMap", "np-otel-netprobe");
-    cm["data"]["config.yaml"]
-        .as_str()
-        .expect("config")
-        .to_owned()
+    })
 }
 
 /// The alert rules in alerts/netprobe.rules.yaml.
@@ -270,23 +266,43 @@ fn every_dashboard_query_returns_data_from_a_real_agent_on_both_paths() {
     common::require_root();
     let started = Instant::now();
     let lab = NodeLab::new("dash");
-    let api = cluster::api_server_in(&lab.node);
-    register(&api);
+    let api = KubeApiServer::start_in(&lab.node);
+    println!(
+        "kube-apiserver + etcd ready in {:.1} s",
+        api.start_time.as_secs_f64()
+    );
     let dir = std::env::temp_dir().join(common::unique("dashlab"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = dir.join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    let config = dir.join("config.yaml");
-    let rendered = rendered_config(&kubeconfig);
+    let release = api
+        .helm_install(RELEASE, RELEASE_NAMESPACE, &install_values(&kubeconfig))
+        .expect("helm install");
+    api.write_kubeconfig(&kubeconfig, &Credentials::Token(api.agent_token(&release)));
+    register(&api);
+    // What the install's pods would mount: the agent's ConfigMap, the Collector's ConfigMap
+    // and Deployment, as the server stores them.
+    let agent_name = release.agent_name();
+    let rendered = stored::<ConfigMap>(&api, &agent_name)["data"]["config.yaml"]
+        .as_str()
+        .expect("the agent's config.yaml")
+        .to_owned();
     assert!(rendered.contains("mode: cluster"), "{rendered}");
-    let endpoint = serde_norway::from_str::<serde_json::Value>(&rendered).expect("config")["otlp"]
-        ["endpoint"]
+    let endpoint = serde_norway::from_str::<Value>(&rendered).expect("config")["otlp"]["endpoint"]
         .as_str()
         .expect("the chart points the agent at its Collector")
         .to_owned();
+    let config = dir.join("config.yaml");
     std::fs::write(&config, rendered).expect("write config");
     let _service = ServiceName::new(&lab.node, &endpoint);
-    let collector = Collector::start(&lab.node, Pod::from_chart("chart default", &json!({})));
+    let collector_name = format!("{agent_name}-collector");
+    let collector = Collector::start(
+        &lab.node,
+        Pod::from_objects(
+            "the install's Collector",
+            &stored::<ConfigMap>(&api, &collector_name),
+            &stored::<Deployment>(&api, &collector_name),
+        ),
+    );
     let agent = AgentProcess::start(&lab.node, &config, dir.join("agent.log"));
     let port = forward_into(&lab.node, otel_netprobe::config::HTTP_PORT);
     let exporter = collector.pod().port("/exporters/prometheus/endpoint");

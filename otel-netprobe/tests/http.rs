@@ -9,10 +9,11 @@ use std::{
 
 use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 use otel_netprobe::{
-    export::{http, serve, summary::Summary},
-    flow::{Budgets, FlowView, Reading},
-    metrics::Aggregator,
-    telemetry::{Health, Telemetry},
+    export::{http, serve, summary},
+    flow::{Budgets, FlowView, Health, Reading},
+    frame::Aggregator,
+    metrics::summary::Summary,
+    telemetry::Telemetry,
 };
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -36,7 +37,7 @@ fn flow(src: [u8; 4], sport: u16, dport: u16, protocol: u8, packets: u64, size: 
 
 #[test]
 fn serves_metrics_summary_and_health() {
-    let snap = Aggregator::standalone(Budgets::default()).publish(Reading {
+    let snap = Aggregator::standalone(Budgets::default()).publish(&Reading {
         flows: vec![
             flow([10, 0, 0, 1], 40000, 443, 6, 10, 1500),
             flow([10, 0, 0, 1], 40001, 443, 6, 5, 100),
@@ -114,7 +115,25 @@ fn serves_metrics_summary_and_health() {
         (le("64"), le("128"), le("1500"), le("+Inf")),
         (Some(0), Some(8), Some(10), Some(0))
     );
-    assert!(s.to_table().contains("netprobe.packet.size"));
+    assert!(summary::table(&s).contains("netprobe.packet.size"));
+    // What `otel-netprobe summary` fetches (hyper's client) is the same document.
+    assert_eq!(summary::fetch(&format!("http://{addr}/")).unwrap(), body);
+    let e = summary::fetch("https://127.0.0.1:9").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "https://127.0.0.1:9: only http:// URLs are supported"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = summary::fetch(&format!("http://{closed}")).unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!(
+            "no agent answers at {closed} (tried http://{closed}/api/v1/summary)"
+        )),
+        "{e}"
+    );
 
     assert_eq!(get(addr, "/healthz").0, 200);
     // A snapshot older than the staleness limit makes the agent unhealthy.
@@ -125,7 +144,7 @@ fn serves_metrics_summary_and_health() {
 }
 
 /// A snapshot of `n` flows from distinct sources (one series each, the budget `n`).
-fn snapshot_of(n: u32) -> otel_netprobe::flow::Snapshot {
+fn snapshot_of(n: u32) -> otel_netprobe::frame::Snapshot {
     let flows = (0..n)
         .map(|i| {
             let [_, a, b, c] = i.to_be_bytes();
@@ -134,12 +153,12 @@ fn snapshot_of(n: u32) -> otel_netprobe::flow::Snapshot {
         .collect();
     let budgets = Budgets {
         flows: otel_netprobe::flow::Budget::new(
-            otel_netprobe::flow::FlowAttr::parse_all(otel_netprobe::flow::FlowAttr::STANDALONE),
+            otel_netprobe::config::FlowAttr::parse_all(otel_netprobe::config::FlowAttr::STANDALONE),
             n as usize + 1,
         ),
         sizes: None,
     };
-    Aggregator::standalone(budgets).publish(Reading {
+    Aggregator::standalone(budgets).publish(&Reading {
         flows,
         health: Health {
             read_cycles_total: 1,

@@ -1,7 +1,9 @@
-//! End to end with Kubernetes names: the lab's pods are registered with a list/watch API
-//! server under namespaces, Deployments, a StatefulSet and a Service; the node translates the
-//! Service's ClusterIP with nftables as kube-proxy would. Traffic between them arrives in
-//! VictoriaMetrics with workload-level attributes (no addresses) and exact counts.
+//! End to end with Kubernetes names: the lab's pods are real API objects in a real
+//! kube-apiserver (namespaces, Deployments → ReplicaSets → pods, a StatefulSet, a Service with
+//! its ClusterIP and EndpointSlice), read by the agent with a token of the chart's own
+//! ServiceAccount; the node translates the Service's ClusterIP with nftables as kube-proxy
+//! would. Traffic between them arrives in VictoriaMetrics with workload-level attributes (no
+//! addresses) and exact counts.
 
 mod common;
 
@@ -11,9 +13,9 @@ use common::{
     Netns, NodeLab,
     addr::{NODE_UPLINK, OUTSIDE, PODS},
     agent::{start_with, wait_attached},
-    apiserver::FakeApiServer,
     backends::{VictoriaMetrics, single_value},
-    cluster, sh, traffic,
+    kubeapi::{Credentials, KubeApiServer},
+    sh, traffic,
 };
 use otel_netprobe::config::{K8sMode, OtlpConfig, OtlpProtocol};
 use serde_json::Value;
@@ -21,6 +23,7 @@ use serde_json::Value;
 /// The routed pod (its own /24 on the node, like a CNI without a bridge) that serves the
 /// `payments` Service: replies to a translated ClusterIP must cross the node's IP layer.
 const PAYMENTS: &str = "10.244.1.3";
+/// In the API server's `--service-cluster-ip-range` (10.96.0.0/16).
 const CLUSTER_IP: &str = "10.96.0.10";
 
 fn routed_pod(lab: &NodeLab) -> Netns {
@@ -45,45 +48,31 @@ fn service_nat(node: &Netns) {
     ));
 }
 
-fn register(api: &FakeApiServer) {
-    api.apply(&cluster::node("node-a", NODE_UPLINK));
-    api.apply(&cluster::replicaset("shop", "checkout-7d9f", "checkout"));
-    api.apply(&cluster::pod(
+fn register(api: &KubeApiServer) {
+    for ns in ["shop", "payments"] {
+        api.namespace(ns);
+    }
+    api.node("node-a", NODE_UPLINK);
+    let checkout = api.deployment("shop", "checkout", "7d9f");
+    api.pod(
         "shop",
         "checkout-7d9f-aaaaa",
+        Some(&checkout),
+        "node-a",
         &[PODS[0]],
-        "node-a",
-        Some(("ReplicaSet", "checkout-7d9f")),
-    ));
-    api.apply(&cluster::replicaset("shop", "web-5c8d", "web"));
-    api.apply(&cluster::pod(
-        "shop",
-        "web-5c8d-bbbbb",
-        &[PODS[1]],
-        "node-a",
-        Some(("ReplicaSet", "web-5c8d")),
-    ));
-    api.apply(&cluster::pod(
+    );
+    let web = api.deployment("shop", "web", "5c8d");
+    api.pod("shop", "web-5c8d-bbbbb", Some(&web), "node-a", &[PODS[1]]);
+    let payments = api.statefulset("payments", "payments");
+    api.pod(
         "payments",
         "payments-0",
-        &[PAYMENTS],
+        Some(&payments),
         "node-a",
-        Some(("StatefulSet", "payments")),
-    ));
-    api.apply(&cluster::service(
-        "payments",
-        "payments",
-        &[CLUSTER_IP],
-        443,
-        8443,
-    ));
-    api.apply(&cluster::slice(
-        "payments",
-        "payments-q2x",
-        "payments",
         &[PAYMENTS],
-        8443,
-    ));
+    );
+    api.service("payments", "payments", Some(CLUSTER_IP), 443, 8443);
+    api.endpoint_slice("payments", "payments-q2x", "payments", &[PAYMENTS], 8443);
 }
 
 fn sel(pairs: &[(&str, &str)]) -> String {
@@ -104,12 +93,16 @@ fn kubernetes_names_arrive_in_victoria_metrics_with_exact_counts() {
     let lab = NodeLab::new("k8s");
     let payments = routed_pod(&lab);
     service_nat(&lab.node);
-    let api = cluster::api_server_in(&lab.node);
+    let api = KubeApiServer::start_in(&lab.node);
     register(&api);
+    // The agent's identity: the chart's ServiceAccount, bound to its ClusterRole.
+    let release = api
+        .helm_install("np", "netprobe", &serde_json::json!({}))
+        .expect("helm install");
     let dir = std::env::temp_dir().join(common::unique("k8se2e"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = dir.join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
+    api.write_kubeconfig(&kubeconfig, &Credentials::Token(api.agent_token(&release)));
     let vm = VictoriaMetrics::start_in(Some(&lab.node.name));
     let agent = start_with(&lab.node, Vec::new(), |cfg| {
         cfg.k8s.mode = K8sMode::Cluster;

@@ -170,15 +170,18 @@ fn counts_survive_the_kernel_entry_and_idle_flows_are_forgotten() {
         s.health.kernel_evictions_total >= 1 && s.health.flow_table_entries == 0
     });
     assert!(ok, "no kernel eviction: {:?}", snap.health);
-    assert_eq!(common::agent::flows(&snap, sel)[0].packets, 5);
+    let now = common::agent::current_flows(&agent);
+    assert_eq!(common::agent::flows(&now, sel)[0].packets, 5);
     // The flow comes back: a new kernel entry adds to the same cumulative counts.
     traffic::udp(&lab.pods[0], &src, &lab.pods[1], &dst, 4, 100);
     let flow = wait_flow(&agent, sel, 9);
     assert_eq!((flow.packets, flow.bytes), (9, 9 * 128));
     // Idle past idle_timeout: forgotten, its series gone.
-    let (snap, ok) = agent.wait_for(common::patient(Duration::from_secs(20)), |s| {
-        common::agent::flows(s, sel).is_empty()
-    });
+    let (_, ok) =
+        common::agent::wait_flows(&agent, common::patient(Duration::from_secs(20)), |f| {
+            common::agent::flows(f, sel).is_empty()
+        });
+    let snap = agent.snapshot();
     assert!(
         ok && snap.health.flows_expired_total >= 1,
         "{:?}",

@@ -1,8 +1,11 @@
 //! OTLP export against receivers built on the official OTLP protobuf definitions (the
 //! `opentelemetry-proto` crate's tonic server for gRPC; the same messages over HTTP): the data
 //! points that arrive are the frame's, exactly; the errors the OTLP spec calls retryable (HTTP
-//! 429/502/503/504, gRPC UNAVAILABLE, ...) are retried with backoff and the others are not; a
-//! receiver that is absent at first is caught up with once it starts, and the loss is counted.
+//! 429/502/503/504, gRPC UNAVAILABLE, ...) are retried with backoff and the others are not; the
+//! wait a receiver asks for (HTTP `Retry-After`, gRPC `RetryInfo`) is honoured, also by the
+//! next exports when it outlasts one; points a receiver rejects in an accepted request
+//! (`partial_success`) are counted; a receiver that is absent at first is caught up with once
+//! it starts, and the loss is counted.
 
 mod common;
 
@@ -16,7 +19,7 @@ use std::{
 use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::{
-        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
         metrics_service_server::{MetricsService, MetricsServiceServer},
     },
     common::v1::any_value,
@@ -28,33 +31,50 @@ use otel_netprobe::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter},
     },
-    flow::{Budgets, FlowView, Reading, Snapshot},
-    frame::point_count,
-    metrics::Aggregator,
-    telemetry::{Count, Health, Telemetry},
+    flow::{Budgets, FlowView, Health, Reading},
+    frame::{Aggregator, Snapshot, point_count},
+    metrics,
+    telemetry::{Count, Telemetry},
 };
 use prost::Message;
 
 type Received = Arc<Mutex<Vec<ExportMetricsServiceRequest>>>;
 
-/// What a receiver answers, one status per request (then success), and when requests came.
+/// One answer of a scripted receiver.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    /// An HTTP status or a gRPC code (200: accepted).
+    Status(u16),
+    /// That refusal, asking for a retry after so many seconds (`Retry-After`, `RetryInfo`).
+    RetryAfter(u16, u64),
+    /// Accepted, but so many points rejected (`partial_success`).
+    Partial(i64),
+}
+
+/// What a receiver answers, one answer per request (then success), and when requests came.
 #[derive(Default)]
 struct Script {
-    answers: Mutex<VecDeque<u16>>,
+    answers: Mutex<VecDeque<Answer>>,
     attempts: Mutex<Vec<Instant>>,
 }
 
 impl Script {
-    fn new(answers: &[u16]) -> Arc<Self> {
+    fn new(statuses: &[u16]) -> Arc<Self> {
+        let answers: Vec<Answer> = statuses.iter().map(|s| Answer::Status(*s)).collect();
+        Self::answering(&answers)
+    }
+
+    fn answering(answers: &[Answer]) -> Arc<Self> {
         let s = Self::default();
         s.answers.lock().unwrap().extend(answers);
         Arc::new(s)
     }
 
-    /// Records an attempt and returns the status to answer with.
-    fn next(&self) -> u16 {
+    /// Records an attempt and returns the answer.
+    fn next(&self) -> Answer {
         self.attempts.lock().unwrap().push(Instant::now());
-        self.answers.lock().unwrap().pop_front().unwrap_or(200)
+        let next = self.answers.lock().unwrap().pop_front();
+        next.unwrap_or(Answer::Status(200))
     }
 
     fn attempts(&self) -> Vec<Instant> {
@@ -62,13 +82,30 @@ impl Script {
     }
 }
 
-/// gRPC status codes by the numbers the script holds (200: OK).
-fn grpc_status(code: u16) -> Result<(), tonic::Status> {
-    match code {
-        200 => Ok(()),
-        14 => Err(tonic::Status::unavailable("collector overloaded")),
-        3 => Err(tonic::Status::invalid_argument("bad data")),
-        other => panic!("no gRPC code for {other}"),
+const REJECTED: &str = "points older than the retention";
+
+fn partial(rejected: i64) -> ExportMetricsServiceResponse {
+    ExportMetricsServiceResponse {
+        partial_success: Some(ExportMetricsPartialSuccess {
+            rejected_data_points: rejected,
+            error_message: REJECTED.into(),
+        }),
+    }
+}
+
+/// The gRPC answer (200: OK; codes by number).
+fn grpc_answer(answer: Answer) -> Result<ExportMetricsServiceResponse, tonic::Status> {
+    use tonic_types::{ErrorDetails, StatusExt as _};
+    let code = |c: u16| tonic::Code::from(i32::from(c));
+    match answer {
+        Answer::Status(200) => Ok(ExportMetricsServiceResponse::default()),
+        Answer::Status(c) => Err(tonic::Status::new(code(c), "collector refuses")),
+        Answer::RetryAfter(c, secs) => Err(tonic::Status::with_error_details(
+            code(c),
+            "collector overloaded",
+            ErrorDetails::with_retry_info(Some(Duration::from_secs(secs))),
+        )),
+        Answer::Partial(n) => Ok(partial(n)),
     }
 }
 
@@ -80,9 +117,9 @@ impl MetricsService for Receiver {
         &self,
         req: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        grpc_status(self.1.next())?;
+        let response = grpc_answer(self.1.next())?;
         self.0.lock().unwrap().push(req.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        Ok(tonic::Response::new(response))
     }
 }
 
@@ -104,16 +141,26 @@ async fn grpc_receiver(addr: SocketAddr, got: Received, script: Arc<Script>) {
 }
 
 async fn http_receiver(addr: SocketAddr, got: Received, script: Arc<Script>) {
-    use axum::{body::Bytes, http::HeaderMap, http::StatusCode, routing::post};
+    use axum::{
+        body::Bytes,
+        http::{HeaderMap, StatusCode},
+        response::IntoResponse,
+        routing::post,
+    };
     let app = axum::Router::new().route(
         "/v1/metrics",
         post(move |headers: HeaderMap, body: Bytes| {
             let (got, script) = (Arc::clone(&got), Arc::clone(&script));
             async move {
-                let status = script.next();
-                if status != 200 {
-                    return StatusCode::from_u16(status).unwrap();
-                }
+                let status = |s: u16| StatusCode::from_u16(s).unwrap();
+                let response = match script.next() {
+                    Answer::Status(200) => ExportMetricsServiceResponse::default(),
+                    Answer::Status(s) => return status(s).into_response(),
+                    Answer::RetryAfter(s, secs) => {
+                        return (status(s), [("retry-after", secs.to_string())]).into_response();
+                    }
+                    Answer::Partial(n) => partial(n),
+                };
                 assert_eq!(headers["content-type"], "application/x-protobuf");
                 let raw = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
                     let mut out = Vec::new();
@@ -129,7 +176,11 @@ async fn http_receiver(addr: SocketAddr, got: Received, script: Arc<Script>) {
                 got.lock()
                     .unwrap()
                     .push(ExportMetricsServiceRequest::decode(&raw[..]).unwrap());
-                StatusCode::OK
+                (
+                    [("content-type", "application/x-protobuf")],
+                    response.encode_to_vec(),
+                )
+                    .into_response()
             }
         }),
     );
@@ -152,7 +203,7 @@ fn snapshot() -> Snapshot {
     b1[5] = 10;
     let mut b2 = [0; SIZE_BUCKETS];
     b2[0] = 4;
-    Aggregator::standalone(Budgets::default()).publish(Reading {
+    Aggregator::standalone(Budgets::default()).publish(&Reading {
         flows: vec![
             FlowView::new(&key(40000), 15_000, b1, 0x12, (1, 2)),
             FlowView::new(&key(40001), 4 * 52, b2, 0x12, (1, 2)),
@@ -220,7 +271,7 @@ fn config(protocol: OtlpProtocol, endpoint: String) -> OtlpConfig {
 
 /// The points one export of [`snapshot`] carries: its frame and the agent's health.
 fn points_per_export() -> u64 {
-    let health = Telemetry::default().families();
+    let health = metrics::agent::families(&Telemetry::default());
     point_count(snapshot().frame.families.iter().chain(&health))
 }
 
@@ -343,6 +394,27 @@ fn http_export_delivers_the_frame() {
     check(&got.lock().unwrap()[0]);
 }
 
+/// A receiver of `protocol` at `addr` answering as `script` says, on its own runtime, and an
+/// exporter to it exporting once an hour unless `tweak` says otherwise.
+fn scripted(
+    protocol: OtlpProtocol,
+    addr: SocketAddr,
+    got: &Received,
+    script: &Arc<Script>,
+    tweak: impl FnOnce(&mut OtlpConfig),
+) -> (tokio::runtime::Runtime, Running) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (got, script) = (Arc::clone(got), Arc::clone(script));
+    match protocol {
+        OtlpProtocol::Grpc => rt.spawn(grpc_receiver(addr, got, script)),
+        OtlpProtocol::HttpProtobuf => rt.spawn(http_receiver(addr, got, script)),
+    };
+    let mut cfg = config(protocol, format!("http://{addr}"));
+    cfg.interval = Duration::from_secs(3600);
+    tweak(&mut cfg);
+    (rt, run_exporter(&cfg))
+}
+
 /// Attempts `n` and `n + 1` were at least `min` apart (the backoff only ever adds time).
 fn assert_backoff(attempts: &[Instant], n: usize, min: Duration) {
     let gap = attempts[n + 1] - attempts[n];
@@ -360,18 +432,7 @@ fn retryable_answers_are_retried_with_backoff() {
     ] {
         let addr = free_port();
         let (got, script) = (Received::default(), Script::new(&answers));
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        match protocol {
-            OtlpProtocol::Grpc => {
-                rt.spawn(grpc_receiver(addr, Arc::clone(&got), Arc::clone(&script)))
-            }
-            OtlpProtocol::HttpProtobuf => {
-                rt.spawn(http_receiver(addr, Arc::clone(&got), Arc::clone(&script)))
-            }
-        };
-        let mut cfg = config(protocol, format!("http://{addr}"));
-        cfg.interval = Duration::from_secs(3600);
-        let run = run_exporter(&cfg);
+        let (_rt, run) = scripted(protocol, addr, &got, &script, |_| {});
         run.until("the export", |t| t.get(Count::ExportOk) == 1);
         // One export, three attempts: the two refusals were retried, 100 ms then 200 ms later.
         let attempts = script.attempts();
@@ -388,23 +449,94 @@ fn other_refusals_are_not_retried_and_their_points_are_counted() {
     for (protocol, answer) in [(OtlpProtocol::HttpProtobuf, 400), (OtlpProtocol::Grpc, 3)] {
         let addr = free_port();
         let (got, script) = (Received::default(), Script::new(&[answer]));
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        match protocol {
-            OtlpProtocol::Grpc => {
-                rt.spawn(grpc_receiver(addr, Arc::clone(&got), Arc::clone(&script)))
-            }
-            OtlpProtocol::HttpProtobuf => {
-                rt.spawn(http_receiver(addr, Arc::clone(&got), Arc::clone(&script)))
-            }
-        };
-        let mut cfg = config(protocol, format!("http://{addr}"));
-        cfg.interval = Duration::from_secs(3600);
-        let run = run_exporter(&cfg);
+        let (_rt, run) = scripted(protocol, addr, &got, &script, |_| {});
         run.until("the failure", |t| t.get(Count::ExportFailed) == 1);
         assert_eq!(script.attempts().len(), 1, "{protocol:?}: not retried");
         assert_eq!(run.telemetry.get(Count::ExportDropped), points_per_export());
         assert_eq!(received(&got), 0);
     }
+}
+
+#[test]
+fn rejected_points_of_an_accepted_export_are_counted() {
+    for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+        let addr = free_port();
+        let (got, script) = (
+            Received::default(),
+            Script::answering(&[Answer::Partial(3)]),
+        );
+        let (_rt, run) = scripted(protocol, addr, &got, &script, |_| {});
+        run.until("the export", |t| t.get(Count::ExportOk) == 1);
+        let t = &run.telemetry;
+        assert_eq!(t.get(Count::ExportRejected), 3, "{protocol:?}");
+        assert_eq!(
+            (t.get(Count::ExportFailed), t.get(Count::ExportDropped)),
+            (0, 0)
+        );
+        assert_eq!(
+            script.attempts().len(),
+            1,
+            "{protocol:?}: accepted, not retried"
+        );
+        check(&got.lock().unwrap()[0]);
+    }
+}
+
+#[test]
+fn the_receiver_sets_the_wait_before_a_retry() {
+    // Each refusal asks for one second, where the backoff would wait 100 ms. gRPC's
+    // RESOURCE_EXHAUSTED (8) is retried only with a RetryInfo.
+    for (protocol, answer) in [
+        (OtlpProtocol::HttpProtobuf, Answer::RetryAfter(429, 1)),
+        (OtlpProtocol::HttpProtobuf, Answer::RetryAfter(503, 1)),
+        (OtlpProtocol::Grpc, Answer::RetryAfter(14, 1)),
+        (OtlpProtocol::Grpc, Answer::RetryAfter(8, 1)),
+    ] {
+        let addr = free_port();
+        let (got, script) = (Received::default(), Script::answering(&[answer]));
+        let (_rt, run) = scripted(protocol, addr, &got, &script, |_| {});
+        run.until("the export", |t| t.get(Count::ExportOk) == 1);
+        let attempts = script.attempts();
+        assert_eq!(attempts.len(), 2, "{answer:?}");
+        assert_backoff(&attempts, 0, Duration::from_secs(1));
+        check(&got.lock().unwrap()[0]);
+    }
+    let addr = free_port();
+    let (got, script) = (Received::default(), Script::new(&[8]));
+    let (_rt, run) = scripted(OtlpProtocol::Grpc, addr, &got, &script, |_| {});
+    run.until("the failure", |t| t.get(Count::ExportFailed) == 1);
+    assert_eq!(
+        script.attempts().len(),
+        1,
+        "RESOURCE_EXHAUSTED without RetryInfo"
+    );
+}
+
+#[test]
+fn a_wait_longer_than_an_export_holds_the_next_exports() {
+    // The receiver asks for 2 s; an export may take 500 ms and one is due every 200 ms: the
+    // first fails, those due in the next 2 s fail unsent, and the receiver hears nothing more
+    // until then.
+    let addr = free_port();
+    let (got, script) = (
+        Received::default(),
+        Script::answering(&[Answer::RetryAfter(503, 2)]),
+    );
+    let (_rt, run) = scripted(OtlpProtocol::HttpProtobuf, addr, &got, &script, |c| {
+        c.interval = Duration::from_millis(200);
+        c.timeout = Duration::from_millis(500);
+    });
+    run.until("an export after the wait", |t| t.get(Count::ExportOk) >= 1);
+    let attempts = script.attempts();
+    assert_backoff(&attempts, 0, Duration::from_secs(2));
+    let t = &run.telemetry;
+    let failed = t.get(Count::ExportFailed);
+    assert!(
+        failed >= 2,
+        "the refused export and at least one held back: {failed}"
+    );
+    assert_eq!(t.get(Count::ExportDropped), failed * points_per_export());
+    check(&got.lock().unwrap()[0]);
 }
 
 #[test]

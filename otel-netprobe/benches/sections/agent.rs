@@ -68,20 +68,6 @@ fn gauge(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// CPU time (user + system) of process `pid`, seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
-}
-
 fn mib(pid: u32) -> f64 {
     super::rss_bytes(&pid.to_string()) as f64 / f64::from(1 << 20)
 }
@@ -154,9 +140,9 @@ pub fn resident_memory() {
     assert!(exported(5), "no exports of the 100k flows");
     let busy = mib(pid);
     // CPU over ten read cycles and exports of the 100k flows.
-    let (cpu, started) = (cpu_seconds(pid), std::time::Instant::now());
+    let (cpu, started) = (super::cpu_seconds(pid), std::time::Instant::now());
     assert!(exported(10), "no exports of the 100k flows");
-    let cpu = (cpu_seconds(pid) - cpu) / started.elapsed().as_secs_f64();
+    let cpu = (super::cpu_seconds(pid) - cpu) / started.elapsed().as_secs_f64();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = child.wait();

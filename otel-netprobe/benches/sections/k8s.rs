@@ -171,7 +171,10 @@ pub fn k8s_index() {
 /// What naming costs an export cycle: 100k pod-to-pod flows aggregated into series with the
 /// workload-level attributes, against the standalone (address) attributes.
 fn decorate_cost(naming: &otel_netprobe::k8s::naming::Naming, pods: u32) {
-    use otel_netprobe::flow::{Budget, FlowAttr, FlowView, Named};
+    use otel_netprobe::{
+        config::FlowAttr,
+        flow::{Budget, FlowView, Named},
+    };
     let flows: Vec<FlowView> = (0..100_000u32)
         .map(|i| {
             let (a, b) = (i % pods, (i * 7 + 3) % pods);

@@ -12,15 +12,11 @@ use aya::maps::{HashMap, IterableMap, MapData, PerCpuArray};
 use netprobe_ebpf::{COUNTER_SLOTS, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS};
 use otel_netprobe::{
     config::MetricsConfig,
-    ebpf::{
-        self,
-        reader::{self, Reader},
-        sys::BatchReader,
-    },
+    ebpf::{self, reader::coarse_now_ns, sys::BatchReader},
     export::otlp::encode::Encoder,
-    flow::{Budgets, FlowView, Reading},
-    frame::Family,
-    metrics::Aggregator,
+    flow::{Budgets, FlowView, Reader, Reading, Timeouts},
+    frame::Aggregator,
+    metrics::{self, Family},
     telemetry::Telemetry,
 };
 use prost::Message as _;
@@ -43,7 +39,7 @@ fn fill_flows(map: &mut HashMap<MapData, FlowKey4, FlowStats>, round: u64) {
         };
         let mut v = FlowStats {
             bytes: 1500 * round,
-            first_seen_ns: reader::coarse_now_ns(),
+            first_seen_ns: coarse_now_ns(),
             ..FlowStats::default()
         };
         v.size_buckets[5] = round;
@@ -63,7 +59,7 @@ fn reader_of(
         flows6: data(v6.map()).unwrap(),
         counters: PerCpuArray::create(COUNTER_SLOTS, 0).unwrap(),
     };
-    let timeouts = reader::Timeouts {
+    let timeouts = Timeouts {
         kernel_idle: idle,
         idle,
     };
@@ -92,9 +88,9 @@ pub fn reader_cost() {
         quiet.push(per_flow(t));
         assert_eq!(reading.flows.len(), FLOWS as usize);
         let t = Instant::now();
-        let snap = aggregator.publish(reading);
+        let snap = aggregator.publish(&reading);
         aggregate.push(per_flow(t));
-        assert_eq!(snap.flows.len(), FLOWS as usize);
+        assert_eq!(snap.summary.flows, u64::from(FLOWS));
         let t = Instant::now();
         assert_eq!(
             raw.read_all(v4.map().fd().as_fd()).unwrap().keys.len(),
@@ -118,7 +114,7 @@ pub fn reader_cost() {
         fill_flows(&mut v4, 10 + round);
         let mut r = reader_of(&v4, &v6, hour);
         r.cycle();
-        r.set_timeouts(reader::Timeouts {
+        r.set_timeouts(Timeouts {
             kernel_idle: Duration::from_nanos(1),
             idle: Duration::from_nanos(1),
         });
@@ -172,17 +168,19 @@ pub fn export_cost() {
         "\n== OTLP export cycle: frame built + request encoded, absolute µs/series (median of 5); \
          × prost encoding the same frame =="
     );
-    let health = Telemetry::default().families();
+    let health = metrics::agent::families(&Telemetry::default());
     for n in [1_000u32, 10_000, 100_000] {
         let reading = Reading {
             flows: flows(n),
             ..Reading::default()
         };
-        let budgets = MetricsConfig {
-            max_series: n as usize + 1,
-            ..MetricsConfig::default()
-        }
-        .budgets(false);
+        let budgets = Budgets::from_config(
+            &MetricsConfig {
+                max_series: n as usize + 1,
+                ..MetricsConfig::default()
+            },
+            false,
+        );
         let mut aggregator = Aggregator::standalone(budgets);
         let encoder = Encoder::new(
             &[("service.name".into(), "otel-netprobe".into())],
@@ -190,9 +188,8 @@ pub fn export_cost() {
         );
         let (mut frame, mut encode, mut prost, mut size) = (vec![], vec![], vec![], 0);
         for _ in 0..5 {
-            let input = reading.clone();
             let t = Instant::now();
-            let snap = aggregator.publish(input);
+            let snap = aggregator.publish(&reading);
             frame.push(t.elapsed().as_secs_f64());
             let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
             let t = Instant::now();

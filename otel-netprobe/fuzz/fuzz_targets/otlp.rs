@@ -10,21 +10,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arbitrary::Arbitrary;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use otel_netprobe::{
-    export::{
-        names::{self, Kind, attr},
-        otlp::encode::Encoder,
-    },
-    frame::{Attrs, Family, Histogram, Value},
+    config::flow_attr,
+    export::otlp::encode::Encoder,
+    flow::Attrs,
+    metrics::{Family, Histogram, Kind, Metric, Value, agent, catalogue, k8s},
 };
 use prost::Message as _;
 
 const KEYS: [&str; 6] = [
-    attr::SOURCE_ADDRESS,
-    attr::DESTINATION_PORT,
-    attr::NETWORK_TRANSPORT,
-    attr::REASON,
-    attr::DESTINATION_WORKLOAD,
-    attr::KIND,
+    flow_attr::SOURCE_ADDRESS,
+    flow_attr::DESTINATION_PORT,
+    flow_attr::NETWORK_TRANSPORT,
+    agent::REASON,
+    flow_attr::DESTINATION_WORKLOAD,
+    k8s::KIND,
 ];
 
 static BOUNDS: [&[f64]; 4] = [
@@ -59,11 +58,18 @@ fn time(ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
+/// The catalogue, every metric module's entries.
+fn catalogue() -> &'static [&'static Metric] {
+    static ALL: std::sync::OnceLock<Vec<&'static Metric>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| catalogue::all().collect())
+}
+
 libfuzzer_sys::fuzz_target!(|input: Input| {
+    let all = catalogue();
     let mut families = Vec::new();
     let mut last: Option<Attrs> = None;
     for (m, points) in &input.families {
-        let metric = &names::ALL[usize::from(*m) % names::ALL.len()];
+        let metric = all[usize::from(*m) % all.len()];
         let mut f = Family::new(metric);
         for p in points {
             let attrs = match (&last, p.shared) {

@@ -1,11 +1,10 @@
 //! The `k8s` section: where the Kubernetes API is, and how flow ends are named.
 
-use std::time::Duration;
+use std::{net::IpAddr, str::FromStr, time::Duration};
 
 use serde::Deserialize;
 
 use super::{ConfigError, de_duration};
-use crate::k8s::naming::Cidr;
 
 /// Whether to name flow ends from the Kubernetes API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -131,4 +130,76 @@ fn check_cidrs(key: &str, list: &[String]) -> Result<(), ConfigError> {
             .map_err(|reason| ConfigError::invalid(&format!("{key}[{n}]"), reason))?;
     }
     Ok(())
+}
+
+/// An address range, e.g. `10.8.0.0/16`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR: expected ADDRESS/PREFIX"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not a CIDR: {a:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{s:?} is not a CIDR: prefix must be 0..={max}"))?;
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl Cidr {
+    /// The prefix length: the larger, the more specific the range.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` is inside the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| match a {
+            IpAddr::V4(v) => (u128::from(v.to_bits()), 32u32),
+            IpAddr::V6(v) => (v.to_bits(), 128u32),
+        };
+        let ((net, width), (x, w2)) = (bits(self.addr), bits(ip));
+        if width != w2 {
+            return false;
+        }
+        let shift = width - u32::from(self.prefix);
+        shift >= width || (net >> shift) == (x >> shift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidrs() {
+        let c: Cidr = "10.8.0.0/16".parse().unwrap();
+        assert!(c.contains(ip("10.8.255.1")));
+        assert!(!c.contains(ip("10.9.0.1")));
+        assert!(!c.contains(ip("::1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("203.0.113.9")));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains(ip("2001:db8:1::5")));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("10.0.0.0".parse::<Cidr>().is_err());
+        assert!("ten/8".parse::<Cidr>().is_err());
+    }
 }

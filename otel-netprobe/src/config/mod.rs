@@ -8,10 +8,12 @@ use serde::{Deserialize, Deserializer};
 mod http;
 mod k8s;
 mod kernel;
+mod metrics;
 mod otlp;
 pub use http::HttpConfig;
-pub use k8s::{CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
+pub use k8s::{Cidr, CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
 pub use kernel::{ConnectionsConfig, DropsConfig};
+pub use metrics::{EndPart, FlowAttr, MetricsConfig, Side, flow_attr};
 pub use otlp::{OtlpConfig, OtlpProtocol};
 
 /// Default OTLP/gRPC port (the agent's default endpoint and the collector's receiver).
@@ -72,85 +74,6 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// Dropped packets.
     pub drops: DropsConfig,
-}
-
-/// The cardinality budget: which attributes the flow metrics carry, and how many series each
-/// may have before the rest is added up in one series marked `otel.metric.overflow=true`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// Attributes of `netprobe.flow.packets` and `netprobe.flow.bytes`. Default (unset): with
-    /// Kubernetes, both ends' namespace, workload name and kind, the destination's service,
-    /// the server port, transport and IP version; standalone, the addresses, server port,
-    /// transport and IP version. See the README for every attribute.
-    pub flow_attributes: Option<Vec<String>>,
-    /// Attributes of the `netprobe.packet.size` histogram (ten series per set). Default
-    /// (unset): the same as `flow_attributes`.
-    pub size_attributes: Option<Vec<String>>,
-    /// Series per metric before overflow. Default: 2000. Range: 1..=1000000.
-    pub max_series: usize,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            flow_attributes: None,
-            size_attributes: None,
-            max_series: 2000,
-        }
-    }
-}
-
-impl MetricsConfig {
-    /// The budgets (call after [`Config::validate`]); `cluster`: whether Kubernetes names the
-    /// flow ends, which chooses the default attributes.
-    pub fn budgets(&self, cluster: bool) -> crate::flow::Budgets {
-        use crate::flow::{Budget, FlowAttr};
-        let default: &[&str] = if cluster {
-            &FlowAttr::CLUSTER
-        } else {
-            &FlowAttr::STANDALONE
-        };
-        let parse = |list: Option<&Vec<String>>| match list {
-            Some(l) => FlowAttr::parse_all(l.iter().map(String::as_str)),
-            None => FlowAttr::parse_all(default.iter().copied()),
-        };
-        let flows = parse(self.flow_attributes.as_ref());
-        let sizes = match &self.size_attributes {
-            None => flows.clone(),
-            some => parse(some.as_ref()),
-        };
-        crate::flow::Budgets {
-            sizes: (sizes != flows).then(|| Budget::new(sizes, self.max_series)),
-            flows: Budget::new(flows, self.max_series),
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        for (key, list) in [
-            ("metrics.flow_attributes", &self.flow_attributes),
-            ("metrics.size_attributes", &self.size_attributes),
-        ] {
-            let Some(list) = list else { continue };
-            for (n, name) in list.iter().enumerate() {
-                if crate::flow::FlowAttr::parse(name).is_none() {
-                    let known: Vec<&str> =
-                        crate::flow::FlowAttr::ALL.iter().map(|(n, _)| *n).collect();
-                    return Err(ConfigError::invalid(
-                        &format!("{key}[{n}]"),
-                        format!("unknown attribute {name:?}; known: {}", known.join(", ")),
-                    ));
-                }
-            }
-        }
-        if !(1..=1_000_000).contains(&self.max_series) {
-            return Err(ConfigError::invalid(
-                "metrics.max_series",
-                "must be in 1..=1000000",
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Where a packet is counted on an interface.

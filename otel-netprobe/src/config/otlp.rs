@@ -99,23 +99,9 @@ fn parse_pairs(key: &str, text: &str) -> Result<Vec<(String, String)>, ConfigErr
 }
 
 fn percent_decode(s: &str) -> String {
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 impl OtlpConfig {
@@ -293,6 +279,13 @@ mod tests {
         assert_eq!(o.timeout, Duration::from_millis(2500));
         assert_eq!(o.interval, Duration::from_secs(5));
         assert_eq!(o.resource_attributes["k8s.cluster.name"], "prod");
+    }
+
+    #[test]
+    fn pairs_are_percent_decoded_as_the_spec_says() {
+        let pairs = parse_pairs("k", "a%3Db=x%2Cy, ok=%E2%9C%93, stray=100%").unwrap();
+        let got: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        assert_eq!(got, [("a=b", "x,y"), ("ok", "\u{2713}"), ("stray", "100%")]);
     }
 
     #[test]

@@ -30,10 +30,26 @@ use super::{EbpfError, netlink::LinkInfo};
 use crate::{
     config::{Hook, InterfacesConfig, glob_match},
     telemetry::{
-        InterfaceState, Telemetry,
+        Telemetry,
         events::{AttachFailed, Event},
     },
 };
+
+/// One interface the agent attached to (or tried to).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct InterfaceState {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub index: u32,
+    /// Ingress hook in use (`xdp`, `xdp_generic`, `tc`, or `none` if attaching failed).
+    pub hook: &'static str,
+    /// Whether TC egress (locally originated packets) is attached.
+    pub egress: bool,
+    /// How the TC programs are attached: `tcx` (kernel 6.6 on), `clsact` (a cls_bpf filter on
+    /// a clsact qdisc, before), or `none` (XDP only).
+    pub tc_attach: &'static str,
+}
 
 const ARPHRD_ETHER: u16 = 1;
 /// Devices whose packets start at the IP header: PPP, raw IP, IPIP/SIT/IP6 tunnels, GRE, and

@@ -1,18 +1,21 @@
-//! The kernel stage: load the eBPF object, attach it to interfaces as they come and go, and
-//! read its maps with batched syscalls.
+//! The kernel stage, the first of the pipeline: load the eBPF object, attach it to interfaces
+//! as they come and go, and read its maps with batched syscalls. It imports no later stage:
+//! the flow stage drives the reads and keeps what they find.
 //!
 //! `attach` owns the programs (and so the links: dropping it detaches everything); `reader`
-//! owns the maps and feeds [`crate::flow::FlowTable`]; `netlink` and `sys` are the thin
-//! wrappers over the kernel interfaces that aya 0.14 does not cover.
+//! reads the flow tables into a [`reader::FlowSink`]; `counts` reads the metric modules' maps
+//! of per-flow counts; `table` is one kernel hash map as a reader uses it; `netlink` and `sys`
+//! are the thin wrappers over the kernel interfaces that aya 0.14 does not cover.
 
 pub mod attach;
 pub mod btf;
+pub mod counts;
 pub mod drops;
 pub mod kernel;
 pub mod netlink;
 pub mod reader;
 pub mod sys;
-pub mod tables;
+pub mod table;
 
 use aya::{Ebpf, EbpfLoader, maps::Map};
 use netprobe_ebpf::{COUNTERS_MAP, FLOWS4_MAP, FLOWS6_MAP, skb_offsets};
@@ -72,6 +75,15 @@ pub enum EbpfError {
     /// A map or program the object must contain is missing.
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
+    /// A map of the object could not be opened for reading.
+    #[error("opening map {name} failed")]
+    Table {
+        /// The map's name.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: sys::SysError,
+    },
 }
 
 /// Loads the production object with flow tables of `v4` and `v6` entries, and loads (but does
@@ -228,19 +240,12 @@ pub struct Maps {
     pub counters: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
 }
 
-/// Takes the connection, drop and ICMP-error tables out of the object, for the reader.
-pub fn take_other_maps(ebpf: &mut Ebpf) -> Result<tables::OtherMaps, EbpfError> {
-    let mut take = |name: &'static str| -> Result<aya::maps::MapData, EbpfError> {
-        match ebpf.take_map(name) {
-            Some(Map::HashMap(m) | Map::LruHashMap(m)) => Ok(m),
-            _ => Err(EbpfError::Missing(name)),
-        }
-    };
-    Ok(tables::OtherMaps {
-        conns: take(netprobe_ebpf::CONNS_MAP)?,
-        drops: take(netprobe_ebpf::DROPS_MAP)?,
-        icmp: take(netprobe_ebpf::ICMP_ERRORS_MAP)?,
-    })
+/// Takes the (LRU) hash map `name` out of the object, for its reader.
+pub fn take_hash_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::MapData, EbpfError> {
+    match ebpf.take_map(name) {
+        Some(Map::HashMap(m) | Map::LruHashMap(m)) => Ok(m),
+        _ => Err(EbpfError::Missing(name)),
+    }
 }
 
 /// Takes the flow tables and the counter array out of the object, for the reader.

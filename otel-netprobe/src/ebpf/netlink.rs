@@ -8,24 +8,21 @@ use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-const NLMSG_HDRLEN: usize = 16;
-const IFINFOMSG_LEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_GETLINK: u16 = 18;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_DUMP: u16 = 0x300;
-const RTMGRP_LINK: u32 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MASTER: u16 = 10;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const IFF_UP: u32 = 0x1;
-const IFF_LOOPBACK: u32 = 0x8;
+// The kernel's constants, from libc (typed as the headers' fields they are compared with).
+const NLMSG_HDRLEN: usize = size_of::<libc::nlmsghdr>();
+const IFINFOMSG_LEN: usize = size_of::<libc::ifinfomsg>();
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
+const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
+const NLM_F_DUMP_INTR: u16 = libc::NLM_F_DUMP_INTR as u16;
+const NLM_F_DUMP: u16 = libc::NLM_F_DUMP as u16;
+const NLA_TYPE_MASK: u16 = libc::NLA_TYPE_MASK as u16;
+const RTMGRP_LINK: u32 = libc::RTMGRP_LINK as u32;
+const IFF_UP: u32 = libc::IFF_UP as u32;
+const IFF_LOOPBACK: u32 = libc::IFF_LOOPBACK as u32;
+use libc::{
+    IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MASTER, RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK,
+};
 const RECV_BUF: usize = 64 * 1024;
 
 /// Errors from netlink sockets and message parsing.

@@ -1,29 +1,20 @@
-//! The map reader: one cycle reads the whole flow table with batched lookups, moves idle
-//! entries out of the kernel (each with its final value, so no packet is lost), expires
-//! forgotten flows, sums the per-CPU counters and hands the aggregator a [`Reading`].
+//! The kernel side of a read cycle over the flow tables: both tables read with batched
+//! lookups, each entry handed to a [`FlowSink`] (the flow stage's cumulative table) with what
+//! the reader already knows of it, and the idle entries the sink names moved out of the kernel
+//! with their final values, so no packet is lost. Also the per-CPU global counters, the
+//! clocks the programs stamp entries with, and how this kernel lets entries go ([`Eviction`]).
 
-use std::{
-    os::fd::AsFd,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::os::fd::AsFd;
 
 use aya::{
     Pod,
-    maps::{HashMap, Map, MapData, MapError},
+    maps::{HashMap, MapData, MapError},
 };
 use netprobe_ebpf::{Counter, FlowKey, FlowKey4, FlowStats};
 
 use super::{
     sys::{self, BatchReader, SysError, TypedMap},
-    tables::OtherTables,
-};
-use crate::{
-    flow::{FlowTable, GlobalCounters, Reading, flows_of},
-    telemetry::{
-        Count, Health, Telemetry,
-        events::{ConnsEvicted, Event, FlowsExpired, FlowsMovedOut, ReadCompleted, ReadFailed},
-    },
+    table::aya_handle,
 };
 
 /// Reads `CLOCK_MONOTONIC_COARSE`: the monotonic clock the programs stamp entries with
@@ -45,15 +36,6 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(clock, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Expiry settings of the reader.
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    /// Idle time after which a flow leaves the kernel table.
-    pub kernel_idle: Duration,
-    /// Idle time after which a flow is forgotten.
-    pub idle: Duration,
 }
 
 /// How idle entries leave the kernel table, by what the kernel offers.
@@ -117,22 +99,45 @@ struct AyaTables {
 
 impl AyaTables {
     fn of(maps: &super::Maps) -> Result<Self, SysError> {
-        fn handle<K: Pod>(data: &MapData) -> Result<HashMap<MapData, K, FlowStats>, SysError> {
-            let aya = |e: MapError| SysError::Aya(Box::new(e));
-            let fd = data.fd().as_fd().try_clone_to_owned();
-            let fd = fd.map_err(|e| aya(MapError::IoError(e)))?;
-            let map = Map::from_map_data(MapData::from_fd(fd).map_err(aya)?).map_err(aya)?;
-            HashMap::try_from(map).map_err(aya)
-        }
         Ok(Self {
-            v4: handle(&maps.flows4)?,
-            v6: handle(&maps.flows6)?,
+            v4: aya_handle(&maps.flows4)?,
+            v6: aya_handle(&maps.flows6)?,
         })
     }
 }
 
-/// Owns the maps and the cumulative flow table.
-pub struct Reader {
+/// Where the flow tables' entries go: the flow stage's cumulative table.
+pub trait FlowSink {
+    /// Takes in the tables' entries at coarse time `now_ns`, and returns the keys whose counts
+    /// have not changed for `kernel_idle_ns`, to be moved out of the kernel. Each item carries,
+    /// when the reader knows the entry is unchanged since its previous read, the time it last
+    /// changed; for every item, in order, the time its counts last changed is appended to
+    /// `changed_at`, for the reader's next comparison.
+    fn ingest<'a, I>(
+        &mut self,
+        kernel: I,
+        now_ns: u64,
+        kernel_idle_ns: u64,
+        changed_at: &mut Vec<u64>,
+    ) -> &[FlowKey]
+    where
+        I: Iterator<Item = (FlowKey, &'a FlowStats, Option<u64>)> + Clone;
+
+    /// Takes in the final value of an entry moved out at `now_ns` (`None`: it was gone).
+    fn fold_evicted(&mut self, key: &FlowKey, last: Option<FlowStats>, now_ns: u64);
+}
+
+/// What one read of the flow tables did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowRead {
+    /// Entries left in the kernel tables.
+    pub entries: u64,
+    /// Entries moved out (idle).
+    pub moved_out: u64,
+}
+
+/// The flow tables and the counter array, with what the previous read saw.
+pub struct FlowMaps {
     maps: super::Maps,
     batch4: BatchReader<FlowKey4, FlowStats>,
     batch6: BatchReader<FlowKey, FlowStats>,
@@ -144,23 +149,11 @@ pub struct Reader {
     eviction: Eviction,
     /// Before 5.14 only: the tables through aya.
     aya: Option<AyaTables>,
-    table: FlowTable,
-    /// Connections, drops and ICMP errors (`None`: tests of the flow tables alone).
-    other: Option<OtherTables>,
-    timeouts: Timeouts,
-    health: Health,
-    telemetry: Arc<Telemetry>,
 }
 
-impl Reader {
-    /// A reader over the production maps (see [`super::take_maps`]); `capacity` is both flow
-    /// tables' together; what it does is counted in `telemetry`.
-    pub fn new(
-        maps: super::Maps,
-        capacity: u64,
-        timeouts: Timeouts,
-        telemetry: Arc<Telemetry>,
-    ) -> Result<Self, SysError> {
+impl FlowMaps {
+    /// The production maps (see [`super::take_maps`]); asks the kernel how entries can go.
+    pub fn new(maps: super::Maps) -> Result<Self, SysError> {
         let eviction = Eviction::probe(&TypedMap::new(maps.flows4.fd().as_fd())?);
         let aya = match eviction {
             Eviction::LookupAndDelete => None,
@@ -182,74 +175,26 @@ impl Reader {
             changed_at: Vec::new(),
             eviction,
             aya,
-            table: FlowTable::new(),
-            other: None,
-            timeouts,
-            health: Health {
-                flow_table_capacity: capacity,
-                ..Health::default()
-            },
-            telemetry,
         })
     }
 
-    /// Reads the connection, drop and ICMP-error tables too, from the next cycle.
-    #[must_use]
-    pub fn with_other_tables(mut self, other: OtherTables) -> Self {
-        self.other = Some(other);
-        self
-    }
-
-    /// Records what the running kernel offers (`(feature, present)`), for the agent's
-    /// metrics; the reader adds its own (`lookup_and_delete`).
-    pub fn set_kernel_features(&mut self, features: &[(&'static str, bool)]) {
-        self.health.kernel = super::kernel::release();
-        self.health.features = features.to_vec();
-        self.health.features.push((
-            "lookup_and_delete",
-            self.eviction == Eviction::LookupAndDelete,
-        ));
-        self.health.features.sort_unstable();
-    }
-
-    /// How idle entries leave the kernel table on this kernel.
+    /// How idle entries leave the kernel tables on this kernel.
     pub fn eviction(&self) -> Eviction {
         self.eviction
     }
 
-    /// Changes the expiry settings (they apply from the next cycle).
-    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
-        self.timeouts = timeouts;
-    }
-
-    /// One read cycle; returns what it found. On error the failure is counted and the
-    /// previous state is kept.
-    pub fn cycle(&mut self) -> Reading {
-        let started = Instant::now();
-        match self.read() {
-            Ok(()) => ReadCompleted.emit(&self.telemetry),
-            Err(e) => ReadFailed { error: &e }.emit(&self.telemetry),
-        }
-        let t = &self.telemetry;
-        self.health.read_cycles_total = t.get(Count::ReadCycles);
-        self.health.kernel_evictions_total = t.get(Count::MovedOut);
-        self.health.flows_expired_total = t.get(Count::Expired);
-        self.health.last_read_seconds = started.elapsed().as_secs_f64();
-        self.health.flows_tracked = self.table.len() as u64;
-        Reading {
-            flows: flows_of(&self.table),
-            counters: self.read_counters(),
-            health: self.health.clone(),
-        }
-    }
-
-    fn read(&mut self) -> Result<(), SysError> {
+    /// Reads both tables into `sink` at coarse time `now_ns`, and moves out the entries it
+    /// found idle for `kernel_idle_ns`.
+    pub fn read(
+        &mut self,
+        now_ns: u64,
+        kernel_idle_ns: u64,
+        sink: &mut impl FlowSink,
+    ) -> Result<FlowRead, SysError> {
         let (fd4, fd6) = (self.maps.flows4.fd().as_fd(), self.maps.flows6.fd().as_fd());
-        let now = coarse_now_ns();
-        let kernel_idle = self.timeouts.kernel_idle.as_nanos() as u64;
         let v4 = self.batch4.read_all(fd4)?;
         let v6 = self.batch6.read_all(fd6)?;
-        self.health.flow_table_entries = (v4.keys.len() + v6.keys.len()) as u64;
+        let entries = v4.keys.len() + v6.keys.len();
         // The kernel walks a hash table in bucket order, which only inserts and deletes change:
         // an entry equal to the previous read's at the same position is unchanged (same key,
         // same bytes, same incarnation) and needs no lookup in the flow table; it last changed
@@ -276,10 +221,9 @@ impl Reader {
                         (*k, s, known(n4 + i, same))
                     }),
             );
-        let mut changed_at = Vec::with_capacity(v4.keys.len() + v6.keys.len());
-        let evict = self
-            .table
-            .ingest(kernel, now, kernel_idle, &mut changed_at)
+        let mut changed_at = Vec::with_capacity(entries);
+        let evict = sink
+            .ingest(kernel, now_ns, kernel_idle_ns, &mut changed_at)
             .to_vec();
         self.changed_at = changed_at;
         self.prev4.clear();
@@ -310,40 +254,16 @@ impl Reader {
             } else {
                 self.eviction.take(&map6, aya.map(|a| &mut a.v6), key)?
             };
-            self.table.fold_evicted(key, last, now);
+            sink.fold_evicted(key, last, now_ns);
         }
-        self.health.flow_table_entries -= evict.len() as u64;
-        FlowsMovedOut {
-            count: evict.len() as u64,
-        }
-        .emit(&self.telemetry);
-        if let Some(other) = &mut self.other {
-            let mono = monotonic_now_ns();
-            let figures = other.read(
-                &mut self.table,
-                now,
-                mono,
-                self.timeouts.kernel_idle,
-                self.eviction,
-            )?;
-            ConnsEvicted {
-                count: figures.conns_evicted,
-            }
-            .emit(&self.telemetry);
-            self.health.tables = figures;
-        }
-        let expired = self.table.expire(now, self.timeouts.idle.as_nanos() as u64);
-        FlowsExpired {
-            count: expired as u64,
-        }
-        .emit(&self.telemetry);
-        if let (Some(a), Some(b)) = (sys::map_memlock_bytes(fd4), sys::map_memlock_bytes(fd6)) {
-            self.health.flow_table_memory_bytes = a + b;
-        }
-        Ok(())
+        Ok(FlowRead {
+            entries: (entries - evict.len()) as u64,
+            moved_out: evict.len() as u64,
+        })
     }
 
-    fn read_counters(&self) -> GlobalCounters {
+    /// The kernel's global counters, summed over CPUs.
+    pub fn counters(&self) -> GlobalCounters {
         let mut g = GlobalCounters::default();
         for c in Counter::ALL {
             if let Ok(v) = self.maps.counters.get(&(c as u32), 0) {
@@ -351,5 +271,22 @@ impl Reader {
             }
         }
         g
+    }
+
+    /// Kernel memory of both flow tables (the kernel's own accounting), bytes.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        let (fd4, fd6) = (self.maps.flows4.fd().as_fd(), self.maps.flows6.fd().as_fd());
+        Some(sys::map_memlock_bytes(fd4)? + sys::map_memlock_bytes(fd6)?)
+    }
+}
+
+/// The kernel's global counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalCounters(pub [u64; Counter::ALL.len()]);
+
+impl GlobalCounters {
+    /// The value of one counter.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
     }
 }

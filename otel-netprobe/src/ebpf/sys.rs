@@ -185,12 +185,6 @@ impl<'fd, K: Pod, V: Pod> TypedMap<'fd, K, V> {
         })
     }
 
-    /// Values per key: the possible-CPU count for per-CPU maps, else 1.
-    #[must_use]
-    pub fn values_per_key(&self) -> usize {
-        self.per_key
-    }
-
     /// Bytes per CPU slot: per-CPU values are padded to 8 bytes each.
     fn slot(&self) -> usize {
         if is_percpu(self.map_type) {

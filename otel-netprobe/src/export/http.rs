@@ -23,7 +23,7 @@ use axum::{
 };
 
 use super::prometheus;
-use crate::{flow::Snapshot, telemetry::Telemetry};
+use crate::{frame::Snapshot, metrics, telemetry::Telemetry};
 
 /// The latest snapshot, replaced whole by the reader (readers clone the `Arc`, never wait on a
 /// half-built one).
@@ -136,7 +136,7 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let body = s
         .renders
         .get(&s.renders.metrics, &snap, |snap| {
-            let health = s.telemetry.families();
+            let health = metrics::agent::families(&s.telemetry);
             Bytes::from(prometheus::render(
                 snap.frame.families.iter().chain(&health),
             ))

@@ -1,12 +1,11 @@
-//! Renderers: everything here reads a [`crate::flow::Snapshot`] (its frame and summary) and the
-//! agent's health counters, and nothing else.
+//! Renderers: everything here reads a [`crate::frame::Snapshot`] (its frame and summary) and the
+//! agent's event counters, and nothing else; no renderer names a metric (the catalogue lives
+//! with the metric modules, `crate::metrics`).
 //!
-//! `names` is the metric catalogue (the contract with the collector, dashboards and alerts);
-//! `prometheus` renders frames as text and `otlp` as protobuf, both generically; `summary` is
-//! the consolidated traffic summary; `http` serves them.
+//! `prometheus` renders frames as text and `otlp` as protobuf, both generically; `summary`
+//! prints the traffic summary and fetches it from a running agent; `http` serves them.
 
 pub mod http;
-pub mod names;
 pub mod otlp;
 pub mod prometheus;
 pub mod serve;

@@ -5,8 +5,12 @@
 
 use std::fmt::Write as _;
 
-use super::names::prometheus_label;
-use crate::frame::{Family, Value};
+use crate::metrics::{Family, Value};
+
+/// The Prometheus label for an OTLP attribute name.
+pub fn label(attr: &str) -> String {
+    attr.replace('.', "_")
+}
 
 fn escape_into(out: &mut String, v: &str) {
     for c in v.chars() {
@@ -26,7 +30,7 @@ fn label_text(labels: &[(&str, String)]) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&prometheus_label(k));
+        out.push_str(&label(k));
         out.push_str("=\"");
         escape_into(&mut out, v);
         out.push('"');
@@ -127,7 +131,8 @@ mod tests {
     use super::*;
     use crate::{
         flow::{Budgets, FlowView, Reading},
-        metrics::Aggregator,
+        frame::Aggregator,
+        metrics,
         telemetry::Telemetry,
     };
 
@@ -152,8 +157,8 @@ mod tests {
             flows: vec![flow(40001, 3, 600), flow(40002, 2, 400)],
             ..Reading::default()
         };
-        let snap = Aggregator::standalone(Budgets::default()).publish(reading);
-        let health = Telemetry::default().families();
+        let snap = Aggregator::standalone(Budgets::default()).publish(&reading);
+        let health = metrics::agent::families(&Telemetry::default());
         let text = render(snap.frame.families.iter().chain(&health));
         let labels = "source_address=\"10.0.0.1\",destination_address=\"10.0.0.2\",destination_port=\"7000\",network_transport=\"udp\",network_type=\"ipv4\"";
         assert!(
@@ -199,7 +204,7 @@ mod tests {
 
     #[test]
     fn values_are_escaped_and_special_floats_spelled() {
-        let mut f = Family::new(&crate::export::names::AGENT_READ_DURATION);
+        let mut f = Family::new(&crate::metrics::tables::AGENT_READ_DURATION);
         f.push(
             vec![("a.b", "x\"y\\z\nw".to_owned())],
             Value::Double(f64::INFINITY),

@@ -1,389 +1,94 @@
-//! The consolidated traffic summary (from the seed project): totals, unique endpoints, the
-//! protocol breakdown, TCP connection states from the flags seen, the top talkers and, with
-//! Kubernetes, each namespace's traffic. Built once per read cycle by the aggregator from the
-//! flows it named; served as JSON at `/api/v1/summary` and printed as a table by
-//! `otel-netprobe summary` ([`fetch`]).
+//! The traffic summary for people: the table `otel-netprobe summary` prints, and [`fetch`],
+//! which gets a running agent's summary (`/api/v1/summary`, JSON).
 
-use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
+use std::fmt::Write as _;
 
-use netprobe_ebpf::{Counter, tcp_flags};
-use rustc_hash::{FxHashMap, FxHashSet};
-use serde::{Deserialize, Serialize};
+use crate::metrics::summary::Summary;
 
-use crate::{
-    flow::{GlobalCounters, Named, Transport},
-    frame::{Family, Value},
-    k8s::naming::{Peer, UNKNOWN},
-};
-
-/// Packets and bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Volume {
-    /// Wire packets.
-    pub packets: u64,
-    /// IP bytes.
-    pub bytes: u64,
-}
-
-impl Volume {
-    fn add(&mut self, packets: u64, bytes: u64) {
-        self.packets += packets;
-        self.bytes += bytes;
+/// The summary as a table for people (`otel-netprobe summary`).
+pub fn table(s: &Summary) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "Traffic summary");
+    let _ = writeln!(o, "  packets            {:>14}", s.total.packets);
+    let _ = writeln!(o, "  bytes              {:>14}", s.total.bytes);
+    let _ = writeln!(o, "  flows              {:>14}", s.flows);
+    let _ = writeln!(o, "  unique sources     {:>14}", s.unique_sources);
+    let _ = writeln!(o, "  unique destinations{:>14}", s.unique_destinations);
+    let _ = writeln!(o, "\nProtocol        packets          bytes");
+    for (p, v) in &s.protocols {
+        let _ = writeln!(o, "  {p:<10} {:>10} {:>14}", v.packets, v.bytes);
     }
-}
-
-/// One top talker: a source address and what it sent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Talker {
-    /// Source address.
-    pub address: String,
-    /// Packets sent.
-    pub packets: u64,
-    /// IP bytes sent.
-    pub bytes: u64,
-    /// Flows it sent on.
-    pub flows: u64,
-    /// Who it is, with Kubernetes: `namespace/workload (Kind)`, `node NAME`, `external` (or a
-    /// CIDR group), `unknown`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-/// One namespace, with Kubernetes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NamespaceSummary {
-    /// Pods (running or pending).
-    pub pods: u64,
-    /// Services.
-    pub services: u64,
-    /// Traffic its pods and services sent.
-    pub sent: Volume,
-    /// Traffic sent to its pods and services.
-    pub received: Volume,
-}
-
-/// The summary document.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// Everything counted.
-    pub total: Volume,
-    /// Flows tracked.
-    pub flows: u64,
-    /// Distinct source addresses.
-    pub unique_sources: u64,
-    /// Distinct destination addresses.
-    pub unique_destinations: u64,
-    /// Volume per transport (`tcp`, `udp`, `icmp`, `icmpv6`, `ipproto_<n>`).
-    pub protocols: BTreeMap<String, Volume>,
-    /// TCP flows per state derived from the flags seen: `syn_sent`, `established`, `closed`
-    /// (FIN seen), `reset` (RST seen), `unknown` (no SYN seen, started before the agent).
-    pub tcp_states: BTreeMap<String, u64>,
-    /// Busiest sources by bytes.
-    pub top_talkers: Vec<Talker>,
-    /// Packets passed but not counted in a flow: non-IP, malformed, untracked (table full).
-    pub not_in_flows: BTreeMap<String, u64>,
-    /// With Kubernetes: per namespace (under the namespace filter), its objects and traffic.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub namespaces: BTreeMap<String, NamespaceSummary>,
-    /// Every flow metric of the frame, totalled over its series (split by the attributes of
-    /// its own, such as a drop reason).
-    #[serde(default)]
-    pub metrics: Vec<MetricTotal>,
-}
-
-/// A metric's total over its series, as the frame has it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct MetricTotal {
-    /// OTLP name.
-    pub name: String,
-    /// UCUM unit.
-    pub unit: String,
-    /// One row per value of the attributes it is split by (one row when it is not split).
-    pub rows: Vec<TotalRow>,
-}
-
-/// One row of a [`MetricTotal`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct TotalRow {
-    /// The attributes the metric is split by, with their values.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attributes: BTreeMap<String, String>,
-    /// The total; for a histogram, its number of observations.
-    pub value: f64,
-    /// A histogram's sum of observations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sum: Option<f64>,
-    /// A histogram's observations per bucket, by upper bound (`+Inf` last).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub buckets: Vec<(String, u64)>,
-}
-
-fn add(row: &mut TotalRow, value: &Value) {
-    match value {
-        Value::Int(v) => row.value += *v as f64,
-        Value::Double(v) => row.value += v,
-        Value::Histogram(h) => {
-            row.value += h.count as f64;
-            *row.sum.get_or_insert(0.0) += h.sum;
-            if row.buckets.is_empty() {
-                row.buckets = (0..h.counts.len())
-                    .map(|i| (h.bounds.get(i).map_or("+Inf".into(), f64::to_string), 0))
-                    .collect();
-            }
-            for (b, c) in row.buckets.iter_mut().zip(&h.counts) {
-                b.1 += c;
-            }
-        }
+    let _ = writeln!(o, "\nTCP flows by state");
+    for (state, n) in &s.tcp_states {
+        let _ = writeln!(o, "  {state:<12} {n:>8}");
     }
-}
-
-/// The totals of the families that ask for them ([`Family::totals_by`]), generically.
-fn totals(families: &[Family]) -> Vec<MetricTotal> {
-    let mut out = Vec::new();
-    for f in families {
-        let Some(by) = f.totals_by else { continue };
-        let mut rows: BTreeMap<BTreeMap<String, String>, TotalRow> = BTreeMap::new();
-        let mut all = TotalRow::default();
-        for p in &f.points {
-            let row = if by.is_empty() {
-                &mut all
-            } else {
-                let key = p
-                    .attrs
-                    .iter()
-                    .filter(|(k, _)| by.contains(k))
-                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                    .collect();
-                rows.entry(key).or_default()
-            };
-            add(row, &p.value);
-        }
-        if by.is_empty() {
-            rows.insert(BTreeMap::new(), all);
-        }
-        out.push(MetricTotal {
-            name: f.metric.otlp.to_owned(),
-            unit: f.metric.unit.to_owned(),
-            rows: rows
-                .into_iter()
-                .map(|(attributes, row)| TotalRow { attributes, ..row })
-                .collect(),
-        });
-    }
-    out
-}
-
-/// A flow end for people.
-fn peer_name(p: Peer<'_>) -> String {
-    match p {
-        Peer::Pod(pod) => format!(
-            "{}/{} ({})",
-            pod.namespace, pod.workload.name, pod.workload.kind
-        ),
-        Peer::Service(svc) => format!("{}/{} (Service)", svc.namespace, svc.name),
-        Peer::Node(n) => format!("node {n}"),
-        Peer::External(g) => g.to_string(),
-        Peer::Unknown => UNKNOWN.to_owned(),
-    }
-}
-
-fn tcp_state(flags: u64) -> &'static str {
-    if flags & tcp_flags::RST != 0 {
-        "reset"
-    } else if flags & tcp_flags::FIN != 0 {
-        "closed"
-    } else if flags & (tcp_flags::SYN | tcp_flags::SYN_ACK) == tcp_flags::SYN
-        && flags & tcp_flags::ACK == 0
-    {
-        "syn_sent"
-    } else if flags & (tcp_flags::SYN | tcp_flags::SYN_ACK) != 0 {
-        "established"
-    } else {
-        "unknown"
-    }
-}
-
-impl Summary {
-    /// Summarises one cycle's flows (their ends named when Kubernetes names them) and the
-    /// totals of its frame's flow metrics, listing `top` talkers.
-    pub fn of(
-        named: &Named<'_>,
-        counters: &GlobalCounters,
-        families: &[Family],
-        top: usize,
-    ) -> Self {
-        let mut s = Summary {
-            metrics: totals(families),
-            ..Summary::default()
-        };
-        let naming = named.naming;
-        let cluster = naming.rules.cluster;
-        if cluster {
-            for (ns, c) in &naming.index.namespaces {
-                if naming.rules.namespace_allowed(ns) {
-                    let n = s.namespaces.entry(ns.to_string()).or_default();
-                    (n.pods, n.services) = (c.pods, c.services);
-                }
-            }
-        }
-        let mut dests = FxHashSet::default();
-        let mut talkers: FxHashMap<IpAddr, (Volume, u64)> = FxHashMap::default();
-        let mut protocols: FxHashMap<Transport, Volume> = FxHashMap::default();
-        let mut states: FxHashMap<&'static str, u64> = FxHashMap::default();
-        for (i, f) in named.flows.iter().enumerate() {
-            if let Some(ends) = named.ends.as_ref().filter(|_| cluster) {
-                for (peer, sent) in [(ends[i].src, true), (ends[i].dst, false)] {
-                    let Some(ns) = peer.namespace() else { continue };
-                    if let Some(n) = s.namespaces.get_mut(&**ns) {
-                        let v = if sent { &mut n.sent } else { &mut n.received };
-                        v.add(f.packets, f.bytes);
-                    }
-                }
-            }
-            s.total.add(f.packets, f.bytes);
-            s.flows += 1;
-            dests.insert(f.dst);
-            protocols
-                .entry(f.transport)
-                .or_default()
-                .add(f.packets, f.bytes);
-            if f.transport == Transport::Tcp {
-                *states.entry(tcp_state(f.tcp_flags)).or_default() += 1;
-            }
-            let t = talkers.entry(f.src).or_default();
-            t.0.add(f.packets, f.bytes);
-            t.1 += 1;
-        }
-        s.unique_sources = talkers.len() as u64;
-        s.unique_destinations = dests.len() as u64;
-        s.protocols = protocols.into_iter().map(|(t, v)| (t.name(), v)).collect();
-        s.tcp_states = states.into_iter().map(|(k, n)| (k.to_owned(), n)).collect();
-        let mut talkers: Vec<(IpAddr, (Volume, u64))> = talkers.into_iter().collect();
-        let busiest = |a: &(IpAddr, (Volume, u64)), b: &(IpAddr, (Volume, u64))| {
-            b.1.0.bytes.cmp(&a.1.0.bytes).then_with(|| a.0.cmp(&b.0))
-        };
-        if talkers.len() > top && top > 0 {
-            talkers.select_nth_unstable_by(top - 1, busiest);
-        }
-        talkers.truncate(top);
-        talkers.sort_unstable_by(busiest);
-        s.top_talkers = talkers
-            .into_iter()
-            .map(|(ip, (v, flows))| Talker {
-                address: ip.to_string(),
-                packets: v.packets,
-                bytes: v.bytes,
-                flows,
-                name: cluster.then(|| peer_name(naming.peer(ip))),
-            })
-            .collect();
-        let c = counters;
-        let malformed = [
-            Counter::MalformedEthernet,
-            Counter::MalformedVlan,
-            Counter::MalformedIpv4,
-            Counter::MalformedIpv6,
-            Counter::MalformedTransport,
-        ]
-        .iter()
-        .map(|x| c.get(*x))
-        .sum();
-        let non_ip =
-            c.get(Counter::NonIpArp) + c.get(Counter::NonIpLldp) + c.get(Counter::NonIpOther);
-        s.not_in_flows.insert("non_ip".into(), non_ip);
-        s.not_in_flows.insert("malformed".into(), malformed);
-        s.not_in_flows.insert(
-            "untracked_table_full".into(),
-            c.get(Counter::MapFullPackets),
-        );
-        s
-    }
-
-    /// A table for people.
-    pub fn to_table(&self) -> String {
-        let mut o = String::new();
-        let _ = writeln!(o, "Traffic summary");
-        let _ = writeln!(o, "  packets            {:>14}", self.total.packets);
-        let _ = writeln!(o, "  bytes              {:>14}", self.total.bytes);
-        let _ = writeln!(o, "  flows              {:>14}", self.flows);
-        let _ = writeln!(o, "  unique sources     {:>14}", self.unique_sources);
-        let _ = writeln!(o, "  unique destinations{:>14}", self.unique_destinations);
-        let _ = writeln!(o, "\nProtocol        packets          bytes");
-        for (p, v) in &self.protocols {
-            let _ = writeln!(o, "  {p:<10} {:>10} {:>14}", v.packets, v.bytes);
-        }
-        let _ = writeln!(o, "\nTCP flows by state");
-        for (state, n) in &self.tcp_states {
-            let _ = writeln!(o, "  {state:<12} {n:>8}");
-        }
-        let _ = writeln!(o, "\nTop talkers (by bytes sent)");
+    let _ = writeln!(o, "\nTop talkers (by bytes sent)");
+    let _ = writeln!(
+        o,
+        "  {:<40} {:>10} {:>14} {:>6}  name",
+        "source", "packets", "bytes", "flows"
+    );
+    for t in &s.top_talkers {
         let _ = writeln!(
             o,
-            "  {:<40} {:>10} {:>14} {:>6}  name",
-            "source", "packets", "bytes", "flows"
+            "  {:<40} {:>10} {:>14} {:>6}  {}",
+            t.address,
+            t.packets,
+            t.bytes,
+            t.flows,
+            t.name.as_deref().unwrap_or("-")
         );
-        for t in &self.top_talkers {
-            let _ = writeln!(
-                o,
-                "  {:<40} {:>10} {:>14} {:>6}  {}",
-                t.address,
-                t.packets,
-                t.bytes,
-                t.flows,
-                t.name.as_deref().unwrap_or("-")
-            );
-        }
-        if !self.namespaces.is_empty() {
-            let _ = writeln!(
-                o,
-                "\nNamespaces        pods services   sent bytes  received bytes"
-            );
-            for (ns, n) in &self.namespaces {
-                let _ = writeln!(
-                    o,
-                    "  {ns:<16} {:>4} {:>8} {:>12} {:>15}",
-                    n.pods, n.services, n.sent.bytes, n.received.bytes
-                );
-            }
-        }
-        if !self.metrics.is_empty() {
-            let _ = writeln!(o, "\nFlow metrics, totals over their series");
-        }
-        for m in &self.metrics {
-            for r in &m.rows {
-                let attrs: Vec<String> = r
-                    .attributes
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                let name = format!("{} {}", m.name, attrs.join(" "));
-                let _ = match r.sum {
-                    // A histogram: how many observations, and their sum in the unit.
-                    Some(sum) => writeln!(
-                        o,
-                        "  {:<62} {:>14} observed, sum {sum} {}",
-                        name.trim_end(),
-                        r.value,
-                        m.unit
-                    ),
-                    None => writeln!(o, "  {:<62} {:>14} {}", name.trim_end(), r.value, m.unit),
-                };
-                if !r.buckets.is_empty() {
-                    let b: Vec<String> = r
-                        .buckets
-                        .iter()
-                        .map(|(le, n)| format!("≤{le}: {n}"))
-                        .collect();
-                    let _ = writeln!(o, "      {}", b.join("  "));
-                }
-            }
-        }
-        let _ = writeln!(o, "\nPassed, not in a flow");
-        for (k, n) in &self.not_in_flows {
-            let _ = writeln!(o, "  {k:<22} {n:>8}");
-        }
-        o
     }
+    if !s.namespaces.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nNamespaces        pods services   sent bytes  received bytes"
+        );
+        for (ns, n) in &s.namespaces {
+            let _ = writeln!(
+                o,
+                "  {ns:<16} {:>4} {:>8} {:>12} {:>15}",
+                n.pods, n.services, n.sent.bytes, n.received.bytes
+            );
+        }
+    }
+    if !s.metrics.is_empty() {
+        let _ = writeln!(o, "\nFlow metrics, totals over their series");
+    }
+    for m in &s.metrics {
+        for r in &m.rows {
+            let attrs: Vec<String> = r
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let name = format!("{} {}", m.name, attrs.join(" "));
+            let _ = match r.sum {
+                // A histogram: how many observations, and their sum in the unit.
+                Some(sum) => writeln!(
+                    o,
+                    "  {:<62} {:>14} observed, sum {sum} {}",
+                    name.trim_end(),
+                    r.value,
+                    m.unit
+                ),
+                None => writeln!(o, "  {:<62} {:>14} {}", name.trim_end(), r.value, m.unit),
+            };
+            if !r.buckets.is_empty() {
+                let b: Vec<String> = r
+                    .buckets
+                    .iter()
+                    .map(|(le, n)| format!("≤{le}: {n}"))
+                    .collect();
+                let _ = writeln!(o, "      {}", b.join("  "));
+            }
+        }
+    }
+    let _ = writeln!(o, "\nPassed, not in a flow");
+    for (k, n) in &s.not_in_flows {
+        let _ = writeln!(o, "  {k:<22} {n:>8}");
+    }
+    o
 }
 
 /// The summary of a running agent could not be fetched.
@@ -392,7 +97,7 @@ pub enum FetchError {
     /// Only `http://HOST:PORT` URLs are supported.
     #[error("{0}: only http:// URLs are supported")]
     Url(String),
-    /// Nothing answered at the address.
+    /// Nothing answered at the address: refused, no route, or no connection within 10 s.
     #[error(
         "no agent answers at {host} (tried {url}): is `otel-netprobe run` running there? Point at another agent with --url http://HOST:PORT or NETPROBE_URL"
     )]
@@ -403,16 +108,16 @@ pub enum FetchError {
         url: String,
         /// The cause (connection refused, no route, timed out).
         #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Sending or reading failed after connecting.
+    /// Sending or reading failed after connecting, or no answer came within 20 s in all.
     #[error("talking to {url} failed")]
     Io {
         /// The URL.
         url: String,
         /// The cause.
         #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The agent did not answer 200.
     #[error("{url}: {status}")]
@@ -424,79 +129,70 @@ pub enum FetchError {
     },
 }
 
-/// The JSON summary of the agent at `base` (e.g. `http://127.0.0.1:9464`): a minimal HTTP/1.0
-/// GET, enough to talk to our own server without a client library.
+/// The JSON summary of the agent at `base` (e.g. `http://127.0.0.1:9464`), with hyper's client
+/// on a runtime of its own (the CLI has none).
 pub fn fetch(base: &str) -> Result<String, FetchError> {
-    use std::io::{Read as _, Write as _};
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper_util::{
+        client::legacy::{Client, connect::HttpConnector},
+        rt::TokioExecutor,
+    };
     let url = format!("{}/api/v1/summary", base.trim_end_matches('/'));
-    let io = |source| FetchError::Io {
+    let uri = url
+        .parse::<hyper::Uri>()
+        .ok()
+        .filter(|u| u.scheme_str() == Some("http") && u.host().is_some())
+        .ok_or_else(|| FetchError::Url(base.to_owned()))?;
+    let io = |source: Box<dyn std::error::Error + Send + Sync>| FetchError::Io {
         url: url.clone(),
         source,
     };
-    let host = url
-        .strip_prefix("http://")
-        .and_then(|r| r.split('/').next())
-        .ok_or_else(|| FetchError::Url(base.to_owned()))?;
-    let mut stream = connect(host).map_err(|source| FetchError::Connect {
-        host: host.to_owned(),
-        url: url.clone(),
-        source,
-    })?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .map_err(io)?;
-    write!(
-        stream,
-        "GET /api/v1/summary HTTP/1.0\r\nHost: {host}\r\n\r\n"
-    )
-    .map_err(io)?;
-    // At most 256 MiB: whatever answers there, the command's memory stays bounded.
-    let mut response = String::new();
-    stream
-        .take(256 << 20)
-        .read_to_string(&mut response)
-        .map_err(io)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.lines().next().unwrap_or_default();
-    if status.split(' ').nth(1) != Some("200") {
-        return Err(FetchError::Status {
-            url,
-            status: status.to_owned(),
-        });
-    }
-    Ok(body.to_owned())
-}
-
-/// Connects to `host` (`HOST:PORT`, any address it resolves to) within 10 s an address.
-fn connect(host: &str) -> std::io::Result<std::net::TcpStream> {
-    use std::net::ToSocketAddrs as _;
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-    for addr in host.to_socket_addrs()? {
-        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
+    // What the user typed (or the default) names the place looked at, port included.
+    let host = match uri.port_u16() {
+        Some(port) => format!("{}:{port}", uri.host().unwrap_or_default()),
+        None => format!("{}:80", uri.host().unwrap_or_default()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| io(e.into()))?;
+    runtime.block_on(async {
+        // Connecting has 10 s of its own, so an address that never answers is reported as
+        // such (a `Connect` error naming it), not as a slow answer.
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        let client =
+            Client::builder(TokioExecutor::new()).build::<_, Empty<bytes::Bytes>>(connector);
+        let get = async {
+            let response = client.get(uri).await.map_err(|e| {
+                if e.is_connect() {
+                    FetchError::Connect {
+                        host: host.clone(),
+                        url: url.clone(),
+                        source: e.into(),
+                    }
+                } else {
+                    io(e.into())
+                }
+            })?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| io(e.into()))?
+                .to_bytes();
+            Ok::<_, FetchError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(20), get)
+            .await
+            .map_err(|e| io(e.into()))??;
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                url: url.clone(),
+                status: status.to_string(),
+            });
         }
-    }
-    Err(last)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn states_from_flags() {
-        assert_eq!(tcp_state(tcp_flags::SYN), "syn_sent");
-        assert_eq!(tcp_state(tcp_flags::SYN | tcp_flags::ACK), "established");
-        assert_eq!(
-            tcp_state(tcp_flags::SYN | tcp_flags::ACK | tcp_flags::SYN_ACK),
-            "established"
-        );
-        assert_eq!(
-            tcp_state(tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN),
-            "closed"
-        );
-        assert_eq!(tcp_state(tcp_flags::ACK | tcp_flags::RST), "reset");
-        assert_eq!(tcp_state(tcp_flags::ACK), "unknown");
-    }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    })
 }

@@ -6,136 +6,9 @@ use std::{net::IpAddr, sync::Arc};
 
 use super::{FlowView, Labels, Transport};
 use crate::{
-    export::names::attr,
+    config::{EndPart, FlowAttr, Side, flow_attr as attr},
     k8s::naming::{Naming, Peer},
 };
-
-/// An attribute a flow series may carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlowAttr {
-    /// `source.address`.
-    SourceAddress,
-    /// `destination.address`.
-    DestinationAddress,
-    /// The server port: `destination.port`, or `source.port` on reply traffic; never a client
-    /// port.
-    ServerPort,
-    /// `network.transport`.
-    Transport,
-    /// `network.type`.
-    NetworkType,
-    /// One part of a Kubernetes name of one end.
-    End(Side, EndPart),
-    /// The service of the server end: `destination.k8s.service.name`, or
-    /// `source.k8s.service.name` on reply traffic.
-    ServerService,
-}
-
-/// Which end of a flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// The source.
-    Source,
-    /// The destination.
-    Destination,
-}
-
-/// A part of an end's Kubernetes name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndPart {
-    /// `k8s.namespace.name`.
-    Namespace,
-    /// `k8s.workload.name` (or the CIDR group, `external`, `unknown`).
-    WorkloadName,
-    /// `k8s.workload.kind` (`Deployment`, ..., `Service`, `Node`, `external`, `unknown`).
-    WorkloadKind,
-    /// `k8s.pod.name` (opt-in: one series per pod).
-    Pod,
-    /// `k8s.node.name`.
-    Node,
-}
-
-impl FlowAttr {
-    /// Every attribute, by its configuration name.
-    pub const ALL: [(&'static str, FlowAttr); 16] = [
-        (attr::SOURCE_ADDRESS, FlowAttr::SourceAddress),
-        (attr::DESTINATION_ADDRESS, FlowAttr::DestinationAddress),
-        (attr::DESTINATION_PORT, FlowAttr::ServerPort),
-        (attr::NETWORK_TRANSPORT, FlowAttr::Transport),
-        (attr::NETWORK_TYPE, FlowAttr::NetworkType),
-        (
-            attr::SOURCE_NAMESPACE,
-            FlowAttr::End(Side::Source, EndPart::Namespace),
-        ),
-        (
-            attr::SOURCE_WORKLOAD,
-            FlowAttr::End(Side::Source, EndPart::WorkloadName),
-        ),
-        (
-            attr::SOURCE_WORKLOAD_KIND,
-            FlowAttr::End(Side::Source, EndPart::WorkloadKind),
-        ),
-        (attr::SOURCE_POD, FlowAttr::End(Side::Source, EndPart::Pod)),
-        (
-            attr::SOURCE_NODE,
-            FlowAttr::End(Side::Source, EndPart::Node),
-        ),
-        (
-            attr::DESTINATION_NAMESPACE,
-            FlowAttr::End(Side::Destination, EndPart::Namespace),
-        ),
-        (
-            attr::DESTINATION_WORKLOAD,
-            FlowAttr::End(Side::Destination, EndPart::WorkloadName),
-        ),
-        (
-            attr::DESTINATION_WORKLOAD_KIND,
-            FlowAttr::End(Side::Destination, EndPart::WorkloadKind),
-        ),
-        (
-            attr::DESTINATION_POD,
-            FlowAttr::End(Side::Destination, EndPart::Pod),
-        ),
-        (
-            attr::DESTINATION_NODE,
-            FlowAttr::End(Side::Destination, EndPart::Node),
-        ),
-        (attr::DESTINATION_SERVICE, FlowAttr::ServerService),
-    ];
-
-    /// The default set without Kubernetes: addresses, server port, transport, IP version.
-    pub const STANDALONE: [&'static str; 5] = [
-        attr::SOURCE_ADDRESS,
-        attr::DESTINATION_ADDRESS,
-        attr::DESTINATION_PORT,
-        attr::NETWORK_TRANSPORT,
-        attr::NETWORK_TYPE,
-    ];
-
-    /// The default set with Kubernetes: workload level, no addresses, no pods.
-    pub const CLUSTER: [&'static str; 10] = [
-        attr::SOURCE_NAMESPACE,
-        attr::SOURCE_WORKLOAD,
-        attr::SOURCE_WORKLOAD_KIND,
-        attr::DESTINATION_NAMESPACE,
-        attr::DESTINATION_WORKLOAD,
-        attr::DESTINATION_WORKLOAD_KIND,
-        attr::DESTINATION_SERVICE,
-        attr::DESTINATION_PORT,
-        attr::NETWORK_TRANSPORT,
-        attr::NETWORK_TYPE,
-    ];
-
-    /// By configuration name.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
-    }
-
-    /// Parses a list of known names (unknown ones are skipped: validate first).
-    pub fn parse_all<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Self> {
-        names.into_iter().filter_map(Self::parse).collect()
-    }
-}
 
 /// A flow's identity under an attribute set: cheap to hash and compare; formatted into
 /// [`Labels`] once per series, not once per flow.
@@ -352,6 +225,15 @@ impl Plan {
         }
         l
     }
+}
+
+/// Every attribute a flow series may carry: the choices of `metrics.flow_attributes`, and the
+/// reply-traffic forms of the server's port and service (`source.port`, `source.k8s.service.name`).
+pub fn flow_labels() -> impl Iterator<Item = &'static str> {
+    FlowAttr::ALL
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([attr::SOURCE_PORT, attr::SOURCE_SERVICE])
 }
 
 /// The server port of `f`, and whether the destination is the server: from the handshake,

@@ -7,12 +7,17 @@
 //! (by its key and the time of its SYN) and what it already counted; entries whose story is
 //! over are handed back to be deleted from the kernel. The kernel marks events; the timeouts
 //! are decided here: no SYN-ACK within `handshake_timeout` is `unanswered`, an open connection
-//! whose flow carried nothing for `idle_timeout` is closed as `idle`.
+//! whose flow carried nothing for `idle_timeout` is closed as `idle`. [`ConnTable`] reads the
+//! kernel table each cycle and files what the tracker says under the flows of [`FlowTable`].
 
 use std::time::Duration;
 
+use aya::maps::MapData;
 use netprobe_ebpf::{Conn, ConnKey, FlowKey, conn_event};
 use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::FlowTable;
+use crate::ebpf::{sys::SysError, table::KernelTable};
 
 /// Upper bounds of the handshake-duration buckets, seconds: 50 µs to 10 s.
 pub const HANDSHAKE_BOUNDS: [f64; 17] = [
@@ -277,6 +282,96 @@ impl ConnTracker {
             }
         }
         out
+    }
+}
+
+/// Timeouts and capacity of the connection tracking.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnSettings {
+    /// Handshake and idle timeouts.
+    pub timeouts: ConnTimeouts,
+    /// The kernel table's capacity.
+    pub capacity: u32,
+}
+
+/// What one read of the connection table found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnRead {
+    /// Entries in the kernel table.
+    pub entries: u64,
+    /// Connections the table pushed out before their end (this cycle).
+    pub evicted: u64,
+}
+
+/// The kernel's connection table and its tracker.
+pub struct ConnTable {
+    table: KernelTable<ConnKey, Conn>,
+    tracker: ConnTracker,
+    settings: ConnSettings,
+    /// Flows with open connections after the last cycle (their gauge drops to 0 when none).
+    active: Vec<FlowKey>,
+}
+
+impl ConnTable {
+    /// A reader of the connection table behind `data`.
+    pub fn new(data: MapData, settings: ConnSettings) -> Result<Self, SysError> {
+        Ok(Self {
+            table: KernelTable::new(data, 256)?,
+            tracker: ConnTracker::new(),
+            settings,
+            active: Vec::new(),
+        })
+    }
+
+    /// The kernel table's capacity.
+    pub fn capacity(&self) -> u32 {
+        self.settings.capacity
+    }
+
+    /// Reads the table at monotonic time `mono_ns` (the connections' clock) into the flows of
+    /// `table` (coarse time `now_ns`), and deletes the entries whose story is over.
+    pub fn read(
+        &mut self,
+        table: &mut FlowTable,
+        now_ns: u64,
+        mono_ns: u64,
+    ) -> Result<ConnRead, SysError> {
+        let entries: Vec<(ConnKey, Conn)> = {
+            let e = self.table.read_all()?;
+            e.keys
+                .iter()
+                .copied()
+                .zip(e.values.iter().copied())
+                .collect()
+        };
+        let cycle = self
+            .tracker
+            .ingest(&entries, mono_ns, self.settings.timeouts, |f| {
+                table.changed_at(f)
+            });
+        for flow in self.active.drain(..) {
+            if !cycle.deltas.contains_key(&flow) {
+                table.extras_mut(&flow, now_ns, false).conn.active = 0;
+            }
+        }
+        for (flow, d) in &cycle.deltas {
+            let news = d.opened
+                + d.failed.iter().sum::<u64>()
+                + d.closed.iter().sum::<u64>()
+                + d.syn_retransmits
+                > 0;
+            table.extras_mut(flow, now_ns, news).conn.add(d);
+            if d.active > 0 {
+                self.active.push(*flow);
+            }
+        }
+        for key in &cycle.finished {
+            self.table.remove(key)?;
+        }
+        Ok(ConnRead {
+            entries: entries.len() as u64,
+            evicted: cycle.evicted,
+        })
     }
 }
 

@@ -1,31 +1,20 @@
 //! What a flow carries besides its packet counts: the TCP connections it is the client-to-server
-//! flow of, its packets the kernel dropped (per reason), and the ICMP errors that answered it.
+//! flow of, and its counts from the kernel's per-flow counter maps (its drops per reason, the
+//! ICMP errors that answered it per type and code, ...: see [`crate::ebpf::counts`]).
 //! Cumulative like the packet counts, and kept (and forgotten) with the flow's record.
 
-use std::sync::Arc;
-
 use super::conns::ConnCounts;
+use crate::ebpf::counts::AttrValues;
 
-/// Dropped packets of a flow for one reason.
+/// A flow's counts from one kernel counter map for one set of attribute values.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Drops {
-    /// The kernel's reason, as its BTF names it (`unknown` before 5.17).
-    pub reason: Arc<str>,
-    /// Packets.
-    pub packets: u64,
-    /// IP bytes.
-    pub bytes: u64,
-}
-
-/// ICMP errors of one type and code that answered a flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IcmpErrors {
-    /// ICMP or ICMPv6 type.
-    pub icmp_type: u8,
-    /// Code.
-    pub code: u8,
-    /// Messages.
-    pub count: u64,
+pub struct KernelCounts {
+    /// The map's name (what its metric module asks for).
+    pub map: &'static str,
+    /// The attributes' values, in the order of the metric's attributes.
+    pub attrs: AttrValues,
+    /// The counters, in the order of the map's value (e.g. packets, bytes).
+    pub values: Box<[u64]>,
 }
 
 /// A flow's extras.
@@ -33,41 +22,55 @@ pub struct IcmpErrors {
 pub struct FlowExtras {
     /// Its TCP connections (when it is their client-to-server flow).
     pub conn: ConnCounts,
-    /// Its drops, per reason.
-    pub drops: Vec<Drops>,
-    /// The ICMP errors that answered it, per type and code.
-    pub icmp: Vec<IcmpErrors>,
+    /// Its counts from the kernel's per-flow counter maps.
+    pub counts: Vec<KernelCounts>,
 }
 
 impl FlowExtras {
-    /// Adds dropped packets for `reason`.
-    pub fn add_drops(&mut self, reason: &Arc<str>, packets: u64, bytes: u64) {
-        if let Some(d) = self.drops.iter_mut().find(|d| d.reason == *reason) {
-            d.packets += packets;
-            d.bytes += bytes;
-        } else {
-            self.drops.push(Drops {
-                reason: Arc::clone(reason),
-                packets,
-                bytes,
-            });
+    /// Adds `delta` to the flow's counts of `map` with these attribute values.
+    pub fn add_counts(&mut self, map: &'static str, attrs: &AttrValues, delta: &[u64]) {
+        let found = self.counts.iter_mut().find(|c| {
+            c.map == map && (std::sync::Arc::ptr_eq(&c.attrs, attrs) || c.attrs == *attrs)
+        });
+        match found {
+            Some(c) => {
+                for (v, d) in c.values.iter_mut().zip(delta) {
+                    *v += d;
+                }
+            }
+            None => self.counts.push(KernelCounts {
+                map,
+                attrs: attrs.clone(),
+                values: delta.into(),
+            }),
         }
     }
+}
 
-    /// Adds ICMP errors of a type and code.
-    pub fn add_icmp(&mut self, icmp_type: u8, code: u8, count: u64) {
-        if let Some(e) = self
-            .icmp
-            .iter_mut()
-            .find(|e| (e.icmp_type, e.code) == (icmp_type, code))
-        {
-            e.count += count;
-        } else {
-            self.icmp.push(IcmpErrors {
-                icmp_type,
-                code,
-                count,
-            });
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_per_map_and_attribute_values() {
+        let mut e = FlowExtras::default();
+        let (a, b): (AttrValues, AttrValues) = (["NO_SOCKET".into()].into(), ["x".into()].into());
+        e.add_counts("DROPS", &a, &[1, 100]);
+        e.add_counts("DROPS", &["NO_SOCKET".into()].into(), &[2, 200]);
+        e.add_counts("DROPS", &b, &[1, 50]);
+        e.add_counts("OTHER", &a, &[7]);
+        let got: Vec<(&str, &str, &[u64])> = e
+            .counts
+            .iter()
+            .map(|c| (c.map, &*c.attrs[0], &c.values[..]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("DROPS", "NO_SOCKET", &[3, 300][..]),
+                ("DROPS", "x", &[1, 50][..]),
+                ("OTHER", "NO_SOCKET", &[7][..]),
+            ]
+        );
     }
 }

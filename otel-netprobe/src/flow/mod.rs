@@ -1,20 +1,26 @@
 //! User-space flow state: the cumulative per-flow table fed by the map reader, naming flow
-//! ends and grouping flows into series under the cardinality budget, and the immutable
-//! snapshot the exporters read.
+//! ends, and grouping flows into series under the cardinality budget.
 //!
-//! Sits between `ebpf` (which hands it kernel map contents) and `metrics` (which builds the
-//! frame from its series); exporters only ever see [`Snapshot`]s. Touches no kernel object
-//! itself, so it is unit-tested without root.
+//! Sits between `ebpf` (which hands it kernel map contents) and `metrics` (which fills the
+//! frame's families over its series). Touches no kernel object itself, so it is unit-tested
+//! without root.
 
 mod attrs;
 pub mod conns;
 mod extras;
+mod labels;
+pub mod reader;
 mod series;
-mod snapshot;
 mod table;
+mod view;
 
-pub use attrs::{EndPart, Ends, FlowAttr, Lookups, Side, ends, labels, server_port};
-pub use extras::{Drops, FlowExtras, IcmpErrors};
-pub use series::{Budget, Budgets, Labels, Named, OVERFLOW, SeriesSet, SeriesSets};
-pub use snapshot::{FlowView, GlobalCounters, Reading, Snapshot, Transport, flows_of};
+pub use attrs::{Ends, Lookups, ends, flow_labels, labels, server_port};
+pub use extras::{FlowExtras, KernelCounts};
+pub use labels::{Attrs, Labels, MEMOS};
+pub use reader::{Health, Reader, Reading, Timeouts};
+pub use series::{Budget, Budgets, Named, OVERFLOW, SeriesSet, SeriesSets};
 pub use table::{CycleStats, FlowTable, KernelFlow};
+pub use view::{FlowView, Transport, flows_of};
+
+#[cfg(test)]
+pub(crate) use series::tests::flow as udp_flow;

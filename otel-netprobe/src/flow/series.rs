@@ -13,16 +13,13 @@
 use rustc_hash::FxHashMap;
 
 use super::{
-    Ends, FlowView, Lookups,
-    attrs::{FlowAttr, Plan, SeriesKey},
+    Attrs, Ends, FlowView, Lookups,
+    attrs::{Plan, SeriesKey},
 };
 use crate::{
-    export::names::Metric,
-    frame::{Attrs, Family, Histogram, Value},
+    config::{FlowAttr, MetricsConfig},
     k8s::naming::{Naming, Peer},
 };
-
-pub use crate::frame::Labels;
 
 /// The attribute marking the overflow series.
 pub const OVERFLOW: &str = "otel.metric.overflow";
@@ -107,126 +104,6 @@ impl SeriesSet {
             }
         }
         out
-    }
-
-    /// A counter family: one point per series, the sum of `value` over its flows.
-    pub fn counter(
-        &self,
-        metric: &'static Metric,
-        flows: &[FlowView],
-        value: impl Fn(&FlowView) -> u64,
-    ) -> Family {
-        let mut family = Family::new(metric);
-        family.totals_by = Some(&[]);
-        family.points.reserve_exact(self.series.len());
-        for (a, v) in self.series.iter().zip(self.sums(flows, value)) {
-            family.push_shared(a.clone(), Value::Int(v));
-        }
-        family
-    }
-
-    /// A counter family whose points also carry `extra` attributes: `value` reports each part
-    /// of a flow's count with its extra attribute values (a flow's drops per reason, say); one
-    /// point per series and values, in a stable order.
-    pub fn counter_by(
-        &self,
-        metric: &'static Metric,
-        flows: &[FlowView],
-        extra: &'static [&'static str],
-        value: impl Fn(&FlowView, &mut dyn FnMut(&[&str], u64)),
-    ) -> Family {
-        let mut sums = std::collections::BTreeMap::<(u32, Vec<String>), u64>::new();
-        for (f, &s) in flows.iter().zip(&self.of_flow) {
-            if (s as usize) < self.series.len() {
-                value(f, &mut |values, n| {
-                    debug_assert_eq!(values.len(), extra.len(), "{}", metric.otlp);
-                    let key = values.iter().map(|v| (*v).to_owned()).collect();
-                    *sums.entry((s, key)).or_default() += n;
-                });
-            }
-        }
-        let mut family = Family::new(metric);
-        family.totals_by = Some(extra);
-        for ((s, values), n) in sums {
-            let mut labels = self.series[s as usize].to_vec();
-            labels.extend(extra.iter().copied().zip(values));
-            family.push(labels, Value::Int(n));
-        }
-        family
-    }
-
-    /// A histogram family with `bounds` of only the series where some flow has observations:
-    /// `value` gives a flow's bucket counts (`bounds.len() + 1`) and sum, or `None`.
-    pub fn histogram_of<'f>(
-        &self,
-        metric: &'static Metric,
-        bounds: &'static [f64],
-        flows: &'f [FlowView],
-        value: impl Fn(&'f FlowView) -> Option<(&'f [u64], f64)>,
-    ) -> Family {
-        let width = bounds.len() + 1;
-        let mut sums = std::collections::BTreeMap::<u32, (Vec<u64>, f64)>::default();
-        for (f, &s) in flows.iter().zip(&self.of_flow) {
-            if (s as usize) < self.series.len()
-                && let Some((buckets, sum)) = value(f)
-            {
-                let e = sums.entry(s).or_insert_with(|| (vec![0; width], 0.0));
-                for (t, b) in e.0.iter_mut().zip(buckets) {
-                    *t += b;
-                }
-                e.1 += sum;
-            }
-        }
-        let mut family = Family::new(metric);
-        family.totals_by = Some(&[]);
-        for (s, (counts, sum)) in sums {
-            let h = Histogram {
-                bounds,
-                count: counts.iter().sum(),
-                counts: counts.into(),
-                sum,
-            };
-            family.push_shared(self.series[s as usize].clone(), Value::Histogram(h));
-        }
-        family
-    }
-
-    /// A histogram family with `bounds`: one point per series, adding up each flow's bucket
-    /// counts (`bounds.len() + 1` of them) and sum, as `value` gives them.
-    pub fn histogram<'f>(
-        &self,
-        metric: &'static Metric,
-        bounds: &'static [f64],
-        flows: &'f [FlowView],
-        value: impl Fn(&'f FlowView) -> (&'f [u64], f64),
-    ) -> Family {
-        let width = bounds.len() + 1;
-        let mut counts = vec![0u64; self.series.len() * width];
-        let mut sums = vec![0f64; self.series.len()];
-        for (f, &s) in flows.iter().zip(&self.of_flow) {
-            let s = s as usize;
-            if s >= sums.len() {
-                continue;
-            }
-            let (buckets, sum) = value(f);
-            for (t, b) in counts[s * width..(s + 1) * width].iter_mut().zip(buckets) {
-                *t += b;
-            }
-            sums[s] += sum;
-        }
-        let mut family = Family::new(metric);
-        family.totals_by = Some(&[]);
-        family.points.reserve_exact(self.series.len());
-        for ((a, c), sum) in self.series.iter().zip(counts.chunks_exact(width)).zip(sums) {
-            let h = Histogram {
-                bounds,
-                counts: c.into(),
-                sum,
-                count: c.iter().sum(),
-            };
-            family.push_shared(a.clone(), Value::Histogram(h));
-        }
-        family
     }
 }
 
@@ -402,6 +279,29 @@ impl SeriesSets {
 }
 
 impl Budgets {
+    /// The budgets of the `metrics` section (validated); `cluster`: whether Kubernetes names
+    /// the flow ends, which chooses the default attributes.
+    pub fn from_config(cfg: &MetricsConfig, cluster: bool) -> Self {
+        let default: &[&str] = if cluster {
+            &FlowAttr::CLUSTER
+        } else {
+            &FlowAttr::STANDALONE
+        };
+        let parse = |list: Option<&Vec<String>>| match list {
+            Some(l) => FlowAttr::parse_all(l.iter().map(String::as_str)),
+            None => FlowAttr::parse_all(default.iter().copied()),
+        };
+        let flows = parse(cfg.flow_attributes.as_ref());
+        let sizes = match &cfg.size_attributes {
+            None => flows.clone(),
+            some => parse(some.as_ref()),
+        };
+        Self {
+            sizes: (sizes != flows).then(|| Budget::new(sizes, cfg.max_series)),
+            flows: Budget::new(flows, cfg.max_series),
+        }
+    }
+
     /// Whether any budget's attributes name flow ends.
     pub fn needs_peers(&self) -> bool {
         self.flows.needs_peers() || self.sizes.as_ref().is_some_and(Budget::needs_peers)
@@ -417,4 +317,4 @@ impl Budgets {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -1,4 +1,5 @@
-//! The cumulative flow table: kernel values plus what was already moved out of the kernel.
+//! The cumulative flow table: kernel values plus what was already moved out of the kernel,
+//! and each flow's extras (connections, counts from the per-flow counter maps).
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use rustc_hash::FxHashMap;
 use netprobe_ebpf::{FlowKey, FlowStats, SIZE_BUCKETS, tcp_control};
 
 use super::extras::FlowExtras;
+use crate::ebpf::reader::FlowSink;
 
 /// One flow as read from the kernel table.
 pub type KernelFlow = (FlowKey, FlowStats);
@@ -61,7 +63,7 @@ pub(crate) struct Record {
     pub last_seen_ns: u64,
     /// Read cycle in which the kernel entry was last seen, to notice entries that vanished.
     seen_cycle: u64,
-    /// Connections, drops and ICMP errors (shared with the cycle's views until changed).
+    /// Connections and kernel counts (shared with the cycle's views until changed).
     pub extras: Option<Arc<FlowExtras>>,
 }
 
@@ -99,8 +101,8 @@ pub struct CycleStats {
 
 /// Cumulative per-flow counters in user space.
 ///
-/// Each cycle: [`FlowTable::ingest`] the kernel table's contents, move the idle keys it returns
-/// out of the kernel and hand their final values to [`FlowTable::fold_evicted`], then
+/// Each cycle: [`FlowSink::ingest`] the kernel table's contents, move the idle keys it returns
+/// out of the kernel and hand their final values to [`FlowSink::fold_evicted`], then
 /// [`FlowTable::expire`].
 #[derive(Debug, Default)]
 pub struct FlowTable {
@@ -127,17 +129,78 @@ impl FlowTable {
         self.records.is_empty()
     }
 
-    /// Takes in the kernel table's current contents (cumulative per kernel entry) at coarse time
-    /// `now_ns`, and returns the keys whose counts have not changed for `kernel_idle_ns`, to be
-    /// moved out of the kernel.
-    ///
-    /// Each item carries, when the reader knows the entry is unchanged since the previous cycle
-    /// (it compares with its previous read, in the kernel's stable order), the time the entry
-    /// last changed; such entries cost no lookup here. For every item, in order, the time its
-    /// counts last changed is appended to `changed_at`, for the reader's next comparison. The
-    /// iterator is walked a second time only in the rare case that entries vanished from the
-    /// kernel without the reader moving them out.
-    pub fn ingest<'a, I>(
+    /// Takes in one kernel entry; returns when its counts last changed.
+    fn update(&mut self, key: FlowKey, stats: &FlowStats, now_ns: u64) -> u64 {
+        let rec = self.records.entry(key).or_insert_with(|| Record {
+            base: Totals::default(),
+            current: FlowStats::default(),
+            in_kernel: false,
+            first_seen_ns: stats.first_seen_ns,
+            last_seen_ns: now_ns,
+            seen_cycle: 0,
+            extras: None,
+        });
+        if rec.current != *stats {
+            // A kernel entry whose counts went down, or that was created anew, is a new
+            // incarnation (the old one was deleted by someone else): keep what the old one
+            // had counted.
+            if rec.in_kernel
+                && (stats.packets() < rec.current.packets()
+                    || stats.first_seen_ns != rec.current.first_seen_ns)
+            {
+                let old = rec.current;
+                rec.base.add(&old);
+            }
+            rec.current = *stats;
+            rec.last_seen_ns = now_ns;
+        }
+        if !rec.in_kernel {
+            self.in_kernel += 1;
+        }
+        rec.in_kernel = true;
+        rec.seen_cycle = self.cycle;
+        rec.last_seen_ns
+    }
+
+    /// The extras of `key`'s flow, to change. A flow not tracked yet (a packet dropped before
+    /// any hook counted it) gets a record of its own. `news`: this keeps the flow from expiring
+    /// (a drop, a connection's outcome; not a gauge's refresh).
+    pub fn extras_mut(&mut self, key: &FlowKey, now_ns: u64, news: bool) -> &mut FlowExtras {
+        let rec = self
+            .records
+            .entry(*key)
+            .or_insert_with(|| Record::outside_kernel(now_ns));
+        if news {
+            rec.last_seen_ns = rec.last_seen_ns.max(now_ns);
+        }
+        Arc::make_mut(rec.extras.get_or_insert_with(Arc::default))
+    }
+
+    /// When the counts of `key`'s flow last changed (`None`: not tracked).
+    pub fn changed_at(&self, key: &FlowKey) -> Option<u64> {
+        self.records.get(key).map(|r| r.last_seen_ns)
+    }
+
+    /// Forgets flows that are out of the kernel and idle for at least `idle_ns`, unless they
+    /// carry an open connection (its idle close is decided from the flow's activity, and it
+    /// counts as active until it ends); returns how many were forgotten.
+    pub fn expire(&mut self, now_ns: u64, idle_ns: u64) -> usize {
+        let before = self.records.len();
+        self.records.retain(|_, r| {
+            r.in_kernel
+                || now_ns.saturating_sub(r.last_seen_ns) < idle_ns
+                || r.extras.as_ref().is_some_and(|e| e.conn.active > 0)
+        });
+        before - self.records.len()
+    }
+}
+
+/// The flow tables' reader hands its entries to the cumulative table.
+impl FlowSink for FlowTable {
+    /// Entries the reader knows unchanged cost no lookup here. The iterator is walked a second
+    /// time only in the rare case that entries vanished from the kernel without the reader
+    /// moving them out.
+    fn ingest<'a, I>(
         &mut self,
         kernel: I,
         now_ns: u64,
@@ -183,42 +246,8 @@ impl FlowTable {
         &self.evict
     }
 
-    /// Takes in one kernel entry; returns when its counts last changed.
-    fn update(&mut self, key: FlowKey, stats: &FlowStats, now_ns: u64) -> u64 {
-        let rec = self.records.entry(key).or_insert_with(|| Record {
-            base: Totals::default(),
-            current: FlowStats::default(),
-            in_kernel: false,
-            first_seen_ns: stats.first_seen_ns,
-            last_seen_ns: now_ns,
-            seen_cycle: 0,
-            extras: None,
-        });
-        if rec.current != *stats {
-            // A kernel entry whose counts went down, or that was created anew, is a new
-            // incarnation (the old one was deleted by someone else): keep what the old one
-            // had counted.
-            if rec.in_kernel
-                && (stats.packets() < rec.current.packets()
-                    || stats.first_seen_ns != rec.current.first_seen_ns)
-            {
-                let old = rec.current;
-                rec.base.add(&old);
-            }
-            rec.current = *stats;
-            rec.last_seen_ns = now_ns;
-        }
-        if !rec.in_kernel {
-            self.in_kernel += 1;
-        }
-        rec.in_kernel = true;
-        rec.seen_cycle = self.cycle;
-        rec.last_seen_ns
-    }
-
-    /// Folds the final value of a kernel entry that was moved out at `now_ns` (`None` if it
-    /// was already gone, in which case the last value read stands).
-    pub fn fold_evicted(&mut self, key: &FlowKey, last: Option<FlowStats>, now_ns: u64) {
+    /// The last value read stands when the entry was already gone.
+    fn fold_evicted(&mut self, key: &FlowKey, last: Option<FlowStats>, now_ns: u64) {
         if let Some(rec) = self.records.get_mut(key) {
             let fin = last.unwrap_or(rec.current);
             if fin != rec.current {
@@ -232,38 +261,6 @@ impl FlowTable {
                 self.in_kernel -= 1;
             }
         }
-    }
-
-    /// The extras of `key`'s flow, to change. A flow not tracked yet (a packet dropped before
-    /// any hook counted it) gets a record of its own. `news`: this keeps the flow from expiring
-    /// (a drop, a connection's outcome; not a gauge's refresh).
-    pub fn extras_mut(&mut self, key: &FlowKey, now_ns: u64, news: bool) -> &mut FlowExtras {
-        let rec = self
-            .records
-            .entry(*key)
-            .or_insert_with(|| Record::outside_kernel(now_ns));
-        if news {
-            rec.last_seen_ns = rec.last_seen_ns.max(now_ns);
-        }
-        Arc::make_mut(rec.extras.get_or_insert_with(Arc::default))
-    }
-
-    /// When the counts of `key`'s flow last changed (`None`: not tracked).
-    pub fn changed_at(&self, key: &FlowKey) -> Option<u64> {
-        self.records.get(key).map(|r| r.last_seen_ns)
-    }
-
-    /// Forgets flows that are out of the kernel and idle for at least `idle_ns`, unless they
-    /// carry an open connection (its idle close is decided from the flow's activity, and it
-    /// counts as active until it ends); returns how many were forgotten.
-    pub fn expire(&mut self, now_ns: u64, idle_ns: u64) -> usize {
-        let before = self.records.len();
-        self.records.retain(|_, r| {
-            r.in_kernel
-                || now_ns.saturating_sub(r.last_seen_ns) < idle_ns
-                || r.extras.as_ref().is_some_and(|e| e.conn.active > 0)
-        });
-        before - self.records.len()
     }
 }
 

@@ -7,6 +7,7 @@
 //!
 //! Permissions needed (cluster-wide, read-only): get/list/watch on `pods`, `services`,
 //! `nodes`, `endpointslices` (discovery.k8s.io), `replicasets` (apps) and `jobs` (batch).
+//! The last two are watched as metadata only, which needs the same verbs.
 
 pub mod index;
 pub mod naming;

@@ -1,7 +1,9 @@
 //! Trimming: Kubernetes objects as the API serves them → the few fields the index keeps.
 //!
 //! Everything else (managed fields, annotations, labels, most of the spec and status) is
-//! dropped with the object as soon as the watcher has handed it over.
+//! dropped with the object as soon as the watcher has handed it over. ReplicaSets and Jobs
+//! arrive as metadata only (`PartialObjectMeta`): their name and owner references are all the
+//! index reads of them.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -14,6 +16,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
+use kube::core::PartialObjectMeta;
 
 use super::index::{Controlled, OwnerRef, Pod, Record, Service, Slice};
 
@@ -197,7 +200,7 @@ fn controlled(m: &ObjectMeta) -> Controlled {
     }
 }
 
-impl Trim for ReplicaSet {
+impl Trim for PartialObjectMeta<ReplicaSet> {
     fn uid(&self) -> &str {
         uid(&self.metadata)
     }
@@ -207,7 +210,7 @@ impl Trim for ReplicaSet {
     }
 }
 
-impl Trim for Job {
+impl Trim for PartialObjectMeta<Job> {
     fn uid(&self) -> &str {
         uid(&self.metadata)
     }
@@ -297,5 +300,33 @@ mod tests {
             panic!()
         };
         assert_eq!((&*name, addrs.len()), ("node-1", 2));
+    }
+
+    /// ReplicaSets and Jobs come as the API server's `PartialObjectMetadata` (what a metadata
+    /// watch receives): the name and the controller are all they give the index.
+    #[test]
+    fn replicasets_and_jobs_from_metadata_only() {
+        let rs: PartialObjectMeta<ReplicaSet> = from_json(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "web-7d9f", "namespace": "shop", "uid": "r1",
+                "labels": {"pod-template-hash": "7d9f"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                    "name": "web", "uid": "d1", "controller": true}]}
+        }));
+        assert_eq!(rs.uid(), "r1");
+        let Some(Record::ReplicaSet(c)) = rs.trim() else {
+            panic!("a ReplicaSet")
+        };
+        assert_eq!((&*c.namespace, &*c.name), ("shop", "web-7d9f"));
+        let owner = c.owner.expect("its Deployment");
+        assert_eq!((&*owner.kind, &*owner.name), ("Deployment", "web"));
+        let job: PartialObjectMeta<Job> = from_json(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "backup-29", "namespace": "ops", "uid": "j1"}
+        }));
+        let Some(Record::Job(c)) = job.trim() else {
+            panic!("a Job")
+        };
+        assert_eq!((&*c.name, c.owner), ("backup-29", None));
     }
 }

@@ -1,5 +1,11 @@
 //! The watchers: one kube-rs watcher per resource feeding the [`IndexStore`], and a publisher
 //! that rebuilds the [`IpIndex`] snapshot when something changed.
+//!
+//! Pods, services, EndpointSlices and nodes are watched whole (their spec and status carry
+//! the addresses); ReplicaSets and Jobs as metadata only (`Api<PartialObjectMeta<K>>`, which
+//! asks the server for `PartialObjectMetadata`): the index needs nothing of them but their
+//! names and owner references, so their specs (a pod template each) never cross the wire and
+//! are never parsed. The RBAC is the same: list and watch on the resource.
 
 use std::{
     fmt::Debug,
@@ -19,6 +25,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource,
+    core::PartialObjectMeta,
     runtime::{WatchStreamExt as _, watcher},
 };
 use serde::de::DeserializeOwned;
@@ -52,12 +59,16 @@ pub(super) async fn run(client: Client, store: Arc<Mutex<IndexStore>>, shared: A
             ctx.clone(),
         )),
         FutureExt::boxed(watch::<Node>(client.clone(), Kind::Node, ctx.clone())),
-        FutureExt::boxed(watch::<ReplicaSet>(
+        FutureExt::boxed(watch::<PartialObjectMeta<ReplicaSet>>(
             client.clone(),
             Kind::ReplicaSet,
             ctx.clone(),
         )),
-        FutureExt::boxed(watch::<Job>(client, Kind::Job, ctx.clone())),
+        FutureExt::boxed(watch::<PartialObjectMeta<Job>>(
+            client,
+            Kind::Job,
+            ctx.clone(),
+        )),
     ]);
     tokio::select! {
         _ = watchers => {}

@@ -3,10 +3,43 @@
 
 use netprobe_ebpf::{SIZE_BUCKET_BOUNDS, SIZE_BUCKETS};
 
-use super::Cycle;
-use crate::{
-    export::names,
-    frame::{Family, Value},
+use super::{Cycle, Family, Module, SeriesFamilies as _, Value, catalogue::metric};
+
+metric!(
+    FLOW_PACKETS,
+    "netprobe.flow.packets",
+    "{packet}",
+    "netprobe_flow_packets_total",
+    Counter,
+    flow [],
+    "Wire packets per flow."
+);
+
+metric!(
+    FLOW_BYTES,
+    "netprobe.flow.bytes",
+    "By",
+    "netprobe_flow_bytes_total",
+    Counter,
+    flow [],
+    "IP bytes (header + payload) per flow."
+);
+
+metric!(
+    PACKET_SIZE,
+    "netprobe.packet.size",
+    "By",
+    "netprobe_packet_size_bytes",
+    Histogram,
+    flow [],
+    "Distribution of IP packet sizes."
+);
+
+/// This module: its entries and how they are filled.
+pub const MODULE: Module = Module {
+    metrics: &[&FLOW_PACKETS, &FLOW_BYTES, &PACKET_SIZE],
+    families: Some(families),
+    counts: None,
 };
 
 /// The packet-size buckets' upper bounds (IP bytes), as the kernel counts them.
@@ -34,12 +67,10 @@ pub fn families(c: &Cycle<'_>, out: &mut Vec<Family>) {
         });
         f
     };
-    out.push(counted(
-        set.counter(&names::FLOW_PACKETS, flows, |f| f.packets),
-    ));
-    out.push(counted(set.counter(&names::FLOW_BYTES, flows, |f| f.bytes)));
+    out.push(counted(set.counter(&FLOW_PACKETS, flows, |f| f.packets)));
+    out.push(counted(set.counter(&FLOW_BYTES, flows, |f| f.bytes)));
     out.push(counted(c.series.sizes().histogram(
-        &names::PACKET_SIZE,
+        &PACKET_SIZE,
         &SIZE_BOUNDS,
         flows,
         |f| (&f.size_buckets[..], f.bytes as f64),

@@ -1,33 +1,42 @@
-//! The aggregator stage, on the reader's thread: each read cycle it names every flow's ends
-//! once, groups the flows under the cardinality budgets, and builds the immutable
-//! [`Snapshot`]: the metric [`Frame`] every exporter renders, and the traffic summary.
+//! The metric modules, one per metric (or a few that belong together): each declares its
+//! catalogue entries ([`catalogue::metric!`]: name, kind, unit, attributes, help) next to the
+//! code that fills them, and adds its families to each cycle's frame from the [`Cycle`].
+//! [`MODULES`] lists them in output order; the catalogue ([`catalogue::all`]), the docs and the
+//! dashboards' check are built from that list. Adding a metric is adding a module and its line
+//! there (README: "Adding a metric").
 //!
-//! Each module here adds the families of one metric (or a few that belong together) from the
-//! cycle's [`Cycle`]; [`MODULES`] lists them in output order. Adding a metric is adding a
-//! module and a line in that list (README: "Adding a metric").
+//! Sits above `flow` (whose named flows and series it reads) and below the frame, which the
+//! aggregator (`crate::frame`) assembles from these modules' families.
 
-mod budget;
-mod conns;
-mod drops;
-mod flows;
-mod interfaces;
-mod k8s;
-mod kernel;
-mod tables;
+pub mod agent;
+pub mod budget;
+pub mod catalogue;
+pub mod conns;
+pub mod drops;
+mod family;
+pub mod flows;
+pub mod http;
+pub mod icmp;
+pub mod interfaces;
+pub mod k8s;
+pub mod kernel;
+mod series;
+pub mod summary;
+pub mod tables;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::SystemTime,
-};
+pub use catalogue::{Kind, Metric};
+pub use family::{Family, Histogram, Point, Value};
+pub use series::SeriesFamilies;
 
-pub use flows::SIZE_BOUNDS;
+use aya::Ebpf;
 
 use crate::{
-    export::summary::Summary,
-    flow::{Budgets, GlobalCounters, Named, Reading, SeriesSets, Snapshot},
-    frame::{Family, Frame},
-    k8s::naming::{Naming, NamingRules},
-    telemetry::{Health, InterfaceState},
+    ebpf::{
+        EbpfError,
+        counts::{CounterSource, KernelFacts},
+        reader::GlobalCounters,
+    },
+    flow::{Health, Named, SeriesSets},
 };
 
 /// What one read cycle hands the metric modules.
@@ -42,109 +51,54 @@ pub struct Cycle<'a> {
     pub health: &'a Health,
 }
 
-/// A metric module: adds its families for one cycle.
-pub type Module = fn(&Cycle<'_>, &mut Vec<Family>);
+/// A metric module.
+pub struct Module {
+    /// Its catalogue entries.
+    pub metrics: &'static [&'static Metric],
+    /// Adds its families for one cycle (`None`: the agent's event counters, which renderers
+    /// append with their live values).
+    pub families: Option<fn(&Cycle<'_>, &mut Vec<Family>)>,
+    /// Opens its kernel map of per-flow counts, if it has one ([`crate::ebpf::counts`]): the
+    /// reader reads it each cycle and files its counts under their flows, where the module's
+    /// families find them ([`crate::flow::FlowView::counts`]).
+    pub counts: Option<OpenCounts>,
+}
+
+/// Opens a module's per-flow counter map in the loaded object.
+pub type OpenCounts = fn(&mut Ebpf, &KernelFacts) -> Result<Box<dyn CounterSource>, EbpfError>;
 
 /// Every metric module, in output order (flow metrics first).
 pub const MODULES: &[Module] = &[
-    flows::families,
-    conns::families,
-    drops::families,
-    tables::families,
-    kernel::families,
-    interfaces::families,
-    budget::families,
-    k8s::families,
+    flows::MODULE,
+    conns::MODULE,
+    drops::MODULE,
+    icmp::MODULE,
+    tables::MODULE,
+    kernel::MODULE,
+    interfaces::MODULE,
+    budget::MODULE,
+    k8s::MODULE,
+    agent::MODULE,
+    http::MODULE,
 ];
 
-/// The frame of one cycle.
+/// Every module's per-flow counter map, opened for the reader.
+pub fn kernel_counts(
+    ebpf: &mut Ebpf,
+    kernel: &KernelFacts,
+) -> Result<Vec<Box<dyn CounterSource>>, EbpfError> {
+    MODULES
+        .iter()
+        .filter_map(|m| m.counts)
+        .map(|open| open(ebpf, kernel))
+        .collect()
+}
+
+/// The families of one cycle, module by module.
 pub fn families(c: &Cycle<'_>) -> Vec<Family> {
     let mut out = Vec::with_capacity(48);
-    for module in MODULES {
-        module(c, &mut out);
+    for fill in MODULES.iter().filter_map(|m| m.families) {
+        fill(c, &mut out);
     }
     out
-}
-
-/// Names, budgets and aggregates each cycle's reading into a [`Snapshot`].
-pub struct Aggregator {
-    budgets: Budgets,
-    rules: Arc<NamingRules>,
-    k8s: Option<Arc<crate::k8s::Shared>>,
-    interfaces: Arc<Mutex<Vec<InterfaceState>>>,
-    top_talkers: usize,
-}
-
-impl Aggregator {
-    /// An aggregator with these budgets and naming rules; `k8s`: the watchers' state (`None`:
-    /// standalone); `interfaces`: the attacher's list; `top_talkers`: for the summary.
-    pub fn new(
-        budgets: Budgets,
-        rules: Arc<NamingRules>,
-        k8s: Option<Arc<crate::k8s::Shared>>,
-        interfaces: Arc<Mutex<Vec<InterfaceState>>>,
-        top_talkers: usize,
-    ) -> Self {
-        Self {
-            budgets,
-            rules,
-            k8s,
-            interfaces,
-            top_talkers,
-        }
-    }
-
-    /// Standalone, with the default budgets and no interfaces (tests and benchmarks).
-    pub fn standalone(budgets: Budgets) -> Self {
-        Self::new(
-            budgets,
-            Arc::new(NamingRules::standalone()),
-            None,
-            Arc::default(),
-            10,
-        )
-    }
-
-    /// The finished snapshot of one cycle's reading.
-    pub fn publish(&mut self, reading: Reading) -> Snapshot {
-        let Reading {
-            flows,
-            counters,
-            mut health,
-        } = reading;
-        if let Ok(i) = self.interfaces.lock() {
-            health.interfaces.clone_from(&i);
-        }
-        // One index for the snapshot's names and its figures.
-        let index = self.k8s.as_ref().map(|k| k.index()).unwrap_or_default();
-        health.k8s = self.k8s.as_ref().map(|k| k.health_of(&index));
-        let naming = Naming {
-            index,
-            rules: Arc::clone(&self.rules),
-        };
-        let taken_at = SystemTime::now();
-        let (families, summary) = {
-            // The summary names the namespaces' traffic with Kubernetes.
-            let needed = self.budgets.needs_peers() || naming.rules.cluster;
-            let named = Named::new(&flows, &naming, needed);
-            let series = self.budgets.build(&named);
-            let cycle = Cycle {
-                named: &named,
-                series: &series,
-                counters: &counters,
-                health: &health,
-            };
-            let families = families(&cycle);
-            let summary = Summary::of(&named, &counters, &families, self.top_talkers);
-            (families, summary)
-        };
-        Snapshot {
-            taken_at,
-            flows,
-            counters,
-            health,
-            frame: Frame { taken_at, families },
-            summary,
-        }
-    }
 }

@@ -122,6 +122,29 @@ impl Event for ExportSent {
     }
 }
 
+/// The backend accepted an OTLP export but rejected some of its points (OTLP
+/// `partial_success`): they are lost, like a failed export's.
+pub struct ExportRejected<'a> {
+    /// Data points rejected.
+    pub points: u64,
+    /// The backend's reason (may be empty).
+    pub message: &'a str,
+}
+
+impl Event for ExportRejected<'_> {
+    fn emit(self, t: &Telemetry) {
+        t.add(Count::ExportRejected, self.points);
+        if let Some(left_out) = t.may_log(Count::ExportRejected) {
+            warn!(
+                points = self.points,
+                reason = self.message,
+                left_out,
+                "the OTLP backend rejected data points of an accepted export"
+            );
+        }
+    }
+}
+
 /// An OTLP export failed after its retries: its points are dropped (the next export carries
 /// the cumulative totals).
 pub struct ExportFailed<'a> {

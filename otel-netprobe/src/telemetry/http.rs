@@ -1,15 +1,11 @@
 //! The embedded HTTP server's own health: connections accepted, refused and closed by reason,
-//! and open now. The server (`export::serve`) emits these events; like every health counter
-//! they start at 0 and are appended to the frame by the renderers.
+//! and open now. The server (`export::serve`) counts these here; like every event counter they
+//! start at 0, and `metrics::http` shows them, appended to each frame by the renderers. A leaf,
+//! as the rest of telemetry: it imports nothing of the agent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::warn;
-
-use crate::{
-    export::names::{self, attr},
-    frame::{Family, Value},
-};
 
 /// Why the server closed (or saw the end of) a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +25,8 @@ pub enum Closed {
 }
 
 impl Closed {
-    const ALL: [Closed; 5] = [
+    /// Every reason, in the order they are shown.
+    pub const ALL: [Closed; 5] = [
         Closed::Done,
         Closed::HeaderTimeout,
         Closed::IdleTimeout,
@@ -118,26 +115,6 @@ impl HttpCounters {
             );
         }
     }
-
-    /// The counters as metric families.
-    pub fn families(&self) -> Vec<Family> {
-        vec![
-            Family::by(
-                &names::AGENT_HTTP_CONNECTIONS,
-                attr::RESULT,
-                [
-                    ("accepted", Value::Int(self.accepted_total())),
-                    ("refused", Value::Int(self.refused_total())),
-                ],
-            ),
-            Family::by(
-                &names::AGENT_HTTP_CONNECTIONS_CLOSED,
-                attr::REASON,
-                Closed::ALL.map(|c| (c.as_str(), Value::Int(self.closed_total(c)))),
-            ),
-            Family::single(&names::AGENT_HTTP_CONNECTIONS_OPEN, Value::Int(self.open())),
-        ]
-    }
 }
 
 #[cfg(test)]
@@ -154,9 +131,9 @@ mod tests {
         c.closed(Closed::HeaderTimeout);
         c.refused("full");
         assert_eq!(c.open(), 3);
-        let f = c.families();
-        assert_eq!(f.len(), 3);
-        let points: Vec<_> = f.iter().flat_map(|f| &f.points).collect();
-        assert_eq!(points.len(), 2 + 5 + 1);
+        assert_eq!(c.accepted_total(), 5);
+        assert_eq!(c.refused_total(), 1);
+        assert_eq!(c.closed_total(Closed::Evicted), 1);
+        assert_eq!(c.closed_total(Closed::Done), 0);
     }
 }

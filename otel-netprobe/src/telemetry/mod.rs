@@ -1,13 +1,13 @@
-//! The agent's own health, exported as `netprobe_agent_*`.
+//! The agent's own events, exported as `netprobe_agent_*` counters.
 //!
-//! Two kinds of figures. State the reader sees each cycle ([`Health`]: table fill, flows
-//! tracked, interfaces, the Kubernetes index) is turned into metric families with the frame.
 //! Things that happen — a read cycle done or failed, flows moved out of the kernel, an attach
 //! or an export that failed — are typed events ([`events`]): each is a struct whose `emit`
 //! increments its counter in the shared [`Telemetry`] and logs at a bounded rate. Every
 //! counter exists from the start at 0, so dashboards see error counters before the first
-//! error. Renderers append [`Telemetry::families`] to the frame they render, so nothing an
-//! exporter does flows back into the reader.
+//! error. (State the reader sees each cycle — table fill, flows tracked, interfaces — is
+//! `flow::Health`, turned into families with the frame.) A leaf: it imports nothing of the agent, and anyone may count an event; the renderers
+//! append the counters to the frame they render (`metrics::agent`), so nothing an exporter
+//! does flows back into the reader.
 
 pub mod events;
 pub mod http;
@@ -17,66 +17,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+/// Declares [`Count`] and [`Count::ALL`] from one list, so the counter arrays (sized by
+/// `ALL`) always have a slot for every variant, and each variant's slot is its position.
+macro_rules! counts {
+    ($($(#[$doc:meta])* $name:ident,)+) => {
+        /// The event counters.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Count {
+            $($(#[$doc])* $name,)+
+        }
 
-use crate::{
-    export::names::{self, attr},
-    frame::{Family, Value},
-};
-
-/// One interface the agent attached to (or tried to).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct InterfaceState {
-    /// Interface name.
-    pub name: String,
-    /// Interface index.
-    pub index: u32,
-    /// Ingress hook in use (`xdp`, `xdp_generic`, `tc`, or `none` if attaching failed).
-    pub hook: &'static str,
-    /// Whether TC egress (locally originated packets) is attached.
-    pub egress: bool,
-    /// How the TC programs are attached: `tcx` (kernel 6.6 on), `clsact` (a cls_bpf filter on
-    /// a clsact qdisc, before), or `none` (XDP only).
-    pub tc_attach: &'static str,
+        impl Count {
+            /// Every counter, in declaration order: `ALL[c as usize] == c`.
+            pub const ALL: &'static [Count] = &[$(Count::$name,)+];
+        }
+    };
 }
 
-/// What the reader saw in its latest cycle, copied into every snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Health {
-    /// Kernel flow table capacity.
-    pub flow_table_capacity: u64,
-    /// Entries in the kernel flow table at the last read.
-    pub flow_table_entries: u64,
-    /// Kernel memory of the flow table (the kernel's own accounting), bytes.
-    pub flow_table_memory_bytes: u64,
-    /// Flows tracked in user space.
-    pub flows_tracked: u64,
-    /// Read cycles completed, this snapshot's included (the [`Count::ReadCycles`] counter as
-    /// of this cycle; likewise the next two).
-    pub read_cycles_total: u64,
-    /// Kernel entries moved out because idle (counts kept).
-    pub kernel_evictions_total: u64,
-    /// Flows forgotten because idle.
-    pub flows_expired_total: u64,
-    /// Duration of the last read cycle, seconds.
-    pub last_read_seconds: f64,
-    /// Interfaces currently attached.
-    pub interfaces: Vec<InterfaceState>,
-    /// The Kubernetes watchers' figures (`None`: standalone).
-    pub k8s: Option<crate::k8s::K8sHealth>,
-    /// The connection, drop and ICMP-error tables' figures.
-    #[serde(skip)]
-    pub tables: crate::ebpf::tables::TableFigures,
-    /// What the running kernel offers the agent, as (feature, present).
-    pub features: Vec<(&'static str, bool)>,
-    /// The running kernel's release.
-    pub kernel: String,
-}
-
-/// The event counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Count {
+counts! {
     /// Read cycles completed.
     ReadCycles,
     /// Read cycles that failed.
@@ -93,11 +51,13 @@ pub enum Count {
     ExportFailed,
     /// Data points of the failed requests.
     ExportDropped,
+    /// Data points of accepted requests that the backend rejected (OTLP partial success).
+    ExportRejected,
     /// Connections the kernel table pushed out before their end (it was full).
     ConnsEvicted,
 }
 
-const COUNTS: usize = Count::ConnsEvicted as usize + 1;
+const COUNTS: usize = Count::ALL.len();
 
 /// At most one log line per event kind per window; the next says how many were left out.
 #[derive(Debug, Default)]
@@ -163,37 +123,6 @@ impl Telemetry {
         }
         Some(limit.suppressed.swap(0, Ordering::Relaxed))
     }
-
-    /// The counters as metric families, in catalogue order.
-    pub fn families(&self) -> Vec<Family> {
-        let n = |c| Value::Int(self.get(c));
-        vec![
-            Family::single(&names::AGENT_READ_CYCLES, n(Count::ReadCycles)),
-            Family::single(&names::AGENT_READ_ERRORS, n(Count::ReadErrors)),
-            Family::by(
-                &names::AGENT_EVICTIONS,
-                attr::REASON,
-                [
-                    ("kernel_idle", n(Count::MovedOut)),
-                    ("expired", n(Count::Expired)),
-                ],
-            ),
-            Family::single(&names::AGENT_ATTACH_ERRORS, n(Count::AttachErrors)),
-            Family::by(
-                &names::AGENT_EXPORT_REQUESTS,
-                attr::RESULT,
-                [
-                    ("ok", n(Count::ExportOk)),
-                    ("failed", n(Count::ExportFailed)),
-                ],
-            ),
-            Family::single(&names::AGENT_EXPORT_DROPPED, n(Count::ExportDropped)),
-            Family::single(&names::AGENT_CONNS_EVICTED, n(Count::ConnsEvicted)),
-        ]
-        .into_iter()
-        .chain(self.http.families())
-        .collect()
-    }
 }
 
 #[cfg(test)]
@@ -203,10 +132,7 @@ mod tests {
     #[test]
     fn counters_start_at_zero_and_logging_is_bounded() {
         let t = Telemetry::with_log_window(Duration::from_secs(3600));
-        let f = t.families();
-        let points: Vec<_> = f.iter().flat_map(|f| &f.points).collect();
-        assert_eq!(points.len(), 9 + 8);
-        assert!(points.iter().all(|p| p.value == Value::Int(0)));
+        assert!(Count::ALL.iter().all(|c| t.get(*c) == 0));
         assert_eq!(t.may_log(Count::ExportFailed), Some(0));
         assert_eq!(t.may_log(Count::ExportFailed), None);
         assert_eq!(t.may_log(Count::ExportFailed), None);
@@ -214,5 +140,12 @@ mod tests {
         assert_eq!(t.may_log(Count::ReadErrors), Some(0));
         let t = Telemetry::with_log_window(Duration::ZERO);
         assert_eq!(t.may_log(Count::ExportFailed), Some(0));
+    }
+
+    #[test]
+    fn every_counter_has_its_own_slot() {
+        for (i, c) in Count::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
     }
 }

@@ -1,13 +1,17 @@
 //! Running the real agent inside a lab namespace and finding flows in its snapshots.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use otel_netprobe::{
     agent::Agent,
     config::{Config, HookOverride, K8sMode},
-    export::names::Metric,
-    flow::{FlowView, Snapshot, Transport},
-    frame::{Histogram, Value},
+    flow::{FlowView, Transport},
+    frame::Snapshot,
+    metrics::{Histogram, Metric, Value},
 };
 
 use super::Netns;
@@ -86,38 +90,52 @@ impl Sel<'_> {
     }
 }
 
-/// The flows matching `sel`.
-pub fn flows(snap: &Snapshot, sel: Sel<'_>) -> Vec<FlowView> {
-    snap.flows
-        .iter()
-        .filter(|f| sel.matches(f))
-        .cloned()
-        .collect()
+/// The flows of `all` matching `sel`.
+pub fn flows(all: &[FlowView], sel: Sel<'_>) -> Vec<FlowView> {
+    all.iter().filter(|f| sel.matches(f)).cloned().collect()
+}
+
+/// The agent's flows as its next read cycle finds them (the agent keeps none between cycles).
+pub fn current_flows(agent: &Agent) -> Arc<[FlowView]> {
+    agent
+        .flows(super::patient(Duration::from_secs(20)))
+        .expect("the reader finishes a cycle")
+}
+
+/// Asks for the agent's flows each cycle until `done` holds of them or `timeout` passes;
+/// returns the last flows and whether it held.
+pub fn wait_flows(
+    agent: &Agent,
+    timeout: Duration,
+    mut done: impl FnMut(&[FlowView]) -> bool,
+) -> (Arc<[FlowView]>, bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let all = current_flows(agent);
+        if done(&all) {
+            return (all, true);
+        }
+        if Instant::now() >= deadline {
+            return (all, false);
+        }
+    }
 }
 
 /// Waits until exactly one flow matches `sel` with at least `packets` packets, then returns it
 /// (the caller asserts exact values: a double count shows up as more).
 pub fn wait_flow(agent: &Agent, sel: Sel<'_>, packets: u64) -> FlowView {
-    let (snap, ok) = agent.wait_for(super::patient(Duration::from_secs(20)), |s| {
-        flows(s, sel).iter().map(|f| f.packets).sum::<u64>() >= packets
+    let (all, ok) = wait_flows(agent, super::patient(Duration::from_secs(20)), |all| {
+        flows(all, sel).iter().map(|f| f.packets).sum::<u64>() >= packets
     });
-    let found = flows(&snap, sel);
+    let found = flows(&all, sel);
     assert!(
         ok,
         "flow {sel:?} did not reach {packets} packets: {found:?}"
     );
     assert_eq!(found.len(), 1, "one flow expected for {sel:?}: {found:?}");
     // Two more read cycles: a late double count would show now.
-    let cycles = snap.health.read_cycles_total;
-    let (snap, ok) = agent.wait_for(super::patient(Duration::from_secs(20)), |s| {
-        s.health.read_cycles_total >= cycles + 2
-    });
-    assert!(
-        ok,
-        "the reader stopped at cycle {}",
-        snap.health.read_cycles_total
-    );
-    flows(&snap, sel).remove(0)
+    current_flows(agent);
+    flows(&current_flows(agent), sel).remove(0)
 }
 
 /// The sum of the points of `metric` in the snapshot's frame whose attributes include every

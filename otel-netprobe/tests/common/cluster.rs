@@ -8,31 +8,6 @@ use k8s_openapi::api::{
 };
 use serde_json::{Value, json};
 
-use super::{Netns, apiserver::FakeApiServer};
-
-/// A fake API server on loopback inside `node`'s namespace, where the agent runs (and on the
-/// same port again after an outage).
-pub fn api_server_in(node: &Netns) -> FakeApiServer {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicU16, Ordering},
-    };
-    let path = format!("/run/netns/{}", node.name);
-    let port = Arc::new(AtomicU16::new(0));
-    FakeApiServer::start(move || {
-        let (path, port) = (path.clone(), Arc::clone(&port));
-        std::thread::spawn(move || {
-            super::enter(&path);
-            let l = std::net::TcpListener::bind(("127.0.0.1", port.load(Ordering::Relaxed)))
-                .expect("bind in the node namespace");
-            port.store(l.local_addr().expect("addr").port(), Ordering::Relaxed);
-            l
-        })
-        .join()
-        .expect("bind thread")
-    })
-}
-
 fn parse<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("a valid object")
 }

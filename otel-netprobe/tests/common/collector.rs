@@ -78,11 +78,21 @@ impl Pod {
     pub fn from_chart(name: &str, values: &Value) -> Self {
         let r = repo::render(values).unwrap_or_else(|e| panic!("render {values}: {e}"));
         let collector = "np-otel-netprobe-collector";
-        let config = r.get("ConfigMap", collector)["data"]["config.yaml"]
+        Self::from_objects(
+            name,
+            r.get("ConfigMap", collector),
+            r.get("Deployment", collector),
+        )
+    }
+
+    /// The chart's Collector from its ConfigMap and Deployment: as rendered, or as an API
+    /// server stores them after `helm install` (what a kubelet would run).
+    pub fn from_objects(name: &str, config_map: &Value, deployment: &Value) -> Self {
+        let config = config_map["data"]["config.yaml"]
             .as_str()
             .expect("the Collector's config.yaml")
             .to_owned();
-        let c = &r.get("Deployment", collector)["spec"]["template"]["spec"]["containers"][0];
+        let c = &deployment["spec"]["template"]["spec"]["containers"][0];
         let args: Vec<String> = c["args"]
             .as_array()
             .into_iter()

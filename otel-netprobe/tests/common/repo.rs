@@ -11,7 +11,11 @@ use std::{
     process::Command,
 };
 
-use otel_netprobe::export::names::{ALL, Metric};
+use otel_netprobe::{
+    export::prometheus,
+    flow,
+    metrics::{Kind, Metric, catalogue},
+};
 use serde_json::Value;
 
 /// The repository's root.
@@ -187,7 +191,7 @@ pub fn validate(objects: &[&Value], version: &str) -> Vec<String> {
 /// the metric's kind.
 pub fn series_names(m: &Metric) -> Vec<String> {
     match m.kind {
-        otel_netprobe::export::names::Kind::Histogram => ["_bucket", "_sum", "_count"]
+        Kind::Histogram => ["_bucket", "_sum", "_count"]
             .iter()
             .map(|s| format!("{}{s}", m.prometheus))
             .collect(),
@@ -197,26 +201,53 @@ pub fn series_names(m: &Metric) -> Vec<String> {
 
 /// Every Prometheus series name of the catalogue, with the metric it belongs to.
 pub fn catalogue() -> Vec<(String, &'static Metric)> {
-    ALL.iter()
+    catalogue::all()
         .flat_map(|m| series_names(m).into_iter().map(move |n| (n, m)))
         .collect()
 }
 
-/// The Prometheus label of every attribute in the catalogue (`names.rs`'s `attr` module, read
-/// from the source so a new attribute needs no change here; dots made underscores).
+/// The README's metric reference, made from the catalogue: one row per metric, module by
+/// module, with its Prometheus name, OTLP name, kind and unit, attributes and help.
+pub fn catalogue_table() -> String {
+    let mut rows = vec![
+        "| Prometheus name | OTLP name | kind, unit | attributes | what it is |".to_owned(),
+        "|---|---|---|---|---|".to_owned(),
+    ];
+    for m in catalogue::all() {
+        let mut attrs: Vec<String> = m.attributes.iter().map(|a| format!("`{a}`")).collect();
+        if m.per_flow {
+            attrs.insert(0, "flow attributes".to_owned());
+        }
+        let attrs = if attrs.is_empty() {
+            "—".to_owned()
+        } else {
+            attrs.join(", ")
+        };
+        let kind = if m.unit.is_empty() {
+            m.kind.to_string()
+        } else {
+            format!("{}, `{}`", m.kind, m.unit)
+        };
+        rows.push(format!(
+            "| `{}` | `{}` | {kind} | {attrs} | {} |",
+            m.prometheus,
+            m.otlp,
+            m.help.replace('|', "\\|"),
+        ));
+    }
+    rows.join("\n") + "\n"
+}
+
+/// The Prometheus label of every attribute in the catalogue: each entry's own attributes, and
+/// the flow attributes for the metrics counted per flow (dots made underscores).
 pub fn attribute_labels() -> BTreeSet<String> {
-    let names = read("otel-netprobe/src/export/names.rs");
-    let attr = names
-        .split("pub mod attr {")
-        .nth(1)
-        .and_then(|m| m.split("\n}\n").next())
-        .expect("the attr module of names.rs");
-    let labels: BTreeSet<String> = attr
-        .lines()
-        .filter(|l| l.trim_start().starts_with("pub const"))
-        .filter_map(|l| l.split('"').nth(1))
-        .map(otel_netprobe::export::names::prometheus_label)
-        .collect();
+    let own = catalogue::all().flat_map(|m| m.attributes.iter().copied());
+    let per_flow = catalogue::all()
+        .any(|m| m.per_flow)
+        .then(flow::flow_labels)
+        .into_iter()
+        .flatten();
+    let labels: BTreeSet<String> = own.chain(per_flow).map(prometheus::label).collect();
     assert!(labels.contains("netprobe_drop_reason"), "{labels:?}");
     labels
 }

@@ -3,7 +3,11 @@
 //! never opened, a server that resets closes by RST, and a handshake whose first SYN was
 //! dropped waits for the retransmission (one each).
 
-use otel_netprobe::export::names::{self, attr};
+use otel_netprobe::{
+    config::flow_attr,
+    export::summary,
+    metrics::conns::{self, TCP_CLOSE_REASON, TCP_FAILURE_REASON},
+};
 
 use std::time::Duration;
 
@@ -17,9 +21,9 @@ use super::common::{
 /// The standalone attributes of the connection flow from pod 0 to pod 1's `port`.
 fn to_pod1(port: &str) -> [(&'static str, &str); 3] {
     [
-        (attr::SOURCE_ADDRESS, PODS[0]),
-        (attr::DESTINATION_ADDRESS, PODS[1]),
-        (attr::DESTINATION_PORT, port),
+        (flow_attr::SOURCE_ADDRESS, PODS[0]),
+        (flow_attr::DESTINATION_ADDRESS, PODS[1]),
+        (flow_attr::DESTINATION_PORT, port),
     ]
 }
 
@@ -29,43 +33,39 @@ fn exchanges_are_opened_and_closed_by_fin_refusals_and_resets_counted() {
     let agent = start_in(&lab.node, Vec::new());
     wait_attached(&agent, 4);
     traffic::tcp_exchanges(&lab.pods[0], &lab.pods[1], &format!("{}:7050", PODS[1]), 5);
-    let fin = [&to_pod1("7050")[..], &[(attr::TCP_CLOSE_REASON, "fin")]].concat();
-    let snap = wait_frame(&agent, "5 closed by fin", &names::TCP_CLOSED, |s| {
-        frame_sum(s, &names::TCP_CLOSED, &fin) == Some(5)
+    let fin = [&to_pod1("7050")[..], &[(TCP_CLOSE_REASON, "fin")]].concat();
+    let snap = wait_frame(&agent, "5 closed by fin", &conns::TCP_CLOSED, |s| {
+        frame_sum(s, &conns::TCP_CLOSED, &fin) == Some(5)
     });
     let flow = to_pod1("7050");
-    assert_eq!(frame_sum(&snap, &names::TCP_OPENED, &flow), Some(5));
-    assert_eq!(frame_sum(&snap, &names::TCP_ACTIVE, &flow), Some(0));
-    assert_eq!(frame_sum(&snap, &names::TCP_FAILED, &flow), None);
+    assert_eq!(frame_sum(&snap, &conns::TCP_OPENED, &flow), Some(5));
+    assert_eq!(frame_sum(&snap, &conns::TCP_ACTIVE, &flow), Some(0));
+    assert_eq!(frame_sum(&snap, &conns::TCP_FAILED, &flow), None);
     assert_eq!(
-        frame_sum(&snap, &names::TCP_SYN_RETRANSMITS, &flow),
+        frame_sum(&snap, &conns::TCP_SYN_RETRANSMITS, &flow),
         Some(0)
     );
-    let h = frame_histogram(&snap, &names::TCP_HANDSHAKE, &flow).expect("handshakes");
+    let h = frame_histogram(&snap, &conns::TCP_HANDSHAKE, &flow).expect("handshakes");
     assert_eq!(h.count, 5, "{h:?}");
     assert!(h.sum > 0.0 && h.sum < 5.0, "{h:?}");
 
     traffic::tcp_refused(&lab.pods[0], &format!("{}:7051", PODS[1]), 4);
-    let refused = [
-        &to_pod1("7051")[..],
-        &[(attr::TCP_FAILURE_REASON, "refused")],
-    ]
-    .concat();
-    let snap = wait_frame(&agent, "4 refused", &names::TCP_FAILED, |s| {
-        frame_sum(s, &names::TCP_FAILED, &refused) == Some(4)
+    let refused = [&to_pod1("7051")[..], &[(TCP_FAILURE_REASON, "refused")]].concat();
+    let snap = wait_frame(&agent, "4 refused", &conns::TCP_FAILED, |s| {
+        frame_sum(s, &conns::TCP_FAILED, &refused) == Some(4)
     });
     assert_eq!(
-        frame_sum(&snap, &names::TCP_OPENED, &to_pod1("7051")),
+        frame_sum(&snap, &conns::TCP_OPENED, &to_pod1("7051")),
         Some(0)
     );
 
     traffic::tcp_reset_by_server(&lab.pods[0], &lab.pods[1], &format!("{}:7052", PODS[1]), 3);
-    let rst = [&to_pod1("7052")[..], &[(attr::TCP_CLOSE_REASON, "rst")]].concat();
-    let snap = wait_frame(&agent, "3 closed by rst", &names::TCP_CLOSED, |s| {
-        frame_sum(s, &names::TCP_CLOSED, &rst) == Some(3)
+    let rst = [&to_pod1("7052")[..], &[(TCP_CLOSE_REASON, "rst")]].concat();
+    let snap = wait_frame(&agent, "3 closed by rst", &conns::TCP_CLOSED, |s| {
+        frame_sum(s, &conns::TCP_CLOSED, &rst) == Some(3)
     });
     assert_eq!(
-        frame_sum(&snap, &names::TCP_OPENED, &to_pod1("7052")),
+        frame_sum(&snap, &conns::TCP_OPENED, &to_pod1("7052")),
         Some(3)
     );
     // The summary totals the same counts (this lab has no other connections).
@@ -84,22 +84,19 @@ fn exchanges_are_opened_and_closed_by_fin_refusals_and_resets_counted() {
             })
             .map(|r| r.value)
     };
-    assert_eq!(total(names::TCP_OPENED.otlp, &[]), Some(8.0));
-    assert_eq!(total(names::TCP_ACTIVE.otlp, &[]), Some(0.0));
-    let (fin, rst) = (
-        [(attr::TCP_CLOSE_REASON, "fin")],
-        [(attr::TCP_CLOSE_REASON, "rst")],
-    );
-    assert_eq!(total(names::TCP_CLOSED.otlp, &fin), Some(5.0));
-    assert_eq!(total(names::TCP_CLOSED.otlp, &rst), Some(3.0));
-    let refused = [(attr::TCP_FAILURE_REASON, "refused")];
-    assert_eq!(total(names::TCP_FAILED.otlp, &refused), Some(4.0));
+    assert_eq!(total(conns::TCP_OPENED.otlp, &[]), Some(8.0));
+    assert_eq!(total(conns::TCP_ACTIVE.otlp, &[]), Some(0.0));
+    let (fin, rst) = ([(TCP_CLOSE_REASON, "fin")], [(TCP_CLOSE_REASON, "rst")]);
+    assert_eq!(total(conns::TCP_CLOSED.otlp, &fin), Some(5.0));
+    assert_eq!(total(conns::TCP_CLOSED.otlp, &rst), Some(3.0));
+    let refused = [(TCP_FAILURE_REASON, "refused")];
+    assert_eq!(total(conns::TCP_FAILED.otlp, &refused), Some(4.0));
     assert_eq!(
-        total(names::TCP_HANDSHAKE.otlp, &[]),
+        total(conns::TCP_HANDSHAKE.otlp, &[]),
         Some(8.0),
         "handshakes observed"
     );
-    let table = snap.summary.to_table();
+    let table = summary::table(&snap.summary);
     assert!(
         table.contains("netprobe.tcp.connections.closed netprobe.tcp.close.reason=rst"),
         "{table}"
@@ -136,19 +133,19 @@ fn a_syn_nobody_answers_is_one_unanswered_failure() {
     let retransmitted = traffic::netstat(client, "TcpExt:", "TCPSynRetrans") - before;
     assert!(retransmitted >= 1, "the client retried");
     let flow = to_pod1("7053");
-    let unanswered = [&flow[..], &[(attr::TCP_FAILURE_REASON, "unanswered")]].concat();
-    let snap = wait_frame(&agent, "1 unanswered", &names::TCP_FAILED, |s| {
-        frame_sum(s, &names::TCP_FAILED, &unanswered) == Some(1)
-            && frame_sum(s, &names::TCP_SYN_RETRANSMITS, &flow) == Some(retransmitted)
+    let unanswered = [&flow[..], &[(TCP_FAILURE_REASON, "unanswered")]].concat();
+    let snap = wait_frame(&agent, "1 unanswered", &conns::TCP_FAILED, |s| {
+        frame_sum(s, &conns::TCP_FAILED, &unanswered) == Some(1)
+            && frame_sum(s, &conns::TCP_SYN_RETRANSMITS, &flow) == Some(retransmitted)
     });
-    assert_eq!(frame_sum(&snap, &names::TCP_OPENED, &flow), Some(0));
+    assert_eq!(frame_sum(&snap, &conns::TCP_OPENED, &flow), Some(0));
     // Once the entry is gone (the client quiet for longer than its backoff), still one.
-    let snap = wait_frame(&agent, "the entry deleted", &names::TCP_FAILED, |s| {
-        s.health.tables.conns == 0
+    let snap = wait_frame(&agent, "the entry deleted", &conns::TCP_FAILED, |s| {
+        s.health.conn_table_entries == 0
     });
-    assert_eq!(frame_sum(&snap, &names::TCP_FAILED, &unanswered), Some(1));
+    assert_eq!(frame_sum(&snap, &conns::TCP_FAILED, &unanswered), Some(1));
     assert_eq!(
-        frame_sum(&snap, &names::TCP_SYN_RETRANSMITS, &flow),
+        frame_sum(&snap, &conns::TCP_SYN_RETRANSMITS, &flow),
         Some(retransmitted)
     );
     agent.stop();

@@ -4,8 +4,9 @@
 //! errors (the replying namespace's own counter).
 
 use otel_netprobe::{
+    config::flow_attr,
     ebpf::btf::{Btf, DropReasons},
-    export::names::{self, attr},
+    metrics::{conns, drops, icmp},
 };
 
 use super::common::{
@@ -54,37 +55,37 @@ fn a_dropped_first_syn_makes_a_one_second_handshake() {
     wait_attached(&agent, 4);
     traffic::tcp_exchanges(&lab.pods[0], server, &format!("{}:7060", PODS[1]), 3);
     let flow = [
-        (attr::SOURCE_ADDRESS, PODS[0]),
-        (attr::DESTINATION_ADDRESS, PODS[1]),
-        (attr::DESTINATION_PORT, "7060"),
+        (flow_attr::SOURCE_ADDRESS, PODS[0]),
+        (flow_attr::DESTINATION_ADDRESS, PODS[1]),
+        (flow_attr::DESTINATION_PORT, "7060"),
     ];
     let reason = reason_here("NETFILTER_DROP");
-    let dropped = [&flow[..], &[(attr::DROP_REASON, reason)]].concat();
+    let dropped = [&flow[..], &[(drops::DROP_REASON, reason)]].concat();
     let snap = wait_frame(
         &agent,
         "3 opened, 3 first SYNs dropped",
-        &names::PACKET_DROPS,
+        &drops::PACKET_DROPS,
         |s| {
-            frame_sum(s, &names::TCP_OPENED, &flow) == Some(3)
-                && frame_sum(s, &names::PACKET_DROPS, &dropped) == Some(3)
+            frame_sum(s, &conns::TCP_OPENED, &flow) == Some(3)
+                && frame_sum(s, &drops::PACKET_DROPS, &dropped) == Some(3)
         },
     );
     let rule_counter = nft_packets(&server.exec("nft list chain inet np in"));
     assert_eq!(rule_counter, 3, "the rule's own counter");
     assert_eq!(
-        frame_sum(&snap, &names::PACKET_DROPS, &dropped),
+        frame_sum(&snap, &drops::PACKET_DROPS, &dropped),
         Some(rule_counter)
     );
     // A SYN of 20 IP + 40 TCP bytes (options), each.
     assert_eq!(
-        frame_sum(&snap, &names::PACKET_DROP_BYTES, &dropped),
+        frame_sum(&snap, &drops::PACKET_DROP_BYTES, &dropped),
         Some(3 * 60)
     );
     assert_eq!(
-        frame_sum(&snap, &names::TCP_SYN_RETRANSMITS, &flow),
+        frame_sum(&snap, &conns::TCP_SYN_RETRANSMITS, &flow),
         Some(3)
     );
-    let h = frame_histogram(&snap, &names::TCP_HANDSHAKE, &flow).expect("handshakes");
+    let h = frame_histogram(&snap, &conns::TCP_HANDSHAKE, &flow).expect("handshakes");
     // Every client waited for its retransmission: about a second (the initial RTO).
     assert_eq!(h.count, 3, "{h:?}");
     let under_half_a_second: u64 = h.counts[..13].iter().sum();
@@ -107,33 +108,33 @@ fn udp_to_a_closed_port_is_dropped_and_answered_by_icmp() {
         100,
     );
     let flow = [
-        (attr::SOURCE_ADDRESS, PODS[0]),
-        (attr::DESTINATION_ADDRESS, PODS[1]),
-        (attr::DESTINATION_PORT, "7070"),
-        (attr::NETWORK_TRANSPORT, "udp"),
+        (flow_attr::SOURCE_ADDRESS, PODS[0]),
+        (flow_attr::DESTINATION_ADDRESS, PODS[1]),
+        (flow_attr::DESTINATION_PORT, "7070"),
+        (flow_attr::NETWORK_TRANSPORT, "udp"),
     ];
     let reason = reason_here("NO_SOCKET");
-    let dropped = [&flow[..], &[(attr::DROP_REASON, reason)]].concat();
+    let dropped = [&flow[..], &[(drops::DROP_REASON, reason)]].concat();
     // The replying namespace limits its ICMP errors; its own counter says how many it sent.
     let mut sent = 0;
     let snap = wait_frame(
         &agent,
         "10 drops, the errors sent",
-        &names::ICMP_ERRORS,
+        &icmp::ICMP_ERRORS,
         |s| {
             sent = traffic::snmp(&lab.pods[1], "Icmp:", "OutDestUnreachs") - before;
-            frame_sum(s, &names::PACKET_DROPS, &dropped) == Some(10)
-                && frame_sum(s, &names::ICMP_ERRORS, &flow) == Some(sent)
+            frame_sum(s, &drops::PACKET_DROPS, &dropped) == Some(10)
+                && frame_sum(s, &icmp::ICMP_ERRORS, &flow) == Some(sent)
         },
     );
     assert!(sent > 0);
     assert_eq!(
-        frame_sum(&snap, &names::PACKET_DROP_BYTES, &dropped),
+        frame_sum(&snap, &drops::PACKET_DROP_BYTES, &dropped),
         Some(10 * 128)
     );
-    let unreachable = [&flow[..], &[(attr::ICMP_TYPE, "3"), (attr::ICMP_CODE, "3")]].concat();
+    let unreachable = [&flow[..], &[(icmp::ICMP_TYPE, "3"), (icmp::ICMP_CODE, "3")]].concat();
     assert_eq!(
-        frame_sum(&snap, &names::ICMP_ERRORS, &unreachable),
+        frame_sum(&snap, &icmp::ICMP_ERRORS, &unreachable),
         Some(sent)
     );
     agent.stop();

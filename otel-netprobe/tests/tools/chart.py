@@ -6,6 +6,12 @@ Usage (JSON on stdout; any failure exits non-zero with the reason on stderr):
       (rendering failures, schema violations included, print {"error": "..."} and exit 3)
   chart.py lint CHART VALUES_JSON          -> the SDK's lint report, strict
   chart.py package CHART DIR               -> {"archive": path, "files": [names in the archive]}
+  chart.py install KUBECONFIG CHART VALUES_JSON RELEASE NAMESPACE
+      -> {"status": ..., "objects": [{...}, ...]} as `helm install --create-namespace` (the
+      SDK's install action against the cluster KUBECONFIG names; the objects are the release's
+      manifest); a refused install prints {"error": "..."} and exits 3
+  chart.py uninstall KUBECONFIG RELEASE NAMESPACE -> {"info": ...} as `helm uninstall`
+  chart.py releases KUBECONFIG NAMESPACE   -> {"releases": [names]} as `helm list`
   chart.py validate K8S_VERSION FILE       -> {"validated": [kind/name ...], "errors": [...]}
       every object against the Kubernetes schemas (strict: unknown fields are errors);
       prometheus-operator kinds, which kubernetes-validate does not know, against the subset of
@@ -44,6 +50,28 @@ def render(chart_dir, values, release="np", namespace="netprobe"):
             if doc:
                 objects.append({"template": template, "object": doc})
     return {"objects": objects, "notes": notes}
+
+
+def install(kubeconfig, chart_dir, values, release, namespace):
+    cfg = helm.Config(kubeconfig_path=kubeconfig, namespace=namespace)
+    with cfg, helm.Chart.load(chart_dir) as chart:
+        try:
+            r = cfg.install(chart, release, values, create_namespace=True, timeout=120)
+        except helm.HelmError as e:
+            return {"error": str(e)}
+    objects = [doc for doc in yaml.safe_load_all(r.get("manifest", "")) if doc]
+    return {"status": r.get("status"), "objects": objects}
+
+
+def uninstall(kubeconfig, release, namespace):
+    with helm.Config(kubeconfig_path=kubeconfig, namespace=namespace) as cfg:
+        r = cfg.uninstall(release, timeout=120)
+    return {"info": r.get("info", "") if isinstance(r, dict) else str(r)}
+
+
+def releases(kubeconfig, namespace):
+    with helm.Config(kubeconfig_path=kubeconfig, namespace=namespace) as cfg:
+        return {"releases": sorted(r["name"] for r in cfg.list(all_states=True))}
 
 
 _STR = {"type": "string"}
@@ -167,6 +195,16 @@ def main(argv):
         archive = helm.package(argv[2], destination=argv[3])
         with tarfile.open(archive) as t:
             print(json.dumps({"archive": archive, "files": sorted(t.getnames())}))
+        return 0
+    if cmd == "install":
+        out = install(argv[2], argv[3], load_values(argv[4]), argv[5], argv[6])
+        print(json.dumps(out))
+        return 3 if "error" in out else 0
+    if cmd == "uninstall":
+        print(json.dumps(uninstall(argv[2], argv[3], argv[4])))
+        return 0
+    if cmd == "releases":
+        print(json.dumps(releases(argv[2], argv[3])))
         return 0
     if cmd == "validate":
         print(json.dumps(validate(argv[2], argv[3])))

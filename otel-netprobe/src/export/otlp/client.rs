@@ -1,22 +1,25 @@
 //! Sending one `ExportMetricsServiceRequest`: OTLP/HTTP (protobuf POST, gzip) or OTLP/gRPC
-//! (tonic), with a deadline and retries with backoff for the errors the OTLP spec calls
-//! retryable.
+//! (tonic), with a deadline and retries for the errors the OTLP spec calls retryable: after the
+//! wait the backend asks for (HTTP `Retry-After`, gRPC `google.rpc.RetryInfo`), else with
+//! exponential backoff. A wait that outlasts the export's deadline fails the export, and the
+//! next one is not sent before that time. An accepted export may still have points rejected
+//! (OTLP `partial_success`): [`Accepted`] says how many.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use prost::Message as _;
+use tokio::time::Instant;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::{
-    codec::CompressionEncoding,
-    metadata::MetadataValue,
-    transport::{Certificate, Channel, ClientTlsConfig, Identity},
-};
+use tonic::{codec::CompressionEncoding, metadata::MetadataValue, transport::Channel};
+use tonic_types::StatusExt as _;
 
+use super::tls::{grpc_tls, rustls_config};
 use crate::config::{OtlpConfig, OtlpProtocol};
 
 /// An export that failed.
@@ -29,6 +32,14 @@ pub enum SendError {
         status: String,
         /// Whether the OTLP spec says to retry.
         retryable: bool,
+        /// How long the backend asked to wait before a retry (`Retry-After`, `RetryInfo`).
+        retry_after: Option<Duration>,
+    },
+    /// The backend asked to wait longer than this export may take; not sent.
+    #[error("the backend asked to wait {}.{:03} s more before the next export", .wait.as_secs(), .wait.subsec_millis())]
+    Throttled {
+        /// How much longer.
+        wait: Duration,
     },
     /// No answer: connection refused, reset, timed out.
     #[error("the backend is unreachable")]
@@ -49,7 +60,36 @@ impl SendError {
         match self {
             SendError::Refused { retryable, .. } => *retryable,
             SendError::Unreachable(_) => true,
-            SendError::Tls { .. } => false,
+            SendError::Tls { .. } | SendError::Throttled { .. } => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// What the backend said of an export it accepted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Attempts made (1: no retry).
+    pub attempts: u32,
+    /// Data points it rejected nonetheless (OTLP `partial_success`; 0: none).
+    pub rejected: u64,
+    /// Why, in the backend's words (may be empty).
+    pub message: String,
+}
+
+impl Accepted {
+    fn of(response: &ExportMetricsServiceResponse) -> Self {
+        let partial = response.partial_success.as_ref();
+        Self {
+            attempts: 0,
+            rejected: partial.map_or(0, |p| p.rejected_data_points.max(0) as u64),
+            message: partial.map(|p| p.error_message.clone()).unwrap_or_default(),
         }
     }
 }
@@ -60,6 +100,8 @@ pub struct OtlpClient {
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     grpc: Option<tonic::client::Grpc<Channel>>,
     url: hyper::Uri,
+    /// No export before this: the backend asked for a wait that outlasted an export.
+    not_before: Option<Instant>,
 }
 
 impl OtlpClient {
@@ -115,36 +157,58 @@ impl OtlpClient {
             ),
             grpc,
             url,
+            not_before: None,
         })
     }
 
-    /// Sends `req`, retrying retryable failures with exponential backoff until the configured
-    /// timeout runs out. Returns the number of attempts made.
-    /// `body` is an encoded `ExportMetricsServiceRequest`.
-    pub async fn send(&mut self, body: Vec<u8>) -> Result<u32, SendError> {
+    /// Sends `body` (an encoded `ExportMetricsServiceRequest`), retrying retryable failures
+    /// until the configured timeout runs out: after the wait the backend asked for, else with
+    /// exponential backoff (100 ms, doubling, at most 5 s).
+    pub async fn send(&mut self, body: Vec<u8>) -> Result<Accepted, SendError> {
         let body = Bytes::from(body);
-        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        let deadline = Instant::now() + self.cfg.timeout;
+        if let Some(until) = self.not_before.take() {
+            if until > deadline {
+                self.not_before = Some(until);
+                return Err(SendError::Throttled {
+                    wait: until - Instant::now(),
+                });
+            }
+            tokio::time::sleep_until(until).await;
+        }
         let mut backoff = Duration::from_millis(100);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
             let result = match tokio::time::timeout(left, self.send_once(body.clone())).await {
                 Ok(r) => r,
                 Err(elapsed) => Err(SendError::Unreachable(Box::new(elapsed))),
             };
-            match result {
-                Ok(()) => return Ok(attempts),
-                Err(e) if e.retryable() && tokio::time::Instant::now() + backoff < deadline => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            let e = match result {
+                Ok(accepted) => {
+                    return Ok(Accepted {
+                        attempts,
+                        ..accepted
+                    });
                 }
+                Err(e) if e.retryable() => e,
                 Err(e) => return Err(e),
+            };
+            let wait = e.retry_after().unwrap_or(backoff);
+            if Instant::now() + wait >= deadline {
+                // The next export waits what the backend asked for.
+                self.not_before = e.retry_after().map(|w| Instant::now() + w);
+                return Err(e);
+            }
+            tokio::time::sleep(wait).await;
+            if e.retry_after().is_none() {
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
 
-    async fn send_once(&mut self, body: Bytes) -> Result<(), SendError> {
+    async fn send_once(&mut self, body: Bytes) -> Result<Accepted, SendError> {
         if let Some(grpc) = &mut self.grpc {
             grpc.ready()
                 .await
@@ -164,11 +228,13 @@ impl OtlpClient {
                 "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
             );
             return grpc
-                .unary(request, path, RawCodec)
+                .unary(request, path, ExportCodec)
                 .await
-                .map(|_| ())
+                .map(|response| Accepted::of(response.get_ref()))
                 .map_err(|s| {
                     use tonic::Code;
+                    let retry_after = s.get_details_retry_info().and_then(|r| r.retry_delay);
+                    // RESOURCE_EXHAUSTED is retryable only when the server says when.
                     let retryable = matches!(
                         s.code(),
                         Code::Cancelled
@@ -177,11 +243,12 @@ impl OtlpClient {
                             | Code::OutOfRange
                             | Code::Unavailable
                             | Code::DataLoss
-                            | Code::ResourceExhausted
-                    );
+                    ) || (s.code() == Code::ResourceExhausted
+                        && retry_after.is_some());
                     SendError::Refused {
                         status: format!("gRPC {:?}", s.code()),
                         retryable,
+                        retry_after,
                     }
                 });
         }
@@ -205,86 +272,40 @@ impl OtlpClient {
             .await
             .map_err(|e| SendError::Unreachable(Box::new(e)))?;
         let status = response.status();
-        // Drain the body so the connection can be reused.
-        let _ = response.into_body().collect().await;
+        let retry_after = retry_after(response.headers());
+        // Read the body whatever the status, so the connection can be reused.
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
         if status.is_success() {
-            Ok(())
+            // An unreadable answer to an accepted request is taken as full success.
+            let response = ExportMetricsServiceResponse::decode(body).unwrap_or_default();
+            Ok(Accepted::of(&response))
         } else {
             Err(SendError::Refused {
                 status: format!("HTTP {status}"),
                 retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+                retry_after,
             })
         }
     }
 }
 
-fn tls_err(what: &str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SendError + '_ {
-    move |source| SendError::Tls {
-        what: what.to_owned(),
-        source,
+/// `Retry-After`: seconds, or an HTTP date.
+fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(hyper::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
     }
-}
-
-fn read(path: &str, what: &str) -> Result<Vec<u8>, SendError> {
-    std::fs::read(path).map_err(|e| tls_err(what)(Box::new(e)))
-}
-
-/// tonic's TLS settings: the configured CA (or the system's roots) and the client identity.
-fn grpc_tls(cfg: &OtlpConfig) -> Result<ClientTlsConfig, SendError> {
-    let mut tls = ClientTlsConfig::new();
-    tls = if cfg.ca_file.is_empty() {
-        tls.with_native_roots()
-    } else {
-        tls.ca_certificate(Certificate::from_pem(read(&cfg.ca_file, "otlp.ca_file")?))
-    };
-    if !cfg.cert_file.is_empty() {
-        let cert = read(&cfg.cert_file, "otlp.cert_file")?;
-        let key = read(&cfg.key_file, "otlp.key_file")?;
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    Ok(tls)
-}
-
-/// rustls settings for OTLP/HTTP over `https://` (also built for `http://`, where unused).
-fn rustls_config(cfg: &OtlpConfig) -> Result<rustls::ClientConfig, SendError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if cfg.ca_file.is_empty() {
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-    } else {
-        for cert in CertificateDer::pem_file_iter(&cfg.ca_file)
-            .map_err(|e| tls_err("otlp.ca_file")(Box::new(e)))?
-        {
-            let cert = cert.map_err(|e| tls_err("otlp.ca_file")(Box::new(e)))?;
-            roots
-                .add(cert)
-                .map_err(|e| tls_err("otlp.ca_file")(Box::new(e)))?;
-        }
-        if roots.is_empty() {
-            let e: Box<dyn std::error::Error + Send + Sync> =
-                format!("no PEM certificate in {}", cfg.ca_file).into();
-            return Err(tls_err("otlp.ca_file")(e));
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| tls_err("TLS versions")(Box::new(e)))?
-    .with_root_certificates(roots);
-    if cfg.cert_file.is_empty() {
-        return Ok(builder.with_no_client_auth());
-    }
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
-        .map_err(|e| tls_err("otlp.cert_file")(Box::new(e)))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls_err("otlp.cert_file")(Box::new(e)))?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
-        .map_err(|e| tls_err("otlp.key_file")(Box::new(e)))?;
-    builder
-        .with_client_auth_cert(certs, key)
-        .map_err(|e| tls_err("otlp.cert_file and otlp.key_file")(Box::new(e)))
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -297,27 +318,27 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
-/// A gRPC codec for bytes that are already an encoded request; the response (empty, or a
-/// partial-success notice) is skipped.
+/// A gRPC codec for bytes that are already an encoded request, and the response (empty, or a
+/// partial-success notice).
 #[derive(Clone, Copy, Default)]
-struct RawCodec;
+struct ExportCodec;
 
-impl Codec for RawCodec {
+impl Codec for ExportCodec {
     type Encode = Bytes;
-    type Decode = ();
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
+    type Decode = ExportMetricsServiceResponse;
+    type Encoder = ExportCodec;
+    type Decoder = ExportCodec;
 
     fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
+        ExportCodec
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
+        ExportCodec
     }
 }
 
-impl Encoder for RawCodec {
+impl Encoder for ExportCodec {
     type Item = Bytes;
     type Error = tonic::Status;
 
@@ -328,13 +349,15 @@ impl Encoder for RawCodec {
     }
 }
 
-impl Decoder for RawCodec {
-    type Item = ();
+impl Decoder for ExportCodec {
+    type Item = ExportMetricsServiceResponse;
     type Error = tonic::Status;
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Self::Error> {
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
         use bytes::Buf as _;
+        // An unreadable answer to an accepted request is taken as full success.
+        let response = ExportMetricsServiceResponse::decode(&mut *src).unwrap_or_default();
         src.advance(src.remaining());
-        Ok(Some(()))
+        Ok(Some(response))
     }
 }

@@ -19,10 +19,7 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use crate::{
-    export::names::Kind,
-    frame::{Family, Point, Value},
-};
+use crate::metrics::{Family, Kind, Point, Value};
 
 fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -154,8 +151,9 @@ mod tests {
     use super::*;
     use crate::{
         config::MetricsConfig,
-        flow::{FlowView, Reading, Snapshot},
-        metrics::Aggregator,
+        flow::{Budgets, FlowView, Reading},
+        frame::{Aggregator, Snapshot},
+        metrics,
         telemetry::Telemetry,
     };
 
@@ -177,12 +175,14 @@ mod tests {
                 FlowView::new(&key, u64::from(i) * 100_000, b, 0, (0, 0))
             })
             .collect();
-        let budgets = MetricsConfig {
-            max_series,
-            ..MetricsConfig::default()
-        }
-        .budgets(false);
-        Aggregator::standalone(budgets).publish(Reading {
+        let budgets = Budgets::from_config(
+            &MetricsConfig {
+                max_series,
+                ..MetricsConfig::default()
+            },
+            false,
+        );
+        Aggregator::standalone(budgets).publish(&Reading {
             flows,
             ..Reading::default()
         })
@@ -213,8 +213,7 @@ mod tests {
             }
         };
         for m in &req.resource_metrics[0].scope_metrics[0].metrics {
-            let entry = crate::export::names::ALL
-                .iter()
+            let entry = crate::metrics::catalogue::all()
                 .find(|c| c.otlp == m.name)
                 .expect("a catalogue metric");
             let name = entry.prometheus;
@@ -265,7 +264,7 @@ mod tests {
     fn otlp_and_prometheus_views_agree() {
         for max_series in [1, 2000] {
             let snap = snapshot(50, max_series);
-            let health = Telemetry::default().families();
+            let health = metrics::agent::families(&Telemetry::default());
             let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
             let text = crate::export::prometheus::render(families.iter().copied());
             let mut samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
@@ -309,7 +308,7 @@ mod tests {
         use prost::Message;
         for max_series in [1, 2000] {
             let snap = snapshot(50, max_series);
-            let health = Telemetry::default().families();
+            let health = metrics::agent::families(&Telemetry::default());
             let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
             let enc = Encoder::new(
                 &[("service.name".into(), "otel-netprobe".into())],

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod encode;
+mod tls;
 mod wire;
 
 use std::{sync::Arc, time::SystemTime};
@@ -15,11 +16,11 @@ use tracing::info;
 use crate::{
     config::OtlpConfig,
     export::http::{SharedSnapshot, latest},
-    flow::Snapshot,
-    frame::{Family, point_count},
+    frame::{Snapshot, point_count},
+    metrics::{self, Family},
     telemetry::{
         Telemetry,
-        events::{Event, ExportFailed, ExportSent},
+        events::{Event, ExportFailed, ExportRejected, ExportSent},
     },
 };
 
@@ -111,13 +112,20 @@ impl Exporter {
     /// Sends the frame of `snap` with the agent's health appended; counts what happened.
     /// Returns whether the backend accepted it.
     pub async fn export(&mut self, snap: &Snapshot) -> bool {
-        let health = self.telemetry.families();
+        let health = metrics::agent::families(&self.telemetry);
         let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
         let body = self.encoder.encode(&families, snap.frame.taken_at);
         let points = point_count(families.iter().copied());
         match self.client.send(body).await {
-            Ok(_) => {
+            Ok(accepted) => {
                 ExportSent.emit(&self.telemetry);
+                if accepted.rejected > 0 {
+                    ExportRejected {
+                        points: accepted.rejected,
+                        message: &accepted.message,
+                    }
+                    .emit(&self.telemetry);
+                }
                 true
             }
             Err(e) => {

@@ -6,8 +6,8 @@
 //! output with prost and compares it with the reference.
 
 use crate::{
-    export::names::{Kind, Metric},
-    frame::{Attrs, Family, Histogram, Value},
+    flow::Attrs,
+    metrics::{Family, Histogram, Kind, Metric, Value},
 };
 
 const LEN: u32 = 2;

@@ -1,9 +1,10 @@
 use netprobe_ebpf::{FlowKey, SIZE_BUCKETS};
 
 use super::*;
-use crate::export::names::{self, attr};
+use crate::config::flow_attr as attr;
 
-fn flow(src: u8, dport: u16, bytes: u64) -> FlowView {
+/// A UDP flow from 10.0.0.`src`:40000 to 10.0.0.100:`dport` of `bytes` bytes in one packet.
+pub(crate) fn flow(src: u8, dport: u16, bytes: u64) -> FlowView {
     let key = FlowKey {
         src_addr: [u32::from_ne_bytes([10, 0, 0, src]), 0, 0, 0],
         dst_addr: [u32::from_ne_bytes([10, 0, 0, 100]), 0, 0, 0],
@@ -87,36 +88,6 @@ fn fewer_attributes_fewer_series() {
 }
 
 #[test]
-fn families_sum_over_the_grouping_and_histograms_carry_their_bounds() {
-    static BOUNDS: [f64; 2] = [0.5, 2.0];
-    let mut b = Budget::new(vec![FlowAttr::ServerPort], 100);
-    let flows = [flow(1, 53, 100), flow(2, 53, 300), flow(3, 80, 200)];
-    let naming = Naming::standalone();
-    let set = b.build(&Named::new(&flows, &naming, false));
-    let packets = set.counter(&names::FLOW_PACKETS, &flows, |f| f.packets);
-    let values: Vec<&Value> = packets.points.iter().map(|p| &p.value).collect();
-    assert_eq!(values, [&Value::Int(2), &Value::Int(1)]);
-    // Three buckets per flow (two bounds): 53 gets (1, 2, 3) twice, 80 once.
-    let buckets = [1, 2, 3];
-    let h = set.histogram(&names::PACKET_SIZE, &BOUNDS, &flows, |f| {
-        (&buckets[..], f.bytes as f64)
-    });
-    let Value::Histogram(first) = &h.points[0].value else {
-        panic!("histogram")
-    };
-    assert_eq!(first.bounds, BOUNDS);
-    assert_eq!(
-        (&first.counts[..], first.count, first.sum),
-        (&[2, 4, 6][..], 12, 400.0)
-    );
-    // The attribute sets are shared between the families of one grouping.
-    assert!(crate::frame::Attrs::same(
-        &h.points[1].attrs,
-        &packets.points[1].attrs
-    ));
-}
-
-#[test]
 fn admitted_sets_keep_their_attributes() {
     let mut b = Budget::new(FlowAttr::parse_all(FlowAttr::STANDALONE), 2);
     let naming = Naming::standalone();
@@ -125,14 +96,8 @@ fn admitted_sets_keep_their_attributes() {
     let again = b.build(&Named::new(&flows, &naming, false));
     // The same sets, not new copies: labels are formatted once, on admission, and what a
     // renderer kept of them stays.
-    assert!(crate::frame::Attrs::same(
-        &first.series[0],
-        &again.series[0]
-    ));
-    assert!(
-        crate::frame::Attrs::same(&first.series[2], &again.series[2]),
-        "overflow"
-    );
+    assert!(Attrs::same(&first.series[0], &again.series[0]));
+    assert!(Attrs::same(&first.series[2], &again.series[2]), "overflow");
     let rendered = first.series[0].memo(0, |l| l[0].1.as_bytes().to_vec());
     assert_eq!(rendered, b"10.0.0.1");
     assert_eq!(
@@ -143,39 +108,4 @@ fn admitted_sets_keep_their_attributes() {
     let rest = [flow(2, 53, 200), flow(3, 53, 100)];
     let set = b.build(&Named::new(&rest, &naming, false));
     assert_eq!(set.series[1][0].1, "10.0.0.3");
-}
-
-#[test]
-fn extra_attributes_split_a_series_points() {
-    let mut b = Budget::new(vec![FlowAttr::ServerPort], 100);
-    let flows = [flow(1, 53, 100), flow(2, 53, 300), flow(3, 80, 200)];
-    let naming = Naming::standalone();
-    let set = b.build(&Named::new(&flows, &naming, false));
-    // Say each flow dropped one packet per 100 bytes: half for "a", the rest for "b".
-    let family = set.counter_by(&names::FLOW_PACKETS, &flows, &["reason"], |f, emit| {
-        let n = f.bytes / 100;
-        emit(&["a"], n / 2);
-        emit(&["b"], n - n / 2);
-    });
-    assert_eq!(family.totals_by, Some(&["reason"][..]));
-    let points: Vec<(Vec<(&str, String)>, &Value)> = family
-        .points
-        .iter()
-        .map(|p| (p.attrs.to_vec(), &p.value))
-        .collect();
-    let port = |p: &str, r: &str| {
-        vec![
-            (attr::DESTINATION_PORT, p.to_owned()),
-            ("reason", r.to_owned()),
-        ]
-    };
-    assert_eq!(
-        points,
-        [
-            (port("53", "a"), &Value::Int(1)),
-            (port("53", "b"), &Value::Int(3)),
-            (port("80", "a"), &Value::Int(1)),
-            (port("80", "b"), &Value::Int(1)),
-        ]
-    );
 }

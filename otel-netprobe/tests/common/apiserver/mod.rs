@@ -1,6 +1,11 @@
 //! A fake Kubernetes API server that speaks the real list/watch protocol, so the tests can run
-//! the unmodified kube-rs client and `kube::runtime::watcher` against it (no API server binary
-//! exists on the test machines).
+//! the unmodified kube-rs client and `kube::runtime::watcher` against it, for what the real
+//! kube-apiserver (`../kubeapi/`) does not do on demand: compact its history under a watcher
+//! (410 Gone), cut watches mid-stream, refuse connections and come back with a changed store.
+//! Only `tests/k8s.rs` (those faults) and `tests/apiserver.rs` (this server against kube-rs)
+//! use it; every other Kubernetes test, the dashboards lab and `make demo` run the real one.
+//! It serves whole objects also to metadata-only requests (kube-rs reads their metadata from
+//! them).
 //!
 //! What it serves (GET only, plain HTTP, no authentication):
 //! - `/api/v1/{plural}` and `/apis/{group}/{version}/{plural}`, both also under

@@ -1,15 +1,11 @@
-//! Flows decoded for people and exporters, what a read cycle found, and the immutable
-//! snapshot the exporters read.
+//! Flows decoded for people and exporters: a flow's key and cumulative counts as addresses,
+//! ports, transport and the counts of its extras.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::SystemTime,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netprobe_ebpf::{Counter, FlowKey, SIZE_BUCKETS, parse::proto, tcp_flags};
+use netprobe_ebpf::{FlowKey, SIZE_BUCKETS, parse::proto, tcp_flags};
 
-use super::FlowTable;
-use crate::{export::summary::Summary, frame::Frame, telemetry::Health};
+use super::{FlowTable, KernelCounts};
 
 /// Transport protocol of a flow, as named in `network.transport`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,7 +75,8 @@ pub struct FlowView {
     pub first_seen_ns: u64,
     /// Kernel coarse-clock time of the last packet (ns).
     pub last_seen_ns: u64,
-    /// Connections, drops and ICMP errors, when the flow has any.
+    /// Its connections and its counts from the kernel's per-flow counter maps (drops, ICMP
+    /// errors), when it has any.
     pub extras: Option<std::sync::Arc<super::FlowExtras>>,
 }
 
@@ -152,6 +149,15 @@ impl FlowView {
         }
     }
 
+    /// The flow's counts from the kernel map `map` (see [`crate::ebpf::counts`]), one per
+    /// attribute values.
+    pub fn counts<'a>(&'a self, map: &'a str) -> impl Iterator<Item = &'a KernelCounts> + 'a {
+        self.extras
+            .iter()
+            .flat_map(|e| &e.counts)
+            .filter(move |c| c.map == map)
+    }
+
     /// `network.type`: `ipv4` or `ipv6`.
     pub fn network_type(&self) -> &'static str {
         if self.src.is_ipv4() { "ipv4" } else { "ipv6" }
@@ -164,28 +170,6 @@ fn v6(words: [u32; 4]) -> Ipv6Addr {
         b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
     }
     Ipv6Addr::from(b)
-}
-
-/// The kernel's global counters, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GlobalCounters(pub [u64; Counter::ALL.len()]);
-
-impl GlobalCounters {
-    /// The value of one counter.
-    pub fn get(&self, c: Counter) -> u64 {
-        self.0[c as usize]
-    }
-}
-
-/// What one read cycle found, before naming and aggregation.
-#[derive(Clone, Debug, Default)]
-pub struct Reading {
-    /// Every tracked flow with its cumulative counts.
-    pub flows: Vec<FlowView>,
-    /// The kernel's global counters.
-    pub counters: GlobalCounters,
-    /// The reader's figures (the aggregator adds the interfaces and Kubernetes).
-    pub health: Health,
 }
 
 /// Every flow of `table`, decoded.
@@ -206,39 +190,6 @@ pub fn flows_of(table: &FlowTable) -> Vec<FlowView> {
             view
         })
         .collect()
-}
-
-/// Everything the exporters need, taken at one instant, finished before it is published and
-/// never changed afterwards.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    /// Wall-clock time the snapshot was taken.
-    pub taken_at: SystemTime,
-    /// Every tracked flow.
-    pub flows: Vec<FlowView>,
-    /// Kernel global counters.
-    pub counters: GlobalCounters,
-    /// What the reader saw.
-    pub health: Health,
-    /// The metric families every exporter renders.
-    pub frame: Frame,
-    /// The traffic summary (`/api/v1/summary`, `otel-netprobe summary`).
-    pub summary: Summary,
-}
-
-impl Snapshot {
-    /// An empty snapshot (before the first read).
-    pub fn empty() -> Self {
-        let frame = Frame::empty();
-        Self {
-            taken_at: frame.taken_at,
-            flows: Vec::new(),
-            counters: GlobalCounters::default(),
-            health: Health::default(),
-            frame,
-            summary: Summary::default(),
-        }
-    }
 }
 
 #[cfg(test)]
