@@ -24,6 +24,7 @@ use k8s_openapi::{
     },
     serde::de::DeserializeOwned,
 };
+use kube::core::PartialObjectMeta;
 use otel_netprobe::k8s::{
     index::{IndexStore, Kind},
     trim::Trim,
@@ -112,8 +113,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             Kind::Service => apply::<Service>(&mut store, kind, action, json, now),
             Kind::EndpointSlice => apply::<EndpointSlice>(&mut store, kind, action, json, now),
             Kind::Node => apply::<Node>(&mut store, kind, action, json, now),
-            Kind::ReplicaSet => apply::<ReplicaSet>(&mut store, kind, action, json, now),
-            Kind::Job => apply::<Job>(&mut store, kind, action, json, now),
+            // Watched as metadata only: the rest of the object is never read.
+            Kind::ReplicaSet => {
+                apply::<PartialObjectMeta<ReplicaSet>>(&mut store, kind, action, json, now)
+            }
+            Kind::Job => apply::<PartialObjectMeta<Job>>(&mut store, kind, action, json, now),
         };
         if let Some(uid) = uid {
             added.push((kind, uid));
