@@ -115,20 +115,26 @@ fn spawn<T: Send + 'static>(
         .map_err(AgentError::Runtime)
 }
 
+/// Raises the open-files soft limit to the hard limit (container runtimes may start the agent
+/// at 1024, which a burst of HTTP clients and the maps could exhaust), saying so when it did.
+fn raise_open_files_limit() {
+    let (before, after) = privileges::raise_open_files_limit();
+    if after > before {
+        info!(
+            from = before,
+            to = after,
+            "raised the open-files soft limit to the hard limit"
+        );
+    }
+}
+
 impl Agent {
     /// Starts everything `cfg` asks for, in the calling thread's network namespace. Settings
     /// that cannot work (capabilities, TLS files, the listen address, the Kubernetes API) stop
     /// the start before any program is attached.
     pub fn start(cfg: &Config) -> Result<Self, AgentError> {
         privileges::check()?;
-        let (before, after) = privileges::raise_open_files_limit();
-        if after > before {
-            info!(
-                from = before,
-                to = after,
-                "raised the open-files soft limit to the hard limit"
-            );
-        }
+        raise_open_files_limit();
         let telemetry = Arc::new(Telemetry::default());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
