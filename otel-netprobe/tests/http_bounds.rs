@@ -264,6 +264,13 @@ fn two_thousand_slow_clients_are_closed_and_scrapes_are_answered_throughout() {
 fn an_idle_keep_alive_connection_is_closed_by_the_header_read_timeout() {
     let run = start();
     let addr = run.agent.listen;
+    // /healthz answers 200 once the reader has published a cycle; the agent may not have yet.
+    let healthy = run.ns.run(move || {
+        wait_until(patient(Duration::from_secs(30)), || {
+            matches!(http_get(&format!("http://{addr}/healthz")), Ok((200, _)))
+        })
+    });
+    assert!(healthy, "the agent never answered /healthz with 200");
     let (first, waited) = run.ns.run(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n")
