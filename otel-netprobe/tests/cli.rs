@@ -55,20 +55,26 @@ fn unknown_key_is_rejected_with_its_path() {
     }
 }
 
-/// The config fuzz target's first finding (crash-4e58459b…, kept as the seed
-/// `fuzz/seeds/config/regression_unknown_top_level_key.yaml`): an unknown top-level key is
-/// refused naming that key itself, not a section. The agent was right; the target's check of
-/// the key was too narrow.
+/// The config fuzz target's findings (crash-4e58459b… and crash-1fe41dab…, kept as the seeds
+/// `fuzz/seeds/config/regression_unknown_top_level_key*.yaml`): an unknown top-level key is
+/// refused naming that key itself — dots included — not a section. The agent was right; the
+/// target's check of the key was too narrow.
 #[test]
-fn regression_unknown_top_level_key_is_named_as_itself() {
-    let input = "flowflows:\n  y: acty: 0\ns:\n  y: acty: 0\n";
-    let o = with_config(&["check-config"], input);
-    assert!(!o.status.success());
-    let e = stderr(&o);
-    assert!(
-        e.contains("config key `flowflows`: unknown field `flowflows`, expected one of `interfaces`, `flows`"),
-        "{e}"
-    );
+fn regression_unknown_top_level_keys_are_named_as_themselves() {
+    for (input, key) in [
+        ("flowflows:\n  y: acty: 0\ns:\n  y: acty: 0\n", "flowflows"),
+        ("de(lete_gra.ce:isten:\n", "de(lete_gra.ce:isten"),
+    ] {
+        let o = with_config(&["check-config"], input);
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!(
+                "config key `{key}`: unknown field `{key}`, expected one of `interfaces`, `flows`"
+            )),
+            "{e}"
+        );
+    }
 }
 
 #[test]
