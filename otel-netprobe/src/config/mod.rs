@@ -217,7 +217,11 @@ fn key_of(path: &serde_path_to_error::Path) -> (String, bool) {
     for segment in path {
         match segment {
             Segment::Unknown => return (if key.is_empty() { ".".into() } else { key }, true),
-            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Seq { index } => {
+                key.push('[');
+                key.push_str(&index.to_string());
+                key.push(']');
+            }
             Segment::Map { key: k } | Segment::Enum { variant: k } => {
                 if !key.is_empty() {
                     key.push('.');
