@@ -8,13 +8,13 @@
 #
 # FUZZ_BUILD chooses how the targets are built:
 #   full  (default, `make fuzz`): optimised, AddressSanitizer, debug assertions and overflow
-#         checks, 16 codegen units; about 13 min from cold on this machine kind.
+#         checks, 16 codegen units; 969 s from cold on this machine kind, under load (README).
 #   quick (`make test`): unoptimised (cargo's dev profile: debug assertions and overflow checks),
-#         no sanitizer. The same targets, the same seeds and assertions, fewer executions a
-#         second, in a third of the cold build time: the agent's dependencies (kube, tonic,
-#         rustls, aya) dominate the build, and optimising them with sanitizer instrumentation
-#         is most of it. A panic or failed assertion is a finding either way; only ASan's
-#         memory checks of unsafe code are make fuzz's alone.
+#         no sanitizer. The same targets, seeds and assertions, fewer executions a second, in
+#         440 s from cold: the agent's dependencies (kube, tonic, rustls, aya) are most of the
+#         build, and optimising them with sanitizer instrumentation is what this leaves out.
+#         A panic or failed assertion is a finding either way; only ASan's memory checks of
+#         unsafe code are make fuzz's alone.
 #
 #   FUZZ_SECONDS=600 FUZZ_TARGETS="parser otlp" FUZZ_BUILD=full bash scripts/fuzz.sh
 set -uo pipefail
