@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build run demo test lint unit-test kernel-test bench image deploy clean
+.PHONY: setup build run demo test lint unit-test kernel-test fuzz bench image deploy clean
 
 ## setup: install (idempotently) everything the build, tests, demo and bench need
 setup:
@@ -29,14 +29,27 @@ demo: build
 lint: setup
 	@CARGO=$(CARGO) bash scripts/timed.sh lint bash scripts/lint.sh
 
-## test: lint, unit tests, and the real-kernel tests (root: they build namespace labs); ends with
+## test: lint, unit tests, the real-kernel tests (root: they build namespace labs) and a
+## FUZZ_TEST_SECONDS (30 s) run of each fuzz target, built quick (unoptimised, no sanitizer:
+## scripts/fuzz.sh); ends with
 ## `tests: N passed, M failed` whatever happened (a crashed test binary counts as failed)
 test: setup lint
 	@mkdir -p target
 	@set -o pipefail; status=0; start=$$(date +%s); \
 	  $(CARGO) test --locked --workspace --release --no-fail-fast 2>&1 | tee target/test.log || status=$$?; \
 	  echo "[time] tests: $$(( $$(date +%s) - start )) s"; \
+	  FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FUZZ_BUILD=$(FUZZ_TEST_BUILD) bash scripts/fuzz.sh 2>&1 | tee -a target/test.log || status=$$?; \
 	  bash scripts/test-summary.sh target/test.log && exit $$status
+
+## fuzz: every fuzz target (otel-netprobe/fuzz: packet parser vs etherparse, configuration,
+## Kubernetes objects, the OTLP writer vs prost, the HTTP request path) for FUZZ_SECONDS each
+## (default 300), built optimised with AddressSanitizer; FUZZ_TARGETS="parser otlp" runs some.
+## A finding fails it, its input kept in otel-netprobe/fuzz/artifacts/<target>/
+FUZZ_SECONDS ?= 300
+FUZZ_TEST_SECONDS ?= 30
+FUZZ_TEST_BUILD ?= quick
+fuzz: setup
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/timed.sh fuzz bash scripts/fuzz.sh
 
 ## bench: kernel per-packet cost, maps, reader, export, agent memory, attach, Kubernetes index,
 ## throughput with/without the agent (ratios to baselines of the same run, or said to be absolute)

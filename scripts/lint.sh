@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 $CARGO fmt --all --check
+# The fuzz targets are their own workspace (built by scripts/fuzz.sh with the nightly).
+rustfmt --edition 2024 --check otel-netprobe/fuzz/fuzz_targets/*.rs
 $CARGO clippy --locked --workspace --all-targets -- -D warnings
 if rustup toolchain list | grep -q '^nightly'; then
   (cd netprobe-ebpf && $CARGO +nightly clippy --locked --release --bins \

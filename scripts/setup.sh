@@ -45,11 +45,12 @@ fi
 
 # --- Debian packages: lab and traffic tools ----------------------------------------------------------
 need_pkgs=()
-# qemu-system-x86, cpio and busybox-static: the kernel matrix's VMs (scripts/vm-run.sh).
-# unbound: the lab's cluster DNS (the DNS tests run it in a pod namespace; its package starts
-# no daemon without systemd).
+# qemu-system-x86, cpio and busybox-static: the kernel matrix's VMs (scripts/vm-run.sh); g++: the
+# fuzz targets' libFuzzer (C++, compiled by libfuzzer-sys's build script); unbound: the lab's
+# cluster DNS (the DNS tests run it in a pod namespace; its package starts no daemon without
+# systemd).
 for p in iproute2 iperf3 iputils-ping nftables tcpdump socat python3 curl openssl \
-  qemu-system-x86 cpio busybox-static binutils xz-utils unbound; do
+  qemu-system-x86 cpio busybox-static binutils xz-utils g++ unbound; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -115,6 +116,22 @@ if ! venv_ok; then
   "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PKGS[@]}"
   printf '%s' "${PY_PKGS[*]}" >"$VENV/.pins"
   venv_ok || { log "the Python tools in $VENV do not work"; exit 1; }
+fi
+
+# --- cargo-fuzz, for the fuzz targets (`make fuzz`, and make test's short runs) ------------------
+# Pinned; installed into $TOOLS_DIR/bin (scripts/fuzz.sh runs it from there). 0.13.2 builds on
+# stable 1.95; the targets themselves build with the nightly (stable with RUSTC_BOOTSTRAP=1
+# where there is none), which needs nothing beyond its default rust-std: AddressSanitizer's
+# runtime ships in it, and the targets are built without -Z build-std. Checked here, so a
+# toolchain without it fails in setup, not at the end of the targets' build.
+if ! compgen -G "$(rustc +"$NIGHTLY" --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/lib/*_rt.asan.a" >/dev/null; then
+  log "the $NIGHTLY toolchain has no AddressSanitizer runtime (rust-std): make fuzz needs it"
+  exit 1
+fi
+CARGO_FUZZ_VERSION=0.13.2
+if ! "$TOOLS_DIR/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$"; then
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION into $TOOLS_DIR/bin (about a minute)"
+  cargo +stable install cargo-fuzz --locked --version "=$CARGO_FUZZ_VERSION" --root "$TOOLS_DIR" --force
 fi
 
 # --- The real Collector, kube-apiserver and etcd, built from the official Go modules -----------------

@@ -215,6 +215,10 @@ pub fn parse_ipv4(data: usize, data_end: usize, off: usize) -> Parsed {
     if version != 4 || ihl < 20 || (tot_len as usize) < ihl {
         return Parsed::Other(Counter::MalformedIpv4);
     }
+    // The options, whole: a header cut short is the IPv4 layer's error, not the transport's.
+    if load::<u8>(data, data_end, off + (ihl & 0x3C) - 1).is_err() {
+        return Parsed::Other(Counter::MalformedIpv4);
+    }
     let frag_off = u32::from_be(hdr[1]) & 0x1FFF;
     let info = PacketInfo {
         version: 4,
@@ -322,10 +326,14 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
     while walked < MAX_IPV6_EXT_HEADERS && is_ext_header(next) {
         // Every extension header is at least 8 bytes: its next header, its length, and (in a
         // fragment header) the fragment offset.
-        let Ok(eh) = load::<[u8; 4]>(data, data_end, off + ext_off) else {
+        let Ok(eh) = load::<[u8; 8]>(data, data_end, off + ext_off) else {
             return Parsed::Other(Counter::MalformedIpv6);
         };
         if next == proto::FRAGMENT && u16::from_be_bytes([eh[2], eh[3]]) & 0xFFF8 != 0 {
+            // The fragment header within the IP length too (0: a jumbogram, the buffer's).
+            if info.ip_len != 0 && ext_off as u32 + 8 > info.ip_len {
+                return Parsed::Other(Counter::MalformedIpv6);
+            }
             info.protocol = eh[0];
             info.fragment = true;
             info.hdr_len = (ext_off + 8) as u32;
@@ -339,6 +347,14 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
         next = eh[0];
         walked += 1;
     }
+    // The last extension header walked, whole, within the buffer and the IP length (each
+    // one ends where the next begins, so the last one's end covers them all).
+    if walked > 0
+        && (load::<u8>(data, data_end, off + ext_off - 1).is_err()
+            || info.ip_len != 0 && ext_off as u32 > info.ip_len)
+    {
+        return Parsed::Other(Counter::MalformedIpv6);
+    }
     info.protocol = next;
     info.hdr_len = ext_off as u32;
     info.l4_offset = (off + ext_off) as u16;
@@ -349,10 +365,12 @@ pub fn parse_ipv6(data: usize, data_end: usize, off: usize) -> Parsed {
     parse_transport(data, data_end, off + ext_off, info)
 }
 
-/// Reads the transport header at `data + off` into `info`.
+/// Reads the transport header at `data + off` into `info`. The header must be whole: within
+/// the buffer, and within the IP length (`info.ip_len`; 0 for a jumbogram), so bytes after
+/// the IP packet (Ethernet padding of a short frame) are never read as its header.
 #[inline(always)]
 fn parse_transport(data: usize, data_end: usize, off: usize, mut info: PacketInfo) -> Parsed {
-    match info.protocol {
+    let l4_len = match info.protocol {
         proto::TCP => {
             // Ports (4), seq (4), ack (4), data offset + flags (2) + window (2), in one load:
             // the compiler drops bounds checks it can prove from another one, which the
@@ -362,28 +380,34 @@ fn parse_transport(data: usize, data_end: usize, off: usize, mut info: PacketInf
             };
             let off_flags = h[3].to_ne_bytes();
             let doff = u32::from(off_flags[0] >> 4) * 4;
-            if doff < 20 {
+            // At least the fixed 20 bytes; the options, whole.
+            if doff < 20 || load::<u8>(data, data_end, off + (doff as usize & 0x3C) - 1).is_err() {
                 return Parsed::Other(Counter::MalformedTransport);
             }
             info.ports = h[0];
             info.tcp_flags = off_flags[1];
-            info.hdr_len += doff;
+            doff
         }
         proto::UDP => {
             let Ok(hdr) = load::<[u32; 2]>(data, data_end, off) else {
                 return Parsed::Other(Counter::MalformedTransport);
             };
             info.ports = hdr[0];
-            info.hdr_len += 8;
+            8
         }
         proto::ICMP | proto::ICMPV6 => {
-            if load::<u32>(data, data_end, off).is_err() {
+            // Type, code, checksum and the 4-byte rest of the header.
+            if load::<[u32; 2]>(data, data_end, off).is_err() {
                 return Parsed::Other(Counter::MalformedTransport);
             }
-            info.hdr_len += 8;
+            8
         }
-        _ => {}
+        _ => 0,
+    };
+    if info.ip_len != 0 && (off as u32 - info.l3_offset) + l4_len > info.ip_len {
+        return Parsed::Other(Counter::MalformedTransport);
     }
+    info.hdr_len += l4_len;
     info.l4_offset = off as u16;
     Parsed::Ip(info)
 }
@@ -493,6 +517,66 @@ mod tests {
             assert_eq!(got, want, "truncated to {len}");
         }
         assert!(matches!(parse(&f), Parsed::Ip(_)));
+    }
+
+    /// Inputs the differential oracle (the `parser` fuzz target, `tests/lab/fuzzed.rs`) found
+    /// classified differently from the reference: each is named after its input and kept in
+    /// the seed corpus (`otel-netprobe/fuzz/seeds/parser/`).
+    fn seed(name: &str) -> Vec<u8> {
+        let path = std::format!(
+            "{}/../otel-netprobe/fuzz/seeds/parser/{name}.bin",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn regression_icmp_header_cut_to_six_bytes() {
+        // IPv4 total length 36, six bytes of ICMP in the frame: the transport header is cut
+        // short (it was read as four bytes, and the packet called a malformed IPv4 one).
+        assert_eq!(
+            parse(&seed("regression_icmp_header_cut_to_six_bytes")),
+            Parsed::Other(Counter::MalformedTransport)
+        );
+    }
+
+    #[test]
+    fn regression_ipv4_short_total_tcp_padded() {
+        // Total length 20 (a header alone) with protocol TCP, in a frame padded to 60 bytes:
+        // the padding was read as a TCP header and counted in a flow with its "ports".
+        assert_eq!(
+            parse(&seed("ipv4_short_total_tcp_padded")),
+            Parsed::Other(Counter::MalformedTransport)
+        );
+    }
+
+    #[test]
+    fn regression_ipv4_truncated_options() {
+        // IHL 15 (40 bytes of options) in a frame that ends after the fixed header: the IPv4
+        // header is cut short (it was called the transport's error).
+        assert_eq!(
+            parse(&seed("ipv4_truncated_options")),
+            Parsed::Other(Counter::MalformedIpv4)
+        );
+    }
+
+    #[test]
+    fn regression_tcp_options_cut_short() {
+        // Data offset 8 (12 bytes of options), the frame ends 4 bytes into them.
+        assert_eq!(
+            parse(&seed("regression_tcp_options_cut_short")),
+            Parsed::Other(Counter::MalformedTransport)
+        );
+    }
+
+    #[test]
+    fn regression_ipv6_extension_header_cut_short() {
+        // A destination-options header of 16 bytes, the frame ends 12 bytes into it, before
+        // a TCP header: the IPv6 layer's error (it was called the transport's).
+        assert_eq!(
+            parse(&seed("regression_ipv6_extension_header_cut_short")),
+            Parsed::Other(Counter::MalformedIpv6)
+        );
     }
 
     #[test]

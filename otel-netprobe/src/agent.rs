@@ -33,6 +33,7 @@ use crate::{
     export::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter, client::SendError},
+        serve::{Limits, Server},
     },
     flow::{
         Budgets, FlowView, Reader, Timeouts,
@@ -92,10 +93,7 @@ pub struct Agent {
 /// What [`Agent::stop`] stops, in this order.
 struct Stages {
     runtime: tokio::runtime::Runtime,
-    http: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )>,
+    http: Option<Server>,
     stop_links: Arc<AtomicBool>,
     attach: JoinHandle<()>,
     stop_reading: Arc<AtomicBool>,
@@ -117,12 +115,26 @@ fn spawn<T: Send + 'static>(
         .map_err(AgentError::Runtime)
 }
 
+/// Raises the open-files soft limit to the hard limit (container runtimes may start the agent
+/// at 1024, which a burst of HTTP clients and the maps could exhaust), saying so when it did.
+fn raise_open_files_limit() {
+    let (before, after) = privileges::raise_open_files_limit();
+    if after > before {
+        info!(
+            from = before,
+            to = after,
+            "raised the open-files soft limit to the hard limit"
+        );
+    }
+}
+
 impl Agent {
     /// Starts everything `cfg` asks for, in the calling thread's network namespace. Settings
     /// that cannot work (capabilities, TLS files, the listen address, the Kubernetes API) stop
     /// the start before any program is attached.
     pub fn start(cfg: &Config) -> Result<Self, AgentError> {
         privileges::check()?;
+        raise_open_files_limit();
         let telemetry = Arc::new(Telemetry::default());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -200,10 +212,10 @@ impl Agent {
         let http = listener.map(|l| {
             let stale_after = cfg.flows.poll_interval * 5;
             let app = http::router(Arc::clone(&snapshot), Arc::clone(&telemetry), stale_after);
-            serve(&runtime, l, app)
+            let _guard = runtime.enter();
+            Server::spawn(l, app, Limits::from(&cfg.http), Arc::clone(&telemetry))
         });
-        let http_addr = http.as_ref().map(|h| h.0);
-        let http = http.map(|(_, tx, task)| (tx, task));
+        let http_addr = http.as_ref().map(Server::addr);
         let exporter = exporter.map(|e| {
             let (tx, rx) = tokio::sync::watch::channel(false);
             (tx, runtime.spawn(e.run(Arc::clone(&snapshot), rx)))
@@ -301,9 +313,8 @@ impl Agent {
     fn shutdown(&mut self) {
         let Some(s) = self.stages.take() else { return };
         let rt = &s.runtime;
-        if let Some((tx, task)) = s.http {
-            let _ = tx.send(());
-            let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
+        if let Some(server) = s.http {
+            rt.block_on(server.shutdown(Duration::from_secs(5)));
         }
         s.stop_links.store(true, Ordering::Relaxed);
         let _ = s.attach.join();
@@ -331,32 +342,6 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Serves `app` on `listener` until the returned sender fires (or is dropped).
-fn serve(
-    runtime: &tokio::runtime::Runtime,
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-) -> (
-    SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-    info!(listen = %addr, "serving /metrics, /api/v1/summary, /healthz");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async {
-        let _ = rx.await;
-    });
-    let task = runtime.spawn(async move {
-        if let Err(e) = server.await {
-            warn!(error = %e, "the HTTP server stopped");
-        }
-    });
-    (addr, tx, task)
 }
 
 /// Loads the programs (attached nowhere yet) and takes the reader's maps.

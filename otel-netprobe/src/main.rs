@@ -32,7 +32,7 @@ enum Command {
     /// Print the traffic summary of a running agent as a table.
     Summary {
         /// Base URL of the agent's HTTP server.
-        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        #[arg(long, env = "NETPROBE_URL", default_value = "http://127.0.0.1:9464")]
         url: String,
         /// Print the JSON document instead of the table.
         #[arg(long)]

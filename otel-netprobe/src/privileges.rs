@@ -1,6 +1,7 @@
 //! The capabilities the agent needs — CAP_BPF (load programs, create maps), CAP_NET_ADMIN
 //! (attach them to interfaces) and, on kernels whose verifier asks for it, CAP_PERFMON — and a
-//! one-line refusal that names the one missing, before anything is loaded.
+//! one-line refusal that names the one missing, before anything is loaded; and the process
+//! limit the agent raises itself (open files).
 
 /// Capability numbers (`linux/capability.h`).
 const CAP_NET_ADMIN: u32 = 12;
@@ -71,6 +72,32 @@ pub fn explain_refusal(permission_denied: bool) -> Option<PrivilegeError> {
             why: "pass this kernel's verifier",
         },
     )
+}
+
+/// Raises the soft limit on open files to the hard limit and returns `(before, after)`.
+///
+/// Container runtimes may start the agent with a soft limit of 1024, which a node with many
+/// pods (a link per interface, the maps, the HTTP server's connections) can reach; the hard
+/// limit is what the operator granted. Failing is harmless: the old limit stays.
+pub fn raise_open_files_limit() -> (u64, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) != 0 {
+            return (0, 0);
+        }
+        let before = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) != 0 {
+                return (before, before);
+            }
+        }
+        (before, lim.rlim_cur)
+    }
 }
 
 #[cfg(test)]

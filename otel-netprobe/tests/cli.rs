@@ -55,6 +55,28 @@ fn unknown_key_is_rejected_with_its_path() {
     }
 }
 
+/// The config fuzz target's findings (crash-4e58459b… and crash-1fe41dab…, kept as the seeds
+/// `fuzz/seeds/config/regression_unknown_top_level_key*.yaml`): an unknown top-level key is
+/// refused naming that key itself — dots included — not a section. The agent was right; the
+/// target's check of the key was too narrow.
+#[test]
+fn regression_unknown_top_level_keys_are_named_as_themselves() {
+    for (input, key) in [
+        ("flowflows:\n  y: acty: 0\ns:\n  y: acty: 0\n", "flowflows"),
+        ("de(lete_gra.ce:isten:\n", "de(lete_gra.ce:isten"),
+    ] {
+        let o = with_config(&["check-config"], input);
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!(
+                "config key `{key}`: unknown field `{key}`, expected one of `interfaces`, `flows`"
+            )),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn invalid_values_name_key_and_reason() {
     let cases = [
@@ -209,4 +231,25 @@ fn cluster_mode_without_a_usable_api_stops_the_start_with_the_key() {
         assert!(e.contains(want), "{yaml}: {e}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn summary_without_an_agent_says_where_it_looked_and_how_to_point_elsewhere() {
+    // A port nothing listens on: bound, read and released.
+    let port = common::backends::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = bin();
+    cmd.args(["summary", "--url", &url])
+        .env_remove("NETPROBE_URL");
+    let o = output(cmd, false);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.starts_with(&format!(
+            "otel-netprobe: no agent answers at 127.0.0.1:{port} (tried {url}/api/v1/summary)"
+        )),
+        "{e}"
+    );
+    assert!(e.contains("--url http://HOST:PORT or NETPROBE_URL"), "{e}");
+    assert!(e.contains("Connection refused"), "{e}");
 }

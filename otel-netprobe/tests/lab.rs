@@ -1,7 +1,8 @@
 //! The node lab: exact counts on every path of a simulated node, with the real agent attached
 //! in the node namespace (pod→pod, pod→node, pod→outside, outside→pod, node→outside,
 //! node→pod; UDP, bulk TCP, ICMP, IPv6, VLAN-tagged frames), the TC attach method the kernel
-//! offers, and the binary's clean exit on SIGTERM.
+//! offers, and the binary's clean exit on SIGTERM; and the programs under the fuzz corpus
+//! and random frames (`lab/fuzzed.rs`).
 //!
 //! The same binary is the kernel matrix: the `kernel_*` tests boot Debian's 5.10, 6.1 and 6.12
 //! kernels in QEMU and run every other test of this file there (`common::vm`).
@@ -15,6 +16,8 @@ mod conns;
 mod dns;
 #[path = "lab/drops.rs"]
 mod drops;
+#[path = "lab/fuzzed.rs"]
+mod fuzzed;
 #[path = "lab/tcp.rs"]
 mod tcp;
 

@@ -1,14 +1,16 @@
 //! Agent configuration: one YAML file, every field with a default, validated before anything
 //! starts. Unknown keys and invalid values are rejected with the key's path and the reason.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
+mod http;
 mod k8s;
 mod kernel;
 mod metrics;
 mod otlp;
+pub use http::HttpConfig;
 pub use k8s::{Cidr, CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
 pub use kernel::{ConnectionsConfig, DnsConfig, DropsConfig};
 pub use metrics::{EndPart, FlowAttr, MetricsConfig, Side, flow_attr};
@@ -182,25 +184,6 @@ impl Default for FlowsConfig {
     }
 }
 
-/// Embedded HTTP server settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Listen address. Default: `0.0.0.0:9464`.
-    pub listen: SocketAddr,
-    /// Serve at all. Default: `true`.
-    pub enabled: bool,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], HTTP_PORT)),
-            enabled: true,
-        }
-    }
-}
-
 /// Parses `500ms`, `10s`, `2m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -227,6 +210,31 @@ pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+/// The key a parse error names, as a dotted path (`.` for the document), and whether the
+/// failure was a key that is not a name (a sequence or a map where a key belongs: serde says
+/// `?` for it, which names nothing; the mapping that holds it is named instead).
+fn key_of(path: &serde_path_to_error::Path) -> (String, bool) {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for segment in path {
+        match segment {
+            Segment::Unknown => return (if key.is_empty() { ".".into() } else { key }, true),
+            Segment::Seq { index } => {
+                key.push('[');
+                key.push_str(&index.to_string());
+                key.push(']');
+            }
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(k);
+            }
+        }
+    }
+    (if key.is_empty() { ".".into() } else { key }, false)
+}
+
 impl Config {
     /// Reads and validates a YAML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -244,7 +252,7 @@ impl Config {
         } else {
             let de = serde_norway::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de).map_err(|e| {
-                let key = e.path().to_string();
+                let (key, bad_key) = key_of(e.path());
                 let full = e.into_inner().to_string();
                 // serde_norway prefixes the parent path ("flows: unknown field ..."), which the
                 // key already says, and appends "at line L column C", which helps: keep that.
@@ -253,6 +261,11 @@ impl Config {
                         rest.to_owned()
                     }
                     _ => full,
+                };
+                let reason = if bad_key {
+                    format!("holds a key that is not a name ({reason})")
+                } else {
+                    reason
                 };
                 ConfigError::invalid(&key, reason)
             })?
@@ -319,6 +332,7 @@ impl Config {
         self.k8s.validate()?;
         self.connections.validate()?;
         self.dns.validate()?;
+        self.http.validate()?;
         self.otlp.validate()
     }
 }
@@ -365,6 +379,37 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The config fuzz target's crash-7bf41be1 (seed `regression_key_not_a_name.yaml`): a key
+    /// that is a sequence was reported as config key `?`, which names nothing. Now the
+    /// mapping that holds it is named — the document at the top, a section inside one — and
+    /// the reason says what is wrong.
+    #[test]
+    fn regression_a_key_that_is_not_a_name_names_its_mapping() {
+        let top = "[]owflows:\n  y: acty: 0\ns:\n  y: acty: 0\n";
+        let Err(ConfigError::Invalid { key, reason }) = Config::from_yaml(top) else {
+            panic!("accepted");
+        };
+        assert_eq!(key, ".");
+        assert!(
+            reason.starts_with("holds a key that is not a name (invalid type: sequence"),
+            "{reason}"
+        );
+        let nested = "flows:\n  [1, 2]: 3\n";
+        let Err(ConfigError::Invalid { key, reason }) = Config::from_yaml(nested) else {
+            panic!("accepted");
+        };
+        assert_eq!(key, "flows");
+        assert!(
+            reason.starts_with("holds a key that is not a name"),
+            "{reason}"
+        );
+        let listed = "interfaces:\n  overrides:\n    - {[x]: 1}\n";
+        let Err(ConfigError::Invalid { key, .. }) = Config::from_yaml(listed) else {
+            panic!("accepted");
+        };
+        assert_eq!(key, "interfaces.overrides[0]");
+    }
 
     #[test]
     fn empty_yaml_is_the_default() {

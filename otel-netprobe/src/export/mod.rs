@@ -8,4 +8,5 @@
 pub mod http;
 pub mod otlp;
 pub mod prometheus;
+pub mod serve;
 pub mod summary;

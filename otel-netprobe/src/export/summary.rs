@@ -97,7 +97,20 @@ pub enum FetchError {
     /// Only `http://HOST:PORT` URLs are supported.
     #[error("{0}: only http:// URLs are supported")]
     Url(String),
-    /// Connecting, sending or reading failed, or no answer came within 10 s.
+    /// Nothing answered at the address: refused, no route, or no connection within 10 s.
+    #[error(
+        "no agent answers at {host} (tried {url}): is `otel-netprobe run` running there? Point at another agent with --url http://HOST:PORT or NETPROBE_URL"
+    )]
+    Connect {
+        /// HOST:PORT tried.
+        host: String,
+        /// The URL.
+        url: String,
+        /// The cause (connection refused, no route, timed out).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Sending or reading failed after connecting, or no answer came within 20 s in all.
     #[error("talking to {url} failed")]
     Io {
         /// The URL.
@@ -120,7 +133,10 @@ pub enum FetchError {
 /// on a runtime of its own (the CLI has none).
 pub fn fetch(base: &str) -> Result<String, FetchError> {
     use http_body_util::{BodyExt as _, Empty};
-    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+    use hyper_util::{
+        client::legacy::{Client, connect::HttpConnector},
+        rt::TokioExecutor,
+    };
     let url = format!("{}/api/v1/summary", base.trim_end_matches('/'));
     let uri = url
         .parse::<hyper::Uri>()
@@ -131,22 +147,46 @@ pub fn fetch(base: &str) -> Result<String, FetchError> {
         url: url.clone(),
         source,
     };
+    // What the user typed (or the default) names the place looked at, port included.
+    let host = match uri.port_u16() {
+        Some(port) => format!("{}:{port}", uri.host().unwrap_or_default()),
+        None => format!("{}:80", uri.host().unwrap_or_default()),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| io(e.into()))?;
     runtime.block_on(async {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+        // Connecting has 10 s of its own, so an address that never answers is reported as
+        // such (a `Connect` error naming it), not as a slow answer.
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        let client =
+            Client::builder(TokioExecutor::new()).build::<_, Empty<bytes::Bytes>>(connector);
         let get = async {
-            let response = client.get(uri).await?;
+            let response = client.get(uri).await.map_err(|e| {
+                if e.is_connect() {
+                    FetchError::Connect {
+                        host: host.clone(),
+                        url: url.clone(),
+                        source: e.into(),
+                    }
+                } else {
+                    io(e.into())
+                }
+            })?;
             let status = response.status();
-            let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| io(e.into()))?
+                .to_bytes();
+            Ok::<_, FetchError>((status, body))
         };
-        let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), get)
+        let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(20), get)
             .await
-            .map_err(|e| io(e.into()))?
-            .map_err(io)?;
+            .map_err(|e| io(e.into()))??;
         if !status.is_success() {
             return Err(FetchError::Status {
                 url: url.clone(),

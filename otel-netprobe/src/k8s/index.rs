@@ -411,6 +411,11 @@ impl IndexStore {
         self.pods.len()
     }
 
+    /// Distinct names stored once for every object that names them.
+    pub fn interned(&self) -> usize {
+        self.strings.len()
+    }
+
     /// Resolves each pod's workload (a ReplicaSet's Deployment, a Job's CronJob). Runs on
     /// every rebuild, so it allocates only for pods whose workload changed.
     fn resolve_workloads(&mut self) {
@@ -523,6 +528,11 @@ impl IndexStore {
             self.jobs.len(),
         ]
         .map(|n| n as u64);
+        // Names no object holds any more (a ReplicaSet of an old rollout, a CronJob's finished
+        // Job, a deleted namespace): without this the set grows for the agent's lifetime.
+        // Names the index being built holds are kept; those only the previous index held go
+        // at the next build.
+        self.strings.retain(|s| Arc::strong_count(s) > 1);
         IpIndex {
             sizes: IndexSizes {
                 objects,

@@ -128,7 +128,7 @@ fn place(c: Count) -> (&'static Metric, Option<(&'static str, &'static str)>) {
 }
 
 /// The counters of `t` as metric families, every counter from the start (at 0 before its
-/// first event), in the order of [`Count::ALL`].
+/// first event), in the order of [`Count::ALL`], then the HTTP server's ([`super::http`]).
 pub fn families(t: &Telemetry) -> Vec<Family> {
     let mut out: Vec<Family> = Vec::with_capacity(Count::ALL.len());
     for &c in Count::ALL {
@@ -146,6 +146,7 @@ pub fn families(t: &Telemetry) -> Vec<Family> {
             }
         }
     }
+    out.extend(super::http::families(&t.http));
     out
 }
 
@@ -157,10 +158,17 @@ mod tests {
     fn every_counter_is_shown_from_the_start() {
         let f = families(&Telemetry::default());
         let points: Vec<_> = f.iter().flat_map(|f| &f.points).collect();
-        assert_eq!(points.len(), Count::ALL.len());
+        let http = super::super::http::families(&Telemetry::default().http);
+        let http_points = http.iter().map(|f| f.points.len()).sum::<usize>();
+        assert_eq!(points.len(), Count::ALL.len() + http_points);
         assert!(points.iter().all(|p| p.value == Value::Int(0)));
         let names: Vec<&str> = f.iter().map(|f| f.metric.otlp).collect();
-        let declared: Vec<&str> = MODULE.metrics.iter().map(|m| m.otlp).collect();
+        let declared: Vec<&str> = MODULE
+            .metrics
+            .iter()
+            .chain(super::super::http::MODULE.metrics)
+            .map(|m| m.otlp)
+            .collect();
         assert_eq!(names, declared, "one family per entry, in order");
     }
 }

@@ -16,6 +16,7 @@ pub mod dns;
 pub mod drops;
 mod family;
 pub mod flows;
+pub mod http;
 pub mod icmp;
 pub mod interfaces;
 pub mod k8s;
@@ -80,6 +81,7 @@ pub const MODULES: &[Module] = &[
     budget::MODULE,
     k8s::MODULE,
     agent::MODULE,
+    http::MODULE,
 ];
 
 /// Every module's per-flow counter map, opened for the reader.

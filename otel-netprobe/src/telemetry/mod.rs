@@ -10,6 +10,7 @@
 //! does flows back into the reader.
 
 pub mod events;
+pub mod http;
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -70,6 +71,8 @@ struct RateLimit {
 #[derive(Debug)]
 pub struct Telemetry {
     counts: [AtomicU64; COUNTS],
+    /// The embedded HTTP server's connections.
+    pub http: http::HttpCounters,
     limits: [RateLimit; COUNTS],
     started: Instant,
     window: Duration,
@@ -86,6 +89,7 @@ impl Telemetry {
     pub fn with_log_window(window: Duration) -> Self {
         Self {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            http: http::HttpCounters::default(),
             limits: std::array::from_fn(|_| RateLimit::default()),
             started: Instant::now(),
             window,

@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod kubeapi;
 pub mod packets;
 pub mod proxy;
+pub mod reference;
 pub mod traffic;
 pub mod vm;
 pub mod watchers;
