@@ -48,7 +48,7 @@ pub const MODULE: Module = Module {
         &AGENT_HTTP_CONNECTIONS_OPEN,
     ],
     families: None,
-    counts: None,
+    counts: &[],
 };
 
 /// The HTTP server's counters as metric families, every point from the start (at 0), in
