@@ -12,33 +12,12 @@ use common::{
     NodeLab,
     addr::PODS,
     backends::{VictoriaMetrics, single_value},
-    binary::{self, Agent, sample},
+    binary::{self, Agent, points, rss_mib, sample},
     proxy::Proxy,
     traffic,
 };
 
 const PORTS: u16 = 1500;
-
-/// Data points in a `/metrics` text: one per sample, a histogram's buckets and sum aside.
-fn points(text: &str) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            let name = l.split(['{', ' ']).next().unwrap_or_default();
-            !name.ends_with("_bucket") && !name.ends_with("_sum")
-        })
-        .count() as u64
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        .expect("VmRSS");
-    kb / 1024.0
-}
 
 #[test]
 fn an_outage_loses_only_the_dropped_points_and_memory_stays_bounded() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     chain::{Chain, Mode, PATHS, Protocol, value},
-    common::binary::{Agent, sample},
+    common::binary::{Agent, points, rss_mib, sample},
 };
 
 /// The path the fault tests send on (pod → pod).
@@ -56,28 +56,6 @@ fn a_collector_restart_loses_no_count() {
         chain.collector.started_in.as_secs_f64(),
         sample(&m, FAILED)
     );
-}
-
-/// Data points in a `/metrics` text as OTLP counts them: one per sample, a histogram's
-/// buckets and sum aside (its count stands for the histogram's one point).
-fn points(text: &str) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter(|l| {
-            let name = l.split(['{', ' ']).next().unwrap_or_default();
-            !name.ends_with("_bucket") && !name.ends_with("_sum")
-        })
-        .count() as u64
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        .expect("VmRSS");
-    kb / 1024.0
 }
 
 const FAILED: &str = "netprobe_agent_export_requests_total{result=\"failed\"}";

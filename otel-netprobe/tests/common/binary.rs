@@ -197,3 +197,26 @@ pub fn samples(text: &str, prefixes: &[&str]) -> std::collections::BTreeMap<Stri
         })
         .collect()
 }
+
+/// Data points in a `/metrics` text as OTLP counts them: one per sample, a histogram's
+/// buckets and sum aside (its count stands for the histogram's one point).
+pub fn points(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter(|l| {
+            let name = l.split(['{', ' ']).next().unwrap_or_default();
+            !name.ends_with("_bucket") && !name.ends_with("_sum")
+        })
+        .count() as u64
+}
+
+/// Resident memory of process `pid`, MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .expect("VmRSS");
+    kb / 1024.0
+}
