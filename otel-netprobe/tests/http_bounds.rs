@@ -58,6 +58,12 @@ fn start() -> Run {
     ]);
     let agent = Agent::start(&ns, cmd, listen);
     agent.metrics();
+    // `/healthz` says 503 until the first read cycle completes: wait for it, so that a later
+    // "still answers" check tests the server, not the agent's start-up.
+    let ready = wait_until(patient(Duration::from_secs(60)), || {
+        agent.get("/healthz").is_some()
+    });
+    assert!(ready, "/healthz never answered 200: {}", agent.log());
     Run { ns, agent, dir }
 }
 
