@@ -178,9 +178,18 @@ impl Agent {
             ("drop_reasons", counting_drops && has_reasons),
         ];
         let reader = reader(cfg, maps, conns, counts, &kernel_features, &telemetry)?;
+        let node = std::env::var("K8S_NODE_NAME")
+            .or_else(|_| std::env::var("NODE_NAME"))
+            .ok();
+        if k8s.is_some() && node.is_none() {
+            warn!(
+                "K8S_NODE_NAME is not set: every pod counts as this node's (netprobe.origin), \
+                 and cluster-wide sums count cross-node traffic twice"
+            );
+        }
         let aggregator = Aggregator::new(
             Budgets::from_config(&cfg.metrics, k8s.is_some()),
-            Arc::new(NamingRules::new(&cfg.k8s, k8s.is_some())),
+            Arc::new(NamingRules::new(&cfg.k8s, k8s.is_some()).on_node(node.as_deref())),
             k8s.as_ref().map(K8s::shared),
             interfaces,
             cfg.flows.top_talkers,

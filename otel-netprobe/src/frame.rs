@@ -15,7 +15,7 @@ use std::{
 use crate::{
     ebpf::attach::InterfaceState,
     flow::{Budgets, Health, Named, Reading},
-    k8s::naming::{Naming, NamingRules},
+    k8s::naming::{Naming, NamingRules, local_addresses},
     metrics::{self, Cycle, Family, Metric, summary::Summary},
 };
 
@@ -83,6 +83,9 @@ pub struct Aggregator {
     k8s: Option<Arc<crate::k8s::Shared>>,
     interfaces: Arc<Mutex<Vec<InterfaceState>>>,
     top_talkers: usize,
+    /// Reads this node's own addresses each cycle (`netprobe.origin`); off in
+    /// [`Aggregator::standalone`], so tests do not depend on the machine's addresses.
+    local_addresses: bool,
 }
 
 impl Aggregator {
@@ -101,18 +104,23 @@ impl Aggregator {
             k8s,
             interfaces,
             top_talkers,
+            local_addresses: true,
         }
     }
 
-    /// Standalone, with the default budgets and no interfaces (tests and benchmarks).
+    /// Standalone, with the default budgets, no interfaces and no local addresses (tests and
+    /// benchmarks).
     pub fn standalone(budgets: Budgets) -> Self {
-        Self::new(
-            budgets,
-            Arc::new(NamingRules::standalone()),
-            None,
-            Arc::default(),
-            10,
-        )
+        Self {
+            local_addresses: false,
+            ..Self::new(
+                budgets,
+                Arc::new(NamingRules::standalone()),
+                None,
+                Arc::default(),
+                10,
+            )
+        }
     }
 
     /// The finished snapshot of one cycle's reading (which the caller may then drop, or hand
@@ -133,6 +141,11 @@ impl Aggregator {
         let naming = Naming {
             index,
             rules: Arc::clone(&self.rules),
+            local: Arc::from(if self.local_addresses {
+                local_addresses()
+            } else {
+                Vec::new()
+            }),
         };
         let taken_at = SystemTime::now();
         let (families, summary) = {

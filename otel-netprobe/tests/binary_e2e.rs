@@ -86,7 +86,7 @@ fn check_wire(proxy: &Proxy) {
 
 fn series(src: &str, dst: &str, port: u16) -> String {
     format!(
-        "{{source_address=\"{src}\",destination_address=\"{dst}\",destination_port=\"{port}\",network_transport=\"udp\",network_type=\"ipv4\"}}"
+        "{{source_address=\"{src}\",destination_address=\"{dst}\",destination_port=\"{port}\",network_transport=\"udp\",network_type=\"ipv4\",netprobe_origin=\"outside\"}}"
     )
 }
 

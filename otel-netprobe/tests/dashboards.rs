@@ -373,3 +373,89 @@ fn dashboards_and_rules_use_only_labels_the_series_carry() {
     assert_eq!(found, want.iter().map(|s| (*s).to_owned()).collect());
     assert!(!known.contains("netprobe_drop_reasons"));
 }
+
+/// The selector each cluster-wide query of a per-flow metric must carry: a packet that crosses
+/// nodes is counted on both, once as `other_node` (README, "Counting across nodes").
+const ONCE: &str = "netprobe_origin!=\"other_node\"";
+
+/// The selectors (`{...}`, or none) that follow each use of a per-flow metric in `expr`, but
+/// drops (packets and bytes): a drop happens on one node, so every origin is summed.
+fn per_flow_selectors(expr: &str) -> Vec<(String, String)> {
+    let names: Vec<String> = repo::catalogue()
+        .into_iter()
+        .filter(|(n, m)| m.per_flow && !n.starts_with("netprobe_packet_drop"))
+        .map(|(n, _)| n)
+        .collect();
+    let mut out = Vec::new();
+    for n in &names {
+        for (at, _) in expr.match_indices(n.as_str()) {
+            let rest = &expr[at + n.len()..];
+            // A longer name (`_bucket` after a histogram's base) is its own match.
+            if rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let selector = rest
+                .strip_prefix('{')
+                .and_then(|r| r.split_once('}'))
+                .map(|(s, _)| s.to_owned())
+                .unwrap_or_default();
+            out.push((n.clone(), selector));
+        }
+    }
+    out
+}
+
+#[test]
+fn cluster_wide_sums_count_each_packet_once() {
+    let mut checked = 0;
+    let mut per_node = Vec::new();
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for (file, d) in grafana::dashboards() {
+        for q in grafana::queries(&d) {
+            exprs.push((format!("{file}: {}", q.panel), q.expr));
+        }
+    }
+    let rules: Value =
+        serde_norway::from_str(&repo::read("alerts/netprobe.rules.yaml")).expect("rules YAML");
+    for r in rules["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+    {
+        let at = r["alert"].as_str().or(r["record"].as_str()).expect("name");
+        exprs.push((at.to_owned(), r["expr"].as_str().expect("expr").to_owned()));
+    }
+    for (at, expr) in &exprs {
+        // A per-node panel shows what each node saw: every origin.
+        if expr.contains("by (k8s_node_name)") {
+            per_node.push(at.clone());
+            continue;
+        }
+        for (metric, selector) in per_flow_selectors(expr) {
+            assert!(
+                selector.contains(ONCE),
+                "{at}: {metric} is summed across nodes without {ONCE}: {expr}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} selectors checked");
+    assert_eq!(per_node, ["netprobe-traffic.json: Traffic by node"]);
+    // The check itself: a bare selector, a histogram's series and a drop.
+    let mut found = per_flow_selectors(
+        "rate(netprobe_flow_bytes_total[1m]) + netprobe_dns_duration_seconds_bucket{le=\"1\"} + netprobe_packet_drops_total",
+    );
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                "netprobe_dns_duration_seconds_bucket".to_owned(),
+                "le=\"1\"".to_owned()
+            ),
+            ("netprobe_flow_bytes_total".to_owned(), String::new()),
+        ]
+    );
+    println!("{checked} per-flow selectors summed across nodes, each once");
+}

@@ -69,7 +69,7 @@ fn serves_metrics_summary_and_health() {
     let (code, metrics) = get(addr, "/metrics");
     assert_eq!(code, 200);
     // Two client ports to one server port add up into one series.
-    let tcp = "source_address=\"10.0.0.1\",destination_address=\"10.0.0.9\",destination_port=\"443\",network_transport=\"tcp\",network_type=\"ipv4\"";
+    let tcp = "source_address=\"10.0.0.1\",destination_address=\"10.0.0.9\",destination_port=\"443\",network_transport=\"tcp\",network_type=\"ipv4\",netprobe_origin=\"outside\"";
     assert!(
         metrics.contains(&format!("netprobe_flow_packets_total{{{tcp}}} 15\n")),
         "{metrics}"

@@ -66,7 +66,7 @@ fn the_named_capabilities_suffice_and_count_exactly() {
         200,
     );
     let series = format!(
-        "{{source_address=\"{}\",destination_address=\"{}\",destination_port=\"7070\",network_transport=\"udp\",network_type=\"ipv4\"}}",
+        "{{source_address=\"{}\",destination_address=\"{}\",destination_port=\"7070\",network_transport=\"udp\",network_type=\"ipv4\",netprobe_origin=\"outside\"}}",
         PODS[0], PODS[1]
     );
     let packets = format!("netprobe_flow_packets_total{series}");

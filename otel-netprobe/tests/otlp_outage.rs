@@ -54,7 +54,7 @@ fn an_outage_loses_only_the_dropped_points_and_memory_stays_bounded() {
     let (src, dst) = (format!("{}:40201", PODS[0]), format!("{}:7200", PODS[1]));
     traffic::udp(&lab.pods[0], &src, &lab.pods[1], &dst, 10, 100);
     let series = format!(
-        "{{source_address=\"{}\",destination_address=\"{}\",destination_port=\"7200\",network_transport=\"udp\",network_type=\"ipv4\"}}",
+        "{{source_address=\"{}\",destination_address=\"{}\",destination_port=\"7200\",network_transport=\"udp\",network_type=\"ipv4\",netprobe_origin=\"outside\"}}",
         PODS[0], PODS[1]
     );
     let packets = format!("netprobe_flow_packets_total{series}");

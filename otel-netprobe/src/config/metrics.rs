@@ -45,6 +45,10 @@ pub mod flow_attr {
     pub const DESTINATION_NODE: &str = "destination.k8s.node.name";
     /// The service of the destination end (its ClusterIP, or a backing pod's endpoint).
     pub const DESTINATION_SERVICE: &str = "destination.k8s.service.name";
+    /// Where the flow's packets came from, relative to the node that saw them: `this_node`,
+    /// `other_node` or `outside`. Not a choice: every flow series carries it, so a
+    /// cluster-wide sum can count each packet once (`!= other_node`).
+    pub const ORIGIN: &str = "netprobe.origin";
 }
 
 /// The cardinality budget: which attributes the flow metrics carry, and how many series each

@@ -160,7 +160,7 @@ mod tests {
         let snap = Aggregator::standalone(Budgets::default()).publish(&reading);
         let health = metrics::agent::families(&Telemetry::default());
         let text = render(snap.frame.families.iter().chain(&health));
-        let labels = "source_address=\"10.0.0.1\",destination_address=\"10.0.0.2\",destination_port=\"7000\",network_transport=\"udp\",network_type=\"ipv4\"";
+        let labels = "source_address=\"10.0.0.1\",destination_address=\"10.0.0.2\",destination_port=\"7000\",network_transport=\"udp\",network_type=\"ipv4\",netprobe_origin=\"outside\"";
         assert!(
             text.contains(&format!("netprobe_flow_packets_total{{{labels}}} 5\n")),
             "{text}"

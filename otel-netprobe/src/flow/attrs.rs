@@ -7,7 +7,7 @@ use std::{net::IpAddr, sync::Arc};
 use super::{FlowView, Labels, Transport};
 use crate::{
     config::{EndPart, FlowAttr, Side, flow_attr as attr},
-    k8s::naming::{Naming, Peer},
+    k8s::naming::{Naming, Origin, Peer},
 };
 
 /// A flow's identity under an attribute set: cheap to hash and compare; formatted into
@@ -24,6 +24,8 @@ pub(super) struct SeriesKey {
     dst_end: EndKey,
     /// The server end's service, and whether the server is the destination.
     service: Option<(Arc<str>, bool)>,
+    /// Where its packets came from (every series has it).
+    origin: Option<Origin>,
 }
 
 /// The parts of one end's name an attribute set keeps.
@@ -159,6 +161,8 @@ impl Plan {
                 FlowAttr::End(..) | FlowAttr::ServerService => {}
             }
         }
+        let src_peer = ends.map_or_else(|| naming.peer(f.src), |e| e.src);
+        k.origin = Some(naming.origin(f.src, src_peer));
         if let Some(Ends { src, dst, .. }) = ends {
             k.src_end = end_key(src, &self.src_parts, naming);
             k.dst_end = end_key(dst, &self.dst_parts, naming);
@@ -223,17 +227,20 @@ impl Plan {
                 },
             }
         }
+        l.extend(k.origin.map(|o| (attr::ORIGIN, o.name().to_owned())));
         l
     }
 }
 
-/// Every attribute a flow series may carry: the choices of `metrics.flow_attributes`, and the
-/// reply-traffic forms of the server's port and service (`source.port`, `source.k8s.service.name`).
+/// Every attribute a flow series may carry: the choices of `metrics.flow_attributes`, the
+/// reply-traffic forms of the server's port and service (`source.port`, `source.k8s.service.name`)
+/// and `netprobe.origin`, which every series carries.
 pub fn flow_labels() -> impl Iterator<Item = &'static str> {
-    FlowAttr::ALL
-        .iter()
-        .map(|(name, _)| *name)
-        .chain([attr::SOURCE_PORT, attr::SOURCE_SERVICE])
+    FlowAttr::ALL.iter().map(|(name, _)| *name).chain([
+        attr::SOURCE_PORT,
+        attr::SOURCE_SERVICE,
+        attr::ORIGIN,
+    ])
 }
 
 /// The server port of `f`, and whether the destination is the server: from the handshake,

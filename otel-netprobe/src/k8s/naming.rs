@@ -11,6 +11,9 @@ use crate::config::{Cidr, K8sConfig, glob_match};
 pub struct NamingRules {
     /// Whether the Kubernetes API is in use (otherwise every end is `unknown`).
     pub cluster: bool,
+    /// This agent's node (`K8S_NODE_NAME` or `NODE_NAME`): its pods are this node's
+    /// ([`Origin`]). `None`: not known, and every pod counts as this node's.
+    pub node: Option<Arc<str>>,
     groups: Vec<(Cidr, Arc<str>)>,
     cluster_cidrs: Vec<Cidr>,
     include: Vec<String>,
@@ -49,6 +52,7 @@ impl NamingRules {
         groups.sort_by_key(|g| std::cmp::Reverse(g.0.prefix()));
         Self {
             cluster,
+            node: None,
             groups,
             cluster_cidrs: cfg
                 .cluster_cidrs
@@ -65,6 +69,13 @@ impl NamingRules {
                 unknown: Arc::from(UNKNOWN),
             },
         }
+    }
+
+    /// These rules for the agent on node `node`.
+    #[must_use]
+    pub fn on_node(mut self, node: Option<&str>) -> Self {
+        self.node = node.filter(|n| !n.is_empty()).map(Arc::from);
+        self
     }
 
     /// The fixed names.
@@ -125,6 +136,66 @@ impl Peer<'_> {
     }
 }
 
+/// Where a flow's packets came from, relative to the node that saw them
+/// (`netprobe.origin`): a packet crossing nodes is seen on both, once from `this_node` (where
+/// it left its pod or node) and once from `other_node`, so a cluster-wide sum over
+/// `netprobe.origin != other_node` counts every packet once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    /// From a pod of this node, or the node itself (its addresses, hostNetwork pods).
+    ThisNode,
+    /// From a pod or node elsewhere in the cluster.
+    OtherNode,
+    /// From outside the cluster, or an address the index does not know (yet).
+    Outside,
+}
+
+impl Origin {
+    /// The attribute's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ThisNode => "this_node",
+            Self::OtherNode => "other_node",
+            Self::Outside => "outside",
+        }
+    }
+}
+
+/// The addresses of this process' network namespace (the node's, for a hostNetwork agent),
+/// loopback included; empty if they cannot be read.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says its real type.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let a = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                out.push(IpAddr::from(a.sin_addr.s_addr.to_ne_bytes()));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                let a = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                out.push(IpAddr::from(a.sin6_addr.s6_addr));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Whether `ip` can be a peer beyond the node's links: link-local, multicast, loopback and
 /// unspecified addresses are never `external` (neighbour discovery, DHCP, mDNS).
 fn routable(ip: IpAddr) -> bool {
@@ -152,6 +223,9 @@ pub struct Naming {
     pub index: Arc<IpIndex>,
     /// The rules.
     pub rules: Arc<NamingRules>,
+    /// The addresses of the agent's network namespace (the node's own, under hostNetwork):
+    /// a flow from one of them left this node.
+    pub local: Arc<[IpAddr]>,
 }
 
 impl Naming {
@@ -160,6 +234,24 @@ impl Naming {
         Self {
             index: Arc::default(),
             rules: Arc::new(NamingRules::standalone()),
+            local: Arc::from([]),
+        }
+    }
+
+    /// Where a flow from `ip` (named `peer`) came from, relative to this node.
+    pub fn origin(&self, ip: IpAddr, peer: Peer<'_>) -> Origin {
+        if self.local.contains(&ip) {
+            return Origin::ThisNode;
+        }
+        let mine = |node: &str| self.rules.node.as_deref().is_none_or(|me| me == node);
+        match peer {
+            Peer::Pod(p) if mine(&p.node) => Origin::ThisNode,
+            Peer::Node(n) if mine(n) => Origin::ThisNode,
+            Peer::Pod(_) | Peer::Node(_) => Origin::OtherNode,
+            // A ClusterIP as a source is a reply translated by a proxy in this node's
+            // namespace: it left this node.
+            Peer::Service(_) => Origin::ThisNode,
+            Peer::External(_) | Peer::Unknown => Origin::Outside,
         }
     }
 
@@ -298,7 +390,28 @@ mod tests {
         Naming {
             index: Arc::new(s.build()),
             rules: Arc::new(NamingRules::new(&cfg, true)),
+            local: Arc::from([]),
         }
+    }
+
+    #[test]
+    fn origin_is_this_node_for_its_pods_and_addresses_only() {
+        let mut n = naming(true);
+        let web = ip("10.244.0.11");
+        let origin = |n: &Naming, a: IpAddr| n.origin(a, n.peer(a));
+        // No node name: every pod is this node's.
+        assert_eq!(origin(&n, web), Origin::ThisNode);
+        for (me, expected) in [("node-1", Origin::ThisNode), ("node-2", Origin::OtherNode)] {
+            n.rules = Arc::new(NamingRules::new(&K8sConfig::default(), true).on_node(Some(me)));
+            assert_eq!(origin(&n, web), expected, "on {me}");
+        }
+        // On node-2, its own addresses are this node's whatever the index says.
+        assert_eq!(origin(&n, ip("192.0.2.7")), Origin::Outside);
+        n.local = Arc::from([ip("192.0.2.7"), web]);
+        assert_eq!(origin(&n, ip("192.0.2.7")), Origin::ThisNode);
+        assert_eq!(origin(&n, web), Origin::ThisNode);
+        assert_eq!(Origin::OtherNode.name(), "other_node");
+        assert!(local_addresses().contains(&ip("127.0.0.1")));
     }
 
     #[test]

@@ -247,6 +247,7 @@ mod tests {
         let port = |p: &str, r: &str| {
             vec![
                 (attr::DESTINATION_PORT, p.to_owned()),
+                (attr::ORIGIN, "outside".to_owned()),
                 ("reason", r.to_owned()),
             ]
         };
@@ -282,9 +283,10 @@ mod tests {
                 let Value::Histogram(h) = &p.value else {
                     panic!("histogram")
                 };
+                assert_eq!(p.attrs[1], (attr::ORIGIN, "outside".to_owned()));
                 (
                     p.attrs[0].1.clone(),
-                    p.attrs[1].1.clone(),
+                    p.attrs[2].1.clone(),
                     &h.counts[..],
                     h.sum,
                 )

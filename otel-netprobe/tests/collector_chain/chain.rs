@@ -225,10 +225,16 @@ pub const PATHS: [UdpPath; 6] = [
 ];
 
 impl UdpPath {
-    /// The labels of its series (standalone: addresses, server port, transport, IP version).
+    /// The labels of its series (standalone: addresses, server port, transport, IP version,
+    /// and the origin: this node's own addresses are `this_node`, others unknown, `outside`).
     pub fn labels(&self) -> String {
+        let origin = if [NODE_BR, NODE_UPLINK].contains(&self.src) {
+            "this_node"
+        } else {
+            "outside"
+        };
         format!(
-            "source_address=\"{}\",destination_address=\"{}\",destination_port=\"{}\",network_transport=\"udp\",network_type=\"ipv4\"",
+            "source_address=\"{}\",destination_address=\"{}\",destination_port=\"{}\",network_transport=\"udp\",network_type=\"ipv4\",netprobe_origin=\"{origin}\"",
             self.src, self.dst, self.dport
         )
     }

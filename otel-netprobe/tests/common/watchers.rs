@@ -54,6 +54,7 @@ impl Watchers {
         Naming {
             index: self.index(),
             rules: Arc::clone(&self.rules),
+            local: Arc::from([]),
         }
     }
 

@@ -181,7 +181,7 @@ fn the_binary_counts_exactly_and_sigterm_detaches_every_program() {
     );
     let series = format!(
         "netprobe_flow_packets_total{{source_address=\"{}\",destination_address=\"{}\",\
-         destination_port=\"7040\",network_transport=\"udp\",network_type=\"ipv4\"}}",
+         destination_port=\"7040\",network_transport=\"udp\",network_type=\"ipv4\",netprobe_origin=\"outside\"}}",
         PODS[0], PODS[1]
     );
     let mut last = String::new();

@@ -136,7 +136,8 @@ fn naming(exclude: &[&str]) -> Naming {
     };
     Naming {
         index: Arc::new(s.build()),
-        rules: Arc::new(NamingRules::new(&cfg, true)),
+        rules: Arc::new(NamingRules::new(&cfg, true).on_node(Some("node-a"))),
+        local: Arc::from([]),
     }
 }
 
@@ -164,8 +165,12 @@ fn workload_attributes_name_both_ends_and_the_service() {
          source.k8s.workload.kind=Deployment destination.k8s.namespace.name=payments \
          destination.k8s.workload.name=payments destination.k8s.workload.kind=Service \
          destination.k8s.service.name=payments destination.port=443 \
-         network.transport=tcp network.type=ipv4"
+         network.transport=tcp network.type=ipv4 netprobe.origin=this_node"
     );
+    // The agent of another node sees the same packets come from there.
+    let mut on_b = n.clone();
+    on_b.rules = Arc::new(NamingRules::new(&K8sConfig::default(), true).on_node(Some("node-b")));
+    assert!(text(&labels(&to_cluster_ip, &attrs, &on_b)).ends_with("netprobe.origin=other_node"));
     let reply = tcp(
         [10, 244, 1, 3],
         8443,
@@ -179,7 +184,7 @@ fn workload_attributes_name_both_ends_and_the_service() {
          source.k8s.workload.kind=StatefulSet destination.k8s.namespace.name=shop \
          destination.k8s.workload.name=checkout destination.k8s.workload.kind=Deployment \
          source.k8s.service.name=payments source.port=8443 network.transport=tcp \
-         network.type=ipv4"
+         network.type=ipv4 netprobe.origin=this_node"
     );
     // No handshake seen, and the client port is the lower one: the endpoint port still
     // says which end is the server.
@@ -224,7 +229,8 @@ fn workload_attributes_name_both_ends_and_the_service() {
     assert!(
         l.contains("source.k8s.workload.name=external source.k8s.workload.kind=external")
             && l.contains("destination.k8s.pod.name=checkout-1")
-            && !l.contains("source.k8s.namespace.name"),
+            && !l.contains("source.k8s.namespace.name")
+            && l.ends_with("netprobe.origin=outside"),
         "{l}"
     );
 }

@@ -79,7 +79,8 @@ fn fewer_attributes_fewer_series() {
         &set.series[0][..],
         [
             (attr::DESTINATION_ADDRESS, "10.0.0.100".to_owned()),
-            (attr::DESTINATION_PORT, "53".to_owned())
+            (attr::DESTINATION_PORT, "53".to_owned()),
+            (attr::ORIGIN, "outside".to_owned())
         ]
     );
     assert_eq!(rows[0].1, 400);
