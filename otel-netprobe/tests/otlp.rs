@@ -326,7 +326,8 @@ fn check(req: &ExportMetricsServiceRequest) {
             "destination.address",
             "destination.port",
             "network.transport",
-            "network.type"
+            "network.type",
+            "netprobe.origin"
         ]
     );
     let Some(Data::Sum(bytes)) = &find("netprobe.flow.bytes").data else {

@@ -1,0 +1,494 @@
+//! One cluster, two nodes: every packet once in the cluster view, each node's own view kept,
+//! and series that survive an agent's restart.
+//!
+//! The lab (`multinode/lab.rs`): node-a and node-b joined by an underlay, pods on each, an
+//! outside host, and a control plane running the real kube-apiserver (with etcd), the chart
+//! installed into it (Helm v4 SDK), the install's Collector (the real one, from its stored
+//! ConfigMap and Deployment) and one real Prometheus scraping the Collector's exporter with
+//! `honor_labels`, as the chart's ServiceMonitor does. One agent binary per node, each with the
+//! install's configuration, a token of its ServiceAccount and `K8S_NODE_NAME` (the DaemonSet's
+//! downward API); both export to the one Collector.
+//!
+//! For every kind of traffic — pod→pod across nodes and on one node, pod→ClusterIP (DNAT on
+//! the client's node) → pod on the other node, outside→pod, pod→outside, hostNetwork pod ↔ pod,
+//! IPv4 and IPv6, TCP connections across nodes — exact packets and bytes are sent, and
+//! Prometheus must show: with the README's rule (`netprobe_origin!="other_node"`) exactly what
+//! was sent; without it, what each node saw (twice for what crossed nodes); per node, each
+//! node's own count. Then node-b's agent restarts, and the "Agents reporting" and memory panels
+//! keep counting two agents while the cluster sums stay exact.
+
+#[path = "common/cgroup.rs"]
+mod cgroup;
+#[path = "common/collector.rs"]
+mod collector;
+mod common;
+#[path = "multinode/lab.rs"]
+mod lab;
+#[path = "common/repo.rs"]
+mod repo;
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use collector::{Collector, Pod};
+use common::{
+    Netns,
+    backends::Prometheus,
+    binary::{self, Agent},
+    kubeapi::{Credentials, KubeApiServer},
+    patient, traffic,
+};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
+use lab::{ClusterLab, OUTSIDE, OUTSIDE6, forward};
+use serde_json::{Value, json};
+
+const CLUSTER: &str = "lab";
+const RELEASE: &str = "np";
+const RELEASE_NAMESPACE: &str = "netprobe";
+/// The ClusterIP of Service `shop/web`, backed by the pod on node-b, translated on node-a.
+const CLUSTER_IP: &str = "10.96.0.20";
+const ONCE: &str = "netprobe_origin!=\"other_node\"";
+
+/// One kind of traffic: `count` UDP datagrams of `payload` bytes (or TCP connections), and
+/// which nodes see it.
+struct Kind {
+    name: &'static str,
+    /// The server port: the series' `destination_port`.
+    port: u16,
+    count: u64,
+    /// IP bytes of each packet (UDP: payload + 28, or + 48 over IPv6).
+    packet_bytes: u64,
+    /// Packets node-a and node-b each count.
+    seen: [u64; 2],
+    /// The node whose count the rule keeps (where the packet entered the cluster's view).
+    once_at: usize,
+}
+
+fn register(api: &KubeApiServer, lab: &ClusterLab) {
+    api.namespace("shop");
+    for node in &lab.nodes {
+        api.node(node.name, node.ip);
+    }
+    let (a, b) = (&lab.nodes[0], &lab.nodes[1]);
+    let client = api.deployment("shop", "client", "6b7c");
+    api.pod(
+        "shop",
+        "client-6b7c-a",
+        Some(&client),
+        a.name,
+        &[a.pod_ips[0].0, a.pod_ips[0].1],
+    );
+    let peer = api.deployment("shop", "peer", "5d4e");
+    api.pod(
+        "shop",
+        "peer-5d4e-a",
+        Some(&peer),
+        a.name,
+        &[a.pod_ips[1].0, a.pod_ips[1].1],
+    );
+    let web = api.deployment("shop", "web", "4f3a");
+    api.pod(
+        "shop",
+        "web-4f3a-b",
+        Some(&web),
+        b.name,
+        &[b.pod_ips[0].0, b.pod_ips[0].1],
+    );
+    api.service("shop", "web", Some(CLUSTER_IP), 8080, 8080);
+    api.endpoint_slice("shop", "web-x1", "web", &[b.pod_ips[0].0], 8080);
+    // A hostNetwork pod of a DaemonSet on node-a, serving on 7107.
+    let ds = api.daemonset("shop", "hostd");
+    api.host_pod("shop", "hostd-a", Some(&ds), a.name, a.ip, 7107);
+}
+
+/// The object `name` of kind `K` in the release's namespace, as the API server stores it.
+fn stored<K>(api: &KubeApiServer, name: &str) -> Value
+where
+    K: kube::Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let found = api
+        .list::<K>(Some(RELEASE_NAMESPACE))
+        .into_iter()
+        .find(|o| o.meta().name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{} {name} is not in the API server", K::kind(&())));
+    serde_json::to_value(found).expect("JSON")
+}
+
+/// The agent of `node`: the install's configuration, exporting to the Collector through the
+/// node's loopback, named by `K8S_NODE_NAME`; killed by a watchdog should the test hang.
+fn start_agent(node: &lab::Node, config: &std::path::Path) -> Agent {
+    let mut cmd = binary::command(&[
+        "run",
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--listen",
+        "127.0.0.1:9464",
+    ]);
+    cmd.env("K8S_NODE_NAME", node.name);
+    let listen: SocketAddr = "127.0.0.1:9464".parse().expect("addr");
+    let agent = Agent::start(&node.ns, cmd, listen);
+    let pid = libc::pid_t::try_from(agent.pid()).expect("pid");
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(900));
+        // SAFETY: kill(2) on our own child's pid; harmless if it is gone.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    // Named from the API, attached to the node's interfaces (uplink and pod veths).
+    agent.wait_metrics("synced and attached", |m| {
+        m.lines().any(|l| l == "netprobe_agent_k8s_synced 1")
+            && m.lines()
+                .filter(|l| l.starts_with("netprobe_agent_interface_info{"))
+                .count()
+                >= 2
+    });
+    agent
+}
+
+fn value(prom: &Prometheus, q: &str) -> Option<f64> {
+    let v = prom.query(q);
+    let rows = v.as_array()?;
+    match rows.as_slice() {
+        [] => Some(0.0),
+        [row] => row["value"][1].as_str()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Waits until `q` is `want` (one series, or none for 0).
+fn expect(prom: &Prometheus, what: &str, q: &str, want: f64) {
+    let mut last = None;
+    let ok = common::wait_until(patient(Duration::from_secs(60)), || {
+        last = value(prom, q);
+        last == Some(want)
+    });
+    assert!(ok, "{what}: {q} = {last:?}, want {want}");
+}
+
+/// `count` datagrams of `payload` bytes from `src` (in `from`) to `dst`, received at `listen`
+/// in `to` (where a DNAT on the way delivers them); waits until all arrived.
+fn udp_via(
+    from: &Netns,
+    src: &str,
+    dst: &str,
+    to: &Netns,
+    listen: &str,
+    count: usize,
+    payload: usize,
+) {
+    let (src, dst, listen): (SocketAddr, SocketAddr, SocketAddr) = (
+        src.parse().expect("src"),
+        dst.parse().expect("dst"),
+        listen.parse().expect("listen"),
+    );
+    let rx = to.run(move || UdpSocket::bind(listen).expect("bind receiver"));
+    rx.set_read_timeout(Some(patient(Duration::from_secs(10))))
+        .expect("timeout");
+    from.run(move || {
+        let tx = UdpSocket::bind(src).expect("bind sender");
+        for _ in 0..count {
+            tx.send_to(&vec![0x5a_u8; payload], dst).expect("send");
+        }
+    });
+    let mut buf = vec![0u8; 65536];
+    for n in 0..count {
+        let got = rx
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {n} of {count} to {dst} via {listen} lost: {e}"));
+        assert_eq!(got, payload);
+    }
+}
+
+/// Sends every kind of traffic once, with source ports offset by `round`.
+fn send(lab: &ClusterLab, round: u16) {
+    let (a, b) = (&lab.nodes[0], &lab.nodes[1]);
+    let (client, peer, web) = (&a.pods[0], &a.pods[1], &b.pods[0]);
+    let c4 = a.pod_ips[0].0;
+    let sport = |base: u16| base + round * 100;
+    let v4 = |ip: &str, port: u16| format!("{ip}:{port}");
+    let v6 = |ip: &str, port: u16| format!("[{ip}]:{port}");
+    let w4 = b.pod_ips[0].0;
+    traffic::udp(client, &v4(c4, sport(41001)), web, &v4(w4, 7101), 10, 100);
+    traffic::udp(
+        client,
+        &v4(c4, sport(41002)),
+        peer,
+        &v4(a.pod_ips[1].0, 7102),
+        8,
+        200,
+    );
+    // Sent to the ClusterIP; node-a's DNAT delivers it to web on node-b.
+    udp_via(
+        client,
+        &v4(c4, sport(41003)),
+        &v4(CLUSTER_IP, 8080),
+        web,
+        &v4(w4, 8080),
+        6,
+        300,
+    );
+    traffic::udp(
+        &lab.outside,
+        &v4(OUTSIDE, sport(41004)),
+        web,
+        &v4(w4, 7104),
+        5,
+        400,
+    );
+    traffic::udp(
+        client,
+        &v4(c4, sport(41005)),
+        &lab.outside,
+        &v4(OUTSIDE, 7105),
+        4,
+        500,
+    );
+    // The hostNetwork pod on node-a (the node's own address) ↔ web on node-b.
+    traffic::udp(&a.ns, &v4(a.ip, sport(41006)), web, &v4(w4, 7106), 7, 100);
+    traffic::udp(web, &v4(w4, sport(41007)), &a.ns, &v4(a.ip, 7107), 3, 100);
+    let (c6, w6) = (a.pod_ips[0].1, b.pod_ips[0].1);
+    traffic::udp(client, &v6(c6, sport(41008)), web, &v6(w6, 7108), 9, 100);
+    traffic::udp(
+        &lab.outside,
+        &v6(OUTSIDE6, sport(41009)),
+        peer,
+        &v6(a.pod_ips[1].1, 7109),
+        2,
+        100,
+    );
+    traffic::tcp_exchanges(client, web, &v4(w4, 7110), 3);
+}
+
+const KINDS: [Kind; 9] = [
+    Kind {
+        name: "pod→pod across nodes",
+        port: 7101,
+        count: 10,
+        packet_bytes: 128,
+        seen: [10, 10],
+        once_at: 0,
+    },
+    Kind {
+        name: "pod→pod on one node",
+        port: 7102,
+        count: 8,
+        packet_bytes: 228,
+        seen: [8, 0],
+        once_at: 0,
+    },
+    Kind {
+        name: "pod→ClusterIP→pod on the other node",
+        port: 8080,
+        count: 6,
+        packet_bytes: 328,
+        seen: [6, 6],
+        once_at: 0,
+    },
+    Kind {
+        name: "outside→pod",
+        port: 7104,
+        count: 5,
+        packet_bytes: 428,
+        seen: [0, 5],
+        once_at: 1,
+    },
+    Kind {
+        name: "pod→outside",
+        port: 7105,
+        count: 4,
+        packet_bytes: 528,
+        seen: [4, 0],
+        once_at: 0,
+    },
+    Kind {
+        name: "hostNetwork pod→pod across nodes",
+        port: 7106,
+        count: 7,
+        packet_bytes: 128,
+        seen: [7, 7],
+        once_at: 0,
+    },
+    Kind {
+        name: "pod→hostNetwork pod across nodes",
+        port: 7107,
+        count: 3,
+        packet_bytes: 128,
+        seen: [3, 3],
+        once_at: 1,
+    },
+    Kind {
+        name: "pod→pod across nodes, IPv6",
+        port: 7108,
+        count: 9,
+        packet_bytes: 148,
+        seen: [9, 9],
+        once_at: 0,
+    },
+    Kind {
+        name: "outside→pod, IPv6",
+        port: 7109,
+        count: 2,
+        packet_bytes: 148,
+        seen: [2, 0],
+        once_at: 0,
+    },
+];
+
+/// Every kind's sums when the agents of node-a and node-b have counted `counted` rounds each
+/// (a restarted agent counts from zero: Prometheus' `rate()` reads that as a reset): with the
+/// rule, without it, and per node.
+fn check_sums(prom: &Prometheus, counted: [u64; 2]) {
+    for k in &KINDS {
+        let sel = format!("destination_port=\"{}\"", k.port);
+        let packets = |extra: &str| format!("sum(netprobe_flow_packets_total{{{sel}{extra}}})");
+        let once = (k.count * counted[k.once_at]) as f64;
+        expect(prom, k.name, &packets(&format!(",{ONCE}")), once);
+        let bytes = format!("sum(netprobe_flow_bytes_total{{{sel},{ONCE}}})");
+        expect(prom, k.name, &bytes, once * k.packet_bytes as f64);
+        // Each node's own view; the naive sum adds both.
+        for (i, node) in ["node-a", "node-b"].iter().enumerate() {
+            let q = packets(&format!(",k8s_node_name=\"{node}\""));
+            let want = (k.seen[i] * counted[i]) as f64;
+            expect(prom, &format!("{} seen on {node}", k.name), &q, want);
+        }
+        println!(
+            "{:<40} counted {:>3} · rule {:>3} · naive {:>3} · node-a {:>3} · node-b {:>3}",
+            k.name,
+            once,
+            value(prom, &packets(&format!(",{ONCE}"))).unwrap_or(-1.0),
+            value(prom, &packets("")).unwrap_or(-1.0),
+            value(prom, &packets(",k8s_node_name=\"node-a\"")).unwrap_or(-1.0),
+            value(prom, &packets(",k8s_node_name=\"node-b\"")).unwrap_or(-1.0),
+        );
+    }
+    // TCP connections across nodes: counted where the client is.
+    let opened =
+        format!("sum(netprobe_tcp_connections_opened_total{{destination_port=\"7110\",{ONCE}}})");
+    expect(
+        prom,
+        "connections across nodes",
+        &opened,
+        (3 * counted[0]) as f64,
+    );
+    let handshakes = format!(
+        "sum(netprobe_tcp_handshake_duration_seconds_count{{destination_port=\"7110\",{ONCE}}})"
+    );
+    expect(
+        prom,
+        "handshakes across nodes",
+        &handshakes,
+        (3 * counted[0]) as f64,
+    );
+}
+
+/// The Prometheus of the lab: the Collector's exporter, with `honor_labels` (the agents' job,
+/// instance and resource labels), as the chart's ServiceMonitor scrapes it.
+fn prometheus_config(exporter: u16) -> String {
+    format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: otel-collector\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{exporter}']\n"
+    )
+}
+
+/// The two panels of the agent dashboard that count agents.
+const AGENTS: &str = "count(netprobe_agent_read_cycles_total{k8s_cluster_name=\"lab\"})";
+const MEMORY_SERIES: &str =
+    "count(netprobe_agent_flow_table_memory_bytes{k8s_cluster_name=\"lab\"})";
+
+#[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: a cluster, its agents, every kind of traffic, a restart"
+)]
+fn each_packet_once_across_nodes_and_series_survive_a_restart() {
+    common::require_root();
+    let lab = ClusterLab::new("mn");
+    let api = KubeApiServer::start_in(&lab.control);
+    println!(
+        "kube-apiserver + etcd ready in {:.1} s",
+        api.start_time.as_secs_f64()
+    );
+    let dir = std::env::temp_dir().join(common::unique("multinode"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kubeconfig = dir.join("kubeconfig");
+    let values = json!({"agent": {"clusterName": CLUSTER, "config": {
+        "k8s": {"kubeconfig": kubeconfig.display().to_string(),
+                "cluster_cidrs": ["10.244.0.0/16", "fd00:244::/48"]},
+        "otlp": {"interval": "1s"},
+    }}});
+    let release = api
+        .helm_install(RELEASE, RELEASE_NAMESPACE, &values)
+        .expect("helm install");
+    api.write_kubeconfig(&kubeconfig, &Credentials::Token(api.agent_token(&release)));
+    register(&api, &lab);
+    // The install's agent configuration, with its Collector reached on the node's loopback.
+    let agent_name = release.agent_name();
+    let rendered = stored::<ConfigMap>(&api, &agent_name)["data"]["config.yaml"]
+        .as_str()
+        .expect("the agent's config.yaml")
+        .to_owned();
+    let mut config: Value = serde_norway::from_str(&rendered).expect("config");
+    config["otlp"]["endpoint"] = json!("http://127.0.0.1:4317");
+    let config_path = dir.join("config.yaml");
+    std::fs::write(
+        &config_path,
+        serde_norway::to_string(&config).expect("YAML"),
+    )
+    .expect("write");
+    let collector_name = format!("{agent_name}-collector");
+    let collector = Collector::start(
+        &lab.control,
+        Pod::from_objects(
+            "the install's Collector",
+            &stored::<ConfigMap>(&api, &collector_name),
+            &stored::<Deployment>(&api, &collector_name),
+        ),
+    );
+    for node in &lab.nodes {
+        forward(&node.ns, &lab.control, common::kubeapi::PORT);
+        forward(&node.ns, &lab.control, 4317);
+    }
+    // kube-proxy's DNAT for the ClusterIP, on the client's node.
+    lab.nodes[0].ns.exec(&format!(
+        "nft -f - <<'EOF'\ntable ip netprobe_lab {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {CLUSTER_IP} udp dport 8080 dnat to {}:8080\n  }}\n}}\nEOF",
+        lab.nodes[1].pod_ips[0].0
+    ));
+    let exporter = collector.pod().port("/exporters/prometheus/endpoint");
+    let prom =
+        Prometheus::start_in_with(Some(&lab.control.name), &prometheus_config(exporter), &[]);
+    let agent_a = start_agent(&lab.nodes[0], &config_path);
+    let mut agent_b = start_agent(&lab.nodes[1], &config_path);
+
+    send(&lab, 0);
+    check_sums(&prom, [1, 1]);
+    expect(&prom, "agents reporting", AGENTS, 2.0);
+    expect(&prom, "agents' memory series", MEMORY_SERIES, 2.0);
+
+    // A rollout restarts node-b's agent: the same series continue (one identity per node), so
+    // the panels keep counting two agents, before, during and after.
+    let cycles = "netprobe_agent_read_cycles_total{k8s_node_name=\"node-b\"}";
+    let before = value(&prom, &format!("sum({cycles})")).expect("node-b's cycles");
+    drop(agent_b);
+    agent_b = start_agent(&lab.nodes[1], &config_path);
+    let mut polls = 0;
+    let restarted = common::wait_until(patient(Duration::from_secs(60)), || {
+        polls += 1;
+        for q in [AGENTS, MEMORY_SERIES] {
+            assert_eq!(value(&prom, q), Some(2.0), "{q} during the restart");
+        }
+        value(&prom, &format!("sum({cycles})")).is_some_and(|n| n < before)
+    });
+    assert!(restarted, "node-b's new agent never reached Prometheus");
+    println!("restart: the panels read 2 agents in each of {polls} polls");
+    send(&lab, 1);
+    check_sums(&prom, [2, 1]);
+    expect(&prom, "agents reporting", AGENTS, 2.0);
+    expect(&prom, "agents' memory series", MEMORY_SERIES, 2.0);
+
+    drop(agent_a);
+    drop(agent_b);
+    drop(prom);
+    drop(collector);
+    drop(api);
+    let _ = std::fs::remove_dir_all(&dir);
+}
