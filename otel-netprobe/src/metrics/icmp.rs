@@ -18,10 +18,12 @@ metric!(
     "ICMP and ICMPv6 errors (unreachable, time exceeded, packet too big, parameter problem) on the flow of the packet they quote."
 );
 
-/// ICMP (or ICMPv6) type.
+/// ICMP (or ICMPv6) type, by name (`destination_unreachable`, ...: [`names`]).
 pub const ICMP_TYPE: &str = "netprobe.icmp.type";
-/// ICMP code.
+/// ICMP code, by name (`port_unreachable`, ...), the same names for ICMPv6.
 pub const ICMP_CODE: &str = "netprobe.icmp.code";
+
+mod names;
 
 /// This module: its entries, how they are filled, and its kernel map.
 pub const MODULE: Module = Module {
@@ -36,19 +38,20 @@ pub struct IcmpErrors;
 impl FlowCounts for IcmpErrors {
     type Key = IcmpErrorKey;
     type Value = u64;
-    type Raw = (u8, u8);
+    type Raw = (u8, u8, u8);
     const MAP: &'static str = ICMP_ERRORS_MAP;
 
     fn flow(&self, key: &IcmpErrorKey) -> FlowKey {
         key.flow
     }
 
-    fn raw(&self, key: &IcmpErrorKey) -> Option<(u8, u8)> {
-        Some((key.icmp_type, key.icmp_code))
+    fn raw(&self, key: &IcmpErrorKey) -> Option<(u8, u8, u8)> {
+        Some((key.icmp_version, key.icmp_type, key.icmp_code))
     }
 
-    fn values(&self, (icmp_type, code): (u8, u8)) -> Vec<String> {
-        vec![icmp_type.to_string(), code.to_string()]
+    fn values(&self, (version, icmp_type, code): (u8, u8, u8)) -> Vec<String> {
+        let (t, c) = names::names(version, icmp_type, code);
+        vec![t, c]
     }
 }
 
