@@ -33,7 +33,7 @@ use crate::{
     export::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter, client::SendError},
-        serve::{Limits, Server},
+        serve::{Limits, Server, tls},
     },
     flow::{
         Budgets, FlowView, Reader, Timeouts,
@@ -76,6 +76,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The HTTP server's TLS files are unusable.
+    #[error(transparent)]
+    HttpTls(#[from] tls::TlsError),
     /// The runtime or a thread could not be started.
     #[error("starting the agent's threads failed")]
     Runtime(#[source] std::io::Error),
@@ -150,6 +153,12 @@ impl Agent {
             let e = Exporter::new(&cfg.otlp, &resource, Arc::clone(&telemetry));
             Some(e.map_err(AgentError::Otlp)?)
         };
+        // Before binding, so a bad certificate stops the agent with the key named.
+        let http_tls = if cfg.http.enabled {
+            tls::server_config(&cfg.http.tls)?
+        } else {
+            None
+        };
         let listener = if cfg.http.enabled {
             let listen = cfg.http.listen;
             let l = runtime.block_on(tokio::net::TcpListener::bind(listen));
@@ -213,7 +222,13 @@ impl Agent {
             let stale_after = cfg.flows.poll_interval * 5;
             let app = http::router(Arc::clone(&snapshot), Arc::clone(&telemetry), stale_after);
             let _guard = runtime.enter();
-            Server::spawn(l, app, Limits::from(&cfg.http), Arc::clone(&telemetry))
+            Server::spawn_tls(
+                l,
+                app,
+                Limits::from(&cfg.http),
+                Arc::clone(&telemetry),
+                http_tls,
+            )
         });
         let http_addr = http.as_ref().map(Server::addr);
         let exporter = exporter.map(|e| {

@@ -717,38 +717,3 @@ fn dashboards_are_provisioned_for_the_grafana_sidecar() {
     let off = rendered(&json!({"dashboards": {"enabled": false}}));
     assert!(!off.names().iter().any(|n| n.contains("dashboard")));
 }
-
-#[test]
-fn the_packaged_chart_carries_the_linked_files_and_nothing_else() {
-    let files = repo::package();
-    let linked: Vec<&str> = files
-        .iter()
-        .filter_map(|f| f.strip_prefix("otel-netprobe/files/"))
-        .collect();
-    assert_eq!(
-        linked,
-        [
-            "alerts/netprobe.rules.yaml",
-            "collector/otelcol-remote-write.yaml",
-            "collector/otelcol.yaml",
-            "dashboards/netprobe-agent.json",
-            "dashboards/netprobe-connections.json",
-            "dashboards/netprobe-dns.json",
-            "dashboards/netprobe-patterns.json",
-            "dashboards/netprobe-topology.json",
-            "dashboards/netprobe-traffic.json",
-        ],
-        "runbooks, rule tests and READMEs stay out of the chart: {files:?}"
-    );
-    for needed in [
-        "Chart.yaml",
-        "values.yaml",
-        "values.schema.json",
-        "templates/NOTES.txt",
-    ] {
-        assert!(
-            files.contains(&format!("otel-netprobe/{needed}")),
-            "{needed}"
-        );
-    }
-}
