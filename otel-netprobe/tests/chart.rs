@@ -72,6 +72,8 @@ fn default_install_renders_lints_and_validates() {
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-patterns",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-topology",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-traffic",
+        // Lets system-node-critical pods run outside kube-system (GKE): tests/chart_operator.rs.
+        "ResourceQuota/np-otel-netprobe-system-node-critical",
         "ClusterRole/np-otel-netprobe",
         "ClusterRoleBinding/np-otel-netprobe",
         "ServiceAccount/np-otel-netprobe",
@@ -172,7 +174,7 @@ fn agent_runs_unprivileged_with_the_readme_capabilities_and_rbac() {
     for probe in ["livenessProbe", "readinessProbe"] {
         assert_eq!(
             c[probe]["httpGet"],
-            json!({"path": "/healthz", "port": "http"})
+            json!({"path": "/healthz", "port": "http", "scheme": "HTTP"})
         );
     }
     assert_eq!(

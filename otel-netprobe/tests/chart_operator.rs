@@ -309,7 +309,7 @@ fn settings_that_cannot_work_are_refused_with_the_key_and_the_reason() {
             "collector.resources.limits.memory is required",
         ),
         (
-            json!({"collector": {"resources": {"limits": {"cpu": "1"}}}}),
+            json!({"collector": {"resources": {"limits": {"memory": null, "cpu": "1"}}}}),
             "collector.resources.limits.memory is required",
         ),
         (
