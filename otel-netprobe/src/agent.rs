@@ -108,6 +108,24 @@ struct Stages {
     k8s: Option<K8s>,
 }
 
+/// The HTTP server's socket and TLS, when it is on. TLS is read first, so a bad certificate
+/// stops the agent with the key named before anything listens.
+fn bind_http(
+    cfg: &Config,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<(tokio::net::TcpListener, Option<tls::TlsServer>)>, AgentError> {
+    if !cfg.http.enabled {
+        return Ok(None);
+    }
+    let tls = tls::server_config(&cfg.http.tls)?;
+    let listen = cfg.http.listen;
+    let l = runtime.block_on(tokio::net::TcpListener::bind(listen));
+    Ok(Some((
+        l.map_err(|source| AgentError::Http { listen, source })?,
+        tls,
+    )))
+}
+
 fn spawn<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
@@ -153,19 +171,7 @@ impl Agent {
             let e = Exporter::new(&cfg.otlp, &resource, Arc::clone(&telemetry));
             Some(e.map_err(AgentError::Otlp)?)
         };
-        // Before binding, so a bad certificate stops the agent with the key named.
-        let http_tls = if cfg.http.enabled {
-            tls::server_config(&cfg.http.tls)?
-        } else {
-            None
-        };
-        let listener = if cfg.http.enabled {
-            let listen = cfg.http.listen;
-            let l = runtime.block_on(tokio::net::TcpListener::bind(listen));
-            Some(l.map_err(|source| AgentError::Http { listen, source })?)
-        } else {
-            None
-        };
+        let listener = bind_http(cfg, &runtime)?;
         // Loaded before the Kubernetes notice, so a refusal is the only line printed.
         let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
         let (mut ebpf, maps) = load(cfg, drops.as_ref())?;
@@ -218,7 +224,7 @@ impl Agent {
                 read_loop(reader, aggregator, &shared, &requests, interval, &stop);
             })?
         };
-        let http = listener.map(|l| {
+        let http = listener.map(|(l, http_tls)| {
             let stale_after = cfg.flows.poll_interval * 5;
             let app = http::router(Arc::clone(&snapshot), Arc::clone(&telemetry), stale_after);
             let _guard = runtime.enter();
