@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build run demo test lint unit-test kernel-test fuzz bench image deploy clean
+.PHONY: setup build run demo test lint chart-files unit-test kernel-test fuzz bench image deploy clean
 
 ## setup: install (idempotently) everything the build, tests, demo and bench need
 setup:
@@ -60,6 +60,11 @@ bench: build
 ## localhost/otel-netprobe:dev); where no registry answers, the FROM images are made locally
 image:
 	bash scripts/image.sh
+
+## chart-files: refresh the chart's copies (charts/otel-netprobe/files/) of collector-config/,
+## dashboards/ and alerts/ after changing any of them (tests/chart.rs fails until they agree)
+chart-files:
+	bash scripts/chart-files.sh
 
 ## deploy: the image and the chart into the current kube context (minikube/kind: the image is
 ## loaded into the cluster and pulled with imagePullPolicy Never); no cluster: one line, exit 1

@@ -33,7 +33,7 @@ use crate::{
     export::{
         http::{self, SharedSnapshot},
         otlp::{self, Exporter, client::SendError},
-        serve::{Limits, Server},
+        serve::{Limits, Server, tls},
     },
     flow::{
         Budgets, FlowView, Reader, Timeouts,
@@ -76,6 +76,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The HTTP server's TLS files are unusable.
+    #[error(transparent)]
+    HttpTls(#[from] tls::TlsError),
     /// The runtime or a thread could not be started.
     #[error("starting the agent's threads failed")]
     Runtime(#[source] std::io::Error),
@@ -103,6 +106,24 @@ struct Stages {
         tokio::task::JoinHandle<Exporter>,
     )>,
     k8s: Option<K8s>,
+}
+
+/// The HTTP server's socket and TLS, when it is on. TLS is read first, so a bad certificate
+/// stops the agent with the key named before anything listens.
+fn bind_http(
+    cfg: &Config,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<(tokio::net::TcpListener, Option<tls::TlsServer>)>, AgentError> {
+    if !cfg.http.enabled {
+        return Ok(None);
+    }
+    let tls = tls::server_config(&cfg.http.tls)?;
+    let listen = cfg.http.listen;
+    let l = runtime.block_on(tokio::net::TcpListener::bind(listen));
+    Ok(Some((
+        l.map_err(|source| AgentError::Http { listen, source })?,
+        tls,
+    )))
 }
 
 fn spawn<T: Send + 'static>(
@@ -150,13 +171,7 @@ impl Agent {
             let e = Exporter::new(&cfg.otlp, &resource, Arc::clone(&telemetry));
             Some(e.map_err(AgentError::Otlp)?)
         };
-        let listener = if cfg.http.enabled {
-            let listen = cfg.http.listen;
-            let l = runtime.block_on(tokio::net::TcpListener::bind(listen));
-            Some(l.map_err(|source| AgentError::Http { listen, source })?)
-        } else {
-            None
-        };
+        let listener = bind_http(cfg, &runtime)?;
         // Loaded before the Kubernetes notice, so a refusal is the only line printed.
         let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
         let (mut ebpf, maps) = load(cfg, drops.as_ref())?;
@@ -218,11 +233,17 @@ impl Agent {
                 read_loop(reader, aggregator, &shared, &requests, interval, &stop);
             })?
         };
-        let http = listener.map(|l| {
+        let http = listener.map(|(l, http_tls)| {
             let stale_after = cfg.flows.poll_interval * 5;
             let app = http::router(Arc::clone(&snapshot), Arc::clone(&telemetry), stale_after);
             let _guard = runtime.enter();
-            Server::spawn(l, app, Limits::from(&cfg.http), Arc::clone(&telemetry))
+            Server::spawn_tls(
+                l,
+                app,
+                Limits::from(&cfg.http),
+                Arc::clone(&telemetry),
+                http_tls,
+            )
         });
         let http_addr = http.as_ref().map(Server::addr);
         let exporter = exporter.map(|e| {

@@ -51,8 +51,9 @@ struct RunArgs {
     /// YAML configuration file; every field has a default (see the README's reference).
     #[arg(long, short, env = "NETPROBE_CONFIG")]
     config: Option<PathBuf>,
-    /// Listen address of the HTTP server (overrides http.listen).
-    #[arg(long)]
+    /// Listen address of the HTTP server (overrides http.listen); an IPv4 host may be written
+    /// in brackets too ([10.0.0.5]:9464), as the chart's `[$(HOST_IP)]:PORT` does.
+    #[arg(long, value_parser = config::parse_listen)]
     listen: Option<SocketAddr>,
     /// Interface name pattern to attach to; repeatable (overrides interfaces.include).
     #[arg(long = "interface", short = 'i')]

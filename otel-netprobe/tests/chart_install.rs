@@ -7,13 +7,23 @@
 //!
 //! There is no kubelet or controller here: the DaemonSet's pods never run. What is proven is
 //! admission (schemas, defaults, the PodSecurity and ServiceAccount plugins, RBAC objects the
-//! server accepts), not scheduling. Rendering, linting and schema checks of the same values are
+//! server accepts), not scheduling. Pod Security is enforced on pods, not on the DaemonSet: the
+//! PodSecurity test posts the pod the DaemonSet controller would post, from the stored
+//! template, into a `baseline` and a `privileged` namespace. Rendering, linting and schema checks of the same values are
 //! `tests/chart.rs`'s.
 
 mod common;
 
 use common::kubeapi::{KubeApiServer, helm::Release};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        core::v1::{Namespace, Pod, ResourceQuota, ServiceAccount},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
 
 /// The release's objects as listed from the server by `app.kubernetes.io/instance`, per kind of
@@ -147,5 +157,139 @@ fn the_chart_installs_into_a_real_api_server_and_uninstalls_cleanly() {
             "{name}: left after helm uninstall"
         );
         assert_eq!(api.helm_releases(&namespace), Vec::<String>::new());
+    }
+}
+
+/// A pod from the installed DaemonSet's template, bound to a node: what the DaemonSet
+/// controller would create (there is no controller here), posted as it would post it.
+fn agent_pod(api: &KubeApiServer, release: &Release) -> Result<Pod, kube::Error> {
+    let ds = api
+        .list::<DaemonSet>(Some(&release.namespace))
+        .into_iter()
+        .find(|d| d.metadata.name.as_deref() == Some(release.agent_name().as_str()))
+        .expect("the agent DaemonSet on the server");
+    let template = ds.spec.expect("spec").template;
+    let mut spec = template.spec.expect("pod spec");
+    spec.node_name = Some("node-a".into());
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-node-a", release.agent_name())),
+            namespace: Some(release.namespace.clone()),
+            labels: template.metadata.and_then(|m| m.labels),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    };
+    let ns = release.namespace.clone();
+    api.admin(|client| async move {
+        Api::<Pod>::namespaced(client, &ns)
+            .create(&PostParams::default(), &pod)
+            .await
+    })
+}
+
+#[test]
+fn pod_security_admission_admits_the_agents_pods_only_in_a_privileged_namespace() {
+    common::require_root();
+    let api = KubeApiServer::start();
+    // Every operator setting that lands in the pod spec, so the server admits them too.
+    let values = json!({
+        "image": {"registry": "registry.example.com", "digest":
+            "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "agent": {"clusterName": "prod", "listenOn": "hostIP",
+            "seLinuxOptions": {"type": "spc_t"},
+            "extraVolumes": [{"name": "otlp-tls", "secret": {"secretName": "otlp-tls"}}],
+            "extraVolumeMounts": [{"name": "otlp-tls", "mountPath": "/etc/netprobe/tls",
+                "readOnly": true}]},
+    });
+    for (level, admitted) in [("baseline", false), ("privileged", true)] {
+        let namespace = format!("netprobe-{level}");
+        api.apply::<Namespace>(
+            &serde_json::from_value(json!({"metadata": {"name": namespace, "labels":
+                {"pod-security.kubernetes.io/enforce": level}}}))
+            .expect("namespace"),
+        );
+        // The controller-manager's part: the namespace's default ServiceAccount.
+        api.apply::<ServiceAccount>(
+            &serde_json::from_value(json!({"metadata": {"name": "default",
+                "namespace": namespace}}))
+            .expect("service account"),
+        );
+        let release = api
+            .helm_install(level, &namespace, &values)
+            .unwrap_or_else(|e| panic!("helm install into a {level} namespace: {e}"));
+        // A DaemonSet is only warned about (PodSecurity enforces on pods): it is admitted
+        // either way, which is why an operator sees "0 pods", not an error, at install.
+        assert!(
+            listed(&api, &release).contains(&format!("DaemonSet/{}", release.agent_name())),
+            "{level}"
+        );
+        // The quota controller's part: the chart's ResourceQuota gets its status computed
+        // (until then the quota admission refuses every pod of its scope).
+        let quota = format!("{}-system-node-critical", release.agent_name());
+        api.merge_status::<ResourceQuota>(
+            Some(&namespace),
+            &quota,
+            &json!({"hard": {"pods": "10000"}, "used": {"pods": "0"}}),
+        );
+        match agent_pod(&api, &release) {
+            Ok(pod) => {
+                assert!(admitted, "{level}: the agent's pod was admitted");
+                println!("{level}: the agent's pod admitted");
+                let spec = pod.spec.expect("spec");
+                let c = &spec.containers[0];
+                assert_eq!(
+                    c.image.as_deref(),
+                    Some(
+                        "registry.example.com/otel-netprobe@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                    )
+                );
+                let selinux = c
+                    .security_context
+                    .as_ref()
+                    .and_then(|s| s.se_linux_options.as_ref());
+                assert_eq!(selinux.and_then(|s| s.type_.as_deref()), Some("spc_t"));
+                assert_eq!(
+                    spec.image_pull_secrets.map(|s| s.len()),
+                    Some(1),
+                    "imagePullSecrets"
+                );
+                assert_eq!(
+                    spec.priority_class_name.as_deref(),
+                    Some("system-node-critical")
+                );
+                assert!(
+                    spec.priority.is_some_and(|p| p >= 2_000_000_000),
+                    "resolved priority"
+                );
+                let arch = serde_json::to_value(&spec.affinity).expect("json");
+                assert_eq!(
+                    arch["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                        [0]["matchExpressions"][0]["key"],
+                    "kubernetes.io/arch"
+                );
+            }
+            Err(e) => {
+                let status = common::kubeapi::requests::refusal(&e)
+                    .unwrap_or_else(|| panic!("{level}: not a refusal: {e}"));
+                assert!(!admitted, "{level}: refused: {}", status.message);
+                println!("{level}: refused: {}", status.message);
+                assert_eq!(status.code, 403, "{status:?}");
+                for want in [
+                    "violates PodSecurity \"baseline:latest\"",
+                    "hostNetwork=true",
+                    "non-default capabilities",
+                ] {
+                    assert!(
+                        status.message.contains(want),
+                        "{want} not in {}",
+                        status.message
+                    );
+                }
+            }
+        }
+        api.helm_uninstall(&release);
     }
 }

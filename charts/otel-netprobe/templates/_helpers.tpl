@@ -47,8 +47,46 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/*
+An image reference from {registry, repository, tag, digest}: `registry/repository@digest` when a
+digest is given (it wins over the tag: a digest pins the exact image a tag may later move off),
+else `registry/repository:tag` (`.default` when the tag is empty). Call with
+(dict "image" <values> "default" <tag>).
+*/}}
+{{- define "netprobe.imageRef" -}}
+{{- $i := .image -}}
+{{- $repo := $i.repository -}}
+{{- with $i.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}{{ end -}}
+{{- if $i.digest -}}
+{{- printf "%s@%s" $repo $i.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .default $i.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "netprobe.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "netprobe.imageRef" (dict "image" .Values.image "default" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/*
+Refuses settings that leave the kubelet's probes (and `helm test`, and the ServiceMonitor)
+nothing to ask: the probes are HTTP GETs of /healthz on the node's address, so the server must
+be on and listen there. Refused rather than turned into exec probes: an exec probe would start a
+second copy of the agent's binary every few seconds, and a server nobody can reach also leaves
+/metrics unscraped.
+*/}}
+{{- define "netprobe.checkProbes" -}}
+{{- $http := dig "http" dict (.Values.agent.config | default dict) -}}
+{{- if eq (toString (dig "enabled" true $http)) "false" -}}
+{{- fail "agent.config.http.enabled: false leaves the liveness and readiness probes (GET /healthz), helm test and the ServiceMonitor nothing to ask; keep the server on (bind it to the node's address with agent.listenOn: hostIP)" -}}
+{{- end -}}
+{{- $listen := toString (dig "listen" "0.0.0.0:9464" $http) -}}
+{{- if or (hasPrefix "127." $listen) (hasPrefix "[::1]" $listen) (hasPrefix "localhost" $listen) -}}
+{{- fail (printf "agent.config.http.listen: %s is loopback, which the kubelet's probes (GET /healthz on the node's address) cannot reach; use agent.listenOn: hostIP to serve on the node's address only" $listen) -}}
+{{- end -}}
+{{- if and (eq .Values.agent.listenOn "hostIP") (not (has (regexReplaceAll ":[0-9]+$" $listen "") (list "0.0.0.0" "[::]"))) -}}
+{{- fail (printf "agent.listenOn: hostIP sets the listen address itself; agent.config.http.listen (%s) may only choose the port, as 0.0.0.0:PORT or [::]:PORT" $listen) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The agent's HTTP port (/metrics, /healthz), from agent.config.http.listen when given. */}}
@@ -84,7 +122,11 @@ the cluster name. The agent validates the result at start (and `check-config` in
 
 {{/* GOMEMLIMIT: 80 % of the Collector's memory limit (Mi or Gi). */}}
 {{- define "netprobe.goMemLimit" -}}
-{{- $mem := toString .Values.collector.resources.limits.memory -}}
+{{- $limits := .Values.collector.resources.limits | default dict -}}
+{{- if not $limits.memory -}}
+{{- fail "collector.resources.limits.memory is required (e.g. 512Mi): the Collector's memory_limiter works in percentages of it and GOMEMLIMIT is 80 % of it; without a limit the Collector grows until the node kills it" -}}
+{{- end -}}
+{{- $mem := toString $limits.memory -}}
 {{- $mib := 0 -}}
 {{- if hasSuffix "Gi" $mem -}}
 {{- $mib = mul (trimSuffix "Gi" $mem | atoi) 1024 -}}

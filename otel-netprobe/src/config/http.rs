@@ -1,6 +1,6 @@
-//! Settings of the embedded HTTP server: where it listens and the bounds that keep a slow or
-//! hostile client from holding the agent's descriptors or memory (in the chart it listens on
-//! every address of every node).
+//! Settings of the embedded HTTP server: where it listens, its TLS, and the bounds that keep a
+//! slow or hostile client from holding the agent's descriptors or memory (in the chart it
+//! listens on every address of every node unless `agent.listenOn: hostIP`).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -37,6 +37,55 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Most header fields in a request; more are answered 431. Default: 64. Range: 1..=1024.
     pub max_headers: usize,
+    /// TLS for the server. Default: off (plain HTTP).
+    pub tls: HttpTlsConfig,
+}
+
+/// TLS of the embedded HTTP server: on when `cert_file` is set.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// PEM certificate chain the server presents. Empty: plain HTTP. Default: empty.
+    pub cert_file: String,
+    /// PEM private key of `cert_file`. Default: empty.
+    pub key_file: String,
+    /// PEM CA(s) whose client certificates are required for `/metrics` and `/api/v1/summary`
+    /// (`/healthz` answers without one: the kubelet's probes have none). Empty: no client
+    /// certificate asked for. Default: empty.
+    pub client_ca_file: String,
+}
+
+impl HttpTlsConfig {
+    /// Whether the server speaks TLS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.cert_file.is_empty() != self.key_file.is_empty() {
+            return Err(ConfigError::invalid(
+                "http.tls.key_file",
+                "a server certificate needs its key, and a key its certificate (http.tls.cert_file)",
+            ));
+        }
+        if !self.client_ca_file.is_empty() && self.cert_file.is_empty() {
+            return Err(ConfigError::invalid(
+                "http.tls.client_ca_file",
+                "client certificates need TLS: set http.tls.cert_file and http.tls.key_file",
+            ));
+        }
+        for (key, path) in [
+            ("http.tls.cert_file", &self.cert_file),
+            ("http.tls.key_file", &self.key_file),
+            ("http.tls.client_ca_file", &self.client_ca_file),
+        ] {
+            if !path.is_empty() {
+                std::fs::read(path)
+                    .map_err(|e| ConfigError::invalid(key, format!("cannot read {path}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for HttpConfig {
@@ -49,6 +98,7 @@ impl Default for HttpConfig {
             max_connections: 256,
             max_header_bytes: 16_384,
             max_headers: 64,
+            tls: HttpTlsConfig::default(),
         }
     }
 }
@@ -89,8 +139,27 @@ impl HttpConfig {
                 ));
             }
         }
-        Ok(())
+        self.tls.validate()
     }
+}
+
+/// Parses a listen address (`--listen`): `host:port`, also with the IPv4 host in brackets
+/// (`[10.0.0.5]:9464`), so that a template can write `[$(HOST_IP)]:9464` for either family.
+///
+/// # Errors
+/// The reason, when `s` is no socket address.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some((host, port)) = s.strip_prefix('[').and_then(|rest| rest.split_once("]:"))
+        && let (Ok(ip), Ok(port)) = (host.parse::<std::net::Ipv4Addr>(), port.parse::<u16>())
+    {
+        return Ok(SocketAddr::from((ip, port)));
+    }
+    Err(format!(
+        "{s:?} is not an address:port, e.g. 0.0.0.0:9464 or [::]:9464"
+    ))
 }
 
 #[cfg(test)]
@@ -135,5 +204,42 @@ mod tests {
             refusal("http:\n  idle_timeout: 2h\n").0,
             "http.idle_timeout"
         );
+    }
+
+    #[test]
+    fn tls_keys_are_checked_with_the_key_named() {
+        assert_eq!(
+            refusal("http:\n  tls:\n    cert_file: /etc/hostname\n").0,
+            "http.tls.key_file"
+        );
+        assert_eq!(
+            refusal("http:\n  tls:\n    client_ca_file: /etc/hostname\n").0,
+            "http.tls.client_ca_file"
+        );
+        let (key, reason) = refusal(
+            "http:\n  tls:\n    cert_file: /nonexistent/tls.crt\n    key_file: /etc/hostname\n",
+        );
+        assert_eq!(key, "http.tls.cert_file");
+        assert!(
+            reason.starts_with("cannot read /nonexistent/tls.crt"),
+            "{reason}"
+        );
+        assert!(Config::from_yaml("http:\n  tls:\n    cert_fil: x\n").is_err());
+    }
+
+    #[test]
+    fn listen_takes_a_bracketed_ipv4_host() {
+        use super::parse_listen;
+        assert_eq!(
+            parse_listen("[10.0.0.5]:9464"),
+            Ok(std::net::SocketAddr::from(([10, 0, 0, 5], 9464)))
+        );
+        assert_eq!(
+            parse_listen("[fd00::5]:9464").map(|a| a.to_string()),
+            Ok("[fd00::5]:9464".to_owned())
+        );
+        assert_eq!(parse_listen("0.0.0.0:1").map(|a| a.port()), Ok(1));
+        assert!(parse_listen("[10.0.0.5]").is_err());
+        assert!(parse_listen("[]:9464").is_err());
     }
 }

@@ -10,7 +10,7 @@ mod k8s;
 mod kernel;
 mod metrics;
 mod otlp;
-pub use http::HttpConfig;
+pub use http::{HttpConfig, HttpTlsConfig, parse_listen};
 pub use k8s::{Cidr, CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
 pub use kernel::{ConnectionsConfig, DnsConfig, DropsConfig};
 pub use metrics::{EndPart, FlowAttr, MetricsConfig, Side, flow_attr};

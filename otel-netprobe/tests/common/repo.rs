@@ -117,7 +117,12 @@ fn str_of(v: &Value) -> &str {
 /// Renders the chart as release `np` in namespace `netprobe` with `values` (schema checked
 /// first, as `helm install` does); `Err` carries the SDK's message.
 pub fn render(values: &Value) -> Result<Rendered, String> {
-    let v = chart_py(&["render", &chart_dir(), &values.to_string()]);
+    render_in(values, "netprobe")
+}
+
+/// As [`render`], into `namespace`.
+pub fn render_in(values: &Value, namespace: &str) -> Result<Rendered, String> {
+    let v = chart_py(&["render", &chart_dir(), &values.to_string(), "np", namespace]);
     if let Some(e) = v["error"].as_str() {
         return Err(e.to_owned());
     }

@@ -94,6 +94,20 @@ _RELABEL = {
                              "labelmap", "LabelMap", "labeldrop", "LabelDrop", "labelkeep", "LabelKeep"]},
     },
 }
+_SECRET_KEY = {"type": "object", "required": ["key"], "additionalProperties": False,
+               "properties": {"name": _STR, "key": _STR, "optional": {"type": "boolean"}}}
+_SECRET_OR_CM = {"type": "object", "additionalProperties": False,
+                 "properties": {"secret": _SECRET_KEY, "configMap": _SECRET_KEY}}
+_TLS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "ca": _SECRET_OR_CM, "cert": _SECRET_OR_CM, "keySecret": _SECRET_KEY, "serverName": _STR,
+        "insecureSkipVerify": {"type": "boolean"},
+        "minVersion": {"enum": ["TLS10", "TLS11", "TLS12", "TLS13"]},
+        "maxVersion": {"enum": ["TLS10", "TLS11", "TLS12", "TLS13"]},
+    },
+}
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): {
         "type": "object",
@@ -116,7 +130,8 @@ CRD_SCHEMAS = {
                         "additionalProperties": False,
                         "properties": {
                             "port": _STR, "targetPort": {"type": ["string", "integer"]}, "path": _STR,
-                            "scheme": {"enum": ["http", "https"]}, "interval": _DURATION,
+                            "scheme": {"enum": ["http", "https"]}, "tlsConfig": _TLS,
+                            "interval": _DURATION,
                             "scrapeTimeout": _DURATION, "honorLabels": {"type": "boolean"},
                             "honorTimestamps": {"type": "boolean"},
                             "relabelings": {"type": "array", "items": _RELABEL},

@@ -12,9 +12,14 @@
 //! - Request heads are limited to `max_header_bytes` and `max_headers` (431 beyond); request
 //!   bodies are never read (every route is a GET).
 //!
+//! - With `http.tls`, each connection's TLS handshake must complete within
+//!   `header_read_timeout` too; with a client CA, a connection without a verified client
+//!   certificate is answered 403 for everything but `/healthz` ([`tls`]).
+//!
 //! Everything is counted in [`crate::telemetry::http::HttpCounters`].
 
 mod slots;
+pub mod tls;
 mod tracked;
 
 use std::{
@@ -26,7 +31,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper::{
+    body::Incoming,
+    rt::{Read, Write},
+    server::conn::http1,
+    service::service_fn,
+};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use slots::{Admission, Busy, Table, admit, lock};
 use tokio::{
@@ -90,11 +100,23 @@ impl Server {
         limits: Limits,
         counters: Arc<Telemetry>,
     ) -> Self {
+        Self::spawn_tls(listener, app, limits, counters, None)
+    }
+
+    /// As [`Server::spawn`], over TLS when `tls` is given ([`tls::server_config`]).
+    pub fn spawn_tls(
+        listener: TcpListener,
+        app: axum::Router,
+        limits: Limits,
+        counters: Arc<Telemetry>,
+        tls: Option<tls::TlsServer>,
+    ) -> Self {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, app, limits, counters, stopped));
+        let tls = tls.map(|t| (tokio_rustls::TlsAcceptor::from(t.config), t.client_auth));
+        let task = tokio::spawn(accept_loop(listener, app, limits, counters, stopped, tls));
         Self { addr, stop, task }
     }
 
@@ -132,9 +154,11 @@ async fn accept_loop(
     limits: Limits,
     counters: Arc<Telemetry>,
     mut stopped: watch::Receiver<bool>,
+    tls: Option<(tokio_rustls::TlsAcceptor, bool)>,
 ) {
     info!(listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
-        max_connections = limits.max_connections, "serving /metrics, /api/v1/summary, /healthz");
+        max_connections = limits.max_connections, tls = tls.is_some(),
+        "serving /metrics, /api/v1/summary, /healthz");
     let table: Table = Arc::default();
     let builder = Arc::new(protocol(&limits));
     let mut tasks = tokio::task::JoinSet::new();
@@ -180,8 +204,9 @@ async fn accept_loop(
             counters: Arc::clone(&counters),
             stopped: stopped.clone(),
             idle_timeout: limits.idle_timeout,
+            handshake_timeout: limits.header_read_timeout,
         };
-        tasks.spawn(conn.run(stream, app.clone(), Arc::clone(&builder)));
+        tasks.spawn(conn.run(stream, app.clone(), Arc::clone(&builder), tls.clone()));
     }
     // Stopping: each connection finishes its response and closes (see `Connection::run`).
     while tasks.join_next().await.is_some() {}
@@ -195,23 +220,90 @@ struct Connection {
     counters: Arc<Telemetry>,
     stopped: watch::Receiver<bool>,
     idle_timeout: Duration,
+    handshake_timeout: Duration,
 }
 
 impl Connection {
-    async fn run(mut self, stream: TcpStream, app: axum::Router, builder: Arc<http1::Builder>) {
+    async fn run(
+        self,
+        stream: TcpStream,
+        app: axum::Router,
+        builder: Arc<http1::Builder>,
+        tls: Option<(tokio_rustls::TlsAcceptor, bool)>,
+    ) {
         let started = Instant::now();
         let activity = Arc::new(AtomicU64::new(0));
-        let io = TokioIo::new(Tracked {
+        let tracked = Tracked {
             inner: stream,
             started,
             activity: Arc::clone(&activity),
-        });
+        };
+        let Some((acceptor, client_auth)) = tls else {
+            return self
+                .serve(
+                    TokioIo::new(tracked),
+                    app,
+                    &builder,
+                    started,
+                    activity,
+                    true,
+                )
+                .await;
+        };
+        // The handshake is part of the request head's time: a client that opens a connection
+        // and never finishes it holds its slot no longer than a slow plain-HTTP one.
+        let evict = Arc::clone(&self.evict);
+        let handshake = tokio::time::timeout(self.handshake_timeout, acceptor.accept(tracked));
+        let stream = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return self.end_early(Closed::Done, &e.to_string()),
+                Err(_) => return self.end_early(Closed::HeaderTimeout, "TLS handshake timed out"),
+            },
+            // Its slot went to a newcomer (the successor owns the table entry now).
+            () = evict.notified() => return self.counters.http.closed(Closed::Evicted),
+        };
+        // A certificate is only there if the verifier accepted it (an unverifiable one fails
+        // the handshake); without a client CA nobody is asked, and every request is served.
+        let (_, session) = stream.get_ref();
+        let verified = !client_auth || session.peer_certificates().is_some();
+        self.serve(
+            TokioIo::new(stream),
+            app,
+            &builder,
+            started,
+            activity,
+            verified,
+        )
+        .await;
+    }
+
+    /// A connection that ended before HTTP began (its TLS handshake failed).
+    fn end_early(self, reason: Closed, why: &str) {
+        debug!(error = why, "TLS handshake failed");
+        lock(&self.table).open.remove(&self.id);
+        self.counters.http.closed(reason);
+    }
+
+    async fn serve<I: Read + Write + Unpin + Send + 'static>(
+        mut self,
+        io: I,
+        app: axum::Router,
+        builder: &http1::Builder,
+        started: Instant,
+        activity: Arc<AtomicU64>,
+        verified: bool,
+    ) {
         let (table, id) = (Arc::clone(&self.table), self.id);
         let svc = service_fn(move |req: hyper::Request<Incoming>| {
             let mut app = app.clone();
             let guard = Busy::new(Arc::clone(&table), id);
             async move {
-                let response = app.call(req).await;
+                let response = if verified || tls::allowed_without_client_cert(req.uri().path()) {
+                    app.call(req).await
+                } else {
+                    Ok(forbidden())
+                };
                 drop(guard);
                 response
             }
@@ -251,4 +343,13 @@ impl Connection {
         }
         self.counters.http.closed(reason);
     }
+}
+
+/// The answer to a request that needs a client certificate the connection did not present.
+fn forbidden() -> axum::response::Response {
+    let mut r = axum::response::Response::new(axum::body::Body::from(
+        "a client certificate signed by http.tls.client_ca_file is required\n",
+    ));
+    *r.status_mut() = hyper::StatusCode::FORBIDDEN;
+    r
 }
