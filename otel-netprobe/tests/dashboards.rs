@@ -427,12 +427,15 @@ fn cluster_wide_sums_count_each_packet_once() {
         exprs.push((at.to_owned(), r["expr"].as_str().expect("expr").to_owned()));
     }
     for (at, expr) in &exprs {
+        let selectors = per_flow_selectors(expr);
         // A per-node panel shows what each node saw: every origin.
         if expr.contains("by (k8s_node_name)") {
-            per_node.push(at.clone());
+            if !selectors.is_empty() {
+                per_node.push(at.clone());
+            }
             continue;
         }
-        for (metric, selector) in per_flow_selectors(expr) {
+        for (metric, selector) in selectors {
             assert!(
                 selector.contains(ONCE),
                 "{at}: {metric} is summed across nodes without {ONCE}: {expr}"
