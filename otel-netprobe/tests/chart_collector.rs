@@ -71,10 +71,19 @@ fn node_topology_is_the_default_one_collector_on_every_agents_node() {
         &ds["spec"]["template"]["spec"],
         &agent["spec"]["template"]["spec"],
     );
-    for key in ["nodeSelector", "tolerations", "affinity", "priorityClassName"] {
+    for key in [
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "priorityClassName",
+    ] {
         assert_eq!(pod[key], agent_pod[key], "{key}: the agents' nodes exactly");
     }
-    assert_eq!(pod["nodeSelector"], json!({"pool": "general"}));
+    // Helm merges the given map into the default one.
+    assert_eq!(
+        pod["nodeSelector"],
+        json!({"kubernetes.io/os": "linux", "pool": "general"})
+    );
     assert_eq!(pod["priorityClassName"], "system-node-critical");
     // Never two Collectors of a node scraped at once during a rollout.
     assert_eq!(
@@ -114,14 +123,19 @@ fn gateway_topology_is_one_deployment_behind_a_cluster_ip() {
     let r = rendered(&json!({"collector": {"topology": "gateway",
         "tolerations": [{"key": "infra", "operator": "Exists"}]}}));
     assert!(
-        r.all("DaemonSet").iter().all(|d| d["metadata"]["name"] == AGENT),
+        r.all("DaemonSet")
+            .iter()
+            .all(|d| d["metadata"]["name"] == AGENT),
         "{:?}",
         r.names()
     );
     let d = r.get("Deployment", COLLECTOR);
     assert_eq!(d["spec"]["replicas"], 1);
     let pod = &d["spec"]["template"]["spec"];
-    assert_eq!(pod["tolerations"], json!([{"key": "infra", "operator": "Exists"}]));
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"key": "infra", "operator": "Exists"}])
+    );
     assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
     assert!(pod.get("priorityClassName").is_none());
     let svc = r.get("Service", COLLECTOR);
@@ -161,7 +175,11 @@ fn replicas_over_one_never_serve_a_series_twice() {
     assert_eq!(r.get("Deployment", COLLECTOR)["spec"]["replicas"], 1);
     // The node topology has one Collector per node: replicas is not used.
     let r = rendered(&json!({"collector": {"replicas": 2}}));
-    assert!(r.get("DaemonSet", COLLECTOR)["spec"].get("replicas").is_none());
+    assert!(
+        r.get("DaemonSet", COLLECTOR)["spec"]
+            .get("replicas")
+            .is_none()
+    );
 }
 
 #[test]
