@@ -316,10 +316,10 @@ fn ports_agree_with_collector_config_and_agent_defaults() {
             c["volumeMounts"][0]["mountPath"], "/etc/otelcol-contrib",
             "the config's mount"
         );
-        // GOMEMLIMIT is 80 % of the memory limit (512Mi).
+        // GOMEMLIMIT is 80 % of the memory limit (256Mi).
         let env = c["env"].as_array().expect("env");
         assert!(
-            env.contains(&json!({"name": "GOMEMLIMIT", "value": "409MiB"})),
+            env.contains(&json!({"name": "GOMEMLIMIT", "value": "204MiB"})),
             "{env:?}"
         );
         if mode == "remoteWrite" {
