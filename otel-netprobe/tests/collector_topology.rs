@@ -12,6 +12,10 @@
 //!   serving its series; Prometheus gets the same labelled series from both pods and reads
 //!   each alternation as a counter reset. Which replica a ClusterIP gives a new connection is
 //!   kube-proxy's choice; here the restarted agent is pointed at the other one.
+#![allow(
+    clippy::float_cmp,
+    reason = "the values compared are counts, integers an f64 holds exactly: exactness is the point"
+)]
 
 #[path = "common/cgroup.rs"]
 mod cgroup;
