@@ -11,14 +11,22 @@
 //! 2. `memory`: kernel memory of the flow tables, shared (ours) vs per-CPU, both measured here.
 //! 3. `maps`, `reader`, `export`, `agent`, `attach`, `k8s`: user space (`sections/`);
 //!    `k8s_api`: the agents' watchers against a real kube-apiserver (`-- k8s` runs both).
-//! 4. `throughput`: pod-to-pod TCP (iperf3) with and without the agent attached.
+//! 4. `collector`: simulated nodes pushing into the real Collector, 1 to 1,000 nodes, scrape
+//!    and remote write (`sections/collector.rs`).
+//! 5. `throughput`: pod-to-pod TCP (iperf3) with and without the agent attached.
 
+#[path = "../tests/common/cgroup.rs"]
+mod cgroup;
+#[path = "../tests/common/collector.rs"]
+mod collector;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "netprobe/conns.rs"]
 mod conns;
 #[path = "netprobe/dns.rs"]
 mod dns;
+#[path = "../tests/common/repo.rs"]
+mod repo;
 mod sections;
 #[path = "netprobe/traffic.rs"]
 mod traffic;
@@ -341,6 +349,9 @@ fn main() {
     }
     if want("k8s_api") {
         sections::k8s_api::api_load();
+    }
+    if want("collector") {
+        sections::collector::collector_scale();
     }
     if want("throughput") {
         throughput();

@@ -64,7 +64,7 @@ fn default_install_renders_lints_and_validates() {
         "DaemonSet/np-otel-netprobe",
         "Service/np-otel-netprobe-agent",
         "ConfigMap/np-otel-netprobe-collector",
-        "Deployment/np-otel-netprobe-collector",
+        "DaemonSet/np-otel-netprobe-collector",
         "Service/np-otel-netprobe-collector",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-agent",
         "ConfigMap/np-otel-netprobe-dashboard-netprobe-connections",
@@ -296,7 +296,7 @@ fn ports_agree_with_collector_config_and_agent_defaults() {
         assert_eq!(shipped.trim_end(), source.trim_end(), "{mode}: not {file}");
         let config: Value = serde_norway::from_str(&source).expect("collector YAML");
         let want = collector_ports(&config);
-        let deploy = r.get("Deployment", COLLECTOR);
+        let deploy = r.get("DaemonSet", COLLECTOR);
         let c = &deploy["spec"]["template"]["spec"]["containers"][0];
         let ports = container_ports(c);
         let got: BTreeSet<u16> = ports.iter().map(|(_, p)| *p).collect();
@@ -318,10 +318,10 @@ fn ports_agree_with_collector_config_and_agent_defaults() {
             c["volumeMounts"][0]["mountPath"], "/etc/otelcol-contrib",
             "the config's mount"
         );
-        // GOMEMLIMIT is 80 % of the memory limit (512Mi).
+        // GOMEMLIMIT is 80 % of the memory limit (256Mi).
         let env = c["env"].as_array().expect("env");
         assert!(
-            env.contains(&json!({"name": "GOMEMLIMIT", "value": "409MiB"})),
+            env.contains(&json!({"name": "GOMEMLIMIT", "value": "204MiB"})),
             "{env:?}"
         );
         if mode == "remoteWrite" {

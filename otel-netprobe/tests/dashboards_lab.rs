@@ -6,7 +6,7 @@
 //! DaemonSet's pods would, and the lab's pods are real API objects (Deployments → ReplicaSets →
 //! pods with their status, a StatefulSet, a Service with its ClusterIP and EndpointSlice).
 //! Along both paths an install can take: the default install's (the agent → the install's
-//! Collector, the real one run from its stored ConfigMap and Deployment, in scrape mode →
+//! Collector, the real one run from its stored ConfigMap and DaemonSet, in scrape mode →
 //! Prometheus scraping the Collector's exporter with `honor_labels`, as the chart's
 //! ServiceMonitor does) and the direct one (Prometheus scraping the agent's /metrics, labelled
 //! as the ServiceMonitor labels it without a Collector). Each query must return series; the
@@ -50,7 +50,7 @@ use common::{
     traffic,
 };
 use forward::forward_into;
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
+use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::ConfigMap};
 use paths::{Path, ServiceName, prometheus_config};
 use serde_json::{Value, json};
 
@@ -283,7 +283,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent_on_both_paths() {
     api.write_kubeconfig(&kubeconfig, &Credentials::Token(api.agent_token(&release)));
     register(&api);
     // What the install's pods would mount: the agent's ConfigMap, the Collector's ConfigMap
-    // and Deployment, as the server stores them.
+    // and DaemonSet (the default topology: one per node), as the server stores them.
     let agent_name = release.agent_name();
     let rendered = stored::<ConfigMap>(&api, &agent_name)["data"]["config.yaml"]
         .as_str()
@@ -303,7 +303,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent_on_both_paths() {
         Pod::from_objects(
             "the install's Collector",
             &stored::<ConfigMap>(&api, &collector_name),
-            &stored::<Deployment>(&api, &collector_name),
+            &stored::<DaemonSet>(&api, &collector_name),
         ),
     );
     let _dns = dns::server(&lab);

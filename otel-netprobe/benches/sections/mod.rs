@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod attach;
+pub mod collector;
 pub mod k8s;
 pub mod k8s_api;
 pub mod maps;

@@ -73,20 +73,23 @@ pub fn quantity(q: &str) -> u64 {
 
 impl Pod {
     /// The chart's Collector rendered (release `np`, namespace `netprobe`) with `values`: the
-    /// ConfigMap's `config.yaml`, the Deployment's arguments, plain environment values and
+    /// ConfigMap's `config.yaml`, the workload's (a DaemonSet with `collector.topology=node`,
+    /// a Deployment with `gateway`) arguments, plain environment values and
     /// `resources.limits.memory`.
     pub fn from_chart(name: &str, values: &Value) -> Self {
         let r = repo::render(values).unwrap_or_else(|e| panic!("render {values}: {e}"));
         let collector = "np-otel-netprobe-collector";
-        Self::from_objects(
-            name,
-            r.get("ConfigMap", collector),
-            r.get("Deployment", collector),
-        )
+        let workload = ["DaemonSet", "Deployment"]
+            .iter()
+            .flat_map(|kind| r.all(kind))
+            .find(|o| o["metadata"]["name"] == collector)
+            .unwrap_or_else(|| panic!("{name}: no Collector DaemonSet or Deployment"));
+        Self::from_objects(name, r.get("ConfigMap", collector), workload)
     }
 
-    /// The chart's Collector from its ConfigMap and Deployment: as rendered, or as an API
-    /// server stores them after `helm install` (what a kubelet would run).
+    /// The chart's Collector from its ConfigMap and workload (DaemonSet or Deployment): as
+    /// rendered, or as an API server stores them after `helm install` (what a kubelet would
+    /// run).
     pub fn from_objects(name: &str, config_map: &Value, deployment: &Value) -> Self {
         let config = config_map["data"]["config.yaml"]
             .as_str()
