@@ -193,18 +193,9 @@ impl Agent {
             ("drop_reasons", counting_drops && has_reasons),
         ];
         let reader = reader(cfg, maps, conns, counts, &kernel_features, &telemetry)?;
-        let node = std::env::var("K8S_NODE_NAME")
-            .or_else(|_| std::env::var("NODE_NAME"))
-            .ok();
-        if k8s.is_some() && node.is_none() {
-            warn!(
-                "K8S_NODE_NAME is not set: every pod counts as this node's (netprobe.origin), \
-                 and cluster-wide sums count cross-node traffic twice"
-            );
-        }
         let aggregator = Aggregator::new(
             Budgets::from_config(&cfg.metrics, k8s.is_some()),
-            Arc::new(NamingRules::new(&cfg.k8s, k8s.is_some()).on_node(node.as_deref())),
+            naming_rules(cfg, k8s.is_some()),
             k8s.as_ref().map(K8s::shared),
             interfaces,
             cfg.flows.top_talkers,
@@ -518,6 +509,21 @@ fn read_loop(
             std::thread::sleep(left.min(Duration::from_millis(50)));
         }
     }
+}
+
+/// The naming rules, on this agent's node (`K8S_NODE_NAME`, or `NODE_NAME`), which tells its
+/// pods from other nodes' (`netprobe.origin`); in a cluster, its absence is logged.
+fn naming_rules(cfg: &Config, cluster: bool) -> Arc<NamingRules> {
+    let node = std::env::var("K8S_NODE_NAME")
+        .or_else(|_| std::env::var("NODE_NAME"))
+        .ok();
+    if cluster && node.is_none() {
+        warn!(
+            "K8S_NODE_NAME is not set: every pod counts as this node's (netprobe.origin), \
+             and cluster-wide sums count cross-node traffic twice"
+        );
+    }
+    Arc::new(NamingRules::new(&cfg.k8s, cluster).on_node(node.as_deref()))
 }
 
 fn watch_links(attacher: &mut Attacher, monitor: &mut LinkMonitor, stop: &AtomicBool) {

@@ -3,11 +3,12 @@
 //!
 //! The lab (`multinode/lab.rs`): node-a and node-b joined by an underlay, pods on each, an
 //! outside host, and a control plane running the real kube-apiserver (with etcd), the chart
-//! installed into it (Helm v4 SDK), the install's Collector (the real one, from its stored
-//! ConfigMap and Deployment) and one real Prometheus scraping the Collector's exporter with
-//! `honor_labels`, as the chart's ServiceMonitor does. One agent binary per node, each with the
-//! install's configuration, a token of its ServiceAccount and `K8S_NODE_NAME` (the DaemonSet's
-//! downward API); both export to the one Collector.
+//! installed into it (Helm v4 SDK) and one real Prometheus. On each node, as the install's
+//! default topology runs them: the agent binary with the install's configuration, a token of
+//! its ServiceAccount and `K8S_NODE_NAME` (the DaemonSet's downward API), and the install's
+//! Collector (the real one, from its stored ConfigMap and DaemonSet) that the agent exports to;
+//! Prometheus scrapes each node's Collector with `honor_labels`, as the chart's ServiceMonitor
+//! does.
 //!
 //! For every kind of traffic — pod→pod across nodes and on one node, pod→ClusterIP (DNAT on
 //! the client's node) → pod on the other node, outside→pod, pod→outside, hostNetwork pod ↔ pod,
@@ -26,45 +27,27 @@ mod common;
 mod lab;
 #[path = "common/repo.rs"]
 mod repo;
+#[path = "multinode/traffic.rs"]
+mod traffic;
 
-use std::{
-    net::{SocketAddr, UdpSocket},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use collector::{Collector, Pod};
 use common::{
-    Netns,
     backends::Prometheus,
     binary::{self, Agent},
     kubeapi::{Credentials, KubeApiServer},
-    patient, traffic,
+    patient,
 };
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
-use lab::{ClusterLab, OUTSIDE, OUTSIDE6, forward};
+use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::ConfigMap};
+use lab::{ClusterLab, forward};
 use serde_json::{Value, json};
+use traffic::{CLUSTER_IP, KINDS, send};
 
 const CLUSTER: &str = "lab";
 const RELEASE: &str = "np";
 const RELEASE_NAMESPACE: &str = "netprobe";
-/// The ClusterIP of Service `shop/web`, backed by the pod on node-b, translated on node-a.
-const CLUSTER_IP: &str = "10.96.0.20";
 const ONCE: &str = "netprobe_origin!=\"other_node\"";
-
-/// One kind of traffic: `count` UDP datagrams of `payload` bytes (or TCP connections), and
-/// which nodes see it.
-struct Kind {
-    name: &'static str,
-    /// The server port: the series' `destination_port`.
-    port: u16,
-    count: u64,
-    /// IP bytes of each packet (UDP: payload + 28, or + 48 over IPv6).
-    packet_bytes: u64,
-    /// Packets node-a and node-b each count.
-    seen: [u64; 2],
-    /// The node whose count the rule keeps (where the packet entered the cluster's view).
-    once_at: usize,
-}
 
 fn register(api: &KubeApiServer, lab: &ClusterLab) {
     api.namespace("shop");
@@ -166,175 +149,6 @@ fn expect(prom: &Prometheus, what: &str, q: &str, want: f64) {
     assert!(ok, "{what}: {q} = {last:?}, want {want}");
 }
 
-/// `count` datagrams of `payload` bytes from `src` (in `from`) to `dst`, received at `listen`
-/// in `to` (where a DNAT on the way delivers them); waits until all arrived.
-fn udp_via(
-    from: &Netns,
-    src: &str,
-    dst: &str,
-    to: &Netns,
-    listen: &str,
-    count: usize,
-    payload: usize,
-) {
-    let (src, dst, listen): (SocketAddr, SocketAddr, SocketAddr) = (
-        src.parse().expect("src"),
-        dst.parse().expect("dst"),
-        listen.parse().expect("listen"),
-    );
-    let rx = to.run(move || UdpSocket::bind(listen).expect("bind receiver"));
-    rx.set_read_timeout(Some(patient(Duration::from_secs(10))))
-        .expect("timeout");
-    from.run(move || {
-        let tx = UdpSocket::bind(src).expect("bind sender");
-        for _ in 0..count {
-            tx.send_to(&vec![0x5a_u8; payload], dst).expect("send");
-        }
-    });
-    let mut buf = vec![0u8; 65536];
-    for n in 0..count {
-        let got = rx
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("datagram {n} of {count} to {dst} via {listen} lost: {e}"));
-        assert_eq!(got, payload);
-    }
-}
-
-/// Sends every kind of traffic once, with source ports offset by `round`.
-fn send(lab: &ClusterLab, round: u16) {
-    let (a, b) = (&lab.nodes[0], &lab.nodes[1]);
-    let (client, peer, web) = (&a.pods[0], &a.pods[1], &b.pods[0]);
-    let c4 = a.pod_ips[0].0;
-    let sport = |base: u16| base + round * 100;
-    let v4 = |ip: &str, port: u16| format!("{ip}:{port}");
-    let v6 = |ip: &str, port: u16| format!("[{ip}]:{port}");
-    let w4 = b.pod_ips[0].0;
-    traffic::udp(client, &v4(c4, sport(41001)), web, &v4(w4, 7101), 10, 100);
-    traffic::udp(
-        client,
-        &v4(c4, sport(41002)),
-        peer,
-        &v4(a.pod_ips[1].0, 7102),
-        8,
-        200,
-    );
-    // Sent to the ClusterIP; node-a's DNAT delivers it to web on node-b.
-    udp_via(
-        client,
-        &v4(c4, sport(41003)),
-        &v4(CLUSTER_IP, 8080),
-        web,
-        &v4(w4, 8080),
-        6,
-        300,
-    );
-    traffic::udp(
-        &lab.outside,
-        &v4(OUTSIDE, sport(41004)),
-        web,
-        &v4(w4, 7104),
-        5,
-        400,
-    );
-    traffic::udp(
-        client,
-        &v4(c4, sport(41005)),
-        &lab.outside,
-        &v4(OUTSIDE, 7105),
-        4,
-        500,
-    );
-    // The hostNetwork pod on node-a (the node's own address) ↔ web on node-b.
-    traffic::udp(&a.ns, &v4(a.ip, sport(41006)), web, &v4(w4, 7106), 7, 100);
-    traffic::udp(web, &v4(w4, sport(41007)), &a.ns, &v4(a.ip, 7107), 3, 100);
-    let (c6, w6) = (a.pod_ips[0].1, b.pod_ips[0].1);
-    traffic::udp(client, &v6(c6, sport(41008)), web, &v6(w6, 7108), 9, 100);
-    traffic::udp(
-        &lab.outside,
-        &v6(OUTSIDE6, sport(41009)),
-        peer,
-        &v6(a.pod_ips[1].1, 7109),
-        2,
-        100,
-    );
-    traffic::tcp_exchanges(client, web, &v4(w4, 7110), 3);
-}
-
-const KINDS: [Kind; 9] = [
-    Kind {
-        name: "pod→pod across nodes",
-        port: 7101,
-        count: 10,
-        packet_bytes: 128,
-        seen: [10, 10],
-        once_at: 0,
-    },
-    Kind {
-        name: "pod→pod on one node",
-        port: 7102,
-        count: 8,
-        packet_bytes: 228,
-        seen: [8, 0],
-        once_at: 0,
-    },
-    Kind {
-        name: "pod→ClusterIP→pod on the other node",
-        port: 8080,
-        count: 6,
-        packet_bytes: 328,
-        seen: [6, 6],
-        once_at: 0,
-    },
-    Kind {
-        name: "outside→pod",
-        port: 7104,
-        count: 5,
-        packet_bytes: 428,
-        seen: [0, 5],
-        once_at: 1,
-    },
-    Kind {
-        name: "pod→outside",
-        port: 7105,
-        count: 4,
-        packet_bytes: 528,
-        seen: [4, 0],
-        once_at: 0,
-    },
-    Kind {
-        name: "hostNetwork pod→pod across nodes",
-        port: 7106,
-        count: 7,
-        packet_bytes: 128,
-        seen: [7, 7],
-        once_at: 0,
-    },
-    Kind {
-        name: "pod→hostNetwork pod across nodes",
-        port: 7107,
-        count: 3,
-        packet_bytes: 128,
-        seen: [3, 3],
-        once_at: 1,
-    },
-    Kind {
-        name: "pod→pod across nodes, IPv6",
-        port: 7108,
-        count: 9,
-        packet_bytes: 148,
-        seen: [9, 9],
-        once_at: 0,
-    },
-    Kind {
-        name: "outside→pod, IPv6",
-        port: 7109,
-        count: 2,
-        packet_bytes: 148,
-        seen: [2, 0],
-        once_at: 0,
-    },
-];
-
 /// Every kind's sums when the agents of node-a and node-b have counted `counted` rounds each
 /// (a restarted agent counts from zero: Prometheus' `rate()` reads that as a reset): with the
 /// rule, without it, and per node.
@@ -382,11 +196,14 @@ fn check_sums(prom: &Prometheus, counted: [u64; 2]) {
     );
 }
 
-/// The Prometheus of the lab: the Collector's exporter, with `honor_labels` (the agents' job,
-/// instance and resource labels), as the chart's ServiceMonitor scrapes it.
-fn prometheus_config(exporter: u16) -> String {
+/// The Prometheus of the lab: each node's Collector exporter (forwarded to `ports` of the
+/// control plane's loopback), with `honor_labels` (the agents' job, instance and resource
+/// labels), as the chart's ServiceMonitor scrapes the Collector pods.
+fn prometheus_config(ports: &[u16]) -> String {
+    let targets: Vec<String> = ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
     format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: otel-collector\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{exporter}']\n"
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: otel-collector\n    honor_labels: true\n    static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
     )
 }
 
@@ -436,26 +253,38 @@ fn each_packet_once_across_nodes_and_series_survive_a_restart() {
     )
     .expect("write");
     let collector_name = format!("{agent_name}-collector");
-    let collector = Collector::start(
-        &lab.control,
-        Pod::from_objects(
-            "the install's Collector",
-            &stored::<ConfigMap>(&api, &collector_name),
-            &stored::<Deployment>(&api, &collector_name),
-        ),
+    let (cm, ds) = (
+        stored::<ConfigMap>(&api, &collector_name),
+        stored::<DaemonSet>(&api, &collector_name),
     );
-    for node in &lab.nodes {
-        forward(&node.ns, &lab.control, common::kubeapi::PORT);
-        forward(&node.ns, &lab.control, 4317);
+    let collectors: Vec<Collector> = lab
+        .nodes
+        .iter()
+        .map(|node| {
+            let name = format!("the install's Collector on {}", node.name);
+            Collector::start(&node.ns, Pod::from_objects(&name, &cm, &ds))
+        })
+        .collect();
+    let exporter = collectors[0].pod().port("/exporters/prometheus/endpoint");
+    let mut scraped = Vec::new();
+    for (i, node) in lab.nodes.iter().enumerate() {
+        forward(
+            &node.ns,
+            common::kubeapi::PORT,
+            &lab.control,
+            common::kubeapi::PORT,
+        );
+        let port = 18_889 + u16::try_from(i).expect("node index");
+        forward(&lab.control, port, &node.ns, exporter);
+        scraped.push(port);
     }
     // kube-proxy's DNAT for the ClusterIP, on the client's node.
     lab.nodes[0].ns.exec(&format!(
         "nft -f - <<'EOF'\ntable ip netprobe_lab {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {CLUSTER_IP} udp dport 8080 dnat to {}:8080\n  }}\n}}\nEOF",
         lab.nodes[1].pod_ips[0].0
     ));
-    let exporter = collector.pod().port("/exporters/prometheus/endpoint");
     let prom =
-        Prometheus::start_in_with(Some(&lab.control.name), &prometheus_config(exporter), &[]);
+        Prometheus::start_in_with(Some(&lab.control.name), &prometheus_config(&scraped), &[]);
     let agent_a = start_agent(&lab.nodes[0], &config_path);
     let mut agent_b = start_agent(&lab.nodes[1], &config_path);
 
@@ -488,7 +317,7 @@ fn each_packet_once_across_nodes_and_series_survive_a_restart() {
     drop(agent_a);
     drop(agent_b);
     drop(prom);
-    drop(collector);
+    drop(collectors);
     drop(api);
     let _ = std::fs::remove_dir_all(&dir);
 }

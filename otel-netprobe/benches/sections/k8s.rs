@@ -133,6 +133,7 @@ pub fn k8s_index() {
         let naming = Naming {
             index: Arc::new(index),
             rules: Arc::new(NamingRules::standalone()),
+            local: Arc::from([]),
         };
         if !report {
             continue;

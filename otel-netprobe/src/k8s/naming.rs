@@ -178,12 +178,13 @@ pub fn local_addresses() -> Vec<IpAddr> {
             // SAFETY: ifa_addr points to a sockaddr whose family says its real type.
             let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
             if family == libc::AF_INET {
-                // SAFETY: an AF_INET address is a sockaddr_in.
-                let a = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                // SAFETY: an AF_INET address is a sockaddr_in (read unaligned: the list gives
+                // no alignment promise beyond sockaddr's).
+                let a = unsafe { ifa.ifa_addr.cast::<libc::sockaddr_in>().read_unaligned() };
                 out.push(IpAddr::from(a.sin_addr.s_addr.to_ne_bytes()));
             } else if family == libc::AF_INET6 {
-                // SAFETY: an AF_INET6 address is a sockaddr_in6.
-                let a = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                // SAFETY: an AF_INET6 address is a sockaddr_in6 (read unaligned, as above).
+                let a = unsafe { ifa.ifa_addr.cast::<libc::sockaddr_in6>().read_unaligned() };
                 out.push(IpAddr::from(a.sin6_addr.s6_addr));
             }
         }

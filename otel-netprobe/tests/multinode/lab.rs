@@ -1,8 +1,8 @@
 //! The multi-node lab: two node namespaces joined by an underlay (a bridge in its own
 //! namespace, routes between the nodes' pod CIDRs, as a flat-network CNI does), pods on each
 //! node behind the node's pod bridge, an outside host on the underlay, and a control-plane
-//! namespace for the API server and the Collector, which each node reaches on its own loopback
-//! (forwarded in-process, so that traffic never crosses the lab's links).
+//! namespace for the API server and Prometheus, which reach the nodes' loopbacks (and the nodes
+//! theirs) by in-process forwarding, so that this traffic never crosses the lab's links.
 //!
 //! Every namespace and link is made here and removed on drop, also when the test fails.
 
@@ -71,7 +71,7 @@ pub struct ClusterLab {
     pub nodes: Vec<Node>,
     /// The outside host.
     pub outside: Netns,
-    /// Where the API server and the Collector run (no links: reached by forwarding).
+    /// Where the API server and Prometheus run (no links: reached by forwarding).
     pub control: Netns,
     /// The underlay's bridge (dropped last).
     _underlay: Netns,
@@ -168,12 +168,13 @@ impl ClusterLab {
     }
 }
 
-/// Forwards connections to `127.0.0.1:port` in `from` to `127.0.0.1:port` in `to`, for the
-/// test's life: a node reaches the control plane's API server and Collector on its own
-/// loopback, as a node reaches them through the cluster's Service.
-pub fn forward(from: &Netns, to: &Netns, port: u16) {
+/// Forwards connections to `127.0.0.1:listen` in `from` to `127.0.0.1:port` in `to`, for the
+/// test's life: a node reaches the control plane's API server on its own loopback (as through
+/// the cluster's Service), and Prometheus each node's Collector. In-process: nothing crosses
+/// the lab's links.
+pub fn forward(from: &Netns, listen: u16, to: &Netns, port: u16) {
     let to = format!("/run/netns/{}", to.name);
-    let listener = from.run(move || TcpListener::bind(("127.0.0.1", port)).expect("bind"));
+    let listener = from.run(move || TcpListener::bind(("127.0.0.1", listen)).expect("bind"));
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             let to = to.clone();
