@@ -128,7 +128,10 @@ fn the_rule_tests_fail_when_a_rule_changes() {
         );
         let _ = std::fs::remove_dir_all(&dir);
         let report = format!("{out}{err}");
-        assert!(!ok, "{what}: the broken rules passed their tests:\n{report}");
+        assert!(
+            !ok,
+            "{what}: the broken rules passed their tests:\n{report}"
+        );
         assert!(
             report.contains(&format!("alertname: {alert}")),
             "{what}: {alert} not among the failures:\n{report}"
@@ -183,7 +186,10 @@ fn every_alert_is_documented_tested_both_ways_and_uses_known_metrics() {
         let runbook = repo::read(&page);
         assert!(runbook.starts_with(&format!("# {alert}\n")), "{page}");
         assert!(runbook.contains("**Meaning.**"), "{page}");
-        assert!(readme.contains(&format!("| {alert} |")), "{alert}: not in alerts/README.md");
+        assert!(
+            readme.contains(&format!("| {alert} |")),
+            "{alert}: not in alerts/README.md"
+        );
         let (fire, quiet) = cases.get(alert).copied().unwrap_or_default();
         assert!(
             fire >= 1 && quiet >= 1,
@@ -203,7 +209,10 @@ fn every_alert_is_documented_tested_both_ways_and_uses_known_metrics() {
         }
         let otelcol = repo::names_with_prefix(expr, "otelcol_");
         for name in &otelcol {
-            assert!(readme.contains(name.as_str()), "{alert}: {name} not in alerts/README.md");
+            assert!(
+                readme.contains(name.as_str()),
+                "{alert}: {name} not in alerts/README.md"
+            );
         }
         assert!(
             !repo::metric_names(expr).is_empty()
@@ -270,7 +279,9 @@ fn the_chart_points_runbooks_at_runbook_base_url_and_matches_its_release() {
     assert_eq!(rendered.iter().filter(|r| ours(r)).count(), 5);
     // A value that cannot be a link is refused, naming the key.
     let bad = json!({"prometheusRule": {"enabled": true, "runbookBaseURL": "wiki/netprobe"}});
-    let err = repo::render(&bad).err().expect("a base that is no URL is refused");
+    let err = repo::render(&bad)
+        .err()
+        .expect("a base that is no URL is refused");
     assert!(err.contains("runbookBaseURL"), "{err}");
 }
 

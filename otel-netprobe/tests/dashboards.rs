@@ -371,7 +371,11 @@ fn dashboards_and_rules_use_only_labels_the_series_carry() {
         .iter()
         .enumerate()
         .filter(|(i, (_, l))| {
-            let known = if *i < dashboard_uses { &known } else { &known_to_rules };
+            let known = if *i < dashboard_uses {
+                &known
+            } else {
+                &known_to_rules
+            };
             !known.contains(l)
         })
         .map(|(_, u)| u)

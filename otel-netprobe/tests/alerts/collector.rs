@@ -72,8 +72,15 @@ fn active(prom: &Prometheus) -> Vec<(String, Value, f64)> {
         .iter()
         .map(|a| {
             let labels = a["labels"].clone();
-            let value = a["value"].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-            (labels["alertname"].as_str().unwrap_or_default().to_owned(), labels, value)
+            let value = a["value"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            (
+                labels["alertname"].as_str().unwrap_or_default().to_owned(),
+                labels,
+                value,
+            )
         })
         .collect()
 }
@@ -85,17 +92,20 @@ pub fn run() {
     let hang = ns.run(|| TcpListener::bind("127.0.0.1:0").expect("bind"));
     let endpoint = format!("http://{}/api/v1/write", hang.local_addr().expect("addr"));
     let collector = Collector::start(&ns, failing_pod(&endpoint));
-    let otlp = collector.pod().port("/receivers/otlp/protocols/http/endpoint");
-    let telemetry =
-        collector.pod().port("/service/telemetry/metrics/readers/0/pull/exporter/prometheus/port");
+    let otlp = collector
+        .pod()
+        .port("/receivers/otlp/protocols/http/endpoint");
+    let telemetry = collector
+        .pod()
+        .port("/service/telemetry/metrics/readers/0/pull/exporter/prometheus/port");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\nscrape_configs:\n  - job_name: otel-netprobe-collector\n    static_configs:\n      - targets: ['127.0.0.1:{telemetry}']\n",
         repo::root().join("alerts/netprobe.rules.yaml").display()
     );
     let prom = Prometheus::start_in_with(Some(&ns.name), &config, &[]);
 
-    let rules: Value = serde_norway::from_str(&repo::read("alerts/netprobe.rules.yaml"))
-        .expect("rules YAML");
+    let rules: Value =
+        serde_norway::from_str(&repo::read("alerts/netprobe.rules.yaml")).expect("rules YAML");
     let used: BTreeSet<String> = rules["groups"]
         .as_array()
         .expect("groups")
@@ -120,7 +130,9 @@ pub fn run() {
         let answer = collector.post(otlp, "/v1/metrics", "application/json", push(pushed));
         assert!(matches!(answer, Ok((200, _))), "push: {answer:?}");
         served = prom
-            .query(r#"group by (__name__) ({__name__=~"otelcol_.+", job="otel-netprobe-collector"})"#)
+            .query(
+                r#"group by (__name__) ({__name__=~"otelcol_.+", job="otel-netprobe-collector"})"#,
+            )
             .as_array()
             .expect("result")
             .iter()
@@ -128,14 +140,23 @@ pub fn run() {
             .collect();
         last = active(&prom);
         for (name, labels, value) in &last {
-            let Some(w) = want.iter().find(|w| *w == name) else { continue };
-            assert_eq!(labels["exporter"], "prometheus_remote_write", "{name}: {labels}");
+            let Some(w) = want.iter().find(|w| *w == name) else {
+                continue;
+            };
+            assert_eq!(
+                labels["exporter"], "prometheus_remote_write",
+                "{name}: {labels}"
+            );
             assert_eq!(labels["job"], "otel-netprobe-collector", "{name}: {labels}");
             match *w {
                 // Every point failed: the share is exactly 1.
-                "NetprobeCollectorExportFailing" => assert!((value - 1.0).abs() < 1e-9, "{name}: {value}"),
+                "NetprobeCollectorExportFailing" => {
+                    assert!((value - 1.0).abs() < 1e-9, "{name}: {value}")
+                }
                 // The queue of one batch, full.
-                "NetprobeCollectorQueueNearlyFull" => assert!((value - 1.0).abs() < 1e-9, "{name}: {value}"),
+                "NetprobeCollectorQueueNearlyFull" => {
+                    assert!((value - 1.0).abs() < 1e-9, "{name}: {value}")
+                }
                 _ => assert!(*value > 0.0, "{name}: {value}"),
             }
             seen.insert(w);
@@ -151,10 +172,14 @@ pub fn run() {
     // Refusals need the Collector at its memory limit, which this test does not reach: the
     // rule sees the (zero) counter and stays quiet.
     assert!(
-        last.iter().all(|(n, _, _)| n != "NetprobeCollectorRefusingPoints"),
+        last.iter()
+            .all(|(n, _, _)| n != "NetprobeCollectorRefusingPoints"),
         "{last:?}"
     );
-    assert!(served.contains("otelcol_receiver_refused_metric_points"), "{served:?}");
+    assert!(
+        served.contains("otelcol_receiver_refused_metric_points"),
+        "{served:?}"
+    );
     println!(
         "{} otelcol_* names in the rules, all served by the real Collector; {:?} active after {pushed} pushes",
         used.len(),
