@@ -258,7 +258,7 @@ fn install_values(kubeconfig: &std::path::Path) -> Value {
 }
 
 /// The alert rules in alerts/netprobe.rules.yaml.
-const RULES: usize = 15;
+const RULES: usize = 20;
 
 #[test]
 #[allow(

@@ -301,3 +301,32 @@ pub fn unknown_names<'a>(exprs: impl IntoIterator<Item = &'a str>) -> Vec<String
         .filter(|n| !known.contains(n))
         .collect()
 }
+
+/// Series the alert rules read that the agent does not make, by name prefix, with the labels
+/// the rules use of them: kube-state-metrics' (`kube_*`: the node's and the DaemonSet's names)
+/// and the Collector's own metrics (`otelcol_*` from its :8888: the scrape's target labels and
+/// the exporter's name). `tests/alerts.rs` checks the names: `kube_*` against the documented
+/// list, `otelcol_*` against what the real Collector serves.
+pub const FOREIGN_SERIES: [(&str, &[&str]); 2] = [
+    ("kube_", &["node", "namespace", "daemonset", "job"]),
+    ("otelcol_", &["namespace", "job", "instance", "exporter"]),
+];
+
+/// The identifiers of `promql` that start with `prefix` (`kube_`, `otelcol_`): metric names.
+pub fn names_with_prefix(promql: &str, prefix: &str) -> BTreeSet<String> {
+    let bytes = promql.as_bytes();
+    let mut found = BTreeSet::new();
+    let mut i = 0;
+    while let Some(at) = promql[i..].find(prefix) {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && is_ident(bytes[end]) {
+            end += 1;
+        }
+        if start == 0 || !is_ident(bytes[start - 1]) {
+            found.insert(promql[start..end].to_owned());
+        }
+        i = end.max(start + 1);
+    }
+    found
+}
