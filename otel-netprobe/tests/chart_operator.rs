@@ -58,7 +58,7 @@ fn images_are_pinned_by_digest_from_a_registry_with_pull_secrets_everywhere() {
         "otel-netprobe:0.1.0"
     );
     assert_eq!(
-        pod_spec(&defaults, "Deployment", COLLECTOR)["containers"][0]["image"],
+        pod_spec(&defaults, "DaemonSet", COLLECTOR)["containers"][0]["image"],
         "otel/opentelemetry-collector-contrib:0.165.1"
     );
     let r = rendered(&json!({
@@ -68,7 +68,7 @@ fn images_are_pinned_by_digest_from_a_registry_with_pull_secrets_everywhere() {
         "imagePullSecrets": [{"name": "regcred"}],
     }));
     let agent = pod_spec(&r, "DaemonSet", AGENT);
-    let collector = pod_spec(&r, "Deployment", COLLECTOR);
+    let collector = pod_spec(&r, "DaemonSet", COLLECTOR);
     assert_eq!(
         agent["containers"][0]["image"],
         format!("registry.example.com/mirror/otel-netprobe@{DIGEST}"),

@@ -138,3 +138,27 @@ the cluster name. The agent validates the result at start (and `check-config` in
 {{- end -}}
 {{- printf "%dMiB" (div (mul $mib 80) 100) -}}
 {{- end -}}
+
+{{- /* The agent's affinity (YAML, empty for none): the user's agent.affinity with the image's
+architectures ANDed in. The node-local Collector uses it too, to run on exactly the agents'
+nodes. */ -}}
+{{- define "netprobe.agentAffinity" -}}
+{{- $affinity := deepCopy (.Values.agent.affinity | default dict) }}
+{{- with .Values.agent.architectures }}
+{{- /* Only nodes of an architecture the image has: elsewhere the pod would crash-loop
+  with "exec format error". ANDed into every term of the user's own required node
+  affinity (terms are ORed), so theirs still applies. */}}
+{{- $arch := dict "key" "kubernetes.io/arch" "operator" "In" "values" . }}
+{{- $node := $affinity.nodeAffinity | default dict }}
+{{- $required := $node.requiredDuringSchedulingIgnoredDuringExecution | default dict }}
+{{- $terms := list }}
+{{- range ($required.nodeSelectorTerms | default (list dict)) }}
+{{- $exprs := append (.matchExpressions | default list) $arch }}
+{{- $terms = append $terms (merge (dict "matchExpressions" $exprs) (omit . "matchExpressions")) }}
+{{- end }}
+{{- $_ := set $required "nodeSelectorTerms" $terms }}
+{{- $_ := set $node "requiredDuringSchedulingIgnoredDuringExecution" $required }}
+{{- $_ := set $affinity "nodeAffinity" $node }}
+{{- end }}
+{{- with $affinity }}{{ toYaml . }}{{ end }}
+{{- end }}
