@@ -24,7 +24,7 @@ mod collector;
 mod common;
 #[path = "dashboards_lab/dns.rs"]
 mod dns;
-#[path = "dashboards_lab/forward.rs"]
+#[path = "common/forward.rs"]
 mod forward;
 #[path = "common/grafana.rs"]
 mod grafana;
@@ -75,19 +75,6 @@ fn register(api: &KubeApiServer) {
     api.pod("data", "cache-0", Some(&cache), NODE, &[PODS[2]]);
     api.service("shop", "web", Some("10.96.0.20"), 8080, 8080);
     api.endpoint_slice("shop", "web-x1", "web", &[PODS[1]], 8080);
-}
-
-/// The object `name` of kind `K` in the release's namespace, as the API server stores it.
-fn stored<K>(api: &KubeApiServer, name: &str) -> Value
-where
-    K: kube::Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned,
-{
-    let found = api
-        .list::<K>(Some(RELEASE_NAMESPACE))
-        .into_iter()
-        .find(|o| o.meta().name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("{} {name} is not in the API server", K::kind(&())));
-    serde_json::to_value(found).expect("JSON")
 }
 
 /// The web pod drops the first SYN of each connection to this port (its retransmission
@@ -285,7 +272,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent_on_both_paths() {
     // What the install's pods would mount: the agent's ConfigMap, the Collector's ConfigMap
     // and DaemonSet (the default topology: one per node), as the server stores them.
     let agent_name = release.agent_name();
-    let rendered = stored::<ConfigMap>(&api, &agent_name)["data"]["config.yaml"]
+    let rendered = api.stored::<ConfigMap>(RELEASE_NAMESPACE, &agent_name)["data"]["config.yaml"]
         .as_str()
         .expect("the agent's config.yaml")
         .to_owned();
@@ -302,8 +289,8 @@ fn every_dashboard_query_returns_data_from_a_real_agent_on_both_paths() {
         &lab.node,
         Pod::from_objects(
             "the install's Collector",
-            &stored::<ConfigMap>(&api, &collector_name),
-            &stored::<DaemonSet>(&api, &collector_name),
+            &api.stored::<ConfigMap>(RELEASE_NAMESPACE, &collector_name),
+            &api.stored::<DaemonSet>(RELEASE_NAMESPACE, &collector_name),
         ),
     );
     let _dns = dns::server(&lab);

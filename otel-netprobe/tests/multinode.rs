@@ -23,6 +23,8 @@ mod cgroup;
 #[path = "common/collector.rs"]
 mod collector;
 mod common;
+#[path = "common/forward.rs"]
+mod forward;
 #[path = "multinode/lab.rs"]
 mod lab;
 #[path = "common/repo.rs"]
@@ -39,8 +41,9 @@ use common::{
     kubeapi::{Credentials, KubeApiServer},
     patient,
 };
+use forward::forward;
 use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::ConfigMap};
-use lab::{ClusterLab, forward};
+use lab::ClusterLab;
 use serde_json::{Value, json};
 use traffic::{CLUSTER_IP, KINDS, send};
 
@@ -84,19 +87,6 @@ fn register(api: &KubeApiServer, lab: &ClusterLab) {
     // A hostNetwork pod of a DaemonSet on node-a, serving on 7107.
     let ds = api.daemonset("shop", "hostd");
     api.host_pod("shop", "hostd-a", Some(&ds), a.name, a.ip, 7107);
-}
-
-/// The object `name` of kind `K` in the release's namespace, as the API server stores it.
-fn stored<K>(api: &KubeApiServer, name: &str) -> Value
-where
-    K: kube::Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned,
-{
-    let found = api
-        .list::<K>(Some(RELEASE_NAMESPACE))
-        .into_iter()
-        .find(|o| o.meta().name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("{} {name} is not in the API server", K::kind(&())));
-    serde_json::to_value(found).expect("JSON")
 }
 
 /// The agent of `node`: the install's configuration, exporting to the Collector through the
@@ -240,7 +230,7 @@ fn each_packet_once_across_nodes_and_series_survive_a_restart() {
     register(&api, &lab);
     // The install's agent configuration, with its Collector reached on the node's loopback.
     let agent_name = release.agent_name();
-    let rendered = stored::<ConfigMap>(&api, &agent_name)["data"]["config.yaml"]
+    let rendered = api.stored::<ConfigMap>(RELEASE_NAMESPACE, &agent_name)["data"]["config.yaml"]
         .as_str()
         .expect("the agent's config.yaml")
         .to_owned();
@@ -254,8 +244,8 @@ fn each_packet_once_across_nodes_and_series_survive_a_restart() {
     .expect("write");
     let collector_name = format!("{agent_name}-collector");
     let (cm, ds) = (
-        stored::<ConfigMap>(&api, &collector_name),
-        stored::<DaemonSet>(&api, &collector_name),
+        api.stored::<ConfigMap>(RELEASE_NAMESPACE, &collector_name),
+        api.stored::<DaemonSet>(RELEASE_NAMESPACE, &collector_name),
     );
     let collectors: Vec<Collector> = lab
         .nodes
@@ -267,16 +257,10 @@ fn each_packet_once_across_nodes_and_series_survive_a_restart() {
         .collect();
     let exporter = collectors[0].pod().port("/exporters/prometheus/endpoint");
     let mut scraped = Vec::new();
-    for (i, node) in lab.nodes.iter().enumerate() {
-        forward(
-            &node.ns,
-            common::kubeapi::PORT,
-            &lab.control,
-            common::kubeapi::PORT,
-        );
-        let port = 18_889 + u16::try_from(i).expect("node index");
-        forward(&lab.control, port, &node.ns, exporter);
-        scraped.push(port);
+    for node in &lab.nodes {
+        let api_port = common::kubeapi::PORT;
+        forward(Some(&node.ns), api_port, &lab.control, api_port);
+        scraped.push(forward(Some(&lab.control), 0, &node.ns, exporter));
     }
     // kube-proxy's DNAT for the ClusterIP, on the client's node.
     lab.nodes[0].ns.exec(&format!(

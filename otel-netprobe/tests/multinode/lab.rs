@@ -6,12 +6,7 @@
 //!
 //! Every namespace and link is made here and removed on drop, also when the test fails.
 
-use std::{
-    io::{Read, Write},
-    net::{Shutdown, TcpListener, TcpStream},
-};
-
-use crate::common::{Netns, enter, unique};
+use crate::common::{Netns, unique};
 
 /// One node: its namespace, addresses and pods.
 pub struct Node {
@@ -166,51 +161,4 @@ impl ClusterLab {
             _underlay: underlay,
         }
     }
-}
-
-/// Forwards connections to `127.0.0.1:listen` in `from` to `127.0.0.1:port` in `to`, for the
-/// test's life: a node reaches the control plane's API server on its own loopback (as through
-/// the cluster's Service), and Prometheus each node's Collector. In-process: nothing crosses
-/// the lab's links.
-pub fn forward(from: &Netns, listen: u16, to: &Netns, port: u16) {
-    let to = format!("/run/netns/{}", to.name);
-    let listener = from.run(move || TcpListener::bind(("127.0.0.1", listen)).expect("bind"));
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let to = to.clone();
-            std::thread::spawn(move || {
-                let upstream = std::thread::spawn(move || {
-                    enter(&to);
-                    TcpStream::connect(("127.0.0.1", port))
-                })
-                .join()
-                .expect("connect thread");
-                if let Ok(upstream) = upstream {
-                    pipe(client, upstream);
-                }
-            });
-        }
-    });
-}
-
-fn pipe(a: TcpStream, b: TcpStream) {
-    let (mut a2, mut b2) = (a.try_clone().expect("clone"), b.try_clone().expect("clone"));
-    let copy = |mut from: TcpStream, mut to: TcpStream| {
-        let mut buf = [0u8; 16 << 10];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Write);
-    };
-    let t = std::thread::spawn(move || copy(a, b));
-    let mut buf = [0u8; 16 << 10];
-    while let Ok(n) = b2.read(&mut buf) {
-        if n == 0 || a2.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = a2.shutdown(Shutdown::Write);
-    let _ = t.join();
 }

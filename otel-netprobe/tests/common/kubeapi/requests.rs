@@ -127,6 +127,25 @@ impl KubeApiServer {
         list.items.into_iter().map(from_dynamic).collect()
     }
 
+    /// The object `name` of kind `K` in `namespace`, as the server stores it (what a kubelet or
+    /// a test's stand-in for it would run).
+    pub fn stored<K>(&self, namespace: &str, name: &str) -> serde_json::Value
+    where
+        K: kube::Resource<DynamicType = ()> + serde::Serialize + DeserializeOwned,
+    {
+        let found = self
+            .list::<K>(Some(namespace))
+            .into_iter()
+            .find(|o| o.meta().name.as_deref() == Some(name))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} {namespace}/{name} is not in the API server",
+                    K::kind(&())
+                )
+            });
+        serde_json::to_value(found).expect("JSON")
+    }
+
     /// The names of the objects of `api_version`/`kind` (any type the server serves, found
     /// by discovery) that carry the labels `selector`, in `namespace` if the kind is
     /// namespaced, sorted.

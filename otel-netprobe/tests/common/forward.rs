@@ -1,6 +1,11 @@
-//! A loopback port of this (root) namespace forwarded to a port on a lab namespace's loopback,
-//! where the agent serves /metrics and the Collector its exporter: the Prometheus servers of
-//! the dashboards lab, in this namespace, scrape through it.
+//! A loopback port of one namespace forwarded to a port on a lab namespace's loopback: the
+//! dashboards lab's Prometheus servers (in this namespace) scrape the agent and the Collector
+//! through it; the multi-node lab's nodes reach the control plane's API server, and its
+//! Prometheus each node's Collector.
+#![allow(
+    dead_code,
+    reason = "each test binary uses one of the two entry points"
+)]
 
 use std::{
     io::{Read, Write},
@@ -12,9 +17,20 @@ use crate::common::{Netns, enter};
 /// Forwards connections to a new loopback port of this namespace to `port` on `node`'s
 /// loopback; returns the new port.
 pub fn forward_into(node: &Netns, port: u16) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind forwarder");
+    forward(None, 0, node, port)
+}
+
+/// Forwards connections to `127.0.0.1:listen` (0: any free port) of `from` (`None`: this
+/// namespace) to `127.0.0.1:port` in `to`, for the test's life; returns the listening port.
+/// In-process, so nothing crosses the lab's links.
+pub fn forward(from: Option<&Netns>, listen: u16, to: &Netns, port: u16) -> u16 {
+    let bind = move || TcpListener::bind(("127.0.0.1", listen)).expect("bind forwarder");
+    let listener = match from {
+        Some(ns) => ns.run(bind),
+        None => bind(),
+    };
     let local = listener.local_addr().expect("addr").port();
-    let path = format!("/run/netns/{}", node.name);
+    let path = format!("/run/netns/{}", to.name);
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             let path = path.clone();
