@@ -132,7 +132,15 @@ fn udp_to_a_closed_port_is_dropped_and_answered_by_icmp() {
         frame_sum(&snap, &drops::PACKET_DROP_BYTES, &dropped),
         Some(10 * 128)
     );
-    let unreachable = [&flow[..], &[(icmp::ICMP_TYPE, "3"), (icmp::ICMP_CODE, "3")]].concat();
+    // ICMP 3/3, by name.
+    let unreachable = [
+        &flow[..],
+        &[
+            (icmp::ICMP_TYPE, "destination_unreachable"),
+            (icmp::ICMP_CODE, "port_unreachable"),
+        ],
+    ]
+    .concat();
     assert_eq!(
         frame_sum(&snap, &icmp::ICMP_ERRORS, &unreachable),
         Some(sent)
