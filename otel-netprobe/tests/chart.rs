@@ -13,28 +13,11 @@ mod repo;
 use std::{collections::BTreeSet, process::Command};
 
 use otel_netprobe::config::{HTTP_PORT, OTLP_GRPC_PORT, OTLP_HTTP_PORT};
-use repo::{Rendered, render};
+use repo::{Rendered, render, rendered};
 use serde_json::{Value, json};
-
-/// The Kubernetes version whose schemas the objects must satisfy: the chart's kubeVersion floor.
-const KUBE: &str = "1.25.0";
-/// And the newest kubernetes-validate knows.
-const KUBE_NEWEST: &str = "1.37.0";
 
 const AGENT: &str = "np-otel-netprobe";
 const COLLECTOR: &str = "np-otel-netprobe-collector";
-
-fn rendered(values: &Value) -> Rendered {
-    let r = render(values).unwrap_or_else(|e| panic!("{values}: {e}"));
-    let objects: Vec<&Value> = r.objects.iter().map(|(_, o)| o).collect();
-    for version in [KUBE, KUBE_NEWEST] {
-        let errors = repo::validate(&objects, version);
-        assert!(errors.is_empty(), "{values} on {version}: {errors:#?}");
-    }
-    let lint = repo::lint(values);
-    assert!(lint.is_empty(), "helm lint --strict {values}: {lint:#?}");
-    r
-}
 
 fn agent_container(r: &Rendered) -> &Value {
     &r.get("DaemonSet", AGENT)["spec"]["template"]["spec"]["containers"][0]

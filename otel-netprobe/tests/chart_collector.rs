@@ -14,26 +14,12 @@ mod common;
 #[path = "common/repo.rs"]
 mod repo;
 
-use repo::{Rendered, render};
+use repo::{Rendered, render, rendered};
 use serde_json::{Value, json};
 
 const AGENT: &str = "np-otel-netprobe";
 const COLLECTOR: &str = "np-otel-netprobe-collector";
 const REMOTE: &str = "http://prometheus.monitoring:9090/api/v1/write";
-
-/// Renders `values`; every object valid on the chart's oldest and the newest Kubernetes the
-/// validator knows, and `helm lint --strict` clean.
-fn rendered(values: &Value) -> Rendered {
-    let r = render(values).unwrap_or_else(|e| panic!("{values}: {e}"));
-    let objects: Vec<&Value> = r.objects.iter().map(|(_, o)| o).collect();
-    for version in ["1.25.0", "1.37.0"] {
-        let errors = repo::validate(&objects, version);
-        assert!(errors.is_empty(), "{values} on {version}: {errors:#?}");
-    }
-    let lint = repo::lint(values);
-    assert!(lint.is_empty(), "helm lint --strict {values}: {lint:#?}");
-    r
-}
 
 /// The agents' OTLP endpoint, from their rendered configuration file.
 fn agent_endpoint(r: &Rendered) -> String {

@@ -15,25 +15,12 @@ use std::{
     process::Command,
 };
 
-use repo::{Rendered, render};
+use repo::{Rendered, render, rendered};
 use serde_json::{Value, json};
 
 const AGENT: &str = "np-otel-netprobe";
 const COLLECTOR: &str = "np-otel-netprobe-collector";
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-/// Renders, validates against the schemas of the chart's oldest and newest Kubernetes, lints.
-fn rendered(values: &Value) -> Rendered {
-    let r = render(values).unwrap_or_else(|e| panic!("{values}: {e}"));
-    let objects: Vec<&Value> = r.objects.iter().map(|(_, o)| o).collect();
-    for version in ["1.25.0", "1.37.0"] {
-        let errors = repo::validate(&objects, version);
-        assert!(errors.is_empty(), "{values} on {version}: {errors:#?}");
-    }
-    let lint = repo::lint(values);
-    assert!(lint.is_empty(), "helm lint --strict {values}: {lint:#?}");
-    r
-}
 
 fn refused(values: &Value) -> String {
     render(values)

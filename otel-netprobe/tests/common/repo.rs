@@ -120,6 +120,23 @@ pub fn render(values: &Value) -> Result<Rendered, String> {
     render_in(values, "netprobe")
 }
 
+/// The Kubernetes versions whose schemas every rendered object must satisfy: the chart's
+/// kubeVersion floor and the newest kubernetes-validate knows.
+pub const KUBE_VERSIONS: [&str; 2] = ["1.25.0", "1.37.0"];
+
+/// [`render`]ed, every object valid on [`KUBE_VERSIONS`], and `helm lint --strict` clean.
+pub fn rendered(values: &Value) -> Rendered {
+    let r = render(values).unwrap_or_else(|e| panic!("{values}: {e}"));
+    let objects: Vec<&Value> = r.objects.iter().map(|(_, o)| o).collect();
+    for version in KUBE_VERSIONS {
+        let errors = validate(&objects, version);
+        assert!(errors.is_empty(), "{values} on {version}: {errors:#?}");
+    }
+    let lint = lint(values);
+    assert!(lint.is_empty(), "helm lint --strict {values}: {lint:#?}");
+    r
+}
+
 /// As [`render`], into `namespace`.
 pub fn render_in(values: &Value, namespace: &str) -> Result<Rendered, String> {
     let v = chart_py(&["render", &chart_dir(), &values.to_string(), "np", namespace]);
