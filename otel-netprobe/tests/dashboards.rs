@@ -337,14 +337,7 @@ fn dashboards_and_rules_use_only_labels_the_series_carry() {
         }
     }
     let dashboard_uses = uses.len();
-    let rules: Value =
-        serde_norway::from_str(&repo::read("alerts/netprobe.rules.yaml")).expect("rules YAML");
-    for r in rules["groups"]
-        .as_array()
-        .expect("groups")
-        .iter()
-        .flat_map(|g| g["rules"].as_array().expect("rules"))
-    {
+    for r in &repo::rules() {
         let at = r["alert"].as_str().expect("alert").to_owned();
         let expr = r["expr"].as_str().expect("expr");
         uses.extend(labels_in(expr).into_iter().map(|l| (at.clone(), l)));
@@ -437,14 +430,7 @@ fn cluster_wide_sums_count_each_packet_once() {
             exprs.push((format!("{file}: {}", q.panel), q.expr));
         }
     }
-    let rules: Value =
-        serde_norway::from_str(&repo::read("alerts/netprobe.rules.yaml")).expect("rules YAML");
-    for r in rules["groups"]
-        .as_array()
-        .expect("groups")
-        .iter()
-        .flat_map(|g| g["rules"].as_array().expect("rules"))
-    {
+    for r in &repo::rules() {
         let at = r["alert"].as_str().or(r["record"].as_str()).expect("name");
         exprs.push((at.to_owned(), r["expr"].as_str().expect("expr").to_owned()));
     }

@@ -347,3 +347,15 @@ pub fn names_with_prefix(promql: &str, prefix: &str) -> BTreeSet<String> {
     }
     found
 }
+
+/// Every rule of `alerts/netprobe.rules.yaml`, in file order.
+pub fn rules() -> Vec<Value> {
+    let file: Value =
+        serde_norway::from_str(&read("alerts/netprobe.rules.yaml")).expect("rules YAML");
+    file["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules").clone())
+        .collect()
+}
