@@ -31,20 +31,6 @@ const KUBE_STATE_METRICS: [&str; 4] = [
     "kube_daemonset_status_updated_number_scheduled",
 ];
 
-fn rules() -> Vec<Value> {
-    rules_of(&repo::read("alerts/netprobe.rules.yaml"))
-}
-
-fn rules_of(text: &str) -> Vec<Value> {
-    let file: Value = serde_norway::from_str(text).expect("rules YAML");
-    file["groups"]
-        .as_array()
-        .expect("groups")
-        .iter()
-        .flat_map(|g| g["rules"].as_array().expect("rules").clone())
-        .collect()
-}
-
 fn promtool(args: &[&str], dir: &str) -> (bool, String) {
     let (ok, out, err) = repo::run(
         Command::new(tool("promtool"))
@@ -59,7 +45,7 @@ fn promtool_checks_the_rules_and_passes_their_tests() {
     let (ok, out) = promtool(&["check", "rules", "netprobe.rules.yaml"], "alerts");
     assert!(ok, "{out}");
     assert!(
-        out.contains(&format!("SUCCESS: {} rules found", rules().len())),
+        out.contains(&format!("SUCCESS: {} rules found", repo::rules().len())),
         "{out}"
     );
     let (ok, out) = promtool(
@@ -161,7 +147,7 @@ fn every_alert_is_documented_tested_both_ways_and_uses_known_metrics() {
         }
     }
     let readme = repo::read("alerts/README.md");
-    let rules = rules();
+    let rules = repo::rules();
     assert!(rules.len() >= 20, "{rules:?}");
     for r in &rules {
         let alert = r["alert"].as_str().expect("only alerting rules");
@@ -247,8 +233,8 @@ fn the_chart_points_runbooks_at_runbook_base_url_and_matches_its_release() {
         "runbookBaseURL": "https://wiki.example.com/sre/netprobe/"}});
     let r = repo::render_in(&values, "monitoring").expect("render");
     let rule = r.get("PrometheusRule", "np-otel-netprobe");
-    let rendered = rules_of(&serde_json::to_string(&rule["spec"]).expect("json"));
-    let file = rules();
+    let rendered = repo::rules_of(&serde_json::to_string(&rule["spec"]).expect("json"));
+    let file = repo::rules();
     assert_eq!(rendered.len(), file.len());
     for (r, f) in rendered.iter().zip(&file) {
         let alert = r["alert"].as_str().expect("alert");

@@ -30,7 +30,7 @@ mod faults;
 #[path = "common/repo.rs"]
 mod repo;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chain::{Chain, Mode, PATHS, Protocol, value};
 use collector::{Collector, NO_DEPRECATED, Pod};
@@ -45,22 +45,12 @@ use serde_json::json;
 
 /// An OTLP/JSON request with one counter point, `netprobe.chain.probe{variant} = value`.
 fn probe(variant: &str, value: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    json!({"resourceMetrics": [{
-        "resource": {"attributes": [
-            {"key": "service.name", "value": {"stringValue": "chain-probe"}},
-            {"key": "k8s.node.name", "value": {"stringValue": "probe-node"}}]},
-        "scopeMetrics": [{"scope": {"name": "chain-probe"}, "metrics": [{
-            "name": "netprobe.chain.probe", "unit": "{probe}",
-            "sum": {"aggregationTemporality": 2, "isMonotonic": true, "dataPoints": [{
-                "attributes": [{"key": "variant", "value": {"stringValue": variant}}],
-                "startTimeUnixNano": (now - 1_000_000_000).to_string(),
-                "timeUnixNano": now.to_string(),
-                "asInt": value.to_string()}]}}]}]}]})
-    .to_string()
+    collector::probe_request(
+        "chain-probe",
+        "netprobe.chain.probe",
+        &[("variant", variant)],
+        value,
+    )
 }
 
 /// The line of a Prometheus text that starts with `name{` and holds `label`.

@@ -14,11 +14,7 @@
 //! the exact share failed (all of it), the queue rule sees the full queue, and the refusal rule,
 //! whose memory_limiter the test cannot push to its limit, stays inactive.
 
-use std::{
-    collections::BTreeSet,
-    net::TcpListener,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeSet, net::TcpListener, time::Duration};
 
 use serde_json::{Value, json};
 
@@ -30,21 +26,7 @@ use crate::{
 
 /// One OTLP/JSON request with one counter point.
 fn push(value: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    json!({"resourceMetrics": [{
-        "resource": {"attributes": [
-            {"key": "service.name", "value": {"stringValue": "alerts-probe"}},
-            {"key": "k8s.node.name", "value": {"stringValue": "probe-node"}}]},
-        "scopeMetrics": [{"scope": {"name": "alerts-probe"}, "metrics": [{
-            "name": "netprobe.alerts.probe", "unit": "{probe}",
-            "sum": {"aggregationTemporality": 2, "isMonotonic": true, "dataPoints": [{
-                "startTimeUnixNano": (now - 1_000_000_000).to_string(),
-                "timeUnixNano": now.to_string(),
-                "asInt": value.to_string()}]}}]}]}]})
-    .to_string()
+    crate::collector::probe_request("alerts-probe", "netprobe.alerts.probe", &[], value)
 }
 
 /// The remote-write configuration, made to fail fast and fill its queue.

@@ -419,3 +419,28 @@ impl Drop for Collector {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// One OTLP/JSON request with one cumulative counter point `name = value` (with `attrs`),
+/// from service `service` on node `probe-node`: a point through a Collector's pipeline.
+pub fn probe_request(service: &str, name: &str, attrs: &[(&str, &str)], value: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let attributes: Vec<serde_json::Value> = attrs
+        .iter()
+        .map(|(k, v)| serde_json::json!({"key": k, "value": {"stringValue": v}}))
+        .collect();
+    serde_json::json!({"resourceMetrics": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": service}},
+            {"key": "k8s.node.name", "value": {"stringValue": "probe-node"}}]},
+        "scopeMetrics": [{"scope": {"name": service}, "metrics": [{
+            "name": name, "unit": "{probe}",
+            "sum": {"aggregationTemporality": 2, "isMonotonic": true, "dataPoints": [{
+                "attributes": attributes,
+                "startTimeUnixNano": (now - 1_000_000_000).to_string(),
+                "timeUnixNano": now.to_string(),
+                "asInt": value.to_string()}]}}]}]}]})
+    .to_string()
+}

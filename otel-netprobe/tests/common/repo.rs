@@ -350,8 +350,12 @@ pub fn names_with_prefix(promql: &str, prefix: &str) -> BTreeSet<String> {
 
 /// Every rule of `alerts/netprobe.rules.yaml`, in file order.
 pub fn rules() -> Vec<Value> {
-    let file: Value =
-        serde_norway::from_str(&read("alerts/netprobe.rules.yaml")).expect("rules YAML");
+    rules_of(&read("alerts/netprobe.rules.yaml"))
+}
+
+/// Every rule of a rule file's `text`, in file order.
+pub fn rules_of(text: &str) -> Vec<Value> {
+    let file: Value = serde_norway::from_str(text).expect("rules YAML");
     file["groups"]
         .as_array()
         .expect("groups")
