@@ -16,7 +16,7 @@ use std::{
         mpsc,
     },
     thread::JoinHandle,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use tracing::{info, warn};
@@ -178,7 +178,7 @@ impl Agent {
         let listener = bind_http(cfg, &runtime)?;
         // Loaded before the Kubernetes notice, so a refusal is the only line printed.
         let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
-        let (pins, started) = pinning(cfg);
+        let (pins, started) = ebpf::pin::start(&cfg.pinning, &sizes(cfg));
         if let Some(e) = &mut exporter {
             e.set_started(started);
         }
@@ -214,26 +214,7 @@ impl Agent {
         let flow_requests = Arc::new(FlowRequests::default());
         let stop_links = Arc::new(AtomicBool::new(false));
         let keep = Arc::new(AtomicBool::new(false));
-        let attach = {
-            let (stop, keep) = (Arc::clone(&stop_links), Arc::clone(&keep));
-            let (mut attacher, mut monitor) = (attacher, monitor);
-            spawn("netprobe-attach", move || {
-                watch_links(&mut attacher, &mut monitor, &stop);
-                // Released here, in the agent's network namespace: a clsact filter is removed
-                // over netlink, which acts in the namespace of the thread that asks.
-                let n = attacher.len();
-                if keep.load(Ordering::Relaxed) {
-                    attacher.finish(true);
-                    info!(
-                        interfaces = n,
-                        "programs left attached and pinned for the next agent"
-                    );
-                } else {
-                    let unpinned = attacher.finish(false).len();
-                    info!(interfaces = n, unpinned, "programs detached");
-                }
-            })?
-        };
+        let attach = spawn_attacher(attacher, monitor, &stop_links, &keep)?;
         let stop_reading = Arc::new(AtomicBool::new(false));
         let read = {
             let (stop, shared) = (Arc::clone(&stop_reading), Arc::clone(&snapshot));
@@ -403,36 +384,6 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.shutdown(false);
-    }
-}
-
-/// This namespace's pin directory (`None`: pinning off, or no bpffs there — said once) and
-/// the start time of every cumulative series (a fresh start: now; see
-/// [`ebpf::pin::PinDir::prepare`]).
-fn pinning(cfg: &Config) -> (Option<PinDir>, SystemTime) {
-    let now = SystemTime::now();
-    let dir = match PinDir::open(&cfg.pinning) {
-        Ok(Some(dir)) => dir,
-        Ok(None) => return (None, now),
-        Err(e) => {
-            warn!(error = %e, "running unpinned: a restart will lose the kernel's counts");
-            return (None, now);
-        }
-    };
-    let sizes = sizes(cfg);
-    let shapes = match ebpf::pin::layout::shapes(ebpf::OBJECT, &sizes.overrides()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "running unpinned: the object's maps could not be listed");
-            return (None, now);
-        }
-    };
-    match dir.prepare(&shapes) {
-        Ok((_, started)) => (Some(dir), started),
-        Err(e) => {
-            warn!(error = %e, "running unpinned: a restart will lose the kernel's counts");
-            (None, now)
-        }
     }
 }
 
@@ -610,6 +561,33 @@ fn naming_rules(cfg: &Config, cluster: bool) -> Arc<NamingRules> {
         );
     }
     Arc::new(NamingRules::new(&cfg.k8s, cluster).on_node(node.as_deref()))
+}
+
+/// The attacher's thread: follows the interfaces until `stop`, then lets go of the programs
+/// (keeping them attached and pinned when `keep` is set by then).
+fn spawn_attacher(
+    mut attacher: Attacher,
+    mut monitor: LinkMonitor,
+    stop: &Arc<AtomicBool>,
+    keep: &Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, AgentError> {
+    let (stop, keep) = (Arc::clone(stop), Arc::clone(keep));
+    spawn("netprobe-attach", move || {
+        watch_links(&mut attacher, &mut monitor, &stop);
+        // Released here, in the agent's network namespace: a clsact filter is removed over
+        // netlink, which acts in the namespace of the thread that asks.
+        let n = attacher.len();
+        if keep.load(Ordering::Relaxed) {
+            attacher.finish(true);
+            info!(
+                interfaces = n,
+                "programs left attached and pinned for the next agent"
+            );
+        } else {
+            let unpinned = attacher.finish(false).len();
+            info!(interfaces = n, unpinned, "programs detached");
+        }
+    })
 }
 
 fn watch_links(attacher: &mut Attacher, monitor: &mut LinkMonitor, stop: &AtomicBool) {

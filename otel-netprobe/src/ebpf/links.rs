@@ -153,9 +153,8 @@ pub fn tc(
             let id = tc.attach_with_options(name, dir, TcAttachOptions::TcxOrder(LinkOrder::first()))?;
             Ok((tc.take_link(id)?, TcMode::Tcx, false))
         }
-        Err(tcx_error) => clsact(tc, name, dir).map_err(|e| {
+        Err(tcx_error) => clsact(tc, name, dir).inspect_err(|_| {
             warn!(interface = %name, tcx = %tcx_error, "neither TCX nor a clsact qdisc accepted the TC program");
-            e
         }),
     }
 }
@@ -215,17 +214,17 @@ pub fn remove_filters(name: &str, programs: &[&str]) -> Vec<&'static str> {
 /// one line each. Idempotent: a second run removes nothing.
 pub fn cleanup(cfg: &crate::config::PinningConfig) -> Vec<String> {
     let mut removed = Vec::new();
-    if let Ok(dir) = super::pin::netns_dir(cfg) {
-        if dir.exists() {
-            let pins = PinDir::at(dir.clone());
-            removed.extend(
-                pins.remove_all()
-                    .into_iter()
-                    .map(|r| format!("unpinned {r}")),
-            );
-            if !dir.exists() {
-                removed.push(format!("removed {}", dir.display()));
-            }
+    if let Ok(dir) = super::pin::netns_dir(cfg)
+        && dir.exists()
+    {
+        let pins = PinDir::at(dir.clone());
+        removed.extend(
+            pins.remove_all()
+                .into_iter()
+                .map(|r| format!("unpinned {r}")),
+        );
+        if !dir.exists() {
+            removed.push(format!("removed {}", dir.display()));
         }
     }
     let programs = [

@@ -155,7 +155,8 @@ fn pinned_maps(sizes: &Sizes) -> Vec<&'static str> {
     static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     NAMES
         .get_or_init(|| {
-            pin::layout::shapes(OBJECT, &sizes.overrides())
+            let overrides = sizes.overrides();
+            pin::layout::shapes(OBJECT, |n| overrides.get(n).copied())
                 .unwrap_or_default()
                 .into_iter()
                 .map(|s| &*Box::leak(s.name.into_boxed_str()))

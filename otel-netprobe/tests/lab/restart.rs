@@ -144,10 +144,10 @@ fn serve(conn: TcpStream, port: u16, seen: &Mutex<Vec<(u64, i64)>>) {
             if line.is_empty() {
                 break;
             }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
             }
         }
         let mut body = vec![0; length];
@@ -223,9 +223,14 @@ impl Setup {
             self.bpffs.0.display()
         );
         if let Some(port) = otlp {
-            text.push_str(&format!(
-                "otlp:\n  endpoint: http://127.0.0.1:{port}\n  protocol: http/protobuf\n  gzip: false\n  interval: 1s\n"
-            ));
+            text += &[
+                "otlp:",
+                &format!("  endpoint: http://127.0.0.1:{port}"),
+                "  protocol: http/protobuf",
+                "  gzip: false",
+                "  interval: 1s\n",
+            ]
+            .join("\n");
         }
         let path = self.dir.join(name);
         fs::write(&path, text).expect("config");

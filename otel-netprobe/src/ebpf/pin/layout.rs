@@ -3,7 +3,7 @@
 //! sizes, capacity (after the configuration's overrides) and flags — and the layout version
 //! kept in our meta map ([`netprobe_ebpf::LAYOUT_VERSION`]).
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 use aya::maps::MapInfo;
 
@@ -25,8 +25,11 @@ pub struct Shape {
 }
 
 /// The shared maps of `object` (not its `.rodata`/`.bss`/`.data` globals, which belong to
-/// one load of the programs), with the capacities `overrides` sets.
-pub fn shapes(object: &[u8], overrides: &HashMap<&str, u32>) -> Result<Vec<Shape>, String> {
+/// one load of the programs), with the capacities `overrides` sets (by map name).
+pub fn shapes(
+    object: &[u8],
+    overrides: impl Fn(&str) -> Option<u32>,
+) -> Result<Vec<Shape>, String> {
     let obj = aya_obj::Object::parse(object).map_err(|e| e.to_string())?;
     let mut shapes: Vec<Shape> = obj
         .maps
@@ -37,10 +40,7 @@ pub fn shapes(object: &[u8], overrides: &HashMap<&str, u32>) -> Result<Vec<Shape
             map_type: m.map_type(),
             key_size: m.key_size(),
             value_size: m.value_size(),
-            max_entries: overrides
-                .get(name.as_str())
-                .copied()
-                .unwrap_or(m.max_entries()),
+            max_entries: overrides(name).unwrap_or(m.max_entries()),
             map_flags: m.map_flags(),
         })
         .collect();
@@ -143,8 +143,8 @@ mod tests {
 
     #[test]
     fn the_object_lists_its_shared_maps_with_the_overrides() {
-        let overrides = HashMap::from([(netprobe_ebpf::FLOWS4_MAP, 4096)]);
-        let shapes = shapes(crate::ebpf::OBJECT, &overrides).unwrap();
+        let overrides = |n: &str| (n == netprobe_ebpf::FLOWS4_MAP).then_some(4096);
+        let shapes = shapes(crate::ebpf::OBJECT, overrides).unwrap();
         let names: Vec<&str> = shapes.iter().map(|s| s.name.as_str()).collect();
         assert!(names.contains(&netprobe_ebpf::FLOWS4_MAP), "{names:?}");
         assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");

@@ -267,3 +267,28 @@ impl PinDir {
         removed
     }
 }
+
+/// This namespace's pin directory, checked and prepared for the object at `sizes` (`None`:
+/// pinning off, or unusable — said once: the agent then runs unpinned), and the start time
+/// of every cumulative series (a fresh start: now; see [`PinDir::prepare`]).
+pub fn start(cfg: &PinningConfig, sizes: &super::Sizes) -> (Option<PinDir>, SystemTime) {
+    let now = SystemTime::now();
+    let unpinned = |e: &dyn std::fmt::Display| {
+        warn!(error = %e, "running unpinned: a restart will lose the kernel's counts");
+        (None, now)
+    };
+    let dir = match PinDir::open(cfg) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return (None, now),
+        Err(e) => return unpinned(&e),
+    };
+    let overrides = sizes.overrides();
+    let shapes = match layout::shapes(super::OBJECT, |n| overrides.get(n).copied()) {
+        Ok(s) => s,
+        Err(e) => return unpinned(&e),
+    };
+    match dir.prepare(&shapes) {
+        Ok((_, started)) => (Some(dir), started),
+        Err(e) => unpinned(&e),
+    }
+}
