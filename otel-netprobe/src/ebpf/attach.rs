@@ -226,10 +226,12 @@ impl Attacher {
         self.replaced
     }
 
-    /// Lets go of every attachment: `keep` leaves them in the kernel (pinned links stay with
-    /// their pins, cls_bpf filters stay) for the next agent; otherwise they are detached and
-    /// this namespace's pin directory is removed. Returns what was unpinned.
+    /// Lets go of every attachment: `keep` (when pinned) leaves them in the kernel (pinned
+    /// links stay with their pins, cls_bpf filters stay) for the next agent; otherwise they
+    /// are detached and this namespace's pin directory is removed. Returns what was unpinned.
     pub fn finish(mut self, keep: bool) -> Vec<String> {
+        // Unpinned, nothing could be taken over: a filter kept would only count twice later.
+        let keep = keep && self.pins.is_some();
         for (_, a) in self.attached.drain() {
             links::release(a.ingress, keep);
             if let Some(e) = a.egress {

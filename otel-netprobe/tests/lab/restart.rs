@@ -481,3 +481,65 @@ fn an_incompatible_pin_is_replaced_and_cleanup_removes_everything() {
         "a second cleanup removes nothing"
     );
 }
+
+/// The stop a rollout makes (a SIGTERM in cluster mode): the library agent's
+/// [`otel_netprobe::agent::Agent::stop_keeping`] leaves every program attached and pinned, the
+/// next agent continues the flow, and a plain stop then removes everything.
+#[test]
+fn a_stop_that_keeps_leaves_the_programs_counting_for_the_next_agent() {
+    use otel_netprobe::{
+        config::{Hook, HookOverride},
+        flow::Transport,
+    };
+
+    use super::common::agent::{Sel, start_with, wait_attached, wait_flow};
+    let s = Setup::new("keep");
+    let port = 7052;
+    let pins = s.bpffs.0.clone();
+    let start = || {
+        let pins = pins.clone();
+        let xdp = vec![HookOverride {
+            name: "eth0".into(),
+            hook: Hook::Xdp,
+        }];
+        let agent = start_with(&s.lab.node, xdp, move |cfg| {
+            cfg.pinning.enabled = true;
+            cfg.pinning.path = pins;
+        });
+        wait_attached(&agent, 4);
+        agent
+    };
+    let sel = Sel {
+        src: PODS[0],
+        dst: PODS[1],
+        sport: Some(40150),
+        dport: Some(port),
+        transport: Transport::Udp,
+    };
+    let agent = start();
+    let links = s.bpffs.link_ids();
+    s.send(port, 20);
+    wait_flow(&agent, sel, 20);
+    agent.stop_keeping();
+    assert!(
+        has_xdp(&s.lab.node, "eth0"),
+        "XDP detached by a stop that keeps"
+    );
+    assert_eq!(s.bpffs.link_ids(), links, "the pinned links after the stop");
+    s.send(port, 10);
+    let agent = start();
+    let flow = wait_flow(&agent, sel, 30);
+    assert_eq!((flow.packets, flow.bytes), (30, 30 * (PAYLOAD as u64 + 28)));
+    assert_eq!(
+        s.bpffs.link_ids(),
+        links,
+        "the pinned links after the restart"
+    );
+    agent.stop();
+    s.assert_nothing_attached("stop");
+    assert!(
+        s.bpffs.netns_dirs().is_empty(),
+        "left pinned: {:?}",
+        s.bpffs.netns_dirs()
+    );
+}
