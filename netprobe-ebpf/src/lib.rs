@@ -34,6 +34,16 @@ pub const ICMP_ERRORS_MAP: &str = "ICMP_ERRORS";
 pub const CONNS_MAP: &str = "CONNS";
 /// Name of the table that finds a connection from its client end (as either side sees it).
 pub const CONN_ENDS_MAP: &str = "CONN_ENDS";
+/// The layout of the maps shared across agent restarts (they are pinned in bpffs and adopted by
+/// the next agent). **Bump it whenever a shared map's key or value type changes meaning** —
+/// a field added, removed, reordered or reinterpreted, a counter slot or size bucket
+/// renumbered — even when the sizes stay equal (sizes, types, flags and capacities are
+/// checked anyway; this catches what they cannot). A bump makes the next agent replace the
+/// pinned state once, with one log line, instead of reading it with the wrong layout.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Name of the agent's own pinned map of restart facts (layout version, start time); created
+/// by user space, not part of the object.
+pub const META_MAP: &str = "NP_META";
 /// Default capacity of the connection table (an LRU: the least recently touched connection
 /// makes room, and the reader counts it as evicted).
 pub const DEFAULT_CONNS_CAPACITY: u32 = 32_768;

@@ -29,6 +29,7 @@ use crate::{
         counts::{CounterSource, KernelFacts},
         drops::DropSetup,
         netlink::{self, LinkEvent, LinkMonitor, NetlinkError},
+        pin::PinDir,
     },
     export::{
         http::{self, SharedSnapshot},
@@ -91,6 +92,7 @@ pub struct Agent {
     telemetry: Arc<Telemetry>,
     http_addr: Option<SocketAddr>,
     stages: Option<Stages>,
+    cluster: bool,
 }
 
 /// What [`Agent::stop`] stops, in this order.
@@ -98,6 +100,8 @@ struct Stages {
     runtime: tokio::runtime::Runtime,
     http: Option<Server>,
     stop_links: Arc<AtomicBool>,
+    /// Set before `stop_links`: leave the attachments and pins for the next agent.
+    keep: Arc<AtomicBool>,
     attach: JoinHandle<()>,
     stop_reading: Arc<AtomicBool>,
     read: JoinHandle<()>,
@@ -163,7 +167,7 @@ impl Agent {
             .enable_all()
             .build()
             .map_err(AgentError::Runtime)?;
-        let exporter = if cfg.otlp.endpoint.is_empty() {
+        let mut exporter = if cfg.otlp.endpoint.is_empty() {
             None
         } else {
             let _guard = runtime.enter();
@@ -174,7 +178,11 @@ impl Agent {
         let listener = bind_http(cfg, &runtime)?;
         // Loaded before the Kubernetes notice, so a refusal is the only line printed.
         let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
-        let (mut ebpf, maps) = load(cfg, drops.as_ref())?;
+        let (pins, started) = ebpf::pin::start(&cfg.pinning, &sizes(cfg));
+        if let Some(e) = &mut exporter {
+            e.set_started(started);
+        }
+        let (mut ebpf, maps) = load(cfg, drops.as_ref(), pins.as_ref())?;
         let conns = ebpf::take_hash_map(&mut ebpf, netprobe_ebpf::CONNS_MAP)?;
         let kernel = KernelFacts {
             drop_reasons: drops.as_ref().and_then(|d| d.reasons.clone()),
@@ -186,11 +194,13 @@ impl Agent {
             .is_some_and(|d| ebpf::drops::start(&mut ebpf, d));
         release_startup_memory();
         let k8s = K8s::start(&cfg.k8s)?;
-        let (attacher, monitor, interfaces) = attach(cfg, ebpf, &telemetry)?;
+        let pinned = pins.is_some();
+        let (attacher, monitor, interfaces) = attach(cfg, ebpf, pins, &telemetry)?;
         let has_reasons = kernel.drop_reasons.is_some();
         let kernel_features = [
             ("drops", counting_drops),
             ("drop_reasons", counting_drops && has_reasons),
+            ("pinning", pinned),
         ];
         let reader = reader(cfg, maps, conns, counts, &kernel_features, &telemetry)?;
         let aggregator = Aggregator::new(
@@ -203,18 +213,8 @@ impl Agent {
         let snapshot = http::shared_empty();
         let flow_requests = Arc::new(FlowRequests::default());
         let stop_links = Arc::new(AtomicBool::new(false));
-        let attach = {
-            let stop = Arc::clone(&stop_links);
-            let (mut attacher, mut monitor) = (attacher, monitor);
-            spawn("netprobe-attach", move || {
-                watch_links(&mut attacher, &mut monitor, &stop);
-                // Detached here, in the agent's network namespace: a clsact filter is removed
-                // over netlink, which acts in the namespace of the thread that asks.
-                let n = attacher.len();
-                drop(attacher);
-                info!(interfaces = n, "programs detached");
-            })?
-        };
+        let keep = Arc::new(AtomicBool::new(false));
+        let attach = spawn_attacher(attacher, monitor, &stop_links, &keep)?;
         let stop_reading = Arc::new(AtomicBool::new(false));
         let read = {
             let (stop, shared) = (Arc::clone(&stop_reading), Arc::clone(&snapshot));
@@ -246,10 +246,12 @@ impl Agent {
             flow_requests,
             telemetry,
             http_addr,
+            cluster: k8s.is_some(),
             stages: Some(Stages {
                 runtime,
                 http,
                 stop_links,
+                keep,
                 attach,
                 stop_reading,
                 read,
@@ -327,12 +329,32 @@ impl Agent {
     /// Stops in order: the HTTP server; the attacher (every program detached, nothing more is
     /// counted); the reader, after a final read; the OTLP exporter, after a final export of
     /// that read (the flush); then the maps and the Kubernetes watchers.
+    /// Detaching means "go away": nothing of ours stays attached or pinned.
     pub fn stop(mut self) {
-        self.shutdown();
+        self.shutdown(false);
     }
 
-    fn shutdown(&mut self) {
+    /// As [`Agent::stop`], but the programs stay attached and the maps and links pinned, for
+    /// the next agent to adopt (a rollout): the kernel keeps counting meanwhile.
+    pub fn stop_keeping(mut self) {
+        self.shutdown(true);
+    }
+
+    /// The stop a SIGTERM asks for: standalone (no Kubernetes API), "go away"
+    /// ([`Agent::stop`]); in a cluster, a rollout or an eviction as far as this agent can
+    /// tell, so the state is kept ([`Agent::stop_keeping`]); `otel-netprobe cleanup` removes
+    /// it after an uninstall.
+    pub fn stop_for_signal(self) {
+        if self.cluster {
+            self.stop_keeping();
+        } else {
+            self.stop();
+        }
+    }
+
+    fn shutdown(&mut self, keep: bool) {
         let Some(s) = self.stages.take() else { return };
+        s.keep.store(keep, Ordering::Relaxed);
         let rt = &s.runtime;
         if let Some(server) = s.http {
             rt.block_on(server.shutdown(Duration::from_secs(5)));
@@ -361,13 +383,12 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        self.shutdown();
+        self.shutdown(false);
     }
 }
 
-/// Loads the programs (attached nowhere yet) and takes the reader's maps.
-fn load(cfg: &Config, drops: Option<&DropSetup>) -> Result<(aya::Ebpf, ebpf::Maps), AgentError> {
-    let sizes = ebpf::Sizes {
+fn sizes(cfg: &Config) -> ebpf::Sizes {
+    ebpf::Sizes {
         flows4: cfg.flows.capacity,
         flows6: cfg.flows.capacity_ipv6,
         conns: cfg.connections.capacity,
@@ -376,8 +397,18 @@ fn load(cfg: &Config, drops: Option<&DropSetup>) -> Result<(aya::Ebpf, ebpf::Map
             cfg.dns.capacity,
             cfg.dns.stats_capacity,
         ),
-    };
-    let mut ebpf = ebpf::load_with(&sizes, drops.map(|d| &d.layout)).map_err(|e| {
+    }
+}
+
+/// Loads the programs (attached nowhere yet), with the maps pinned in `pins`, and takes the
+/// reader's maps.
+fn load(
+    cfg: &Config,
+    drops: Option<&DropSetup>,
+    pins: Option<&PinDir>,
+) -> Result<(aya::Ebpf, ebpf::Maps), AgentError> {
+    let sizes = sizes(cfg);
+    let mut ebpf = ebpf::load_pinned(&sizes, drops.map(|d| &d.layout), pins).map_err(|e| {
         match privileges::explain_refusal(permission_denied(&e)) {
             Some(p) => AgentError::Privileges(p),
             None => AgentError::Ebpf(e),
@@ -425,6 +456,7 @@ fn reader(
 fn attach(
     cfg: &Config,
     ebpf: aya::Ebpf,
+    pins: Option<PinDir>,
     telemetry: &Arc<Telemetry>,
 ) -> Result<(Attacher, LinkMonitor, Interfaces), AgentError> {
     let interfaces: Interfaces = Arc::default();
@@ -433,13 +465,18 @@ fn attach(
         cfg.interfaces.clone(),
         Arc::clone(&interfaces),
         Arc::clone(telemetry),
-    );
+    )
+    .with_pins(pins);
     let monitor = LinkMonitor::new().map_err(AgentError::Netlink)?;
     monitor
         .set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(AgentError::Netlink)?;
     attacher.sync(&netlink::dump_links().map_err(AgentError::Netlink)?);
-    info!(interfaces = attacher.len(), "programs attached");
+    info!(
+        interfaces = attacher.len(),
+        replaced_in_place = attacher.replaced(),
+        "programs attached"
+    );
     Ok((attacher, monitor, interfaces))
 }
 
@@ -524,6 +561,33 @@ fn naming_rules(cfg: &Config, cluster: bool) -> Arc<NamingRules> {
         );
     }
     Arc::new(NamingRules::new(&cfg.k8s, cluster).on_node(node.as_deref()))
+}
+
+/// The attacher's thread: follows the interfaces until `stop`, then lets go of the programs
+/// (keeping them attached and pinned when `keep` is set by then).
+fn spawn_attacher(
+    mut attacher: Attacher,
+    mut monitor: LinkMonitor,
+    stop: &Arc<AtomicBool>,
+    keep: &Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, AgentError> {
+    let (stop, keep) = (Arc::clone(stop), Arc::clone(keep));
+    spawn("netprobe-attach", move || {
+        watch_links(&mut attacher, &mut monitor, &stop);
+        // Released here, in the agent's network namespace: a clsact filter is removed over
+        // netlink, which acts in the namespace of the thread that asks.
+        let n = attacher.len();
+        if keep.load(Ordering::Relaxed) {
+            attacher.finish(true);
+            info!(
+                interfaces = n,
+                "programs left attached and pinned for the next agent"
+            );
+        } else {
+            let unpinned = attacher.finish(false).len();
+            info!(interfaces = n, unpinned, "programs detached");
+        }
+    })
 }
 
 fn watch_links(attacher: &mut Attacher, monitor: &mut LinkMonitor, stop: &AtomicBool) {

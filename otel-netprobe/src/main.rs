@@ -38,6 +38,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Detach and unpin everything of ours in this network namespace: the pinned links and
+    /// maps under pinning.path, and our cls_bpf filters (for operators, e.g. after an
+    /// uninstall; idempotent; prints what it removed). Stop the agent first.
+    Cleanup {
+        /// YAML configuration file (for pinning.path).
+        #[arg(long, short, env = "NETPROBE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig {
         /// The YAML file.
@@ -76,6 +84,9 @@ struct RunArgs {
     /// OTEL_EXPORTER_OTLP_PROTOCOL).
     #[arg(long, value_parser = OtlpProtocol::parse)]
     otlp_protocol: Option<OtlpProtocol>,
+    /// Pin nothing (overrides pinning.enabled): a restart then loses the kernel's counts.
+    #[arg(long, env = "NETPROBE_NO_PINNING")]
+    no_pinning: bool,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "NETPROBE_LOG", default_value = "info")]
     log: String,
@@ -95,6 +106,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run(args) => run(&args),
         Command::Summary { url, json } => print_summary(&url, json),
+        Command::Cleanup { config } => cleanup(config.as_deref()),
         Command::CheckConfig { config } => Config::from_file(&config)
             .map(|c| println!("{c:#?}"))
             .map_err(anyhow::Error::from),
@@ -128,6 +140,9 @@ fn effective_config(args: &RunArgs) -> anyhow::Result<Config> {
     cfg.flows.poll_interval = args.poll_interval.unwrap_or(cfg.flows.poll_interval);
     cfg.otlp.endpoint = args.otlp_endpoint.clone().unwrap_or(cfg.otlp.endpoint);
     cfg.otlp.protocol = args.otlp_protocol.unwrap_or(cfg.otlp.protocol);
+    if args.no_pinning {
+        cfg.pinning.enabled = false;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -142,7 +157,20 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let agent = Agent::start(&cfg)?;
     agent.wait_for_signal();
     tracing::info!("shutting down");
-    agent.stop();
+    agent.stop_for_signal();
+    Ok(())
+}
+
+fn cleanup(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let cfg = match config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let removed = otel_netprobe::ebpf::links::cleanup(&cfg.pinning);
+    for line in &removed {
+        println!("{line}");
+    }
+    println!("removed {} item(s)", removed.len());
     Ok(())
 }
 

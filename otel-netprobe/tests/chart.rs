@@ -144,15 +144,24 @@ fn agent_runs_unprivileged_with_the_readme_capabilities_and_rbac() {
         json!({"cpu": "100m", "memory": "140Mi"})
     );
     assert!(c["resources"]["limits"]["cpu"].is_null(), "no CPU limit");
-    // Nothing mounted from the host by default: no pinning, BTF through the container's /sys.
-    assert!(
-        pod["volumes"]
-            .as_array()
-            .expect("volumes")
-            .iter()
-            .all(|v| v["hostPath"].is_null()),
+    // One thing mounted from the host by default: its bpffs, for the pinned maps and links
+    // (README, "Restarts"); BTF comes through the container's /sys.
+    let host: Vec<&Value> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter(|v| !v["hostPath"].is_null())
+        .collect();
+    assert_eq!(
+        host,
+        [&json!({"name": "bpffs", "hostPath": {"path": "/sys/fs/bpf", "type": "Directory"}})],
         "{}",
         pod["volumes"]
+    );
+    let mounts = c["volumeMounts"].as_array().expect("volumeMounts");
+    assert!(
+        mounts.contains(&json!({"name": "bpffs", "mountPath": "/sys/fs/bpf", "mountPropagation": "HostToContainer"})),
+        "{mounts:?}"
     );
     for probe in ["livenessProbe", "readinessProbe"] {
         assert_eq!(

@@ -18,6 +18,8 @@ mod dns;
 mod drops;
 #[path = "lab/fuzzed.rs"]
 mod fuzzed;
+#[path = "lab/restart.rs"]
+mod restart;
 #[path = "lab/tcp.rs"]
 mod tcp;
 

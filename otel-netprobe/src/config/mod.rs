@@ -10,11 +10,13 @@ mod k8s;
 mod kernel;
 mod metrics;
 mod otlp;
+mod pinning;
 pub use http::{HttpConfig, HttpTlsConfig, parse_listen};
 pub use k8s::{Cidr, CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
 pub use kernel::{ConnectionsConfig, DnsConfig, DropsConfig};
 pub use metrics::{EndPart, FlowAttr, MetricsConfig, Side, flow_attr};
 pub use otlp::{OtlpConfig, OtlpProtocol};
+pub use pinning::PinningConfig;
 
 /// Default OTLP/gRPC port (the agent's default endpoint and the collector's receiver).
 pub const OTLP_GRPC_PORT: u16 = 4317;
@@ -76,6 +78,8 @@ pub struct Config {
     pub drops: DropsConfig,
     /// DNS queries, responses and their latency.
     pub dns: DnsConfig,
+    /// Kernel state pinned in bpffs, so that a restart loses no count.
+    pub pinning: PinningConfig,
 }
 
 /// Where a packet is counted on an interface.
@@ -332,6 +336,12 @@ impl Config {
         self.k8s.validate()?;
         self.connections.validate()?;
         self.dns.validate()?;
+        if self.pinning.enabled && !self.pinning.path.is_absolute() {
+            return Err(ConfigError::invalid(
+                "pinning.path",
+                "must be an absolute path (a directory on a bpffs)",
+            ));
+        }
         self.http.validate()?;
         self.otlp.validate()
     }

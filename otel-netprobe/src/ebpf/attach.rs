@@ -15,18 +15,19 @@ use std::{
 
 use aya::{
     Ebpf,
-    programs::{
-        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        tc::{SchedClassifierLinkId, TcAttachOptions},
-        xdp::XdpLinkId,
-    },
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
 use netprobe_ebpf::{
     TC_EGRESS_L3_PROGRAM, TC_EGRESS_PROGRAM, TC_INGRESS_L3_PROGRAM, TC_INGRESS_PROGRAM, XDP_PROGRAM,
 };
 use tracing::{info, warn};
 
-use super::{EbpfError, netlink::LinkInfo};
+use super::{
+    EbpfError,
+    links::{self, Held},
+    netlink::LinkInfo,
+    pin::PinDir,
+};
 use crate::{
     config::{Hook, InterfacesConfig, glob_match},
     telemetry::{
@@ -137,19 +138,18 @@ impl TcMode {
     }
 }
 
-/// A TC link, the program it belongs to, and how it is attached.
-type TcLink = (&'static str, SchedClassifierLinkId, TcMode);
-
-enum Ingress {
-    Xdp(XdpLinkId),
-    Tc(TcLink),
-}
-
 struct Attached {
     name: String,
     hook: Hook,
-    ingress: Ingress,
-    egress: Option<TcLink>,
+    ingress: Held,
+    egress: Option<Held>,
+}
+
+fn tc_mode(held: &Held) -> Option<TcMode> {
+    match held {
+        Held::Tc(_, mode) => Some(*mode),
+        Held::Xdp(_) => None,
+    }
 }
 
 /// Loads the three programs of the production object into the kernel.
@@ -188,6 +188,9 @@ pub struct Attacher {
     attached: HashMap<u32, Attached>,
     state: Arc<Mutex<Vec<InterfaceState>>>,
     telemetry: Arc<Telemetry>,
+    pins: Option<PinDir>,
+    /// Attachments taken over from a previous agent (replaced in place).
+    replaced: usize,
 }
 
 impl Attacher {
@@ -205,6 +208,60 @@ impl Attacher {
             attached: HashMap::new(),
             state,
             telemetry,
+            pins: None,
+            replaced: 0,
+        }
+    }
+
+    /// Pins the XDP and TCX links in `pins`, and takes over the attachments a previous agent
+    /// left there (and its cls_bpf filters) in place.
+    #[must_use]
+    pub fn with_pins(mut self, pins: Option<PinDir>) -> Self {
+        self.pins = pins;
+        self
+    }
+
+    /// How many attachments were taken over from a previous agent, in place.
+    pub fn replaced(&self) -> usize {
+        self.replaced
+    }
+
+    /// Lets go of every attachment: `keep` (when pinned) leaves them in the kernel (pinned
+    /// links stay with their pins, cls_bpf filters stay) for the next agent; otherwise they
+    /// are detached and this namespace's pin directory is removed. Returns what was unpinned.
+    pub fn finish(mut self, keep: bool) -> Vec<String> {
+        // Unpinned, nothing could be taken over: a filter kept would only count twice later.
+        let keep = keep && self.pins.is_some();
+        for (_, a) in self.attached.drain() {
+            links::release(a.ingress, keep);
+            if let Some(e) = a.egress {
+                links::release(e, keep);
+            }
+        }
+        if keep {
+            return Vec::new();
+        }
+        self.pins.take().map(|p| p.remove_all()).unwrap_or_default()
+    }
+
+    /// Unpins (so detaches) links pinned for interfaces this agent did not attach that way:
+    /// gone interfaces, or a hook that changed.
+    fn prune_pins(&self) {
+        let Some(pins) = &self.pins else { return };
+        for (kind, index, path) in pins.links() {
+            let ours = self.attached.get(&index).is_some_and(|a| {
+                let tcx = |h: &Held| tc_mode(h) == Some(TcMode::Tcx);
+                match kind.as_str() {
+                    "xdp" => matches!(a.ingress, Held::Xdp(_)),
+                    "tcx-ingress" => tcx(&a.ingress),
+                    "tcx-egress" => a.egress.as_ref().is_some_and(tcx),
+                    _ => false,
+                }
+            });
+            if !ours {
+                info!(pin = %path.display(), "removing a stale pinned link");
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
 
@@ -223,6 +280,7 @@ impl Attacher {
         for link in links {
             self.add(link);
         }
+        self.prune_pins();
     }
 
     /// Attaches to a new (or changed) interface.
@@ -257,25 +315,15 @@ impl Attacher {
             return;
         };
         // The kernel already detached the links with the device; dropping ours frees them.
-        match a.ingress {
-            Ingress::Xdp(id) => {
-                if let Ok(xdp) = program::<Xdp>(&mut self.ebpf, XDP_PROGRAM) {
-                    drop(xdp.take_link(id));
-                }
+        drop(a.ingress);
+        drop(a.egress);
+        if let Some(pins) = &self.pins {
+            for kind in ["xdp", "tcx-ingress", "tcx-egress"] {
+                let _ = std::fs::remove_file(pins.link(kind, index));
             }
-            Ingress::Tc(link) => self.drop_tc(link),
-        }
-        if let Some(link) = a.egress {
-            self.drop_tc(link);
         }
         info!(interface = %a.name, index, "interface gone; forgotten");
         self.publish();
-    }
-
-    fn drop_tc(&mut self, (prog, id, _): TcLink) {
-        if let Ok(tc) = program::<SchedClassifier>(&mut self.ebpf, prog) {
-            drop(tc.take_link(id));
-        }
     }
 
     /// Number of interfaces attached.
@@ -302,29 +350,28 @@ impl Attacher {
                     XdpMode::Skb
                 };
                 let xdp: &mut Xdp = program(&mut self.ebpf, XDP_PROGRAM)?;
-                match xdp.attach_to_if_index(link.index, mode) {
-                    Ok(id) => (Ingress::Xdp(id), hook),
+                match links::xdp(xdp, link.index, mode, self.pins.as_ref()) {
+                    Ok((held, replaced)) => {
+                        self.replaced += usize::from(replaced);
+                        (Held::Xdp(held), hook)
+                    }
                     Err(e) => {
                         warn!(interface = %link.name, error = %e, "XDP refused; counting at TC ingress instead");
                         (
-                            Ingress::Tc(self.attach_tc(
-                                &link.name,
-                                TcAttachType::Ingress,
-                                layer,
-                            )?),
+                            self.attach_tc(link, TcAttachType::Ingress, layer)?,
                             Hook::Tc,
                         )
                     }
                 }
             }
             Hook::Tc | Hook::None => (
-                Ingress::Tc(self.attach_tc(&link.name, TcAttachType::Ingress, layer)?),
+                self.attach_tc(link, TcAttachType::Ingress, layer)?,
                 Hook::Tc,
             ),
         };
         let egress = if self.cfg.egress {
-            match self.attach_tc(&link.name, TcAttachType::Egress, layer) {
-                Ok(id) => Some(id),
+            match self.attach_tc(link, TcAttachType::Egress, layer) {
+                Ok(held) => Some(held),
                 Err(e) => {
                     AttachFailed {
                         interface: &link.name,
@@ -348,39 +395,25 @@ impl Attacher {
 
     fn attach_tc(
         &mut self,
-        name: &str,
+        link: &LinkInfo,
         dir: TcAttachType,
         layer: LinkLayer,
-    ) -> Result<TcLink, EbpfError> {
+    ) -> Result<Held, EbpfError> {
         let prog_name = match (dir == TcAttachType::Ingress, layer) {
             (true, LinkLayer::Ethernet) => TC_INGRESS_PROGRAM,
             (false, LinkLayer::Ethernet) => TC_EGRESS_PROGRAM,
             (true, LinkLayer::None) => TC_INGRESS_L3_PROGRAM,
             (false, LinkLayer::None) => TC_EGRESS_L3_PROGRAM,
         };
+        let pins = self.pins.clone();
         let tc: &mut SchedClassifier = program(&mut self.ebpf, prog_name)?;
-        // First in the TCX chain, so we see every packet before another program can redirect
-        // or drop it; we return "next", so they all still run.
-        let tcx = tc.attach_with_options(name, dir, TcAttachOptions::TcxOrder(LinkOrder::first()));
-        match tcx {
-            Ok(id) => Ok((prog_name, id, TcMode::Tcx)),
-            Err(tcx_error) => {
-                // Kernels before 6.6 have no TCX: cls_bpf on a clsact qdisc (an existing one
-                // is fine: its other filters keep running, ours return "unspec").
-                let _ = aya::programs::tc::qdisc_add_clsact(name);
-                let options = TcAttachOptions::Netlink(aya::programs::tc::NlOptions::default());
-                match tc.attach_with_options(name, dir, options) {
-                    Ok(id) => Ok((prog_name, id, TcMode::Clsact)),
-                    Err(source) => {
-                        warn!(interface = %name, tcx = %tcx_error, "neither TCX nor a clsact qdisc accepted the TC program");
-                        Err(EbpfError::Program {
-                            name: prog_name,
-                            source,
-                        })
-                    }
-                }
-            }
-        }
+        let (held, mode, replaced) = links::tc(tc, &link.name, link.index, dir, pins.as_ref())
+            .map_err(|source| EbpfError::Program {
+                name: prog_name,
+                source,
+            })?;
+        self.replaced += usize::from(replaced);
+        Ok(Held::Tc(held, mode))
     }
 
     fn publish(&self) {
@@ -392,10 +425,9 @@ impl Attacher {
                 index: *index,
                 hook: a.hook.as_str(),
                 egress: a.egress.is_some(),
-                tc_attach: match (&a.ingress, &a.egress) {
-                    (Ingress::Tc((_, _, mode)), _) | (_, Some((_, _, mode))) => mode.as_str(),
-                    _ => "none",
-                },
+                tc_attach: tc_mode(&a.ingress)
+                    .or_else(|| a.egress.as_ref().and_then(tc_mode))
+                    .map_or("none", TcMode::as_str),
             })
             .collect();
         list.sort_by_key(|i| i.index);
@@ -406,67 +438,4 @@ impl Attacher {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::HookOverride;
-
-    fn link(name: &str, kind: Option<&str>) -> LinkInfo {
-        LinkInfo {
-            index: 5,
-            name: name.into(),
-            kind: kind.map(Into::into),
-            master: None,
-            is_loopback: false,
-            up: true,
-            arp_type: ARPHRD_ETHER,
-        }
-    }
-
-    #[test]
-    fn hooks_by_kind_and_overrides() {
-        let mut cfg = InterfacesConfig::default();
-        assert_eq!(
-            decide(&cfg, &link("eth0", None)),
-            Decision::Attach(Hook::Xdp, LinkLayer::Ethernet)
-        );
-        assert_eq!(
-            decide(&cfg, &link("veth1", Some("veth"))),
-            Decision::Attach(Hook::Tc, LinkLayer::Ethernet)
-        );
-        assert!(matches!(
-            decide(&cfg, &link("br0", Some("bridge"))),
-            Decision::Skip(_)
-        ));
-        let mut lo = link("lo", None);
-        lo.is_loopback = true;
-        assert_eq!(decide(&cfg, &lo), Decision::Skip("loopback"));
-        let mut tun = link("wg0", Some("wireguard"));
-        tun.arp_type = 65534;
-        // WireGuard/TUN: no link-layer header; TC with the L3 programs, even for "physical".
-        assert_eq!(
-            decide(&cfg, &tun),
-            Decision::Attach(Hook::Tc, LinkLayer::None)
-        );
-        let mut ib = link("ib0", None);
-        ib.arp_type = 32;
-        assert_eq!(decide(&cfg, &ib), Decision::Skip("unsupported link type"));
-        cfg.overrides.push(HookOverride {
-            name: "eth*".into(),
-            hook: Hook::XdpGeneric,
-        });
-        assert_eq!(
-            decide(&cfg, &link("eth0", Some("veth"))),
-            Decision::Attach(Hook::XdpGeneric, LinkLayer::Ethernet)
-        );
-        cfg.exclude.push("eth1".into());
-        assert_eq!(
-            decide(&cfg, &link("eth1", None)),
-            Decision::Skip("excluded")
-        );
-        cfg.include = vec!["veth*".into()];
-        assert_eq!(
-            decide(&cfg, &link("eth2", None)),
-            Decision::Skip("not included")
-        );
-    }
-}
+mod tests;

@@ -12,7 +12,9 @@ pub mod btf;
 pub mod counts;
 pub mod drops;
 pub mod kernel;
+pub mod links;
 pub mod netlink;
+pub mod pin;
 pub mod reader;
 pub mod sys;
 pub mod table;
@@ -108,6 +110,23 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// The capacity of every map the configuration sizes, by name (DNS off: its tables get
+    /// one entry each).
+    pub fn overrides(&self) -> std::collections::HashMap<&'static str, u32> {
+        let (queries, stats) = match self.dns {
+            (0, ..) => (1, 1),
+            (_, q, s) => (q, s),
+        };
+        std::collections::HashMap::from([
+            (FLOWS4_MAP, self.flows4),
+            (FLOWS6_MAP, self.flows6),
+            (netprobe_ebpf::CONNS_MAP, self.conns),
+            (netprobe_ebpf::CONN_ENDS_MAP, 2 * self.conns),
+            (netprobe_ebpf::dns::DNS_QUERIES_MAP, queries),
+            (netprobe_ebpf::dns::DNS_STATS_MAP, stats),
+        ])
+    }
+
     /// These flow tables, the default connection and DNS tables.
     pub fn flows(flows4: u32, flows6: u32) -> Self {
         use netprobe_ebpf::dns;
@@ -127,6 +146,32 @@ impl Sizes {
 /// As [`load`], with all table sizes, and the `sk_buff` offsets the drop program reads (set
 /// as the object's globals; `None`: the drop program will not run).
 pub fn load_with(sizes: &Sizes, skb: Option<&btf::SkbLayout>) -> Result<Ebpf, EbpfError> {
+    load_pinned(sizes, skb, None)
+}
+
+/// The names of the object's shared maps (the ones pinned), leaked once: aya's loader keeps
+/// `&str` names for the life of the builder.
+fn pinned_maps(sizes: &Sizes) -> Vec<&'static str> {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            let overrides = sizes.overrides();
+            pin::layout::shapes(OBJECT, |n| overrides.get(n).copied())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| &*Box::leak(s.name.into_boxed_str()))
+                .collect()
+        })
+        .clone()
+}
+
+/// As [`load_with`], with the shared maps pinned in (or adopted from) `pins`: a pinned map
+/// is reused as it is, so [`pin::PinDir::prepare`] must have checked them first.
+pub fn load_pinned(
+    sizes: &Sizes,
+    skb: Option<&btf::SkbLayout>,
+    pins: Option<&pin::PinDir>,
+) -> Result<Ebpf, EbpfError> {
     let release = kernel::release();
     check_floor(&release)?;
     let version = kernel::Version::parse(&release);
@@ -134,19 +179,15 @@ pub fn load_with(sizes: &Sizes, skb: Option<&btf::SkbLayout>) -> Result<Ebpf, Eb
         [l.head, l.network_header, l.transport_header, l.protocol]
     });
     let mut loader = EbpfLoader::new();
-    loader
-        .map_max_entries(FLOWS4_MAP, sizes.flows4)
-        .map_max_entries(FLOWS6_MAP, sizes.flows6)
-        .map_max_entries(netprobe_ebpf::CONNS_MAP, sizes.conns)
-        .map_max_entries(netprobe_ebpf::CONN_ENDS_MAP, 2 * sizes.conns);
-    let (dns_ports, dns_queries, dns_stats) = match sizes.dns {
-        (0, ..) => (0, 1, 1),
-        dns => dns,
-    };
-    loader
-        .map_max_entries(netprobe_ebpf::dns::DNS_QUERIES_MAP, dns_queries)
-        .map_max_entries(netprobe_ebpf::dns::DNS_STATS_MAP, dns_stats)
-        .override_global(netprobe_ebpf::dns::DNS_PORTS_GLOBAL, &dns_ports, true);
+    for (name, entries) in sizes.overrides() {
+        loader.map_max_entries(name, entries);
+    }
+    if let Some(dir) = pins {
+        for name in pinned_maps(sizes) {
+            loader.map_pin_path(name, dir.map(name));
+        }
+    }
+    loader.override_global(netprobe_ebpf::dns::DNS_PORTS_GLOBAL, &sizes.dns.0, true);
     for (name, value) in [
         skb_offsets::HEAD,
         skb_offsets::NETWORK_HEADER,

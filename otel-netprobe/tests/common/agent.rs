@@ -39,6 +39,9 @@ pub fn start_with(
     // Never pick up a kubeconfig of the machine running the tests: a test that wants the
     // Kubernetes API points k8s.kubeconfig at its own server.
     cfg.k8s.mode = K8sMode::Standalone;
+    // Nothing pinned unless a test asks (with a bpffs of its own): a machine's /sys/fs/bpf
+    // is shared by every test and every other program.
+    cfg.pinning.enabled = false;
     tweak(&mut cfg);
     ns.run(move || Agent::start(&cfg).expect("agent starts"))
 }

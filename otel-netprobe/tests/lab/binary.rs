@@ -20,7 +20,7 @@ use super::common::{
 /// The names of our TC programs that the kernel has attached to `ifname` in `ns`, by both
 /// mechanisms: TCX links (queried with BPF_PROG_QUERY; kernels before 6.6 refuse the query)
 /// and cls_bpf filters on a clsact qdisc (as `tc` lists them).
-fn attached_tc(ns: &Netns, ifname: &str) -> (Vec<String>, Vec<String>) {
+pub(super) fn attached_tc(ns: &Netns, ifname: &str) -> (Vec<String>, Vec<String>) {
     let name = ifname.to_owned();
     let tcx = ns.run(move || {
         let mut names = Vec::new();
@@ -60,12 +60,12 @@ fn attached_tc(ns: &Netns, ifname: &str) -> (Vec<String>, Vec<String>) {
 }
 
 /// Whether an XDP program is attached to `ifname` in `ns`.
-fn has_xdp(ns: &Netns, ifname: &str) -> bool {
+pub(super) fn has_xdp(ns: &Netns, ifname: &str) -> bool {
     ns.ip(&format!("-d link show dev {ifname}"))
         .contains("prog/xdp")
 }
 
-const VIRTUAL: [&str; 4] = ["vethpod0", "vethpod1", "vethpod2", "eth0"];
+pub(super) const VIRTUAL: [&str; 4] = ["vethpod0", "vethpod1", "vethpod2", "eth0"];
 
 #[test]
 fn tc_programs_are_attached_the_way_the_kernel_offers() {
@@ -112,13 +112,13 @@ fn tc_programs_are_attached_the_way_the_kernel_offers() {
 
 /// The agent binary, as users run it: the host's build, or the one the kernel-matrix VM
 /// carries (`NETPROBE_AGENT_BIN`).
-fn agent_bin() -> String {
+pub(super) fn agent_bin() -> String {
     std::env::var("NETPROBE_AGENT_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_otel-netprobe").to_owned())
 }
 
 /// A child process killed if the test ends (or fails) before it exits.
-struct Running(Child);
+pub(super) struct Running(pub(super) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -128,7 +128,7 @@ impl Drop for Running {
 }
 
 /// A GET from inside `ns` (the agent's server listens on the namespace's loopback).
-fn get_in(ns: &Netns, path: &str) -> Option<(u16, String)> {
+pub(super) fn get_in(ns: &Netns, path: &str) -> Option<(u16, String)> {
     let url = format!("http://127.0.0.1:9464{path}");
     ns.run(move || http_get(&url).ok())
 }

@@ -62,6 +62,11 @@ impl Encoder {
         }
     }
 
+    /// Changes the start time (see [`Encoder::new`]).
+    pub fn set_started(&mut self, started: SystemTime) {
+        self.start_ns = unix_ns(started);
+    }
+
     /// The protobuf bytes of [`Encoder::request`], written directly (what is sent).
     pub fn encode(&self, families: &[&Family], at: SystemTime) -> Vec<u8> {
         super::wire::request(families, &self.pairs, (self.start_ns, unix_ns(at)))

@@ -94,8 +94,9 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// An exporter for `cfg` (validated) with these resource attributes; must be called inside
-    /// a tokio runtime. Unusable TLS files fail here, before anything is loaded.
+    /// An exporter for `cfg` (validated) with these resource attributes, whose cumulative
+    /// series start now (see [`Exporter::set_started`]); must be called inside a tokio
+    /// runtime. Unusable TLS files fail here, before anything is loaded.
     pub fn new(
         cfg: &OtlpConfig,
         resource: &[(String, String)],
@@ -107,6 +108,12 @@ impl Exporter {
             telemetry,
             cfg: cfg.clone(),
         })
+    }
+
+    /// Sets the start of every cumulative series: the pinned start time when the agent
+    /// adopted a previous agent's maps (the kernel's counts continue), else the agent's start.
+    pub fn set_started(&mut self, started: SystemTime) {
+        self.encoder.set_started(started);
     }
 
     /// Sends the frame of `snap` with the agent's health appended; counts what happened.
