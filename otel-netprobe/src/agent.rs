@@ -93,6 +93,7 @@ pub struct Agent {
     http_addr: Option<SocketAddr>,
     stages: Option<Stages>,
     cluster: bool,
+    keep_on_sigterm: bool,
 }
 
 /// What [`Agent::stop`] stops, in this order.
@@ -247,6 +248,7 @@ impl Agent {
             telemetry,
             http_addr,
             cluster: k8s.is_some(),
+            keep_on_sigterm: cfg.pinning.keep_on_sigterm,
             stages: Some(Stages {
                 runtime,
                 http,
@@ -340,12 +342,12 @@ impl Agent {
         self.shutdown(true);
     }
 
-    /// The stop a SIGTERM asks for: standalone (no Kubernetes API), "go away"
-    /// ([`Agent::stop`]); in a cluster, a rollout or an eviction as far as this agent can
-    /// tell, so the state is kept ([`Agent::stop_keeping`]); `otel-netprobe cleanup` removes
-    /// it after an uninstall.
+    /// The stop a SIGTERM asks for: "go away" ([`Agent::stop`]), unless the agent runs in a
+    /// cluster with `pinning.keep_on_sigterm` (a rollout, as far as the operator is concerned:
+    /// the state is kept, [`Agent::stop_keeping`], and `otel-netprobe cleanup` removes it after
+    /// an uninstall).
     pub fn stop_for_signal(self) {
-        if self.cluster {
+        if self.cluster && self.keep_on_sigterm {
             self.stop_keeping();
         } else {
             self.stop();

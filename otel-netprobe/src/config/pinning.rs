@@ -15,6 +15,12 @@ pub struct PinningConfig {
     /// A directory on a bpffs; the agent keeps its state in `netns-<inode>/` below it, one per
     /// network namespace. Default: `/sys/fs/bpf/otel-netprobe`.
     pub path: PathBuf,
+    /// On SIGTERM in a cluster, keep the programs attached and the state pinned for the next
+    /// agent (a rollout then costs no count) instead of going away. Default: `false`, because
+    /// the agent cannot yet tell a rollout from `helm uninstall`: with it on, run
+    /// `otel-netprobe cleanup` on each node after uninstalling. A crash or SIGKILL always
+    /// keeps; a standalone SIGTERM never does.
+    pub keep_on_sigterm: bool,
 }
 
 impl Default for PinningConfig {
@@ -22,6 +28,7 @@ impl Default for PinningConfig {
         Self {
             enabled: true,
             path: PathBuf::from("/sys/fs/bpf/otel-netprobe"),
+            keep_on_sigterm: false,
         }
     }
 }
