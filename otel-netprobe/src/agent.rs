@@ -92,7 +92,7 @@ pub struct Agent {
     telemetry: Arc<Telemetry>,
     http_addr: Option<SocketAddr>,
     stages: Option<Stages>,
-    cluster: bool,
+    /// A cluster agent with `pinning.keep_on_sigterm`: a SIGTERM keeps the state.
     keep_on_sigterm: bool,
 }
 
@@ -247,8 +247,7 @@ impl Agent {
             flow_requests,
             telemetry,
             http_addr,
-            cluster: k8s.is_some(),
-            keep_on_sigterm: cfg.pinning.keep_on_sigterm,
+            keep_on_sigterm: k8s.is_some() && cfg.pinning.keep_on_sigterm,
             stages: Some(Stages {
                 runtime,
                 http,
@@ -347,7 +346,7 @@ impl Agent {
     /// the state is kept, [`Agent::stop_keeping`], and `otel-netprobe cleanup` removes it after
     /// an uninstall).
     pub fn stop_for_signal(self) {
-        if self.cluster && self.keep_on_sigterm {
+        if self.keep_on_sigterm {
             self.stop_keeping();
         } else {
             self.stop();
