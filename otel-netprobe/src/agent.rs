@@ -176,6 +176,7 @@ impl Agent {
         let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
         let (mut ebpf, maps) = load(cfg, drops.as_ref())?;
         let conns = ebpf::take_hash_map(&mut ebpf, netprobe_ebpf::CONNS_MAP)?;
+        let slots = ebpf::coverage::Slots::take(&mut ebpf)?;
         let kernel = KernelFacts {
             drop_reasons: drops.as_ref().and_then(|d| d.reasons.clone()),
             dns: cfg.dns.clone(),
@@ -186,13 +187,14 @@ impl Agent {
             .is_some_and(|d| ebpf::drops::start(&mut ebpf, d));
         release_startup_memory();
         let k8s = K8s::start(&cfg.k8s)?;
-        let (attacher, monitor, interfaces) = attach(cfg, ebpf, &telemetry)?;
+        let (attacher, monitor, interfaces) = attach(cfg, ebpf, Arc::clone(&slots), &telemetry)?;
         let has_reasons = kernel.drop_reasons.is_some();
         let kernel_features = [
             ("drops", counting_drops),
             ("drop_reasons", counting_drops && has_reasons),
         ];
-        let reader = reader(cfg, maps, conns, counts, &kernel_features, &telemetry)?;
+        let reader = reader(cfg, maps, conns, counts, &kernel_features, &telemetry)?
+            .with_coverage(ebpf::coverage::Coverage::new(slots));
         let aggregator = Aggregator::new(
             Budgets::from_config(&cfg.metrics, k8s.is_some()),
             naming_rules(cfg, k8s.is_some()),
@@ -425,6 +427,7 @@ fn reader(
 fn attach(
     cfg: &Config,
     ebpf: aya::Ebpf,
+    slots: ebpf::coverage::SharedSlots,
     telemetry: &Arc<Telemetry>,
 ) -> Result<(Attacher, LinkMonitor, Interfaces), AgentError> {
     let interfaces: Interfaces = Arc::default();
@@ -433,7 +436,8 @@ fn attach(
         cfg.interfaces.clone(),
         Arc::clone(&interfaces),
         Arc::clone(telemetry),
-    );
+    )
+    .with_slots(slots);
     let monitor = LinkMonitor::new().map_err(AgentError::Netlink)?;
     monitor
         .set_read_timeout(Some(Duration::from_millis(200)))

@@ -26,7 +26,7 @@ use netprobe_ebpf::{
 };
 use tracing::{info, warn};
 
-use super::{EbpfError, netlink::LinkInfo};
+use super::{EbpfError, coverage::SharedSlots, netlink::LinkInfo};
 use crate::{
     config::{Hook, InterfacesConfig, glob_match},
     telemetry::{
@@ -188,6 +188,7 @@ pub struct Attacher {
     attached: HashMap<u32, Attached>,
     state: Arc<Mutex<Vec<InterfaceState>>>,
     telemetry: Arc<Telemetry>,
+    slots: Option<SharedSlots>,
 }
 
 impl Attacher {
@@ -205,6 +206,21 @@ impl Attacher {
             attached: HashMap::new(),
             state,
             telemetry,
+            slots: None,
+        }
+    }
+
+    /// Gives each interface a coverage slot before its ingress program is attached, and frees
+    /// it when the interface goes.
+    #[must_use]
+    pub fn with_slots(mut self, slots: SharedSlots) -> Self {
+        self.slots = Some(slots);
+        self
+    }
+
+    fn slots(&self, f: impl FnOnce(&mut super::coverage::Slots)) {
+        if let Some(s) = &self.slots {
+            f(&mut s.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         }
     }
 
@@ -236,17 +252,24 @@ impl Attacher {
             Decision::Attach(h, l) => (h, l),
             Decision::Skip(_) => return,
         };
+        // Tagged before the program runs there: it counts from its first packet.
+        self.slots(|s| {
+            s.assign(link.index);
+        });
         match self.attach(link, hook, layer) {
             Ok(a) => {
                 info!(interface = %link.name, index = link.index, hook = a.hook.as_str(), egress = a.egress.is_some(), "attached");
                 self.attached.insert(link.index, a);
             }
-            Err(e) => AttachFailed {
-                interface: &link.name,
-                hook: "ingress",
-                error: &e,
+            Err(e) => {
+                self.slots(|s| s.release(link.index));
+                AttachFailed {
+                    interface: &link.name,
+                    hook: "ingress",
+                    error: &e,
+                }
+                .emit(&self.telemetry);
             }
-            .emit(&self.telemetry),
         }
         self.publish();
     }
@@ -268,6 +291,7 @@ impl Attacher {
         if let Some(link) = a.egress {
             self.drop_tc(link);
         }
+        self.slots(|s| s.release(index));
         info!(interface = %a.name, index, "interface gone; forgotten");
         self.publish();
     }
