@@ -174,9 +174,8 @@ impl Agent {
         let listener = bind_http(cfg, &runtime)?;
         // Loaded before the Kubernetes notice, so a refusal is the only line printed.
         let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
-        let (mut ebpf, maps) = load(cfg, drops.as_ref())?;
+        let (mut ebpf, maps, slots) = load(cfg, drops.as_ref())?;
         let conns = ebpf::take_hash_map(&mut ebpf, netprobe_ebpf::CONNS_MAP)?;
-        let slots = ebpf::coverage::Slots::take(&mut ebpf)?;
         let kernel = KernelFacts {
             drop_reasons: drops.as_ref().and_then(|d| d.reasons.clone()),
             dns: cfg.dns.clone(),
@@ -189,12 +188,11 @@ impl Agent {
         let k8s = K8s::start(&cfg.k8s)?;
         let (attacher, monitor, interfaces) = attach(cfg, ebpf, Arc::clone(&slots), &telemetry)?;
         let has_reasons = kernel.drop_reasons.is_some();
-        let kernel_features = [
+        let features = [
             ("drops", counting_drops),
             ("drop_reasons", counting_drops && has_reasons),
         ];
-        let reader = reader(cfg, maps, conns, counts, &kernel_features, &telemetry)?
-            .with_coverage(ebpf::coverage::Coverage::new(slots));
+        let reader = reader(cfg, maps, conns, counts, &features, &telemetry, slots)?;
         let aggregator = Aggregator::new(
             Budgets::from_config(&cfg.metrics, k8s.is_some()),
             naming_rules(cfg, k8s.is_some()),
@@ -367,8 +365,12 @@ impl Drop for Agent {
     }
 }
 
-/// Loads the programs (attached nowhere yet) and takes the reader's maps.
-fn load(cfg: &Config, drops: Option<&DropSetup>) -> Result<(aya::Ebpf, ebpf::Maps), AgentError> {
+/// Loads the programs (attached nowhere yet) and takes the reader's maps and the coverage
+/// slots.
+fn load(
+    cfg: &Config,
+    drops: Option<&DropSetup>,
+) -> Result<(aya::Ebpf, ebpf::Maps, SharedSlots), AgentError> {
     let sizes = ebpf::Sizes {
         flows4: cfg.flows.capacity,
         flows6: cfg.flows.capacity_ipv6,
@@ -386,7 +388,8 @@ fn load(cfg: &Config, drops: Option<&DropSetup>) -> Result<(aya::Ebpf, ebpf::Map
         }
     })?;
     let maps = ebpf::take_maps(&mut ebpf)?;
-    Ok((ebpf, maps))
+    let slots = ebpf::coverage::Slots::take(&mut ebpf)?;
+    Ok((ebpf, maps, slots))
 }
 
 /// The reader of every kernel table, with what the kernel offers for the agent's metrics.
@@ -397,6 +400,7 @@ fn reader(
     counts: Vec<Box<dyn CounterSource>>,
     features: &[(&'static str, bool)],
     telemetry: &Arc<Telemetry>,
+    slots: SharedSlots,
 ) -> Result<Reader, AgentError> {
     let timeouts = Timeouts {
         kernel_idle: cfg.flows.kernel_idle_timeout,
@@ -414,7 +418,8 @@ fn reader(
     let mut reader = Reader::new(maps, capacity, timeouts, Arc::clone(telemetry))
         .map_err(AgentError::Sys)?
         .with_conns(conns)
-        .with_counts(counts);
+        .with_counts(counts)
+        .with_coverage(ebpf::coverage::Coverage::new(slots));
     let tcx = ebpf::kernel::Version::running().is_some_and(|v| v >= ebpf::kernel::Version(6, 6));
     let mut all = vec![("tcx", tcx)];
     all.extend_from_slice(features);
@@ -422,12 +427,15 @@ fn reader(
     Ok(reader)
 }
 
+/// The coverage slots, shared by the attacher and the reader.
+type SharedSlots = ebpf::coverage::SharedSlots;
+
 /// Attaches to the current interfaces; the link monitor subscribes before the interfaces are
 /// listed, so none created in between is missed.
 fn attach(
     cfg: &Config,
     ebpf: aya::Ebpf,
-    slots: ebpf::coverage::SharedSlots,
+    slots: SharedSlots,
     telemetry: &Arc<Telemetry>,
 ) -> Result<(Attacher, LinkMonitor, Interfaces), AgentError> {
     let interfaces: Interfaces = Arc::default();

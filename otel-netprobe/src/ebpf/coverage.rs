@@ -63,20 +63,16 @@ impl Slots {
             .map(|i| iface_slot(ifindex, i))
             .find(|s| !taken.contains(s));
         let written = free.filter(|&slot| self.write(slot, ifindex));
-        match written {
-            Some(slot) => {
-                self.held.insert(ifindex, slot);
-                true
-            }
-            None => {
-                self.no_slot += 1;
-                warn!(
-                    index = ifindex,
-                    "no coverage slot for the interface: its coverage is not measured"
-                );
-                false
-            }
+        if let Some(slot) = written {
+            self.held.insert(ifindex, slot);
+            return true;
         }
+        self.no_slot += 1;
+        warn!(
+            index = ifindex,
+            "no coverage slot for the interface: its coverage is not measured"
+        );
+        false
     }
 
     /// Frees the slot of a removed interface.

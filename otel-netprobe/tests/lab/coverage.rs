@@ -90,43 +90,7 @@ fn every_hooked_interface_is_covered_and_a_replaced_program_shows() {
     wait_attached(&agent, 4);
     // The baselines are taken at the first read: wait for it before sending.
     wait_coverage(&agent, "no coverage before traffic", |_, _| true);
-    let udp = |from: &common::Netns, src: &str, to: &common::Netns, dst: &str, n, len| {
-        traffic::udp(from, src, to, dst, n, len);
-    };
-    let (p0, p1, p2) = (&lab.pods[0], &lab.pods[1], &lab.pods[2]);
-    udp(
-        p0,
-        &format!("{}:40201", PODS[0]),
-        p1,
-        &format!("{}:7201", PODS[1]),
-        10,
-        200,
-    );
-    udp(
-        p1,
-        &format!("{}:40202", PODS[1]),
-        &lab.outside,
-        &format!("{OUTSIDE}:7202"),
-        5,
-        1472,
-    );
-    udp(
-        &lab.outside,
-        &format!("{OUTSIDE}:40203"),
-        p2,
-        &format!("{}:7203", PODS[2]),
-        9,
-        300,
-    );
-    udp(
-        p2,
-        &format!("{}:40204", PODS[2]),
-        &lab.node,
-        &format!("{NODE_BR}:7204"),
-        3,
-        36,
-    );
-    traffic::tcp_bulk(p0, p1, &format!("{}:7205", PODS[1]), 1 << 20);
+    send_on_every_path(&lab);
     // At least what was sent into each interface (ARP and neighbour discovery add a few), and
     // exactly what the interface received: at TC the same buffers and bytes; at native XDP on
     // a veth the same frames, whose bytes the veth counts without their Ethernet header
@@ -165,44 +129,13 @@ fn every_hooked_interface_is_covered_and_a_replaced_program_shows() {
 
     // Another XDP program takes our place on the uplink.
     let before = coverage(&snap, "eth0").expect("eth0");
-    let mut other = aya::Ebpf::load(otel_netprobe::ebpf::BENCH_OBJECT).expect("bench object");
-    let pass: &mut aya::programs::Xdp = other
-        .program_mut("bench_xdp_pass")
-        .expect("bench_xdp_pass")
-        .try_into()
-        .expect("an XDP program");
-    pass.load().expect("load the trivial XDP program");
-    let ours = xdp_link_of(&lab, "eth0");
-    link_update(&ours, pass.fd().expect("program fd").as_fd().as_raw_fd());
+    let _other = replace_our_xdp(&lab, "eth0");
     // Frames the node takes silently: UDP to a socket it holds open, sent raw (no neighbour
     // resolution on either side).
     let sink = lab
         .node
         .run(|| std::net::UdpSocket::bind((NODE_UPLINK, 7206)).expect("bind"));
-    let (dst_mac, src_mac) = (
-        traffic::mac(&lab.node, "eth0"),
-        traffic::mac(&lab.outside, "eth0"),
-    );
-    let (count, payload) = (20_u64, 400);
-    let ip = packets::ipv4_between(
-        [10, 99, 0, 2],
-        [10, 99, 0, 1],
-        17,
-        0,
-        0,
-        &packets::udp(40206, 7206, payload),
-        payload,
-    );
-    let mut frame = [packets::eth(&[], 0x0800), ip].concat();
-    frame[..6].copy_from_slice(&dst_mac);
-    frame[6..12].copy_from_slice(&src_mac);
-    let frame_len = frame.len() as u64;
-    traffic::raw_frames(
-        &lab.outside,
-        "eth0",
-        std::sync::Arc::new(vec![frame; count as usize]),
-        1,
-    );
+    let (count, frame_len) = (20_u64, raw_udp_to_uplink(&lab, 20, 400));
     let (snap, ok) = agent.wait_for(common::patient(Duration::from_secs(20)), |s| {
         coverage(s, "eth0").is_some_and(|c| c.kernel.packets >= before.kernel.packets + count)
     });
@@ -238,6 +171,91 @@ fn every_hooked_interface_is_covered_and_a_replaced_program_shows() {
         after.ratio()
     );
     agent.stop();
+}
+
+/// UDP of several sizes on every path of the lab, and bulk TCP pod to pod.
+fn send_on_every_path(lab: &NodeLab) {
+    let udp = |from: &common::Netns, src: &str, to: &common::Netns, dst: &str, n, len| {
+        traffic::udp(from, src, to, dst, n, len);
+    };
+    let (p0, p1, p2) = (&lab.pods[0], &lab.pods[1], &lab.pods[2]);
+    udp(
+        p0,
+        &format!("{}:40201", PODS[0]),
+        p1,
+        &format!("{}:7201", PODS[1]),
+        10,
+        200,
+    );
+    udp(
+        p1,
+        &format!("{}:40202", PODS[1]),
+        &lab.outside,
+        &format!("{OUTSIDE}:7202"),
+        5,
+        1472,
+    );
+    udp(
+        &lab.outside,
+        &format!("{OUTSIDE}:40203"),
+        p2,
+        &format!("{}:7203", PODS[2]),
+        9,
+        300,
+    );
+    udp(
+        p2,
+        &format!("{}:40204", PODS[2]),
+        &lab.node,
+        &format!("{NODE_BR}:7204"),
+        3,
+        36,
+    );
+    traffic::tcp_bulk(p0, p1, &format!("{}:7205", PODS[1]), 1 << 20);
+}
+
+/// Loads the bench object's trivial XDP program and puts it in our XDP link on `ifname`, in
+/// place of ours; returns the object, which must outlive the replacement.
+fn replace_our_xdp(lab: &NodeLab, ifname: &str) -> aya::Ebpf {
+    let mut other = aya::Ebpf::load(otel_netprobe::ebpf::BENCH_OBJECT).expect("bench object");
+    let pass: &mut aya::programs::Xdp = other
+        .program_mut("bench_xdp_pass")
+        .expect("bench_xdp_pass")
+        .try_into()
+        .expect("an XDP program");
+    pass.load().expect("load the trivial XDP program");
+    let ours = xdp_link_of(lab, ifname);
+    link_update(&ours, pass.fd().expect("program fd").as_fd().as_raw_fd());
+    other
+}
+
+/// Sends `count` raw UDP frames of `payload` bytes from the outside host to the node's uplink
+/// address (no neighbour resolution on either side); returns the frame length.
+fn raw_udp_to_uplink(lab: &NodeLab, count: usize, payload: usize) -> u64 {
+    let (dst_mac, src_mac) = (
+        traffic::mac(&lab.node, "eth0"),
+        traffic::mac(&lab.outside, "eth0"),
+    );
+    let ip = packets::ipv4_between(
+        [10, 99, 0, 2],
+        [10, 99, 0, 1],
+        17,
+        0,
+        0,
+        &packets::udp(40206, 7206, payload),
+        payload,
+    );
+    let mut frame = [packets::eth(&[], 0x0800), ip].concat();
+    frame[..6].copy_from_slice(&dst_mac);
+    frame[6..12].copy_from_slice(&src_mac);
+    let frame_len = frame.len() as u64;
+    traffic::raw_frames(
+        &lab.outside,
+        "eth0",
+        std::sync::Arc::new(vec![frame; count]),
+        1,
+    );
+    frame_len
 }
 
 /// Our XDP link on `ifname` in the node namespace: the program the interface runs (its id from
