@@ -19,6 +19,8 @@ pub mod conn;
 pub mod count;
 #[cfg(target_arch = "bpf")]
 pub mod drop;
+#[cfg(target_arch = "bpf")]
+pub mod iface;
 
 /// Name of the IPv4 flow table map in the eBPF object (16-byte keys).
 pub const FLOWS4_MAP: &str = "FLOWS4";
@@ -441,6 +443,37 @@ pub struct ConnEnd {
     pub pad: [u8; 5],
 }
 
+/// Name of the per-CPU array of interface slots: what each ingress program saw per interface,
+/// compared by user space with the interface's own counters (coverage).
+pub const IFACES_MAP: &str = "IFACES";
+/// Slots in [`IFACES_MAP`]: interfaces measured at once (a power of two).
+pub const IFACE_SLOTS: u32 = 1024;
+/// Slots a program tries for an interface: `ifindex`, `ifindex + 1`, … (modulo
+/// [`IFACE_SLOTS`]); user space gives an interface the first free one of these.
+pub const IFACE_PROBES: u32 = 4;
+
+/// The `i`-th slot an interface may have ([`IFACE_PROBES`]).
+#[inline(always)]
+pub const fn iface_slot(ifindex: u32, i: u32) -> u32 {
+    ifindex.wrapping_add(i) & (IFACE_SLOTS - 1)
+}
+
+/// One interface's slot in [`IFACES_MAP`], per CPU: every frame (XDP) or socket buffer (TC)
+/// the interface's ingress program ran for, IP or not, and its length as the hook sees it
+/// (`data_end - data` at XDP, `skb->len` at TC, link-layer header included on Ethernet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceSlot {
+    /// The interface this slot belongs to (0: free). Written by user space only.
+    pub ifindex: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
+    /// Frames or buffers seen.
+    pub packets: u64,
+    /// Their bytes as the hook sees them.
+    pub bytes: u64,
+}
+
 /// Indexes of the per-CPU global counters ([`COUNTERS_MAP`]).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -485,6 +518,9 @@ pub enum Counter {
     DnsResponsesUnmatched = 17,
     /// DNS responses not recorded because the answered-query table was full.
     DnsResponsesUntracked = 18,
+    /// Packets an ingress program saw on an interface that has no coverage slot
+    /// ([`IFACES_MAP`]): counted in their flows, missing from the interface's coverage.
+    IfaceNoSlot = 19,
 }
 
 /// Number of slots in the global counter array.
@@ -492,7 +528,7 @@ pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 20] = [
         Counter::NonIpArp,
         Counter::NonIpLldp,
         Counter::NonIpOther,
@@ -512,6 +548,7 @@ impl Counter {
         Counter::DnsQueriesUntracked,
         Counter::DnsResponsesUnmatched,
         Counter::DnsResponsesUntracked,
+        Counter::IfaceNoSlot,
     ];
 }
 
@@ -528,6 +565,8 @@ const _: () = assert!(core::mem::size_of::<ConnKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Conn>() == 72);
 const _: () = assert!(core::mem::align_of::<Conn>() == 8);
 const _: () = assert!(core::mem::size_of::<ConnEnd>() == 24);
+const _: () = assert!(core::mem::size_of::<IfaceSlot>() == 24);
+const _: () = assert!(IFACE_SLOTS.is_power_of_two());
 
 #[cfg(feature = "user")]
 mod pod {
@@ -550,4 +589,6 @@ mod pod {
     unsafe impl aya::Pod for super::Conn {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnEnd {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IfaceSlot {}
 }

@@ -26,10 +26,12 @@ mod prog {
     use netprobe_ebpf::{
         COUNTER_SLOTS, Conn, ConnEnd, ConnKey, DEFAULT_CONNS_CAPACITY, DEFAULT_DROPS_CAPACITY,
         DEFAULT_FLOW4_CAPACITY, DEFAULT_FLOW6_CAPACITY, DEFAULT_ICMP_ERRORS_CAPACITY, DropKey,
-        DropStats, FlowKey, FlowKey4, FlowStats, IcmpErrorKey, UNKNOWN_REASON,
+        DropStats, FlowKey, FlowKey4, FlowStats, IFACE_SLOTS, IcmpErrorKey, IfaceSlot,
+        UNKNOWN_REASON,
         conn::ConnTables,
         count::{Frame, Packet, Tables, on_packet},
         drop::{SkbOffsets, on_drop},
+        iface,
         parse::{load8, parse_ethernet, parse_l3},
     };
 
@@ -63,6 +65,11 @@ mod prog {
     static CONN_ENDS: LruHashMap<ConnEnd, ConnKey> =
         LruHashMap::with_max_entries(2 * DEFAULT_CONNS_CAPACITY, 0);
 
+    /// What each ingress program saw per interface (coverage), per CPU; user space tags the
+    /// slots.
+    #[map]
+    static IFACES: PerCpuArray<IfaceSlot> = PerCpuArray::with_max_entries(IFACE_SLOTS, 0);
+
     const TABLES: Tables<'static> = Tables {
         v4: &FLOWS4,
         v6: &FLOWS6,
@@ -77,11 +84,13 @@ mod prog {
     #[xdp]
     pub fn netprobe_xdp(ctx: XdpContext) -> u32 {
         let (data, end) = (ctx.data(), ctx.data_end());
+        // SAFETY: a plain read of a context field.
+        let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+        iface::on_frame(&IFACES, &COUNTERS, ifindex, (end - data) as u32);
         let packet = Packet {
             data,
             end,
-            // SAFETY: a plain read of a context field.
-            ifindex: || unsafe { (*ctx.ctx).ingress_ifindex },
+            ifindex: || ifindex,
             frame: Frame::Xdp {
                 len: (end - data) as u32,
             },
@@ -91,10 +100,16 @@ mod prog {
         xdp_action::XDP_PASS
     }
 
-    /// Counts one skb; `l3` for devices whose packets start at the IP header.
+    /// Counts one skb; `l3` for devices whose packets start at the IP header; `ingress` also
+    /// in the interface's coverage slot.
     #[inline(always)]
-    fn count_skb(ctx: &TcContext, l3: bool) {
+    fn count_skb(ctx: &TcContext, l3: bool, ingress: bool) {
         let skb = ctx.skb.skb;
+        if ingress {
+            // SAFETY: as below.
+            let (ifindex, len) = unsafe { ((*skb).ifindex, (*skb).len) };
+            iface::on_frame(&IFACES, &COUNTERS, ifindex, len);
+        }
         // SAFETY: `skb` is the context pointer the kernel passed; these are plain field reads
         // (the verifier rewrites them into loads from the sk_buff and its shared info, so the
         // ones not always needed are read only when they are).
@@ -132,14 +147,14 @@ mod prog {
     /// `TC_ACT_UNSPEC` (TCX "next") so programs after ours still run.
     #[classifier]
     pub fn netprobe_tc_ingress(ctx: TcContext) -> i32 {
-        count_skb(&ctx, false);
+        count_skb(&ctx, false, true);
         TC_ACT_UNSPEC
     }
 
     /// TC/TCX ingress on a device without a link-layer header (TUN, WireGuard, IPIP).
     #[classifier]
     pub fn netprobe_tc_ingress_l3(ctx: TcContext) -> i32 {
-        count_skb(&ctx, true);
+        count_skb(&ctx, true, true);
         TC_ACT_UNSPEC
     }
 
@@ -147,7 +162,7 @@ mod prog {
     #[classifier]
     pub fn netprobe_tc_egress_l3(ctx: TcContext) -> i32 {
         if locally_originated(&ctx) {
-            count_skb(&ctx, true);
+            count_skb(&ctx, true, false);
         }
         TC_ACT_UNSPEC
     }
@@ -164,7 +179,7 @@ mod prog {
     #[classifier]
     pub fn netprobe_tc_egress(ctx: TcContext) -> i32 {
         if locally_originated(&ctx) {
-            count_skb(&ctx, false);
+            count_skb(&ctx, false, false);
         }
         TC_ACT_UNSPEC
     }

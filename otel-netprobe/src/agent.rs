@@ -183,7 +183,7 @@ impl Agent {
         if let Some(e) = &mut exporter {
             e.set_started(started);
         }
-        let (mut ebpf, maps) = load(cfg, drops.as_ref(), pins.as_ref())?;
+        let (mut ebpf, maps, slots) = load(cfg, drops.as_ref(), pins.as_ref())?;
         let conns = ebpf::take_hash_map(&mut ebpf, netprobe_ebpf::CONNS_MAP)?;
         let kernel = KernelFacts {
             drop_reasons: drops.as_ref().and_then(|d| d.reasons.clone()),
@@ -196,14 +196,15 @@ impl Agent {
         release_startup_memory();
         let k8s = K8s::start(&cfg.k8s)?;
         let pinned = pins.is_some();
-        let (attacher, monitor, interfaces) = attach(cfg, ebpf, pins, &telemetry)?;
+        let (attacher, monitor, interfaces) =
+            attach(cfg, ebpf, (pins, Arc::clone(&slots)), &telemetry)?;
         let has_reasons = kernel.drop_reasons.is_some();
-        let kernel_features = [
+        let features = [
             ("drops", counting_drops),
             ("drop_reasons", counting_drops && has_reasons),
             ("pinning", pinned),
         ];
-        let reader = reader(cfg, maps, conns, counts, &kernel_features, &telemetry)?;
+        let reader = reader(cfg, maps, conns, counts, &features, &telemetry, slots)?;
         let aggregator = Aggregator::new(
             Budgets::from_config(&cfg.metrics, k8s.is_some()),
             naming_rules(cfg, k8s.is_some()),
@@ -402,12 +403,12 @@ fn sizes(cfg: &Config) -> ebpf::Sizes {
 }
 
 /// Loads the programs (attached nowhere yet), with the maps pinned in `pins`, and takes the
-/// reader's maps.
+/// reader's maps and the coverage slots.
 fn load(
     cfg: &Config,
     drops: Option<&DropSetup>,
     pins: Option<&PinDir>,
-) -> Result<(aya::Ebpf, ebpf::Maps), AgentError> {
+) -> Result<(aya::Ebpf, ebpf::Maps, SharedSlots), AgentError> {
     let sizes = sizes(cfg);
     let mut ebpf = ebpf::load_pinned(&sizes, drops.map(|d| &d.layout), pins).map_err(|e| {
         match privileges::explain_refusal(permission_denied(&e)) {
@@ -416,7 +417,8 @@ fn load(
         }
     })?;
     let maps = ebpf::take_maps(&mut ebpf)?;
-    Ok((ebpf, maps))
+    let slots = ebpf::coverage::Slots::take(&mut ebpf)?;
+    Ok((ebpf, maps, slots))
 }
 
 /// The reader of every kernel table, with what the kernel offers for the agent's metrics.
@@ -427,6 +429,7 @@ fn reader(
     counts: Vec<Box<dyn CounterSource>>,
     features: &[(&'static str, bool)],
     telemetry: &Arc<Telemetry>,
+    slots: SharedSlots,
 ) -> Result<Reader, AgentError> {
     let timeouts = Timeouts {
         kernel_idle: cfg.flows.kernel_idle_timeout,
@@ -444,7 +447,8 @@ fn reader(
     let mut reader = Reader::new(maps, capacity, timeouts, Arc::clone(telemetry))
         .map_err(AgentError::Sys)?
         .with_conns(conns)
-        .with_counts(counts);
+        .with_counts(counts)
+        .with_coverage(ebpf::coverage::Coverage::new(slots));
     let tcx = ebpf::kernel::Version::running().is_some_and(|v| v >= ebpf::kernel::Version(6, 6));
     let mut all = vec![("tcx", tcx)];
     all.extend_from_slice(features);
@@ -452,12 +456,15 @@ fn reader(
     Ok(reader)
 }
 
+/// The coverage slots, shared by the attacher and the reader.
+type SharedSlots = ebpf::coverage::SharedSlots;
+
 /// Attaches to the current interfaces; the link monitor subscribes before the interfaces are
 /// listed, so none created in between is missed.
 fn attach(
     cfg: &Config,
     ebpf: aya::Ebpf,
-    pins: Option<PinDir>,
+    (pins, slots): (Option<PinDir>, SharedSlots),
     telemetry: &Arc<Telemetry>,
 ) -> Result<(Attacher, LinkMonitor, Interfaces), AgentError> {
     let interfaces: Interfaces = Arc::default();
@@ -467,7 +474,8 @@ fn attach(
         Arc::clone(&interfaces),
         Arc::clone(telemetry),
     )
-    .with_pins(pins);
+    .with_pins(pins)
+    .with_slots(slots);
     let monitor = LinkMonitor::new().map_err(AgentError::Netlink)?;
     monitor
         .set_read_timeout(Some(Duration::from_millis(200)))

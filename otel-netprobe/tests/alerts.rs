@@ -57,7 +57,7 @@ fn promtool_checks_the_rules_and_passes_their_tests() {
 }
 
 /// Each change undoes the point of a rule; the tests must then fail, naming the alert.
-const BREAKS: [(&str, &str, &str, &str); 6] = [
+const BREAKS: [(&str, &str, &str, &str); 7] = [
     (
         "a threshold moved",
         "netprobe_agent_flow_table_fill_ratio) > 0.9",
@@ -93,6 +93,12 @@ const BREAKS: [(&str, &str, &str, &str); 6] = [
         "          namespace: \"{{ $labels.destination_k8s_namespace_name }}\"\n",
         "",
         "NetprobeTcpHandshakeSlow",
+    ),
+    (
+        "a coverage threshold moved",
+        "          ) < 0.9\n",
+        "          ) < 0.4\n",
+        "NetprobeInterfaceCoverageLow",
     ),
 ];
 

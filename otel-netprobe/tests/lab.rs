@@ -12,6 +12,8 @@ mod binary;
 mod common;
 #[path = "lab/conns.rs"]
 mod conns;
+#[path = "lab/coverage.rs"]
+mod coverage;
 #[path = "lab/dns.rs"]
 mod dns;
 #[path = "lab/drops.rs"]

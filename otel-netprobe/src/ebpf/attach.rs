@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::{
     EbpfError,
+    coverage::SharedSlots,
     links::{self, Held},
     netlink::LinkInfo,
     pin::PinDir,
@@ -191,6 +192,7 @@ pub struct Attacher {
     pins: Option<PinDir>,
     /// Attachments taken over from a previous agent (replaced in place).
     replaced: usize,
+    slots: Option<SharedSlots>,
 }
 
 impl Attacher {
@@ -210,6 +212,7 @@ impl Attacher {
             telemetry,
             pins: None,
             replaced: 0,
+            slots: None,
         }
     }
 
@@ -265,6 +268,20 @@ impl Attacher {
         }
     }
 
+    /// Gives each interface a coverage slot before its ingress program is attached, and frees
+    /// it when the interface goes.
+    #[must_use]
+    pub fn with_slots(mut self, slots: SharedSlots) -> Self {
+        self.slots = Some(slots);
+        self
+    }
+
+    fn slots(&self, f: impl FnOnce(&mut super::coverage::Slots)) {
+        if let Some(s) = &self.slots {
+            f(&mut s.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        }
+    }
+
     /// Makes the attached set equal to `links` (after the initial dump, or a netlink overrun).
     pub fn sync(&mut self, links: &[LinkInfo]) {
         let present: Vec<u32> = links.iter().map(|l| l.index).collect();
@@ -294,17 +311,24 @@ impl Attacher {
             Decision::Attach(h, l) => (h, l),
             Decision::Skip(_) => return,
         };
+        // Tagged before the program runs there: it counts from its first packet.
+        self.slots(|s| {
+            s.assign(link.index);
+        });
         match self.attach(link, hook, layer) {
             Ok(a) => {
                 info!(interface = %link.name, index = link.index, hook = a.hook.as_str(), egress = a.egress.is_some(), "attached");
                 self.attached.insert(link.index, a);
             }
-            Err(e) => AttachFailed {
-                interface: &link.name,
-                hook: "ingress",
-                error: &e,
+            Err(e) => {
+                self.slots(|s| s.release(link.index));
+                AttachFailed {
+                    interface: &link.name,
+                    hook: "ingress",
+                    error: &e,
+                }
+                .emit(&self.telemetry);
             }
-            .emit(&self.telemetry),
         }
         self.publish();
     }
@@ -322,6 +346,7 @@ impl Attacher {
                 let _ = std::fs::remove_file(pins.link(kind, index));
             }
         }
+        self.slots(|s| s.release(index));
         info!(interface = %a.name, index, "interface gone; forgotten");
         self.publish();
     }

@@ -4,15 +4,19 @@
 //!
 //! `attach` owns the programs (and so the links: dropping it detaches everything); `reader`
 //! reads the flow tables into a [`reader::FlowSink`]; `counts` reads the metric modules' maps
-//! of per-flow counts; `table` is one kernel hash map as a reader uses it; `netlink` and `sys`
-//! are the thin wrappers over the kernel interfaces that aya 0.14 does not cover.
+//! of per-flow counts; `table` is one kernel hash map as a reader uses it; `coverage` compares
+//! what the programs saw per interface with the interfaces' own counters (`linkstats`);
+//! `netlink` and `sys` are the thin wrappers over the kernel interfaces that aya 0.14 does not
+//! cover.
 
 pub mod attach;
 pub mod btf;
 pub mod counts;
+pub mod coverage;
 pub mod drops;
 pub mod kernel;
 pub mod links;
+pub mod linkstats;
 pub mod netlink;
 pub mod pin;
 pub mod reader;

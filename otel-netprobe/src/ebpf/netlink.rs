@@ -101,7 +101,7 @@ fn last_err(op: &'static str) -> NetlinkError {
     io_err(op, io::Error::last_os_error())
 }
 
-fn malformed(reason: &'static str) -> NetlinkError {
+pub(super) fn malformed(reason: &'static str) -> NetlinkError {
     NetlinkError::Malformed { reason }
 }
 
@@ -109,7 +109,7 @@ fn u16_at(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(off..off + 2)?.try_into().ok()?))
 }
 
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+pub(super) fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
 }
 
@@ -141,7 +141,7 @@ fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<(u16, u16, u32, &[u8]
 
 /// Iterates `(type, payload)` of the route attributes in `buf`, stopping with
 /// an error at a malformed one.
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), NetlinkError>> {
+pub(super) fn attrs(mut buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), NetlinkError>> {
     std::iter::from_fn(move || {
         if buf.len() < 4 {
             return None;
@@ -273,13 +273,16 @@ impl Socket {
         }
     }
 
-    fn send_dump_request(&self, seq: u32) -> Result<(), NetlinkError> {
-        let mut req = [0u8; NLMSG_HDRLEN + IFINFOMSG_LEN];
-        req[0..4].copy_from_slice(&((NLMSG_HDRLEN + IFINFOMSG_LEN) as u32).to_ne_bytes());
-        req[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
+    /// Sends a dump request of `ty` whose family header is `header` (all interfaces when
+    /// zeroed).
+    fn send_dump_request(&self, ty: u16, header: &[u8], seq: u32) -> Result<(), NetlinkError> {
+        let len = NLMSG_HDRLEN + header.len();
+        let mut req = vec![0u8; len];
+        req[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        req[4..6].copy_from_slice(&ty.to_ne_bytes());
         req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
         req[8..12].copy_from_slice(&seq.to_ne_bytes());
-        // ifinfomsg stays zeroed: family AF_UNSPEC, every interface.
+        req[NLMSG_HDRLEN..].copy_from_slice(header);
         // SAFETY: `req` is a valid buffer of `req.len()` bytes.
         let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
         if n < 0 { Err(last_err("send")) } else { Ok(()) }
@@ -326,11 +329,26 @@ impl Socket {
 /// `RTM_GETLINK` dump. Retries (a few times) if the kernel flags the dump as
 /// interrupted by concurrent changes (`NLM_F_DUMP_INTR`).
 pub fn dump_links() -> Result<Vec<LinkInfo>, NetlinkError> {
+    // ifinfomsg stays zeroed: family AF_UNSPEC, every interface.
+    dump(RTM_GETLINK, &[0; IFINFOMSG_LEN], |ty, payload| match ty {
+        RTM_NEWLINK => parse_link(payload),
+        _ => Ok(None),
+    })
+}
+
+/// Runs a dump request of `ty` with family header `header` in the caller's network namespace
+/// and parses each answer with `parse(type, payload)`. Retries (a few times) if the kernel
+/// flags the dump as interrupted by concurrent changes (`NLM_F_DUMP_INTR`).
+pub(super) fn dump<T>(
+    ty: u16,
+    header: &[u8],
+    parse: impl Fn(u16, &[u8]) -> Result<Option<T>, NetlinkError>,
+) -> Result<Vec<T>, NetlinkError> {
     let mut sock = Socket::open(0)?;
-    let mut links = Vec::new();
+    let mut found = Vec::new();
     for seq in 1..=5 {
-        links.clear();
-        sock.send_dump_request(seq)?;
+        found.clear();
+        sock.send_dump_request(ty, header, seq)?;
         let mut interrupted = false;
         'recv: loop {
             let Some(data) = sock.recv()? else {
@@ -352,8 +370,7 @@ pub fn dump_links() -> Result<Vec<LinkInfo>, NetlinkError> {
                             });
                         }
                     }
-                    RTM_NEWLINK => links.extend(parse_link(payload)?),
-                    _ => {}
+                    ty => found.extend(parse(ty, payload)?),
                 }
             }
         }
@@ -361,7 +378,7 @@ pub fn dump_links() -> Result<Vec<LinkInfo>, NetlinkError> {
             break;
         }
     }
-    Ok(links)
+    Ok(found)
 }
 
 /// A socket subscribed to `RTMGRP_LINK`, delivering link changes in the

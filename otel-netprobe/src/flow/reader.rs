@@ -20,6 +20,7 @@ use crate::{
         self,
         attach::InterfaceState,
         counts::CounterSource,
+        coverage::{Coverage, CoverageErrors, InterfaceCoverage},
         reader::{Eviction, FlowMaps, GlobalCounters, coarse_now_ns, monotonic_now_ns},
         sys::SysError,
     },
@@ -71,6 +72,10 @@ pub struct Health {
     pub features: Vec<(&'static str, bool)>,
     /// The running kernel's release.
     pub kernel: String,
+    /// Each attached interface's coverage (what our program saw against its own counters).
+    pub coverage: Vec<InterfaceCoverage>,
+    /// Errors of the coverage measurement.
+    pub coverage_errors: CoverageErrors,
 }
 
 /// What one read cycle found, before naming and aggregation.
@@ -92,6 +97,8 @@ pub struct Reader {
     conns: Option<ConnTable>,
     /// The metric modules' per-flow counter maps.
     counts: Vec<Box<dyn CounterSource>>,
+    /// Per-interface coverage (`None`: not measured).
+    coverage: Option<Coverage>,
     timeouts: Timeouts,
     health: Health,
     telemetry: Arc<Telemetry>,
@@ -111,6 +118,7 @@ impl Reader {
             table: FlowTable::new(),
             conns: None,
             counts: Vec::new(),
+            coverage: None,
             timeouts,
             health: Health {
                 flow_table_capacity: capacity,
@@ -132,6 +140,13 @@ impl Reader {
     #[must_use]
     pub fn with_counts(mut self, counts: Vec<Box<dyn CounterSource>>) -> Self {
         self.counts = counts;
+        self
+    }
+
+    /// Measures each interface's coverage too, from the next cycle.
+    #[must_use]
+    pub fn with_coverage(mut self, coverage: Coverage) -> Self {
+        self.coverage = Some(coverage);
         self
     }
 
@@ -171,6 +186,9 @@ impl Reader {
         self.health.flows_expired_total = t.get(Count::Expired);
         self.health.last_read_seconds = started.elapsed().as_secs_f64();
         self.health.flows_tracked = self.table.len() as u64;
+        if let Some(c) = &mut self.coverage {
+            (self.health.coverage, self.health.coverage_errors) = c.read();
+        }
         Reading {
             flows: flows_of(&self.table),
             counters: self.flows.counters(),

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod budget;
 pub mod catalogue;
 pub mod conns;
+pub mod coverage;
 pub mod dns;
 pub mod drops;
 mod family;
@@ -78,6 +79,7 @@ pub const MODULES: &[Module] = &[
     tables::MODULE,
     kernel::MODULE,
     interfaces::MODULE,
+    coverage::MODULE,
     budget::MODULE,
     k8s::MODULE,
     agent::MODULE,

@@ -25,7 +25,9 @@ pub struct Shape {
 }
 
 /// The shared maps of `object` (not its `.rodata`/`.bss`/`.data` globals, which belong to
-/// one load of the programs), with the capacities `overrides` sets (by map name).
+/// one load of the programs, nor the coverage slots, whose assignment to interfaces lives in
+/// one agent's memory: a new agent starts with empty slots), with the capacities `overrides`
+/// sets (by map name).
 pub fn shapes(
     object: &[u8],
     overrides: impl Fn(&str) -> Option<u32>,
@@ -34,7 +36,7 @@ pub fn shapes(
     let mut shapes: Vec<Shape> = obj
         .maps
         .iter()
-        .filter(|(name, _)| !name.starts_with('.'))
+        .filter(|(name, _)| !name.starts_with('.') && *name != netprobe_ebpf::IFACES_MAP)
         .map(|(name, m)| Shape {
             name: name.clone(),
             map_type: m.map_type(),
