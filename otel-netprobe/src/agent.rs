@@ -131,6 +131,28 @@ fn bind_http(
     )))
 }
 
+/// The I/O runtime, and the OTLP exporter when an endpoint is set (its TLS files read now).
+fn runtime_and_exporter(
+    cfg: &Config,
+    telemetry: &Arc<Telemetry>,
+) -> Result<(tokio::runtime::Runtime, Option<Exporter>), AgentError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("netprobe-io")
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?;
+    let exporter = if cfg.otlp.endpoint.is_empty() {
+        None
+    } else {
+        let _guard = runtime.enter();
+        let resource = otlp::resource(&cfg.otlp, |k| std::env::var(k).ok());
+        let e = Exporter::new(&cfg.otlp, &resource, Arc::clone(telemetry));
+        Some(e.map_err(AgentError::Otlp)?)
+    };
+    Ok((runtime, exporter))
+}
+
 fn spawn<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
@@ -162,20 +184,7 @@ impl Agent {
         privileges::check()?;
         raise_open_files_limit();
         let telemetry = Arc::new(Telemetry::default());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("netprobe-io")
-            .enable_all()
-            .build()
-            .map_err(AgentError::Runtime)?;
-        let mut exporter = if cfg.otlp.endpoint.is_empty() {
-            None
-        } else {
-            let _guard = runtime.enter();
-            let resource = otlp::resource(&cfg.otlp, |k| std::env::var(k).ok());
-            let e = Exporter::new(&cfg.otlp, &resource, Arc::clone(&telemetry));
-            Some(e.map_err(AgentError::Otlp)?)
-        };
+        let (runtime, mut exporter) = runtime_and_exporter(cfg, &telemetry)?;
         let listener = bind_http(cfg, &runtime)?;
         // Loaded before the Kubernetes notice, so a refusal is the only line printed.
         let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
