@@ -10,7 +10,7 @@
 //! fewer than `max_series` exist, and the rest are added up in one series marked
 //! `otel.metric.overflow=true`. A set whose flows are all gone stops being reported.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::{
     Attrs, Ends, FlowView, Lookups,
@@ -144,7 +144,7 @@ impl Budget {
         let flows = named.flows;
         // Per attribute set: its group; per group: bytes (to rank newcomers) and flows.
         let mut groups: FxHashMap<SeriesKey, u32> =
-            FxHashMap::with_capacity_and_hasher(self.groups_hint, Default::default());
+            FxHashMap::with_capacity_and_hasher(self.groups_hint, FxBuildHasher);
         let mut totals: Vec<(u64, u64)> = Vec::with_capacity(self.groups_hint);
         let mut group_of = Vec::with_capacity(flows.len());
         for (i, f) in flows.iter().enumerate() {
