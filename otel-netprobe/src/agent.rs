@@ -202,7 +202,7 @@ impl Agent {
         let counting_drops = drops
             .as_ref()
             .is_some_and(|d| ebpf::drops::start(&mut ebpf, d));
-        release_startup_memory();
+        crate::heap::trim();
         let k8s = K8s::start(&cfg.k8s)?;
         let pinned = pins.is_some();
         let (attacher, monitor, interfaces) =
@@ -556,6 +556,8 @@ fn read_loop(
         let reading = reader.cycle();
         http::publish(shared, aggregator.publish(&reading));
         requests.answer(reading.flows);
+        // The cycle's blocks below the mmap threshold are free now: give their pages back.
+        crate::heap::trim();
         if last {
             return;
         }
@@ -631,16 +633,5 @@ fn watch_links(attacher: &mut Attacher, monitor: &mut LinkMonitor, stop: &Atomic
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
-    }
-}
-
-/// Hands the memory start-up freed back to the system. Parsing the kernel's BTF (ours, for the
-/// drop program's offsets and reason names; aya's, for loading) frees hundreds of thousands of
-/// small allocations, which glibc would otherwise keep as resident memory (13 MiB measured).
-fn release_startup_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the system.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -16,6 +16,7 @@ pub mod ebpf;
 pub mod export;
 pub mod flow;
 pub mod frame;
+pub mod heap;
 pub mod k8s;
 pub mod metrics;
 pub mod privileges;

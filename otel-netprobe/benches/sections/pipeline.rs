@@ -73,6 +73,8 @@ fn per_flow(t: Instant) -> f64 {
 /// The read cycle (batched read, cumulative table, decoded flows) and the aggregation of its
 /// result, per flow, at 100k flows.
 pub fn reader_cost() {
+    // As the agent runs (src/main.rs): each cycle's large blocks are mapped and unmapped.
+    otel_netprobe::heap::return_large_blocks();
     let mut v4 = HashMap::<MapData, FlowKey4, FlowStats>::create(CAP, 0).unwrap();
     let v6 = HashMap::<MapData, FlowKey, FlowStats>::create(CAP, 0).unwrap();
     let hour = Duration::from_secs(3600);
@@ -80,7 +82,7 @@ pub fn reader_cost() {
     fill_flows(&mut v4, 1);
     let mut r = reader_of(&v4, &v6, hour);
     let mut raw = BatchReader::<FlowKey4, FlowStats>::new(1024);
-    let (mut quiet, mut baseline, mut aggregate) = (vec![], vec![], vec![]);
+    let (mut quiet, mut baseline, mut aggregate, mut trim) = (vec![], vec![], vec![], vec![]);
     let mut aggregator = Aggregator::standalone(Budgets::default());
     for _ in 0..6 {
         let t = Instant::now();
@@ -91,6 +93,11 @@ pub fn reader_cost() {
         let snap = aggregator.publish(&reading);
         aggregate.push(per_flow(t));
         assert_eq!(snap.summary.flows, u64::from(FLOWS));
+        // What the agent's read loop does after each cycle, once the cycle's results are freed.
+        drop((reading, snap));
+        let t = Instant::now();
+        otel_netprobe::heap::trim();
+        trim.push(per_flow(t));
         let t = Instant::now();
         assert_eq!(
             raw.read_all(v4.map().fd().as_fd()).unwrap().keys.len(),
@@ -136,6 +143,7 @@ pub fn reader_cost() {
             "aggregate (name, budget, frame, summary; 2000 series):",
             median(aggregate),
         ),
+        ("heap trimmed after the cycle:  ", median(trim)),
     ] {
         println!("{what} {v:.3} µs/flow ({:.1}x)", v / base);
     }
@@ -164,6 +172,7 @@ fn flows(n: u32) -> Vec<FlowView> {
 /// summary) and the request encoded by the direct writer; prost encoding the same frame is
 /// the baseline.
 pub fn export_cost() {
+    otel_netprobe::heap::return_large_blocks();
     println!(
         "\n== OTLP export cycle: frame built + request encoded, absolute µs/series (median of 5); \
          × prost encoding the same frame =="

@@ -10,7 +10,7 @@
 //! fewer than `max_series` exist, and the rest are added up in one series marked
 //! `otel.metric.overflow=true`. A set whose flows are all gone stops being reported.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::{
     Attrs, Ends, FlowView, Lookups,
@@ -116,9 +116,10 @@ pub struct Budget {
     /// renderings) while admitted.
     admitted: FxHashMap<SeriesKey, Attrs>,
     overflow: Attrs,
-    /// The previous build's grouping, kept for its allocation (a cycle reuses it rather than
-    /// growing a large table from nothing).
-    scratch: FxHashMap<SeriesKey, u32>,
+    /// Attribute sets the previous build grouped: the next build's table is made that large
+    /// at once rather than grown from nothing. Only the size is kept, not the table (about
+    /// 250 bytes a slot: 16 MiB of resident memory at 40k sets between cycles).
+    groups_hint: usize,
 }
 
 impl Budget {
@@ -129,7 +130,7 @@ impl Budget {
             max_series,
             admitted: FxHashMap::default(),
             overflow: Attrs::new(vec![(OVERFLOW, "true".to_owned())]),
-            scratch: FxHashMap::default(),
+            groups_hint: 0,
         }
     }
 
@@ -142,9 +143,9 @@ impl Budget {
     pub fn build(&mut self, named: &Named<'_>) -> SeriesSet {
         let flows = named.flows;
         // Per attribute set: its group; per group: bytes (to rank newcomers) and flows.
-        let mut groups = std::mem::take(&mut self.scratch);
-        groups.clear();
-        let mut totals: Vec<(u64, u64)> = Vec::with_capacity(groups.capacity());
+        let mut groups: FxHashMap<SeriesKey, u32> =
+            FxHashMap::with_capacity_and_hasher(self.groups_hint, FxBuildHasher);
+        let mut totals: Vec<(u64, u64)> = Vec::with_capacity(self.groups_hint);
         let mut group_of = Vec::with_capacity(flows.len());
         for (i, f) in flows.iter().enumerate() {
             if !named.kept(i) {
@@ -195,7 +196,7 @@ impl Budget {
             })
             .collect();
         drop(kept);
-        self.scratch = groups;
+        self.groups_hint = groups.len();
         SeriesSet {
             series,
             of_flow,

@@ -49,42 +49,53 @@ impl Totals {
     }
 }
 
+/// One tracked flow. The table holds one per flow (100k live flows: 100k records, and the
+/// hash table's spare slots), so it is kept small: what earlier kernel incarnations counted
+/// is boxed, as most flows never leave the kernel before they are forgotten.
 #[derive(Clone, Debug)]
 pub(crate) struct Record {
-    /// Folded from kernel entries that were moved out.
-    pub base: Totals,
     /// The current kernel entry's value (zero when the flow is not in the kernel).
     pub current: FlowStats,
-    pub in_kernel: bool,
+    /// Folded from kernel entries that were moved out (`None`: none was).
+    pub base: Option<Box<Totals>>,
     /// Coarse-clock time the flow's first kernel entry was created.
     pub first_seen_ns: u64,
     /// Coarse-clock time of the read that last saw the counts change (the kernel stamps no
     /// time per packet: a read cycle is the resolution).
     pub last_seen_ns: u64,
-    /// Read cycle in which the kernel entry was last seen, to notice entries that vanished.
-    seen_cycle: u64,
     /// Connections and kernel counts (shared with the cycle's views until changed).
     pub extras: Option<Arc<FlowExtras>>,
+    /// Read cycle in which the kernel entry was last seen (modulo 2^32), to notice entries
+    /// that vanished.
+    seen_cycle: u32,
+    pub in_kernel: bool,
 }
 
 impl Record {
     /// A record for a flow no kernel entry counts (yet): what the other tables said of it.
     fn outside_kernel(now_ns: u64) -> Self {
         Self {
-            base: Totals::default(),
             current: FlowStats::default(),
-            in_kernel: false,
+            base: None,
             first_seen_ns: now_ns,
             last_seen_ns: now_ns,
-            seen_cycle: 0,
             extras: None,
+            seen_cycle: 0,
+            in_kernel: false,
         }
     }
 
     pub(crate) fn totals(&self) -> Totals {
-        let mut t = self.base;
+        let mut t = self.base.as_deref().copied().unwrap_or_default();
         t.add(&self.current);
         t
+    }
+
+    /// Folds the current kernel entry's counts into the base (the entry is gone or replaced).
+    fn fold(&mut self, last: &FlowStats) {
+        if *last != FlowStats::default() {
+            self.base.get_or_insert_with(Box::default).add(last);
+        }
     }
 }
 
@@ -109,7 +120,7 @@ pub struct FlowTable {
     pub(crate) records: FxHashMap<FlowKey, Record>,
     /// Records whose kernel entry exists (to skip the vanished-entry sweep when none vanished).
     in_kernel: usize,
-    cycle: u64,
+    cycle: u32,
     evict: Vec<FlowKey>,
 }
 
@@ -132,13 +143,8 @@ impl FlowTable {
     /// Takes in one kernel entry; returns when its counts last changed.
     fn update(&mut self, key: FlowKey, stats: &FlowStats, now_ns: u64) -> u64 {
         let rec = self.records.entry(key).or_insert_with(|| Record {
-            base: Totals::default(),
-            current: FlowStats::default(),
-            in_kernel: false,
             first_seen_ns: stats.first_seen_ns,
-            last_seen_ns: now_ns,
-            seen_cycle: 0,
-            extras: None,
+            ..Record::outside_kernel(now_ns)
         });
         if rec.current != *stats {
             // A kernel entry whose counts went down, or that was created anew, is a new
@@ -149,7 +155,7 @@ impl FlowTable {
                     || stats.first_seen_ns != rec.current.first_seen_ns)
             {
                 let old = rec.current;
-                rec.base.add(&old);
+                rec.fold(&old);
             }
             rec.current = *stats;
             rec.last_seen_ns = now_ns;
@@ -210,7 +216,7 @@ impl FlowSink for FlowTable {
     where
         I: Iterator<Item = (FlowKey, &'a FlowStats, Option<u64>)> + Clone,
     {
-        self.cycle += 1;
+        self.cycle = self.cycle.wrapping_add(1);
         self.evict.clear();
         let mut seen = 0;
         for (key, stats, known) in kernel.clone() {
@@ -236,7 +242,7 @@ impl FlowSink for FlowTable {
             for rec in self.records.values_mut() {
                 if rec.in_kernel && rec.seen_cycle != cycle {
                     let old = rec.current;
-                    rec.base.add(&old);
+                    rec.fold(&old);
                     rec.current = FlowStats::default();
                     rec.in_kernel = false;
                     self.in_kernel -= 1;
@@ -254,7 +260,7 @@ impl FlowSink for FlowTable {
                 // Packets arrived between the read and the move.
                 rec.last_seen_ns = now_ns;
             }
-            rec.base.add(&fin);
+            rec.fold(&fin);
             rec.current = FlowStats::default();
             if rec.in_kernel {
                 rec.in_kernel = false;
