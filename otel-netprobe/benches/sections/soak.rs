@@ -49,7 +49,7 @@ const NEW_FLOWS: u16 = 40;
 /// Marker datagrams a second (pod 0 → pod 1, UDP port [`MARKER_PORT`]).
 const MARKER_PER_SECOND: usize = 5;
 const MARKER_PORT: u16 = 7999;
-/// Veths created (and deleted) over the run.
+/// Veths created (and deleted) over the run, unless `SOAK_VETHS` says otherwise.
 const VETHS: usize = 1000;
 /// How long a churned veth lives.
 const VETH_LIFE: Duration = Duration::from_secs(20);
@@ -64,6 +64,7 @@ struct Sample {
     fds: u64,
     fill: f64,
     interfaces: f64,
+    marker: f64,
 }
 
 fn fds(pid: u32) -> u64 {
@@ -73,6 +74,16 @@ fn fds(pid: u32) -> u64 {
 /// The sum of every sample of `metric` on the agent's `/metrics`.
 fn total(text: &str, metric: &str) -> f64 {
     samples(text, &[metric]).values().sum()
+}
+
+/// The marker flow's packets on the agent's `/metrics` (every series of its port).
+fn marker_packets(text: &str) -> f64 {
+    let port = format!("destination_port=\"{MARKER_PORT}\"");
+    samples(text, &["netprobe_flow_packets_total{"])
+        .iter()
+        .filter(|(k, _)| k.contains(&port))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// The pods' names in the API server: the marker is checkout → web.
@@ -242,6 +253,7 @@ impl Soak {
                 .values()
                 .fold(0.0, |a: f64, b| a.max(*b)),
             interfaces: total(&m, "netprobe_agent_interfaces"),
+            marker: marker_packets(&m),
         }
     }
 }
@@ -252,9 +264,13 @@ pub fn soak() {
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(MINUTES);
+    let veths = std::env::var("SOAK_VETHS")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(VETHS);
     let run = Duration::from_secs(minutes * 60);
     println!(
-        "\n== Soak: {minutes} min under changing traffic, {VETHS} veths churned, the Collector and the API server restarted =="
+        "\n== Soak: {minutes} min under changing traffic, {veths} veths churned, the Collector and the API server restarted =="
     );
     let mut soak = Soak::start();
     let mut churn = Churn {
@@ -273,20 +289,29 @@ pub fn soak() {
         soak.events(elapsed, run, &mut done);
         soak.traffic(&mut port);
         marker += MARKER_PER_SECOND;
-        let due = (VETHS as f64 * elapsed.as_secs_f64() / run.as_secs_f64()) as usize;
-        while churn.created < due.min(VETHS) {
+        let due = (veths as f64 * elapsed.as_secs_f64() / run.as_secs_f64()) as usize;
+        while churn.created < due.min(veths) {
             churn.create(&soak.chain.lab.node);
         }
         churn.expire(&soak.chain.lab.node, false);
         if Instant::now() >= next_sample {
-            out.push(soak.sample(started.elapsed().as_secs_f64(), &mut last_cpu));
+            let s = soak.sample(started.elapsed().as_secs_f64(), &mut last_cpu);
+            println!(
+                "{:>6.0} s: {:.1} MiB, {:.1} % CPU, {} fds, fill {:.4}, {} interfaces, marker {} of {marker}",
+                s.t, s.rss_mib, s.cpu_pct, s.fds, s.fill, s.interfaces, s.marker
+            );
+            out.push(s);
             next_sample += SAMPLE;
         }
         if let Some(left) = Duration::from_secs(1).checked_sub(second.elapsed()) {
             std::thread::sleep(left);
         }
     }
-    while churn.created < VETHS {
+    if done[0] && !done[1] {
+        // A short run can end inside the outage: the Collector comes back before the checks.
+        soak.chain.collector.start_again();
+    }
+    while churn.created < veths {
         churn.create(&soak.chain.lab.node);
     }
     churn.expire(&soak.chain.lab.node, true);
@@ -296,9 +321,8 @@ pub fn soak() {
 
 /// The end: the marker exact on `/metrics` and in Prometheus, nothing leaked, the plot.
 fn finish(chain: &Chain, agent: &Agent, out: &[Sample], marker: usize) {
-    let selector = format!("netprobe_flow_packets_total{{destination_port=\"{MARKER_PORT}\"");
     let m = agent.wait_metrics(&format!("marker: {marker} packets"), |m| {
-        total(m, &selector) == marker as f64
+        marker_packets(m) == marker as f64
     });
     let attached = agent.wait_metrics("back to the lab's 4 interfaces", |m| {
         total(m, "netprobe_agent_interfaces") == 4.0
@@ -349,12 +373,12 @@ fn finish(chain: &Chain, agent: &Agent, out: &[Sample], marker: usize) {
 fn write_csv(out: &[Sample]) -> PathBuf {
     let dir = repo::root().join("target/soak");
     std::fs::create_dir_all(&dir).expect("target/soak");
-    let mut text = String::from("t_s,rss_mib,cpu_pct,fds,fill_ratio,interfaces\n");
+    let mut text = String::from("t_s,rss_mib,cpu_pct,fds,fill_ratio,interfaces,marker_packets\n");
     for s in out {
         let _ = writeln!(
             text,
-            "{:.1},{:.2},{:.2},{},{:.4},{}",
-            s.t, s.rss_mib, s.cpu_pct, s.fds, s.fill, s.interfaces
+            "{:.1},{:.2},{:.2},{},{:.4},{},{}",
+            s.t, s.rss_mib, s.cpu_pct, s.fds, s.fill, s.interfaces, s.marker
         );
     }
     let path = dir.join("soak.csv");
