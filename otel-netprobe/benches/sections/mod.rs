@@ -7,6 +7,7 @@ pub mod k8s;
 pub mod k8s_api;
 pub mod maps;
 pub mod pipeline;
+pub mod soak;
 
 /// Resident memory of process `pid` (`self` for this one), bytes (VmRSS).
 pub fn rss_bytes(pid: &str) -> u64 {

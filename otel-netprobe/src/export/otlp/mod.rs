@@ -91,6 +91,23 @@ pub struct Exporter {
     encoder: encode::Encoder,
     telemetry: Arc<Telemetry>,
     cfg: OtlpConfig,
+    /// The time the last export was stamped with.
+    last_stamp: SystemTime,
+}
+
+/// The time an export is stamped with: now, and always later than the previous export's.
+///
+/// Not the snapshot's time: an export carries the agent's own counters read as it is sent, and
+/// when no read cycle ended between two exports (a slow cycle, a loaded node) both would send the
+/// same snapshot with different values of those counters at one timestamp, which Prometheus
+/// refuses as a duplicate sample — failing the whole remote write of that batch (the soak of
+/// `make bench` found it). The flow values were read at most one cycle earlier.
+fn stamp(last: SystemTime, now: SystemTime) -> SystemTime {
+    if now > last {
+        now
+    } else {
+        last + std::time::Duration::from_nanos(1)
+    }
 }
 
 impl Exporter {
@@ -107,6 +124,7 @@ impl Exporter {
             encoder: encode::Encoder::new(resource, SystemTime::now()),
             telemetry,
             cfg: cfg.clone(),
+            last_stamp: SystemTime::UNIX_EPOCH,
         })
     }
 
@@ -116,12 +134,13 @@ impl Exporter {
         self.encoder.set_started(started);
     }
 
-    /// Sends the frame of `snap` with the agent's health appended; counts what happened.
-    /// Returns whether the backend accepted it.
+    /// Sends the frame of `snap` with the agent's health appended, stamped with the time of
+    /// sending ([`stamp`]); counts what happened. Returns whether the backend accepted it.
     pub async fn export(&mut self, snap: &Snapshot) -> bool {
         let health = metrics::agent::families(&self.telemetry);
         let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
-        let body = self.encoder.encode(&families, snap.frame.taken_at);
+        self.last_stamp = stamp(self.last_stamp, SystemTime::now());
+        let body = self.encoder.encode(&families, self.last_stamp);
         let points = point_count(families.iter().copied());
         match self.client.send(body).await {
             Ok(accepted) => {
@@ -169,6 +188,16 @@ impl Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_export_is_stamped_later_than_the_one_before() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        assert_eq!(stamp(SystemTime::UNIX_EPOCH, t), t);
+        // The same snapshot sent twice, or a clock that did not move: still one later.
+        let next = stamp(t, t);
+        assert_eq!(next, t + std::time::Duration::from_nanos(1));
+        assert!(stamp(next, t) > next);
+    }
 
     fn get<'a>(r: &'a [(String, String)], key: &str) -> Option<&'a str> {
         r.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())

@@ -64,6 +64,8 @@ pub struct KubeApiServer {
     admin: Client,
     /// Its own namespace, when it made one (dropped last).
     own_ns: Option<Netns>,
+    /// How it was started (for a restart).
+    options: Options,
 }
 
 /// How to run the server.
@@ -133,6 +135,7 @@ impl KubeApiServer {
             runtime,
             admin,
             own_ns,
+            options,
         };
         server.etcd = Some(server.spawn("etcd", &etcd_args(&server.dir, options)));
         let args = apiserver_args(&server.dir, options);
@@ -189,6 +192,18 @@ impl KubeApiServer {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Stops kube-apiserver (etcd keeps running), keeps it down for `down` (the outage the
+    /// caller asks for), starts it again and waits until it is ready.
+    pub fn restart_apiserver(&mut self, down: Duration) {
+        if let Some(mut c) = self.apiserver.take() {
+            stop(&mut c, Duration::from_secs(10));
+        }
+        std::thread::sleep(down);
+        let args = apiserver_args(&self.dir, self.options);
+        self.apiserver = Some(self.spawn("kube-apiserver", &args));
+        self.wait_ready();
     }
 
     /// The tails of the server's and etcd's logs.
