@@ -244,9 +244,6 @@ fn install_values(kubeconfig: &std::path::Path) -> Value {
     })
 }
 
-/// The alert rules in alerts/netprobe.rules.yaml.
-const RULES: usize = 20;
-
 #[test]
 #[allow(
     clippy::too_many_lines,
@@ -412,7 +409,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent_on_both_paths() {
         let name = format!("{path:?} path");
         checks::every_dashboard_query(prom, &name, &chosen);
         // The alert rules run on the same series: all evaluate, none fires for a healthy agent.
-        checks::no_alert_fires(prom, &name, RULES);
+        checks::no_alert_fires(prom, &name, repo::rules().len());
     }
     println!(
         "both paths: every query returned data, no alert fired; {:.1} s",
