@@ -65,6 +65,8 @@ struct Sample {
     fill: f64,
     interfaces: f64,
     marker: f64,
+    /// OTLP export requests so far, accepted and failed (`netprobe_agent_export_requests_total`).
+    exports: (f64, f64),
 }
 
 fn fds(pid: u32) -> u64 {
@@ -254,6 +256,13 @@ impl Soak {
                 .fold(0.0, |a: f64, b| a.max(*b)),
             interfaces: total(&m, "netprobe_agent_interfaces"),
             marker: marker_packets(&m),
+            exports: (
+                total(&m, "netprobe_agent_export_requests_total{result=\"ok\"}"),
+                total(
+                    &m,
+                    "netprobe_agent_export_requests_total{result=\"failed\"}",
+                ),
+            ),
         }
     }
 }
@@ -297,8 +306,16 @@ pub fn soak() {
         if Instant::now() >= next_sample {
             let s = soak.sample(started.elapsed().as_secs_f64(), &mut last_cpu);
             println!(
-                "{:>6.0} s: {:.1} MiB, {:.1} % CPU, {} fds, fill {:.4}, {} interfaces, marker {} of {marker}",
-                s.t, s.rss_mib, s.cpu_pct, s.fds, s.fill, s.interfaces, s.marker
+                "{:>6.0} s: {:.1} MiB, {:.1} % CPU, {} fds, fill {:.4}, {} interfaces, marker {} of {marker}, exports {} ok {} failed",
+                s.t,
+                s.rss_mib,
+                s.cpu_pct,
+                s.fds,
+                s.fill,
+                s.interfaces,
+                s.marker,
+                s.exports.0,
+                s.exports.1
             );
             out.push(s);
             next_sample += SAMPLE;
@@ -373,12 +390,22 @@ fn finish(chain: &Chain, agent: &Agent, out: &[Sample], marker: usize) {
 fn write_csv(out: &[Sample]) -> PathBuf {
     let dir = repo::root().join("target/soak");
     std::fs::create_dir_all(&dir).expect("target/soak");
-    let mut text = String::from("t_s,rss_mib,cpu_pct,fds,fill_ratio,interfaces,marker_packets\n");
+    let mut text = String::from(
+        "t_s,rss_mib,cpu_pct,fds,fill_ratio,interfaces,marker_packets,exports_ok,exports_failed\n",
+    );
     for s in out {
         let _ = writeln!(
             text,
-            "{:.1},{:.2},{:.2},{},{:.4},{},{}",
-            s.t, s.rss_mib, s.cpu_pct, s.fds, s.fill, s.interfaces, s.marker
+            "{:.1},{:.2},{:.2},{},{:.4},{},{},{},{}",
+            s.t,
+            s.rss_mib,
+            s.cpu_pct,
+            s.fds,
+            s.fill,
+            s.interfaces,
+            s.marker,
+            s.exports.0,
+            s.exports.1
         );
     }
     let path = dir.join("soak.csv");
