@@ -120,6 +120,23 @@ pub(super) fn agent_bin() -> String {
 /// A child process killed if the test ends (or fails) before it exits.
 pub(super) struct Running(pub(super) Child);
 
+/// Sends `signal` to the agent and waits (with a deadline) for its exit.
+pub(super) fn signal(child: &mut Running, signal: i32) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, signal) }, 0);
+    let deadline = Instant::now() + patient(Duration::from_secs(20));
+    loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not exit on signal {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -196,20 +213,7 @@ fn the_binary_counts_exactly_and_sigterm_detaches_every_program() {
     });
     assert!(counted, "{series} never showed 10:\n{last}");
     // SIGTERM: a clean exit, and nothing of ours left in the kernel's hooks.
-    let pid = child.0.id();
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + patient(Duration::from_secs(20));
-    let status = loop {
-        if let Some(s) = child.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not exit on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = signal(&mut child, libc::SIGTERM);
     let mut stderr = String::new();
     if let Some(mut e) = child.0.stderr.take() {
         use std::io::Read as _;

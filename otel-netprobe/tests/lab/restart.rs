@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use opentelemetry_proto::tonic::{
@@ -22,8 +22,8 @@ use opentelemetry_proto::tonic::{
 use prost::Message as _;
 
 use super::{
-    binary::{Running, VIRTUAL, agent_bin, attached_tc, get_in, has_xdp},
-    common::{Netns, NodeLab, addr::PODS, patient, traffic, unique, wait_until},
+    binary::{Running, VIRTUAL, agent_bin, attached_tc, get_in, has_xdp, signal},
+    common::{Netns, NodeLab, addr::PODS, traffic, unique, wait_until},
 };
 
 /// A private bpffs instance mounted on a temporary directory, unmounted on drop.
@@ -361,22 +361,6 @@ impl Drop for Setup {
 /// UDP payload of the test traffic: 228 IP bytes a datagram.
 const PAYLOAD: usize = 200;
 
-fn kill(child: &mut Running, signal: i32) -> std::process::ExitStatus {
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(child.0.id() as i32, signal) }, 0);
-    let deadline = Instant::now() + patient(Duration::from_secs(20));
-    loop {
-        if let Some(s) = child.0.try_wait().expect("wait") {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not exit on signal {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn sigkill_then_restart_loses_no_count_and_sigterm_leaves_nothing() {
     let s = Setup::new("restart");
@@ -393,7 +377,7 @@ fn sigkill_then_restart_loses_no_count_and_sigterm_leaves_nothing() {
     s.wait_counted(port, 300);
     let started = otlp.wait_for(300);
     // SIGKILL: nothing detached; the kernel keeps counting while no agent runs.
-    kill(&mut agent, libc::SIGKILL);
+    signal(&mut agent, libc::SIGKILL);
     assert!(has_xdp(&s.lab.node, "eth0"), "XDP detached by a SIGKILL");
     assert_eq!(s.bpffs.link_ids(), links, "the pinned links after the kill");
     s.send(port, 200);
@@ -420,7 +404,7 @@ fn sigkill_then_restart_loses_no_count_and_sigterm_leaves_nothing() {
     );
     // SIGTERM in standalone mode: go away.
     assert!(
-        kill(&mut agent, libc::SIGTERM).success(),
+        signal(&mut agent, libc::SIGTERM).success(),
         "{}",
         s.log("agent2.log")
     );
@@ -439,7 +423,7 @@ fn an_incompatible_pin_is_replaced_and_cleanup_removes_everything() {
     let mut agent = s.start(&s.config("small.yaml", 65_536, None), "agent.log");
     s.send(port, 30);
     s.wait_counted(port, 30);
-    kill(&mut agent, libc::SIGKILL);
+    signal(&mut agent, libc::SIGKILL);
     let mut agent = s.start(&s.config("large.yaml", 131_072, None), "agent2.log");
     let log = s.log("agent2.log");
     let line = "pinned state from an incompatible layout (map FLOWS4: max_entries 65536 ≠ 131072): replacing it";
@@ -447,7 +431,7 @@ fn an_incompatible_pin_is_replaced_and_cleanup_removes_everything() {
     // A fresh table: only what is sent now.
     s.send(port, 50);
     s.wait_counted(port, 50);
-    kill(&mut agent, libc::SIGKILL);
+    signal(&mut agent, libc::SIGKILL);
     assert!(has_xdp(&s.lab.node, "eth0"));
     let config = s.config("large.yaml", 131_072, None);
     let cleanup = || {
