@@ -30,7 +30,7 @@ fn rank(module: &str) -> Option<Place> {
         "export" => Place::Stage(4),
         "agent" => Place::Stage(5),
         "main" => Place::Stage(6),
-        "config" | "telemetry" | "privileges" => Place::Leaf,
+        "config" | "telemetry" | "privileges" | "heap" => Place::Leaf,
         _ => return None,
     })
 }

@@ -20,6 +20,8 @@ pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 pub struct Kernel {
     /// The object.
     pub ebpf: Ebpf,
+    /// The coverage slots, with loopback's assigned.
+    _slots: otel_netprobe::ebpf::coverage::SharedSlots,
 }
 
 impl Kernel {
@@ -29,8 +31,15 @@ impl Kernel {
 
     pub fn with_capacity(flows: u32) -> Self {
         super::require_root();
+        let mut ebpf = otel_netprobe::ebpf::load(flows, flows).expect("load the eBPF object");
+        // BPF_PROG_TEST_RUN runs the programs on loopback (index 1): it gets its coverage slot,
+        // as the agent gives every attached interface one, so the global counters show only
+        // what the packets themselves do.
+        let slots = otel_netprobe::ebpf::coverage::Slots::take(&mut ebpf).expect("IFACES");
+        assert!(slots.lock().expect("slots").assign(1), "loopback's slot");
         Self {
-            ebpf: otel_netprobe::ebpf::load(flows, flows).expect("load the eBPF object"),
+            ebpf,
+            _slots: slots,
         }
     }
 
