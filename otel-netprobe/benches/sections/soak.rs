@@ -69,6 +69,28 @@ struct Sample {
     exports: (f64, f64),
 }
 
+/// The columns of [`Sample::csv_row`] (what `scripts/soak-plot.py` reads).
+const CSV_HEADER: &str =
+    "t_s,rss_mib,cpu_pct,fds,fill_ratio,interfaces,marker_packets,exports_ok,exports_failed";
+
+impl Sample {
+    /// One line of `soak.csv` (also the progress line printed as the soak runs).
+    fn csv_row(&self) -> String {
+        format!(
+            "{:.1},{:.2},{:.2},{},{:.4},{},{},{},{}",
+            self.t,
+            self.rss_mib,
+            self.cpu_pct,
+            self.fds,
+            self.fill,
+            self.interfaces,
+            self.marker,
+            self.exports.0,
+            self.exports.1
+        )
+    }
+}
+
 fn fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
 }
@@ -292,6 +314,7 @@ pub fn soak() {
     let started = Instant::now();
     let mut last_cpu = (cpu_seconds(soak.agent.pid()), Instant::now());
     let mut next_sample = Instant::now();
+    println!("     t: {CSV_HEADER} (marker sent so far: {MARKER_PER_SECOND} a second)");
     while started.elapsed() < run {
         let second = Instant::now();
         let elapsed = started.elapsed();
@@ -305,18 +328,7 @@ pub fn soak() {
         churn.expire(&soak.chain.lab.node, false);
         if Instant::now() >= next_sample {
             let s = soak.sample(started.elapsed().as_secs_f64(), &mut last_cpu);
-            println!(
-                "{:>6.0} s: {:.1} MiB, {:.1} % CPU, {} fds, fill {:.4}, {} interfaces, marker {} of {marker}, exports {} ok {} failed",
-                s.t,
-                s.rss_mib,
-                s.cpu_pct,
-                s.fds,
-                s.fill,
-                s.interfaces,
-                s.marker,
-                s.exports.0,
-                s.exports.1
-            );
+            println!("{:>6.0} s: {}", s.t, s.csv_row());
             out.push(s);
             next_sample += SAMPLE;
         }
@@ -390,23 +402,9 @@ fn finish(chain: &Chain, agent: &Agent, out: &[Sample], marker: usize) {
 fn write_csv(out: &[Sample]) -> PathBuf {
     let dir = repo::root().join("target/soak");
     std::fs::create_dir_all(&dir).expect("target/soak");
-    let mut text = String::from(
-        "t_s,rss_mib,cpu_pct,fds,fill_ratio,interfaces,marker_packets,exports_ok,exports_failed\n",
-    );
+    let mut text = format!("{CSV_HEADER}\n");
     for s in out {
-        let _ = writeln!(
-            text,
-            "{:.1},{:.2},{:.2},{},{:.4},{},{},{},{}",
-            s.t,
-            s.rss_mib,
-            s.cpu_pct,
-            s.fds,
-            s.fill,
-            s.interfaces,
-            s.marker,
-            s.exports.0,
-            s.exports.1
-        );
+        let _ = writeln!(text, "{}", s.csv_row());
     }
     let path = dir.join("soak.csv");
     std::fs::write(&path, text).expect("soak.csv");
