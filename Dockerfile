@@ -13,6 +13,16 @@
 # Where a runtime drops file capabilities, or more capabilities are needed (SYS_RESOURCE before
 # 5.11), run it as root with the capabilities instead (chart: agent.runAsRoot=true).
 
+# Architectures: linux/amd64 only, for now. The agent itself cross-builds for aarch64 and passes
+# the node lab on Debian's arm64 kernels (scripts/cross-arm64.sh; make test's kernel_arm64_*
+# tests), but this builder compiles for its own platform, and the project's machines can neither
+# pull an arm64 base image (no registry answers) nor run arm64 code in a RUN step: no qemu-user
+# is registered (binfmt_misc is in their kernel and mountable, Debian 12 has qemu-user-static,
+# but an emulated cargo build of the agent would take hours). The way to a second architecture
+# that runs no arm64 code: a builder `FROM --platform=$BUILDPLATFORM` cross-compiling for
+# TARGETARCH as cross-arm64.sh does, and an arm64 runtime base made from Debian's arm64 libc6,
+# libgcc-s1 and ca-certificates packages unpacked with dpkg -x; not done yet (README, The image).
+
 # Build arguments for every version (RUST_IMAGE needs rustup; a nightly is installed if absent).
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build run demo test lint chart-files unit-test kernel-test fuzz bench image deploy clean
+.PHONY: setup build run demo test lint chart-files unit-test kernel-test cross-arm64 test-arm64 fuzz bench image deploy clean
 
 ## setup: install (idempotently) everything the build, tests, demo and bench need
 setup:
@@ -33,13 +33,23 @@ lint: setup
 ## FUZZ_TEST_SECONDS (30 s) run of each fuzz target, built quick (unoptimised, no sanitizer:
 ## scripts/fuzz.sh); ends with
 ## `tests: N passed, M failed` whatever happened (a crashed test binary counts as failed)
-test: setup lint
+test: setup lint cross-arm64
 	@mkdir -p target
 	@set -o pipefail; status=0; start=$$(date +%s); \
 	  $(CARGO) test --locked --workspace --release --no-fail-fast 2>&1 | tee target/test.log || status=$$?; \
 	  echo "[time] tests: $$(( $$(date +%s) - start )) s"; \
 	  FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FUZZ_BUILD=$(FUZZ_TEST_BUILD) bash scripts/fuzz.sh 2>&1 | tee -a target/test.log || status=$$?; \
 	  bash scripts/test-summary.sh target/test.log && exit $$status
+
+## cross-arm64: the agent and the lab test binary cross-built for aarch64 (incremental), which the
+## kernel matrix's arm64 lines boot under qemu-system-aarch64 (part of make test)
+cross-arm64: setup
+	@CARGO=$(CARGO) bash scripts/timed.sh cross-arm64 bash scripts/cross-arm64.sh
+
+## test-arm64: both arm64 lines of the kernel matrix (6.12, also in make test, and 5.10, which
+## is outside make test's time budget), each the whole lab under qemu-system-aarch64
+test-arm64: setup cross-arm64
+	$(CARGO) test --locked --release -p otel-netprobe --test lab -- --include-ignored kernel_arm64_
 
 ## fuzz: every fuzz target (otel-netprobe/fuzz: packet parser vs etherparse, configuration,
 ## Kubernetes objects, the OTLP writer vs prost, the HTTP request path) for FUZZ_SECONDS each

@@ -45,12 +45,15 @@ fi
 
 # --- Debian packages: lab and traffic tools ----------------------------------------------------------
 need_pkgs=()
-# qemu-system-x86, cpio and busybox-static: the kernel matrix's VMs (scripts/vm-run.sh); g++: the
+# qemu-system-x86, cpio and busybox-static: the kernel matrix's VMs (scripts/vm-run.sh);
+# qemu-system-arm (qemu-system-aarch64), gcc-aarch64-linux-gnu and libc6-dev-arm64-cross: the arm64
+# lines (cross-linker and the guest; the kernel's Image boots directly, no firmware); g++: the
 # fuzz targets' libFuzzer (C++, compiled by libfuzzer-sys's build script); unbound: the lab's
 # cluster DNS (the DNS tests run it in a pod namespace; its package starts no daemon without
 # systemd).
 for p in iproute2 iperf3 iputils-ping nftables tcpdump socat python3 curl openssl \
-  qemu-system-x86 cpio busybox-static binutils xz-utils g++ unbound; do
+  qemu-system-x86 cpio busybox-static binutils xz-utils g++ unbound \
+  qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -58,6 +61,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# --- arm64: the user-space crates cross-built for aarch64 (scripts/cross-arm64.sh) ---------------
+# The default (stable) toolchain builds the agent and the tests; the eBPF object (bpfel) is the same
+# for every architecture, only aya-build's bpf_target_arch follows CARGO_CFG_TARGET_ARCH.
+if ! rustup target list --toolchain stable --installed | grep -q '^aarch64-unknown-linux-gnu$'; then
+  log "adding the aarch64-unknown-linux-gnu target to stable"
+  rustup target add aarch64-unknown-linux-gnu --toolchain stable
 fi
 
 # --- Test backends: VictoriaMetrics, Prometheus and promtool from Debian 13 (trixie) -----------------

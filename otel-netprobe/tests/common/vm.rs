@@ -4,10 +4,14 @@
 //! binary beside it, so the lab code the two run cannot drift. `scripts/vm-run.sh` builds the
 //! initramfs and boots Debian's kernel package that `make setup` fetched
 //! (`scripts/kernels.sh`); this module checks what the guest's libtest reported.
+//!
+//! The arm64 lines (`arm64-<line>`, under `qemu-system-aarch64`) run the same lab cross-built for
+//! aarch64 by `scripts/cross-arm64.sh` (make test's set-up runs it): the host's binary lists
+//! the tests the guest must pass, the cross-built one runs them.
 
 use std::{
     io::Write as _,
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     sync::Mutex,
     time::{Duration, Instant},
@@ -22,17 +26,28 @@ const MATRIX: &str = "kernel_matrix::";
 /// What the guest runs under, against a fast machine: emulation is about ten times slower.
 const GUEST_PATIENCE: u32 = 10;
 
+/// The Rust target of the arm64 lines' binaries.
+const ARM64_TARGET: &str = "aarch64-unknown-linux-gnu";
+
 /// Runs this test binary's lab tests (all but the `kernel_matrix` ones, one at a time) inside a VM
-/// of kernel `line`, and asserts that every one of them ran and passed there.
+/// of kernel `line`, and asserts that every one of them ran and passed there. An `arm64-` line
+/// runs the aarch64 build of the lab and the agent instead (see [`arm64_build`]).
 pub fn run_lab(line: &str, timeout: Duration) {
     super::require_root();
     let _one = ONE_VM
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let exe = std::env::current_exe().expect("test binary");
+    let host_exe = std::env::current_exe().expect("test binary");
+    let (exe, agent) = if line.starts_with("arm64-") {
+        arm64_build(&host_exe)
+    } else {
+        (
+            host_exe.clone(),
+            PathBuf::from(env!("CARGO_BIN_EXE_otel-netprobe")),
+        )
+    };
     let name = exe.file_name().unwrap().to_string_lossy().into_owned();
-    let agent = env!("CARGO_BIN_EXE_otel-netprobe");
-    let expected = lab_tests(&exe);
+    let expected = lab_tests(&host_exe);
     assert!(!expected.is_empty(), "no lab tests listed by {name}");
     let work = std::env::temp_dir().join(format!("netprobe-vm-{line}-{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("work dir");
@@ -44,7 +59,7 @@ pub fn run_lab(line: &str, timeout: Duration) {
         .arg(&work)
         .arg(timeout.as_secs().to_string())
         .arg(&exe)
-        .arg(agent)
+        .arg(&agent)
         .arg("--")
         .args([
             "env",
@@ -97,6 +112,28 @@ pub fn run_lab(line: &str, timeout: Duration) {
     );
     assert!(out.status.success(), "on kernel {line}: {}", detail());
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The aarch64 lab test binary and agent that `scripts/cross-arm64.sh` left beside this build
+/// (`<target dir>/aarch64-unknown-linux-gnu/release/{lab,otel-netprobe}`); fails loudly when
+/// either is missing, as on a machine where the cross-build did not run.
+fn arm64_build(host_exe: &Path) -> (PathBuf, PathBuf) {
+    // <target dir>/release/deps/lab-<hash>
+    let target_dir = host_exe
+        .ancestors()
+        .nth(3)
+        .expect("the test binary lives in <target dir>/release/deps");
+    let dir = target_dir.join(ARM64_TARGET).join("release");
+    let (lab, agent) = (dir.join("lab"), dir.join("otel-netprobe"));
+    for f in [&lab, &agent] {
+        assert!(
+            f.is_file(),
+            "{} is missing: the arm64 lines need the aarch64 build (bash scripts/cross-arm64.sh, \
+             which make test runs)",
+            f.display()
+        );
+    }
+    (lab, agent)
 }
 
 /// The lab tests of the binary `exe`: every test but the `kernel_matrix` ones, sorted.

@@ -80,6 +80,7 @@ fn every_hooked_interface_is_covered_and_a_replaced_program_shows() {
     // No router solicitations or MLD reports from the outside host: after the replacement the
     // uplink must receive only the test's frames.
     lab.outside.sysctl("net.ipv6.conf.eth0.disable_ipv6", "1");
+    pin_neighbours(&lab);
     let agent = start_in(
         &lab.node,
         vec![HookOverride {
@@ -227,6 +228,29 @@ fn replace_our_xdp(lab: &NodeLab, ifname: &str) -> aya::Ebpf {
     let ours = xdp_link_of(lab, ifname);
     link_update(&ours, pass.fd().expect("program fd").as_fd().as_raw_fd());
     other
+}
+
+/// Both ends of the uplink hold each other's address for good (`nud permanent`), so no ARP
+/// crosses it: a neighbour entry re-validated when it goes stale — at any moment, seconds apart
+/// under emulation (the arm64 6.12 VM got one 28-byte ARP frame in the replacement's window) —
+/// would add a frame the test did not send.
+fn pin_neighbours(lab: &NodeLab) {
+    let hex = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    let (node_mac, outside_mac) = (
+        hex(traffic::mac(&lab.node, "eth0")),
+        hex(traffic::mac(&lab.outside, "eth0")),
+    );
+    lab.node.ip(&format!(
+        "neigh replace {OUTSIDE} lladdr {outside_mac} dev eth0 nud permanent"
+    ));
+    lab.outside.ip(&format!(
+        "neigh replace {NODE_UPLINK} lladdr {node_mac} dev eth0 nud permanent"
+    ));
 }
 
 /// Sends `count` raw UDP frames of `payload` bytes from the outside host to the node's uplink
