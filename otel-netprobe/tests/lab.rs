@@ -294,9 +294,12 @@ mod kernel_matrix {
     /// aarch64 emulated on x86_64: the lab took 20+ minutes on a loaded 2-CPU machine.
     const ARM64_VM_TIMEOUT: Duration = Duration::from_secs(2400);
 
-    /// The aarch64 build (scripts/cross-arm64.sh, which make test runs first) on Debian's arm64
-    /// 6.12 under qemu-system-aarch64.
+    /// The aarch64 build (scripts/cross-arm64.sh, which make test-arm64 runs first) on Debian's
+    /// arm64 6.12 under qemu-system-aarch64. Outside make test for now: a fresh clone's cold
+    /// cross-build (~25 min on this machine kind) and 20+ minutes of emulation would take
+    /// make test past its 45-minute budget.
     #[test]
+    #[ignore = "outside make test's time budget: make test-arm64 runs it"]
     fn kernel_arm64_6_12_runs_the_lab_exactly() {
         super::common::vm::run_lab("arm64-6.12", ARM64_VM_TIMEOUT);
     }
