@@ -95,6 +95,99 @@ fn bench_tc(e: &mut Ebpf, name: &str, ifname: &str) -> u32 {
     p.info().expect("program info").id()
 }
 
+/// The insert-path variants of the bench object ([`VARIANTS`]), each with its own table of
+/// the production size.
+const VARIANTS: [(&str, &str, &str); 7] = [
+    (
+        "bench_v_two",
+        "V_TWO",
+        "lookup, insert zeroed, lookup again, add (before)",
+    ),
+    (
+        "bench_v_one",
+        "V_ONE",
+        "lookup, one insert with the sample (now)",
+    ),
+    (
+        "bench_v_noclock",
+        "V_NOCLOCK",
+        "  the same without bpf_ktime_get_ns",
+    ),
+    (
+        "bench_v_noprealloc",
+        "V_NOPREALLOC",
+        "  the same, BPF_F_NO_PREALLOC table",
+    ),
+    ("bench_v_lru", "V_LRU", "  the same, LRU hash"),
+    ("bench_v_key40", "V_KEY40", "  the same, 40-byte key"),
+    (
+        "bench_v_percpu",
+        "V_PERCPU",
+        "  the same, per-CPU hash, plain adds",
+    ),
+];
+
+/// Loads the variants and attaches them, then the trivial program, at `ifname`'s ingress.
+fn variants(ifname: &str) -> (Ebpf, Vec<u32>) {
+    let mut loader = aya::EbpfLoader::new();
+    for (_, map, _) in VARIANTS {
+        loader.map_max_entries(map, netprobe_ebpf::DEFAULT_FLOW4_CAPACITY);
+    }
+    let mut e = loader
+        .load(otel_netprobe::ebpf::BENCH_OBJECT)
+        .expect("bench object");
+    let mut ids = Vec::new();
+    for name in VARIANTS.map(|v| v.0).iter().chain(&["bench_tc_pass"]) {
+        let p: &mut SchedClassifier = e.program_mut(name).unwrap().try_into().unwrap();
+        p.load().expect("variant passes the verifier");
+        ids.push(bench_tc(&mut e, name, ifname));
+    }
+    (e, ids)
+}
+
+/// Where the first packet's time goes: each variant's excess over trivial, in runs of their
+/// own (their tables would otherwise evict ours and theirs from the cache).
+fn insert_variants(lab: &NodeLab, send: &dyn Fn(usize)) {
+    println!(
+        "\n== Where a flow's first packet goes (TC ingress chain of the variants alone, same frames; excess over trivial, ns; mean of 2 runs) =="
+    );
+    println!(
+        "{:<52} {:>10} {:>10} {:>10} {:>10}",
+        "variant (production-size table each)", "new, b=1", "known, b=1", "new, b=8", "known, b=8"
+    );
+    let mut cells = vec![Vec::new(); VARIANTS.len()];
+    for burst in BURSTS {
+        let runs: Vec<Run> = (0..2)
+            .map(|_| {
+                let (kept, ids) = lab.node.run(|| variants("vethpod0"));
+                let r = run(send, burst, &ids);
+                lab.node.run(move || drop(kept));
+                r
+            })
+            .collect();
+        for (i, cell) in cells.iter_mut().enumerate() {
+            for pick in
+                [|r: &Run| r.new.clone(), |r: &Run| r.known.clone()] as [fn(&Run) -> Vec<f64>; 2]
+            {
+                let d: Vec<f64> = runs
+                    .iter()
+                    .map(|r| {
+                        let v = pick(r);
+                        v[i] - v[v.len() - 1]
+                    })
+                    .collect();
+                cell.push(summary(&d).0);
+            }
+        }
+    }
+    for ((_, _, label), c) in VARIANTS.iter().zip(cells) {
+        println!(
+            "{label:<52} {:>+10.0} {:>+10.0} {:>+10.0} {:>+10.0}",
+            c[0], c[1], c[2], c[3]
+        );
+    }
+}
+
 /// Mean and spread of one column.
 fn summary(v: &[f64]) -> (f64, f64, f64) {
     let mean = v.iter().sum::<f64>() / v.len() as f64;
@@ -190,4 +283,5 @@ pub fn against_netobserv(lab: &NodeLab) {
             }
         }
     }
+    insert_variants(lab, &send);
 }
