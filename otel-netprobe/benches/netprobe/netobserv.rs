@@ -3,7 +3,10 @@
 //! the tools cache (nothing of theirs is in this repository) and loaded with aya, configured as
 //! their default deployment configures it.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -55,7 +58,7 @@ pub fn object() -> Result<PathBuf, String> {
 /// drops, filters, network events, translation, IPsec or packet capture), and their TCX ingress
 /// flow program loaded. Their maps are pinned by name: they are created in a private bpffs
 /// mounted for the load and unmounted right after, so nothing of theirs stays pinned.
-pub fn load(object: &PathBuf) -> Ebpf {
+pub fn load(object: &Path) -> Ebpf {
     let bytes = std::fs::read(object).expect("reading NetObserv's object");
     let pins =
         std::env::temp_dir().join(format!("netprobe-bench-netobserv-{}", std::process::id()));
@@ -109,7 +112,7 @@ pub fn attach(ebpf: &mut Ebpf, ifname: &str, first: bool) -> u32 {
     p.info().expect("their program's info").id()
 }
 
-fn mount_bpffs(dir: &PathBuf) {
+fn mount_bpffs(dir: &Path) {
     let ok = Command::new("mount")
         .args(["-t", "bpf", "bpf"])
         .arg(dir)
@@ -118,7 +121,7 @@ fn mount_bpffs(dir: &PathBuf) {
     assert!(ok, "mounting a private bpffs at {}", dir.display());
 }
 
-fn umount(dir: &PathBuf) {
+fn umount(dir: &Path) {
     let _ = Command::new("umount").arg(dir).status();
     let _ = std::fs::remove_dir(dir);
 }

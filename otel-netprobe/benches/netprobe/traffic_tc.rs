@@ -232,7 +232,7 @@ pub fn against_netobserv(lab: &NodeLab) {
             let ours_first = r % 2 == 0;
             let theirs_obj = theirs_obj.clone();
             let (kept, ids) = lab.node.run(move || {
-                let mut theirs = theirs_obj.as_ref().map(netobserv::load);
+                let mut theirs = theirs_obj.as_deref().map(netobserv::load);
                 let (ours, ours_id) = ours("vethpod0", true);
                 let mut ids = vec![ours_id];
                 if let Some(t) = theirs.as_mut() {
