@@ -22,7 +22,7 @@ mod prog {
     };
     use netprobe_ebpf::{
         COUNTER_SLOTS, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS,
-        count::{Frame, Sample, add, bump, init_fresh, now_ns, sample},
+        count::{Frame, Sample, add, bump, init_with_sample, now_ns, sample},
         parse::{PacketInfo, Parsed, parse_ethernet},
     };
 
@@ -212,7 +212,7 @@ mod prog {
         sample(&BENCH_COUNTERS, &info, frame).map(|s| (info.key4_words(), s))
     }
 
-    /// Creates the entry with the sample in it (the production path since issue 18), or adds.
+    /// Creates the entry with the sample in it (one update), or adds.
     macro_rules! one_update {
         ($map:expr, $key:expr, $s:expr, $now:expr) => {
             match $map.get_ptr_mut($key) {
@@ -220,15 +220,15 @@ mod prog {
                 Some(v) => unsafe { add(v, $s, 0) },
                 None => {
                     let mut fresh = core::mem::MaybeUninit::<FlowStats>::uninit();
-                    init_fresh(&mut fresh, $now, $s, 0);
-                    // SAFETY: `init_fresh` wrote every word.
+                    init_with_sample(&mut fresh, $now, $s, 0);
+                    // SAFETY: `init_with_sample` wrote every word.
                     let _ = $map.insert($key, unsafe { fresh.assume_init_ref() }, 1);
                 }
             }
         };
     }
 
-    /// The path before issue 18: insert a zeroed entry, look it up again, add.
+    /// The production path: insert a zeroed entry, look it up again, add.
     #[classifier]
     pub fn bench_v_two(ctx: TcContext) -> i32 {
         if let Some((w, s)) = tc_sample(&ctx) {
@@ -236,8 +236,8 @@ mod prog {
             if v.is_none() {
                 let mut fresh = core::mem::MaybeUninit::<FlowStats>::uninit();
                 let zero = Sample::single(0);
-                init_fresh(&mut fresh, now_ns(), &Sample { count_a: 0, ..zero }, 0);
-                // SAFETY: `init_fresh` wrote every word.
+                init_with_sample(&mut fresh, now_ns(), &Sample { count_a: 0, ..zero }, 0);
+                // SAFETY: `init_with_sample` wrote every word.
                 let _ = V_TWO.insert(key4(&w), unsafe { fresh.assume_init_ref() }, 1);
                 v = V_TWO.get_ptr_mut(key4(&w));
             }
@@ -249,7 +249,7 @@ mod prog {
         TC_ACT_UNSPEC
     }
 
-    /// One update, as production.
+    /// One update instead.
     #[classifier]
     pub fn bench_v_one(ctx: TcContext) -> i32 {
         if let Some((w, s)) = tc_sample(&ctx) {
@@ -301,18 +301,17 @@ mod prog {
     #[classifier]
     pub fn bench_v_percpu(ctx: TcContext) -> i32 {
         if let Some((w, s)) = tc_sample(&ctx) {
-            match V_PERCPU.get_ptr_mut(key4(&w)) {
+            if let Some(v) = V_PERCPU.get_ptr_mut(key4(&w)) {
                 // SAFETY: this CPU's copy of a live value.
-                Some(v) => unsafe {
+                unsafe {
                     (*v).bytes += s.bytes;
                     (*v).size_buckets[s.bucket_a & (SIZE_BUCKETS - 1)] += s.count_a;
-                },
-                None => {
-                    let mut fresh = core::mem::MaybeUninit::<FlowStats>::uninit();
-                    init_fresh(&mut fresh, now_ns(), &s, 0);
-                    // SAFETY: `init_fresh` wrote every word.
-                    let _ = V_PERCPU.insert(key4(&w), unsafe { fresh.assume_init_ref() }, 1);
                 }
+            } else {
+                let mut fresh = core::mem::MaybeUninit::<FlowStats>::uninit();
+                init_with_sample(&mut fresh, now_ns(), &s, 0);
+                // SAFETY: `init_with_sample` wrote every word.
+                let _ = V_PERCPU.insert(key4(&w), unsafe { fresh.assume_init_ref() }, 1);
             }
         }
         TC_ACT_UNSPEC

@@ -13,8 +13,15 @@ use aya::{
     programs::{SchedClassifier, TcAttachType, links::LinkOrder, tc::TcAttachOptions},
 };
 
-/// Their module and the one version the proxy serves (others answer 403).
-const MODULE: &str = "github.com/netobserv/netobserv-ebpf-agent@v1.10.0-community";
+macro_rules! version {
+    () => {
+        "v1.10.0-community"
+    };
+}
+/// The one version of their module the proxy serves (others answer 403).
+pub const VERSION: &str = version!();
+/// Their module at that version.
+const MODULE: &str = concat!("github.com/netobserv/netobserv-ebpf-agent@", version!());
 /// Their TCX ingress flow program (section `classifier/tcx_ingress`; returns TCX_NEXT).
 pub const PROGRAM: &str = "tcx_ingress_flow_parse";
 /// Their flow table's capacity as their operator deploys the agent (the FlowCollector's

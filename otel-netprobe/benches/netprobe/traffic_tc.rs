@@ -101,12 +101,12 @@ const VARIANTS: [(&str, &str, &str); 7] = [
     (
         "bench_v_two",
         "V_TWO",
-        "lookup, insert zeroed, lookup again, add (before)",
+        "lookup, insert zeroed, lookup again, add (production)",
     ),
     (
         "bench_v_one",
         "V_ONE",
-        "lookup, one insert with the sample (now)",
+        "lookup, one insert with the sample in it",
     ),
     (
         "bench_v_noclock",
@@ -218,7 +218,7 @@ pub fn against_netobserv(lab: &NodeLab) {
     if theirs_obj.is_some() {
         println!(
             "NetObserv {}: their TCX ingress flow program from their prebuilt object, sampling 1, cache {} flows, optional features off",
-            "v1.10.0-community",
+            netobserv::VERSION,
             netobserv::CACHE_MAX_FLOWS
         );
     }
