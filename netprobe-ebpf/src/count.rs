@@ -352,6 +352,44 @@ fn init_fresh(v: &mut core::mem::MaybeUninit<FlowStats>, now: u64) {
     unsafe { core::ptr::write_volatile(&raw mut (*v.as_mut_ptr()).first_seen_ns, now) };
 }
 
+/// All ones when `x == i`, else zero, without a branch.
+#[inline(always)]
+const fn eq_mask(x: usize, i: usize) -> u64 {
+    let d = (x ^ i) as u64;
+    ((d | d.wrapping_neg()) >> 63).wrapping_sub(1)
+}
+
+/// For the bench's insert-path variants only (the production path stays two-step: on 5.10
+/// this one-update path makes `netprobe_tc_ingress` exceed the verifier's 1M instructions).
+/// Writes the FlowStats of a flow created at `now` by `sample` (and a TCP control packet's
+/// lanes, `control`) into `v` as word stores, in place (volatile, so the compiler can neither
+/// fold them into a memset call, which the BPF target turns into a byte loop, nor copy the
+/// value elsewhere). The size buckets are written branch-free, each word its own constant
+/// offset (5.10's verifier refuses stack writes at a variable offset).
+#[inline(always)]
+pub fn init_with_sample(
+    v: &mut core::mem::MaybeUninit<FlowStats>,
+    now: u64,
+    sample: &Sample,
+    control: u64,
+) {
+    let p = v.as_mut_ptr();
+    // SAFETY: every field of the value, each written once.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*p).bytes, sample.bytes);
+        let buckets = (&raw mut (*p).size_buckets).cast::<u64>();
+        let mut i = 0;
+        while i < SIZE_BUCKETS {
+            let n = (sample.count_a & eq_mask(sample.bucket_a, i))
+                + (sample.count_b & eq_mask(sample.bucket_b, i));
+            core::ptr::write_volatile(buckets.add(i), n);
+            i += 1;
+        }
+        core::ptr::write_volatile(&raw mut (*p).first_seen_ns, now);
+        core::ptr::write_volatile(&raw mut (*p).tcp_control, control);
+    }
+}
+
 /// Adds `sample` (and a TCP control packet's lanes) to a shared flow value with atomic adds.
 ///
 /// # Safety

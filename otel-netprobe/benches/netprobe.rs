@@ -35,11 +35,15 @@ mod common;
 mod conns;
 #[path = "netprobe/dns.rs"]
 mod dns;
+#[path = "netprobe/netobserv.rs"]
+mod netobserv;
 #[path = "../tests/common/repo.rs"]
 mod repo;
 mod sections;
 #[path = "netprobe/traffic.rs"]
 mod traffic;
+#[path = "netprobe/traffic_tc.rs"]
+mod traffic_tc;
 
 use std::{os::fd::AsFd, time::Duration};
 
@@ -337,6 +341,9 @@ fn main() {
     }
     if want("traffic") {
         traffic::under_traffic();
+    } else if only.as_deref() == Some("netobserv") {
+        // The TC comparison with NetObserv alone (part of `traffic`).
+        traffic::tc_only();
     }
     if want("drops") {
         conns::drops();

@@ -17,12 +17,12 @@ mod prog {
     use aya_ebpf::{
         bindings::{TC_ACT_UNSPEC, xdp_action},
         macros::{classifier, map, raw_tracepoint, xdp},
-        maps::{HashMap, PerCpuArray, PerCpuHashMap},
+        maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
         programs::{RawTracePointContext, TcContext, XdpContext},
     };
     use netprobe_ebpf::{
         COUNTER_SLOTS, FlowKey, FlowKey4, FlowStats, SIZE_BUCKETS,
-        count::{Frame, Sample, bump, sample},
+        count::{Frame, Sample, add, bump, init_with_sample, now_ns, sample},
         parse::{PacketInfo, Parsed, parse_ethernet},
     };
 
@@ -171,6 +171,150 @@ mod prog {
                 s.packets(),
             );
         }
+    }
+
+    // Where a flow's first packet spends its time, under traffic: the same parse and sample
+    // as the TC program, then one way of creating the flow's entry, each in its own table of
+    // the production size (user space sizes these before load; `load_bench` leaves them at 1).
+
+    #[map]
+    static V_TWO: HashMap<FlowKey4, FlowStats> = HashMap::with_max_entries(1, 0);
+    #[map]
+    static V_ONE: HashMap<FlowKey4, FlowStats> = HashMap::with_max_entries(1, 0);
+    #[map]
+    static V_NOCLOCK: HashMap<FlowKey4, FlowStats> = HashMap::with_max_entries(1, 0);
+    #[map]
+    static V_NOPREALLOC: HashMap<FlowKey4, FlowStats> = HashMap::with_max_entries(1, 1);
+    #[map]
+    static V_LRU: LruHashMap<FlowKey4, FlowStats> = LruHashMap::with_max_entries(1, 0);
+    #[map]
+    static V_KEY40: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(1, 0);
+    #[map]
+    static V_PERCPU: PerCpuHashMap<FlowKey4, FlowStats> = PerCpuHashMap::with_max_entries(1, 0);
+
+    /// The IPv4 key words and sample of a TC packet, as the production program makes them.
+    #[inline(always)]
+    fn tc_sample(ctx: &TcContext) -> Option<([u64; 2], Sample)> {
+        let (data, end) = (ctx.data(), ctx.data_end());
+        let Parsed::Ip(info) = parse_ethernet(data, end) else {
+            return None;
+        };
+        // SAFETY: plain reads of context fields.
+        let (len, gso_segs) = unsafe { ((*ctx.skb.skb).len, (*ctx.skb.skb).gso_segs) };
+        let frame = Frame::Skb {
+            len,
+            gso_segs,
+            gso_size: 0,
+        };
+        if info.version != 4 {
+            return None;
+        }
+        sample(&BENCH_COUNTERS, &info, frame).map(|s| (info.key4_words(), s))
+    }
+
+    /// Creates the entry with the sample in it (one update), or adds.
+    macro_rules! one_update {
+        ($map:expr, $key:expr, $s:expr, $now:expr) => {
+            match $map.get_ptr_mut($key) {
+                // SAFETY: a value pointer from the lookup just above.
+                Some(v) => unsafe { add(v, $s, 0) },
+                None => {
+                    let mut fresh = core::mem::MaybeUninit::<FlowStats>::uninit();
+                    init_with_sample(&mut fresh, $now, $s, 0);
+                    // SAFETY: `init_with_sample` wrote every word.
+                    let _ = $map.insert($key, unsafe { fresh.assume_init_ref() }, 1);
+                }
+            }
+        };
+    }
+
+    /// The production path: insert a zeroed entry, look it up again, add.
+    #[classifier]
+    pub fn bench_v_two(ctx: TcContext) -> i32 {
+        if let Some((w, s)) = tc_sample(&ctx) {
+            let mut v = V_TWO.get_ptr_mut(key4(&w));
+            if v.is_none() {
+                let mut fresh = core::mem::MaybeUninit::<FlowStats>::uninit();
+                let zero = Sample::single(0);
+                init_with_sample(&mut fresh, now_ns(), &Sample { count_a: 0, ..zero }, 0);
+                // SAFETY: `init_with_sample` wrote every word.
+                let _ = V_TWO.insert(key4(&w), unsafe { fresh.assume_init_ref() }, 1);
+                v = V_TWO.get_ptr_mut(key4(&w));
+            }
+            if let Some(v) = v {
+                // SAFETY: a value pointer from the lookup just above.
+                unsafe { add(v, &s, 0) };
+            }
+        }
+        TC_ACT_UNSPEC
+    }
+
+    /// One update instead.
+    #[classifier]
+    pub fn bench_v_one(ctx: TcContext) -> i32 {
+        if let Some((w, s)) = tc_sample(&ctx) {
+            one_update!(V_ONE, key4(&w), &s, now_ns());
+        }
+        TC_ACT_UNSPEC
+    }
+
+    /// One update without reading the clock.
+    #[classifier]
+    pub fn bench_v_noclock(ctx: TcContext) -> i32 {
+        if let Some((w, s)) = tc_sample(&ctx) {
+            one_update!(V_NOCLOCK, key4(&w), &s, 0);
+        }
+        TC_ACT_UNSPEC
+    }
+
+    /// One update into a table without preallocated entries (BPF_F_NO_PREALLOC).
+    #[classifier]
+    pub fn bench_v_noprealloc(ctx: TcContext) -> i32 {
+        if let Some((w, s)) = tc_sample(&ctx) {
+            one_update!(V_NOPREALLOC, key4(&w), &s, now_ns());
+        }
+        TC_ACT_UNSPEC
+    }
+
+    /// One update into an LRU hash.
+    #[classifier]
+    pub fn bench_v_lru(ctx: TcContext) -> i32 {
+        if let Some((w, s)) = tc_sample(&ctx) {
+            one_update!(V_LRU, key4(&w), &s, now_ns());
+        }
+        TC_ACT_UNSPEC
+    }
+
+    /// One update with the 40-byte (IPv6-sized) key.
+    #[classifier]
+    pub fn bench_v_key40(ctx: TcContext) -> i32 {
+        if let Some((w, s)) = tc_sample(&ctx) {
+            let words = [w[0], w[1], 0, 0, 0];
+            // SAFETY: FlowKey is exactly these 40 bytes of plain integers.
+            let key = unsafe { &*words.as_ptr().cast::<FlowKey>() };
+            one_update!(V_KEY40, key, &s, now_ns());
+        }
+        TC_ACT_UNSPEC
+    }
+
+    /// One update into a per-CPU table, plain adds.
+    #[classifier]
+    pub fn bench_v_percpu(ctx: TcContext) -> i32 {
+        if let Some((w, s)) = tc_sample(&ctx) {
+            if let Some(v) = V_PERCPU.get_ptr_mut(key4(&w)) {
+                // SAFETY: this CPU's copy of a live value.
+                unsafe {
+                    (*v).bytes += s.bytes;
+                    (*v).size_buckets[s.bucket_a & (SIZE_BUCKETS - 1)] += s.count_a;
+                }
+            } else {
+                let mut fresh = core::mem::MaybeUninit::<FlowStats>::uninit();
+                init_with_sample(&mut fresh, now_ns(), &s, 0);
+                // SAFETY: `init_with_sample` wrote every word.
+                let _ = V_PERCPU.insert(key4(&w), unsafe { fresh.assume_init_ref() }, 1);
+            }
+        }
+        TC_ACT_UNSPEC
     }
 
     #[panic_handler]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use aya::programs::{ProgramInfo, SchedClassifier, TcAttachType, Xdp, XdpMode, loaded_programs};
+use aya::programs::{ProgramInfo, Xdp, XdpMode, loaded_programs};
 
 use crate::common::{
     NodeLab,
@@ -15,15 +15,15 @@ use crate::common::{
 use otel_netprobe::config::{Hook, HookOverride};
 
 /// Distinct flows the traffic carries: 2 source addresses x 50,000 source ports.
-const FLOWS: usize = 100_000;
+pub(crate) const FLOWS: usize = 100_000;
 /// Rounds over every flow; the first fills the table, the rest are measured.
-const ROUNDS: usize = 4;
+pub(crate) const ROUNDS: usize = 4;
 /// Packets of a flow in a row: 1, every packet a different flow of the 100k (each lookup and
 /// add misses the cache: the worst case); 8, a flow's packets in bursts, as TCP sends them.
-const BURSTS: [usize; 2] = [1, 8];
+pub(crate) const BURSTS: [usize; 2] = [1, 8];
 
 /// Run time and count of the program `id`, as the kernel accounts them.
-fn stats(id: u32) -> (u64, u64) {
+pub(crate) fn stats(id: u32) -> (u64, u64) {
     let info: ProgramInfo = loaded_programs()
         .filter_map(Result::ok)
         .find(|p| p.id() == id)
@@ -33,7 +33,7 @@ fn stats(id: u32) -> (u64, u64) {
 
 /// The frames of every flow, once: UDP from outside the lab's addresses to a blackholed
 /// destination (the node drops them after the hooks), `ip_len` IP bytes each.
-fn frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Arc<Vec<Vec<u8>>> {
+pub(crate) fn frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Arc<Vec<Vec<u8>>> {
     let all = (0..FLOWS)
         .map(|i| {
             let src = [10, 201, 0, 1 + (i % 2) as u8];
@@ -76,16 +76,16 @@ fn xdp_id(lab: &NodeLab, ifname: &str) -> u32 {
         .unwrap_or_else(|| panic!("no XDP program on {ifname}: {out}"))
 }
 
-/// The ids of the TCX programs on `ifname`'s ingress, in order.
-fn tcx_ids(lab: &NodeLab, ifname: &'static str) -> Vec<u32> {
-    lab.node.run(move || {
-        let (_, progs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
-            .expect("TCX query (kernel 6.6 or later)");
-        progs.iter().map(ProgramInfo::id).collect()
-    })
+/// The TC comparison alone (`cargo bench --bench netprobe -- netobserv`).
+pub fn tc_only() {
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enabling BPF stats");
+    let lab = NodeLab::new("stats");
+    lab.node.ip("route add blackhole 10.200.0.0/16");
+    crate::traffic_tc::against_netobserv(&lab);
 }
 
-/// Prints ours against trivial, at TC ingress on a pod veth and at XDP on the uplink.
+/// Prints ours against trivial at XDP on the uplink (the agent running), and ours against
+/// NetObserv's flow program and trivial at TC ingress on a pod veth ([`crate::traffic_tc`]).
 pub fn under_traffic() {
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enabling BPF stats");
     let lab = NodeLab::new("stats");
@@ -100,29 +100,6 @@ pub fn under_traffic() {
         c.flows.capacity_ipv6 = netprobe_ebpf::DEFAULT_FLOW6_CAPACITY;
     });
     wait_attached(&agent, 4);
-    // TC: pod frames entering the node's veth; our program first in the chain, a trivial one
-    // after it, over the very same packets.
-    // To the pods' gateway (the bridge), which routes them into the blackhole.
-    let from_pod = frames(
-        traffic::mac(&lab.node, "br0"),
-        traffic::mac(&lab.pods[0], "eth0"),
-    );
-    let trivial_tc = lab.node.run(|| {
-        let mut b = crate::load_bench();
-        let p: &mut SchedClassifier = b.program_mut("bench_tc_pass").unwrap().try_into().unwrap();
-        p.attach("vethpod0", TcAttachType::Ingress)
-            .expect("attach trivial TC");
-        b
-    });
-    let ids = tcx_ids(&lab, "vethpod0");
-    assert_eq!(ids.len(), 2, "ours and the trivial program");
-    let pod = &lab.pods[0];
-    let send_pod = |burst| traffic::raw_frames(pod, "eth0", Arc::clone(&from_pod), burst);
-    let tc: Vec<Vec<f64>> = BURSTS
-        .iter()
-        .map(|b| measure(&send_pod, *b, &ids))
-        .collect();
-    drop(trivial_tc);
     // XDP: frames from outside on the uplink. One XDP program per interface, so the trivial
     // one takes the hook after ours, over the same rounds of the same frames.
     let from_out = frames(
@@ -151,6 +128,7 @@ pub fn under_traffic() {
         .map(|b| measure(&send_out, *b, &[pass_id])[0])
         .collect();
     drop(trivial_xdp);
+    crate::traffic_tc::against_netobserv(&lab);
     println!(
         "\n== Per-packet cost under traffic (BPF stats: run_time_ns / run_cnt; {FLOWS} flows in turn, {} measured rounds; {entries} flows in the kernel table) ==",
         ROUNDS - 1
@@ -160,14 +138,7 @@ pub fn under_traffic() {
         "hook", "packets per flow", "ours", "trivial", "Δ"
     );
     for (i, burst) in BURSTS.iter().enumerate() {
-        let (t, x) = (&tc[i], (ours_xdp[i], pass_xdp[i]));
-        println!(
-            "{:<34} {burst:>18} {:>8.0} {:>9.0} {:>+8.0}",
-            "TC ingress, pod veth (same chain)",
-            t[0],
-            t[1],
-            t[0] - t[1]
-        );
+        let x = (ours_xdp[i], pass_xdp[i]);
         println!(
             "{:<34} {burst:>18} {:>8.0} {:>9.0} {:>+8.0}",
             "XDP, uplink (ours, then trivial)",
