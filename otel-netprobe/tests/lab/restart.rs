@@ -44,7 +44,7 @@ impl Bpffs {
     }
 
     /// The agents' namespace directories in it (the kernel's own `*.debug` iterators aside).
-    fn netns_dirs(&self) -> Vec<PathBuf> {
+    pub(super) fn netns_dirs(&self) -> Vec<PathBuf> {
         fs::read_dir(&self.0)
             .map(|d| {
                 d.flatten()
@@ -86,7 +86,7 @@ impl Drop for Bpffs {
 /// An OTLP/HTTP receiver in a lab namespace that keeps, per request, the start time and value
 /// of one series of `netprobe.flow.packets` (the flow to `port`).
 pub(super) struct OtlpCapture {
-    port: u16,
+    pub(super) port: u16,
     seen: Arc<Mutex<Vec<(u64, i64)>>>,
 }
 

@@ -9,11 +9,7 @@
 //! memory only for the flows it holds; when it is full a flow's carried counts are not
 //! saved (the caller counts it), and that flow restarts from its kernel entry after a restart.
 
-use std::{
-    marker::PhantomData,
-    os::fd::AsFd as _,
-    path::{Path, PathBuf},
-};
+use std::{marker::PhantomData, os::fd::AsFd as _, path::Path};
 
 use aya::{
     Pod,
@@ -93,8 +89,20 @@ impl<V: Pod> CarryStore<V> {
         let data = if keep {
             MapData::from_pin(&path).map_err(aya)?
         } else {
-            create(&path, &want)?
+            create(Some(&path), &want)?
         };
+        let map = aya_handle(&data)?;
+        Ok(Self {
+            data,
+            map,
+            _v: PhantomData,
+        })
+    }
+
+    /// A store pinned nowhere (it goes with this value): the reader's figures with a store,
+    /// measured without a bpffs.
+    pub fn unpinned(capacity: u32) -> Result<Self, SysError> {
+        let data = create(None, &shape::<V>(capacity))?;
         let map = aya_handle(&data)?;
         Ok(Self {
             data,
@@ -138,10 +146,9 @@ impl<V: Pod> CarryStore<V> {
     }
 }
 
-/// Creates an empty store of `shape` pinned at `path` (replacing any pin there).
-fn create(path: &PathBuf, shape: &Shape) -> Result<MapData, SysError> {
+/// Creates an empty store of `shape`, pinned at `path` if any (replacing any pin there).
+fn create(path: Option<&Path>, shape: &Shape) -> Result<MapData, SysError> {
     let aya = |e: MapError| SysError::Aya(Box::new(e));
-    let _ = std::fs::remove_file(path);
     let def = aya_obj::Map::new_from_params(
         shape.map_type,
         shape.key_size,
@@ -150,7 +157,10 @@ fn create(path: &PathBuf, shape: &Shape) -> Result<MapData, SysError> {
         shape.map_flags,
     );
     let data = MapData::create(def, CARRY_MAP, None).map_err(aya)?;
-    data.pin(path)
-        .map_err(|e| aya(MapError::IoError(std::io::Error::other(e))))?;
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
+        data.pin(path)
+            .map_err(|e| aya(MapError::IoError(std::io::Error::other(e))))?;
+    }
     Ok(data)
 }
