@@ -13,13 +13,13 @@ use std::{marker::PhantomData, os::fd::AsFd as _, path::Path};
 
 use aya::{
     Pod,
-    maps::{HashMap, MapData, MapError, MapInfo},
+    maps::{HashMap, MapData, MapError},
 };
 use aya_obj::generated::bpf_map_type;
 use netprobe_ebpf::FlowKey;
 use tracing::warn;
 
-use super::layout::{Shape, difference};
+use super::layout::{Shape, difference, pinned};
 use crate::ebpf::{
     sys::{BatchReader, SysError},
     table::aya_handle,
@@ -67,14 +67,7 @@ impl<V: Pod> CarryStore<V> {
     pub fn open(dir: &Path, capacity: u32, adopt: bool) -> Result<Self, SysError> {
         let path = dir.join(CARRY_MAP);
         let want = shape::<V>(capacity);
-        let found = MapInfo::from_pin(&path).ok().map(|info| Shape {
-            name: CARRY_MAP.to_owned(),
-            map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
-            key_size: info.key_size(),
-            value_size: info.value_size(),
-            max_entries: info.max_entries(),
-            map_flags: info.map_flags(),
-        });
+        let found = pinned(&path, CARRY_MAP);
         let keep = match &found {
             Some(f) if adopt => match difference(f, &want) {
                 None => true,
