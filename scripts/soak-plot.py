@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Draws `make bench`'s soak samples (CSV from benches/sections/soak.rs) into one PNG:
-resident memory, CPU, file descriptors, flow-table fill and attached interfaces over time.
+resident memory, CPU, file descriptors, flow-table fill, attached interfaces, the flows tracked
+and series exported, and the export requests per sample (accepted, failed) over time.
 
 Usage: soak-plot.py SAMPLES.csv OUT.png (matplotlib from the test venv, `make setup`)."""
 import csv
@@ -17,7 +18,19 @@ PANELS = [
     ("fds", "open file descriptors"),
     ("fill_ratio", "flow table fill (ratio)"),
     ("interfaces", "attached interfaces"),
+    (("flows", "series"), "flows tracked, series"),
+    (("exports_ok", "exports_failed"), "export requests per sample"),
 ]
+
+# Cumulative columns drawn as their increase per sample.
+PER_SAMPLE = {"exports_ok", "exports_failed"}
+
+
+def column(rows, key):
+    values = [float(r[key]) for r in rows]
+    if key in PER_SAMPLE:
+        return [0.0] + [b - a for a, b in zip(values, values[1:])]
+    return values
 
 
 def main(src: str, out: str) -> None:
@@ -26,9 +39,14 @@ def main(src: str, out: str) -> None:
     if not rows:
         sys.exit(f"{src}: no samples")
     minutes = [float(r["t_s"]) / 60 for r in rows]
-    fig, axes = plt.subplots(len(PANELS), 1, figsize=(10, 12), sharex=True)
-    for ax, (key, label) in zip(axes, PANELS):
-        ax.plot(minutes, [float(r[key]) for r in rows], linewidth=1.2)
+    fig, axes = plt.subplots(len(PANELS), 1, figsize=(10, 16), sharex=True)
+    for ax, (keys, label) in zip(axes, PANELS):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        # Older CSVs lack the later columns: their panels stay empty.
+        for key in (k for k in keys if k in rows[0]):
+            ax.plot(minutes, column(rows, key), linewidth=1.2, label=key)
+        if len(keys) > 1 and ax.lines:
+            ax.legend(fontsize=7, loc="upper left")
         ax.set_ylabel(label, fontsize=8)
         ax.grid(True, alpha=0.3)
     axes[-1].set_xlabel("minutes")

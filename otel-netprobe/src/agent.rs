@@ -22,7 +22,7 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
-    config::Config,
+    config::{Config, OnSigterm},
     ebpf::{
         self, EbpfError,
         attach::Attacher,
@@ -41,7 +41,11 @@ use crate::{
         conns::{ConnSettings, ConnTable, ConnTimeouts},
     },
     frame::{Aggregator, Snapshot},
-    k8s::{K8s, K8sError, naming::NamingRules},
+    k8s::{
+        K8s, K8sError,
+        naming::NamingRules,
+        owner::{self, PodRef},
+    },
     metrics,
     privileges::{self, PrivilegeError},
     telemetry::Telemetry,
@@ -92,8 +96,12 @@ pub struct Agent {
     telemetry: Arc<Telemetry>,
     http_addr: Option<SocketAddr>,
     stages: Option<Stages>,
-    /// A cluster agent with `pinning.keep_on_sigterm`: a SIGTERM keeps the state.
-    keep_on_sigterm: bool,
+    /// `pinning.on_sigterm`.
+    on_sigterm: OnSigterm,
+    /// Whether the state is pinned (without pins there is nothing a SIGTERM could keep).
+    pinned: bool,
+    /// The agent's own pod (`POD_NAME`, `POD_NAMESPACE`), for the DaemonSet check.
+    pod: Option<PodRef>,
 }
 
 /// What [`Agent::stop`] stops, in this order.
@@ -261,7 +269,9 @@ impl Agent {
             flow_requests,
             telemetry,
             http_addr,
-            keep_on_sigterm: k8s.is_some() && cfg.pinning.keep_on_sigterm,
+            on_sigterm: cfg.pinning.on_sigterm,
+            pinned,
+            pod: PodRef::from_env(|k| std::env::var(k).ok()),
             stages: Some(Stages {
                 runtime,
                 http,
@@ -355,16 +365,38 @@ impl Agent {
         self.shutdown(true);
     }
 
-    /// The stop a SIGTERM asks for: "go away" ([`Agent::stop`]), unless the agent runs in a
-    /// cluster with `pinning.keep_on_sigterm` (a rollout, as far as the operator is concerned:
-    /// the state is kept, [`Agent::stop_keeping`], and `otel-netprobe cleanup` removes it after
-    /// an uninstall).
-    pub fn stop_for_signal(self) {
-        if self.keep_on_sigterm {
-            self.stop_keeping();
+    /// The stop a SIGTERM asks for, as `pinning.on_sigterm` says: with `auto`, in a cluster,
+    /// [`Agent::stop_keeping`] when the agent's DaemonSet stays (a rollout) or the API server
+    /// does not answer in time, and [`Agent::stop`] ("go away") when it is gone or being
+    /// deleted (an uninstall) — see [`owner`]; standalone, go away. Logs the decision and
+    /// its reason in one line.
+    pub fn stop_for_signal(mut self) {
+        let keep = self.sigterm_keeps();
+        self.shutdown(keep);
+    }
+
+    fn sigterm_keeps(&self) -> bool {
+        let Some(s) = &self.stages else { return false };
+        let (keep, why) = match (self.on_sigterm, &s.k8s) {
+            _ if !self.pinned => (false, "nothing is pinned".to_owned()),
+            (OnSigterm::Keep, _) => (true, "pinning.on_sigterm is keep".into()),
+            (OnSigterm::Remove, _) => (false, "pinning.on_sigterm is remove".into()),
+            (OnSigterm::Auto, None) => (false, "standalone".into()),
+            (OnSigterm::Auto, Some(k8s)) => {
+                let owner = s
+                    .runtime
+                    .block_on(owner::ask(k8s.client(), self.pod.as_ref()));
+                (owner.keeps(), owner.to_string())
+            }
+        };
+        if keep {
+            info!(
+                "SIGTERM: keeping the programs attached and the state pinned for the next agent: {why}"
+            );
         } else {
-            self.stop();
+            info!("SIGTERM: detaching and unpinning everything: {why}");
         }
+        keep
     }
 
     fn shutdown(&mut self, keep: bool) {

@@ -59,6 +59,8 @@ fn default_install_renders_lints_and_validates() {
         "ResourceQuota/np-otel-netprobe-system-node-critical",
         "ClusterRole/np-otel-netprobe",
         "ClusterRoleBinding/np-otel-netprobe",
+        "Role/np-otel-netprobe",
+        "RoleBinding/np-otel-netprobe",
         "ServiceAccount/np-otel-netprobe",
         "Pod/np-otel-netprobe-test-health",
     ];
@@ -103,16 +105,38 @@ fn default_install_renders_lints_and_validates() {
     }
 }
 
-/// The README's ClusterRole, parsed from its `yaml` block.
-fn readme_rules() -> Value {
+/// The rules of the README's `kind` (ClusterRole, Role), parsed from its `yaml` block.
+fn readme_rules(kind: &str) -> Value {
     let readme = repo::read("README.md");
+    let block = format!("```yaml\napiVersion: rbac.authorization.k8s.io/v1\nkind: {kind}\n");
     let start = readme
-        .find("```yaml\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole")
-        .expect("the README's RBAC block")
+        .find(&block)
+        .unwrap_or_else(|| panic!("the README's {kind} block"))
         + "```yaml\n".len();
     let end = start + readme[start..].find("```").expect("end of block");
     let role: Value = serde_norway::from_str(&readme[start..end]).expect("README RBAC YAML");
     role["rules"].clone()
+}
+
+/// The ClusterRole and the Role are exactly the README's (the Role: `get` of the agent's own
+/// DaemonSet by name), each bound to the agent's service account.
+fn assert_rbac_is_the_readmes(r: &Rendered) {
+    for kind in ["ClusterRole", "Role"] {
+        let mut rules = readme_rules(kind);
+        if kind == "Role" {
+            rules[0]["resourceNames"] = json!([AGENT]);
+        }
+        assert_eq!(r.get(kind, AGENT)["rules"], rules, "{kind}");
+        let binding = r.get(&format!("{kind}Binding"), AGENT);
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": AGENT})
+        );
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": AGENT, "namespace": "netprobe"}])
+        );
+    }
 }
 
 #[test]
@@ -182,23 +206,23 @@ fn agent_runs_unprivileged_with_the_readme_capabilities_and_rbac() {
     // service.instance.id is the node (the agent's default from K8S_NODE_NAME): one per node,
     // the same across restarts and rollouts, so a new pod continues its node's series.
     assert!(var("POD_UID").is_none() && var("OTEL_RESOURCE_ATTRIBUTES").is_none());
+    // The agent's own pod, for the DaemonSet check at SIGTERM (rollout or uninstall).
+    for (name, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        assert_eq!(
+            var(name).expect(name)["valueFrom"]["fieldRef"]["fieldPath"],
+            field
+        );
+    }
     assert_eq!(
         env.iter()
             .map(|e| e["name"].as_str().expect("name"))
             .collect::<Vec<_>>(),
-        ["K8S_NODE_NAME"]
+        ["K8S_NODE_NAME", "POD_NAME", "POD_NAMESPACE"]
     );
-    // The ClusterRole is exactly the README's, and bound to the agent's service account.
-    assert_eq!(r.get("ClusterRole", AGENT)["rules"], readme_rules());
-    let binding = r.get("ClusterRoleBinding", AGENT);
-    assert_eq!(
-        binding["roleRef"],
-        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT})
-    );
-    assert_eq!(
-        binding["subjects"],
-        json!([{"kind": "ServiceAccount", "name": AGENT, "namespace": "netprobe"}])
-    );
+    assert_rbac_is_the_readmes(&r);
     // No object anywhere asks for privileges, and only the agent for capabilities.
     for (_, o) in &r.objects {
         let spec = if o["kind"] == "Pod" {

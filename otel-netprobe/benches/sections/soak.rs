@@ -67,17 +67,20 @@ struct Sample {
     marker: f64,
     /// OTLP export requests so far, accepted and failed (`netprobe_agent_export_requests_total`).
     exports: (f64, f64),
+    /// Flows the agent tracks (`netprobe_agent_flows_tracked`) and the series it exports
+    /// (`netprobe_agent_series`, all families): what an export's size follows.
+    flows: f64,
+    series: f64,
 }
 
 /// The columns of [`Sample::csv_row`] (what `scripts/soak-plot.py` reads).
-const CSV_HEADER: &str =
-    "t_s,rss_mib,cpu_pct,fds,fill_ratio,interfaces,marker_packets,exports_ok,exports_failed";
+const CSV_HEADER: &str = "t_s,rss_mib,cpu_pct,fds,fill_ratio,interfaces,marker_packets,exports_ok,exports_failed,flows,series";
 
 impl Sample {
     /// One line of `soak.csv` (also the progress line printed as the soak runs).
     fn csv_row(&self) -> String {
         format!(
-            "{:.1},{:.2},{:.2},{},{:.4},{},{},{},{}",
+            "{:.1},{:.2},{:.2},{},{:.4},{},{},{},{},{},{}",
             self.t,
             self.rss_mib,
             self.cpu_pct,
@@ -86,7 +89,9 @@ impl Sample {
             self.interfaces,
             self.marker,
             self.exports.0,
-            self.exports.1
+            self.exports.1,
+            self.flows,
+            self.series
         )
     }
 }
@@ -285,6 +290,11 @@ impl Soak {
                     "netprobe_agent_export_requests_total{result=\"failed\"}",
                 ),
             ),
+            flows: total(&m, "netprobe_agent_flows_tracked"),
+            // The family's own name, not its neighbours' (`netprobe_agent_series_overflow_…`).
+            series: samples(&m, &["netprobe_agent_series{", "netprobe_agent_series "])
+                .values()
+                .sum(),
         }
     }
 }

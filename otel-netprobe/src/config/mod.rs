@@ -16,7 +16,7 @@ pub use k8s::{Cidr, CidrGroup, K8sConfig, K8sMode, NamespaceFilter};
 pub use kernel::{ConnectionsConfig, DnsConfig, DropsConfig};
 pub use metrics::{EndPart, FlowAttr, MetricsConfig, Side, flow_attr};
 pub use otlp::{OtlpConfig, OtlpProtocol};
-pub use pinning::PinningConfig;
+pub use pinning::{OnSigterm, PinningConfig};
 
 /// Default OTLP/gRPC port (the agent's default endpoint and the collector's receiver).
 pub const OTLP_GRPC_PORT: u16 = 4317;
@@ -477,6 +477,26 @@ mod tests {
         assert_eq!(
             err("flows:\n  idle_timeout: 1s\n  kernel_idle_timeout: 5s\n").0,
             "flows.idle_timeout"
+        );
+    }
+
+    #[test]
+    fn on_sigterm_takes_three_values_and_a_bad_one_names_the_key() {
+        for (text, want) in [
+            ("auto", OnSigterm::Auto),
+            ("keep", OnSigterm::Keep),
+            ("remove", OnSigterm::Remove),
+        ] {
+            let c = Config::from_yaml(&format!("pinning:\n  on_sigterm: {text}\n")).unwrap();
+            assert_eq!(c.pinning.on_sigterm, want, "{text}");
+        }
+        let (key, reason) = err("pinning:\n  on_sigterm: sometimes\n");
+        assert_eq!(key, "pinning.on_sigterm");
+        assert!(reason.contains("unknown variant `sometimes`"), "{reason}");
+        // The unreleased boolean it replaces is gone, named as unknown.
+        assert_eq!(
+            err("pinning:\n  keep_on_sigterm: true\n").0,
+            "pinning.keep_on_sigterm"
         );
     }
 

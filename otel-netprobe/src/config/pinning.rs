@@ -1,8 +1,25 @@
-//! Where the kernel state that survives a restart is pinned.
+//! Where the kernel state that survives a restart is pinned, and what a SIGTERM does with it.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+/// What a SIGTERM does with the attached programs and the pinned state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSigterm {
+    /// In a cluster, keep when the agent's own DaemonSet stays (a rollout, a restart of the
+    /// pod) and remove when it is gone or being deleted (`helm uninstall`), read from the API
+    /// with the chart's read-only RBAC; keep when the API does not answer in time. Standalone,
+    /// remove.
+    #[default]
+    Auto,
+    /// Always keep: the programs stay attached and the state pinned for the next agent
+    /// (`otel-netprobe cleanup` removes them).
+    Keep,
+    /// Always remove: detach and unpin (a rollout then restarts every total from zero).
+    Remove,
+}
 
 /// Restart continuity: the maps and links pinned in a bpffs directory, adopted by the next
 /// agent (see the README's "Restarts").
@@ -15,12 +32,10 @@ pub struct PinningConfig {
     /// A directory on a bpffs; the agent keeps its state in `netns-<inode>/` below it, one per
     /// network namespace. Default: `/sys/fs/bpf/otel-netprobe`.
     pub path: PathBuf,
-    /// On SIGTERM in a cluster, keep the programs attached and the state pinned for the next
-    /// agent (a rollout then costs no count) instead of going away. Default: `false`, because
-    /// the agent cannot yet tell a rollout from `helm uninstall`: with it on, run
-    /// `otel-netprobe cleanup` on each node after uninstalling. A crash or SIGKILL always
-    /// keeps; a standalone SIGTERM never does.
-    pub keep_on_sigterm: bool,
+    /// On SIGTERM: `auto` (in a cluster, keep for a rollout and remove for an uninstall, told
+    /// apart by the agent's own DaemonSet; standalone, remove), `keep` or `remove`. A crash or
+    /// SIGKILL always keeps. Default: `auto`.
+    pub on_sigterm: OnSigterm,
 }
 
 impl Default for PinningConfig {
@@ -28,7 +43,7 @@ impl Default for PinningConfig {
         Self {
             enabled: true,
             path: PathBuf::from("/sys/fs/bpf/otel-netprobe"),
-            keep_on_sigterm: false,
+            on_sigterm: OnSigterm::Auto,
         }
     }
 }

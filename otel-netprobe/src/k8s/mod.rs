@@ -7,10 +7,12 @@
 //!
 //! Permissions needed (cluster-wide, read-only): get/list/watch on `pods`, `services`,
 //! `nodes`, `endpointslices` (discovery.k8s.io), `replicasets` (apps) and `jobs` (batch).
-//! The last two are watched as metadata only, which needs the same verbs.
+//! The last two are watched as metadata only, which needs the same verbs. At SIGTERM,
+//! [`owner`] gets the agent's own pod and, in its namespace only, its DaemonSet (`get`).
 
 pub mod index;
 pub mod naming;
+pub mod owner;
 pub mod trim;
 mod watch;
 
@@ -120,6 +122,7 @@ pub struct K8sHealth {
 /// The running watchers; dropping this stops them.
 pub struct K8s {
     shared: Arc<Shared>,
+    client: kube::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -153,7 +156,7 @@ impl K8s {
         let store = Arc::new(Mutex::new(IndexStore::new(cfg.delete_grace)));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = {
-            let shared = Arc::clone(&shared);
+            let (shared, client) = (Arc::clone(&shared), client.clone());
             std::thread::Builder::new()
                 .name("netprobe-k8s".into())
                 .spawn(move || {
@@ -168,6 +171,7 @@ impl K8s {
         };
         Ok(Some(Self {
             shared,
+            client,
             stop: Some(stop),
             thread: Some(thread),
         }))
@@ -176,6 +180,12 @@ impl K8s {
     /// The state readers use.
     pub fn shared(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)
+    }
+
+    /// The API client (its requests are driven by the watchers' thread, which runs until
+    /// this is dropped).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
     }
 }
 

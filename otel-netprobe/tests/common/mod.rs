@@ -19,6 +19,7 @@ pub mod dns;
 pub mod kernel;
 pub mod kubeapi;
 pub mod packets;
+pub mod pinned;
 pub mod proxy;
 pub mod reference;
 pub mod traffic;

@@ -7,8 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{SchedClassifier, TcAttachType};
-
 use super::common::{
     Netns, NodeLab,
     addr::PODS,
@@ -17,55 +15,7 @@ use super::common::{
     kernel_version, patient, traffic, wait_until,
 };
 
-/// The names of our TC programs that the kernel has attached to `ifname` in `ns`, by both
-/// mechanisms: TCX links (queried with BPF_PROG_QUERY; kernels before 6.6 refuse the query)
-/// and cls_bpf filters on a clsact qdisc (as `tc` lists them).
-pub(super) fn attached_tc(ns: &Netns, ifname: &str) -> (Vec<String>, Vec<String>) {
-    let name = ifname.to_owned();
-    let tcx = ns.run(move || {
-        let mut names = Vec::new();
-        for dir in [TcAttachType::Ingress, TcAttachType::Egress] {
-            if let Ok((_, progs)) = SchedClassifier::query_tcx(&name, dir) {
-                names.extend(
-                    progs
-                        .iter()
-                        .filter_map(|p| p.name_as_str().map(str::to_owned)),
-                );
-            }
-        }
-        names
-    });
-    let mut clsact = Vec::new();
-    for dir in ["ingress", "egress"] {
-        let out = Command::new("tc")
-            .args(["-n", &ns.name, "filter", "show", "dev", ifname, dir])
-            .output()
-            .expect("tc");
-        // One filter per line; `tc` names its program twice (as attached, and the kernel's).
-        let text = String::from_utf8_lossy(&out.stdout);
-        clsact.extend(text.lines().filter_map(|l| {
-            l.split_whitespace()
-                .find(|w| w.starts_with("netprobe_"))
-                .map(|w| w.split(':').next().unwrap_or(w).to_owned())
-        }));
-    }
-    // The kernel keeps 15 bytes of a program's name; `tc` shows the name it was attached with.
-    let ours = |v: Vec<String>| {
-        v.into_iter()
-            .filter(|n| n.starts_with("netprobe"))
-            .map(|n| n.chars().take(15).collect())
-            .collect()
-    };
-    (ours(tcx), ours(clsact))
-}
-
-/// Whether an XDP program is attached to `ifname` in `ns`.
-pub(super) fn has_xdp(ns: &Netns, ifname: &str) -> bool {
-    ns.ip(&format!("-d link show dev {ifname}"))
-        .contains("prog/xdp")
-}
-
-pub(super) const VIRTUAL: [&str; 4] = ["vethpod0", "vethpod1", "vethpod2", "eth0"];
+pub(super) use super::common::pinned::{VIRTUAL, attached_tc, has_xdp};
 
 #[test]
 fn tc_programs_are_attached_the_way_the_kernel_offers() {

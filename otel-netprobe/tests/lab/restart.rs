@@ -23,65 +23,8 @@ use prost::Message as _;
 
 use super::{
     binary::{Running, VIRTUAL, agent_bin, attached_tc, get_in, has_xdp, signal},
-    common::{Netns, NodeLab, addr::PODS, traffic, unique, wait_until},
+    common::{Netns, NodeLab, addr::PODS, pinned::Bpffs, traffic, unique, wait_until},
 };
-
-/// A private bpffs instance mounted on a temporary directory, unmounted on drop.
-pub(super) struct Bpffs(pub(super) PathBuf);
-
-impl Bpffs {
-    fn mount() -> Self {
-        super::common::require_root();
-        let dir = std::env::temp_dir().join(unique("bpffs"));
-        fs::create_dir_all(&dir).expect("bpffs mount point");
-        let ok = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .expect("mount");
-        assert!(ok.success(), "mount -t bpf bpf {}", dir.display());
-        Self(dir)
-    }
-
-    /// The agents' namespace directories in it (the kernel's own `*.debug` iterators aside).
-    pub(super) fn netns_dirs(&self) -> Vec<PathBuf> {
-        fs::read_dir(&self.0)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("netns-"))
-                    .map(|e| e.path())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Every pinned link: file name → the kernel's link id.
-    fn link_ids(&self) -> Vec<(String, u32)> {
-        let mut ids = Vec::new();
-        for dir in self.netns_dirs() {
-            for e in fs::read_dir(dir.join("links"))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let link =
-                    aya::programs::links::PinnedLink::from_pin(e.path()).expect("pinned link");
-                let fd = aya::programs::links::FdLink::from(link);
-                let id = fd.info().expect("link info").id();
-                ids.push((e.file_name().to_string_lossy().into_owned(), id));
-            }
-        }
-        ids.sort();
-        ids
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        let _ = fs::remove_dir(&self.0);
-    }
-}
 
 /// An OTLP/HTTP receiver in a lab namespace that keeps, per request, the start time and value
 /// of one series of `netprobe.flow.packets` (the flow to `port`).
