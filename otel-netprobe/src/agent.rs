@@ -37,7 +37,7 @@ use crate::{
         serve::{Limits, Server, tls},
     },
     flow::{
-        Budgets, FlowView, Reader, Timeouts,
+        Budgets, FlowView, Reader, Timeouts, Totals,
         conns::{ConnSettings, ConnTable, ConnTimeouts},
     },
     frame::{Aggregator, Snapshot},
@@ -213,6 +213,7 @@ impl Agent {
         crate::heap::trim();
         let k8s = K8s::start(&cfg.k8s)?;
         let pinned = pins.is_some();
+        let carry = pins.as_ref().and_then(|p| open_carry(cfg, p));
         let (attacher, monitor, interfaces) =
             attach(cfg, ebpf, (pins, Arc::clone(&slots)), &telemetry)?;
         let has_reasons = kernel.drop_reasons.is_some();
@@ -221,7 +222,10 @@ impl Agent {
             ("drop_reasons", counting_drops && has_reasons),
             ("pinning", pinned),
         ];
-        let reader = reader(cfg, maps, conns, counts, &features, &telemetry, slots)?;
+        let mut reader = reader(cfg, maps, conns, counts, &features, &telemetry, slots)?;
+        if let Some(store) = carry {
+            reader = reader.with_carry(store).map_err(AgentError::Sys)?;
+        }
         let aggregator = Aggregator::new(
             Budgets::from_config(&cfg.metrics, k8s.is_some()),
             naming_rules(cfg, k8s.is_some()),
@@ -495,6 +499,22 @@ fn reader(
     all.extend_from_slice(features);
     reader.set_kernel_features(&all);
     Ok(reader)
+}
+
+/// The pinned store of the flows' carried counts, for twice the flow tables' capacity (a flow
+/// stays tracked for `flows.idle_timeout` after its kernel entry left); `None`, said once, when
+/// it cannot be had (a restart then continues only what the kernel maps hold).
+fn open_carry(cfg: &Config, pins: &PinDir) -> Option<ebpf::pin::carry::CarryStore<Totals>> {
+    let capacity = cfg
+        .flows
+        .capacity
+        .saturating_add(cfg.flows.capacity_ipv6)
+        .saturating_mul(2);
+    pins.carry(capacity)
+        .map_err(|e| {
+            warn!(error = %e, "no carry store: a restart will lose the counts of flows that left the kernel table");
+        })
+        .ok()
 }
 
 /// The coverage slots, shared by the attacher and the reader.

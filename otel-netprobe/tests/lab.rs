@@ -22,6 +22,8 @@ mod drops;
 mod fuzzed;
 #[path = "lab/restart.rs"]
 mod restart;
+#[path = "lab/restart_carry.rs"]
+mod restart_carry;
 #[path = "lab/tcp.rs"]
 mod tcp;
 

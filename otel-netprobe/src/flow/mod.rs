@@ -19,7 +19,7 @@ pub use extras::{FlowExtras, KernelCounts};
 pub use labels::{Attrs, Labels, MEMOS};
 pub use reader::{Health, Reader, Reading, Timeouts};
 pub use series::{Budget, Budgets, Named, OVERFLOW, SeriesSet, SeriesSets};
-pub use table::{CycleStats, FlowTable, KernelFlow};
+pub use table::{CarryWrite, CycleStats, FlowTable, KernelFlow, Totals};
 pub use view::{FlowView, Transport, flows_of};
 
 #[cfg(test)]

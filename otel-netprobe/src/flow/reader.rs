@@ -21,13 +21,16 @@ use crate::{
         attach::InterfaceState,
         counts::CounterSource,
         coverage::{Coverage, CoverageErrors, InterfaceCoverage},
+        pin::carry::{CarryStore, Saved},
         reader::{Eviction, FlowMaps, GlobalCounters, coarse_now_ns, monotonic_now_ns},
         sys::SysError,
     },
     k8s::K8sHealth,
     telemetry::{
         Count, Telemetry,
-        events::{ConnsEvicted, Event, FlowsExpired, FlowsMovedOut, ReadCompleted, ReadFailed},
+        events::{
+            CarryFull, ConnsEvicted, Event, FlowsExpired, FlowsMovedOut, ReadCompleted, ReadFailed,
+        },
     },
 };
 
@@ -99,6 +102,8 @@ pub struct Reader {
     counts: Vec<Box<dyn CounterSource>>,
     /// Per-interface coverage (`None`: not measured).
     coverage: Option<Coverage>,
+    /// The pinned store of what the flow table carries (`None`: unpinned).
+    carry: Option<CarryStore<super::Totals>>,
     timeouts: Timeouts,
     health: Health,
     telemetry: Arc<Telemetry>,
@@ -119,6 +124,7 @@ impl Reader {
             conns: None,
             counts: Vec::new(),
             coverage: None,
+            carry: None,
             timeouts,
             health: Health {
                 flow_table_capacity: capacity,
@@ -141,6 +147,21 @@ impl Reader {
     pub fn with_counts(mut self, counts: Vec<Box<dyn CounterSource>>) -> Self {
         self.counts = counts;
         self
+    }
+
+    /// Keeps the flow table's carried counts in `store` from the next cycle, after taking in
+    /// what it holds (a restart continues the flows it carried; see [`CarryStore`]).
+    pub fn with_carry(mut self, store: CarryStore<super::Totals>) -> Result<Self, SysError> {
+        let carried = store.load()?;
+        if !carried.is_empty() {
+            tracing::info!(
+                flows = carried.len(),
+                "continuing the flows the previous agent carried"
+            );
+        }
+        self.table.restore_carried(carried, coarse_now_ns());
+        self.carry = Some(store);
+        Ok(self)
     }
 
     /// Measures each interface's coverage too, from the next cycle.
@@ -225,6 +246,16 @@ impl Reader {
             count: expired as u64,
         }
         .emit(&self.telemetry);
+        if let Some(store) = &mut self.carry {
+            let written = self.table.write_carried(|key, totals| match totals {
+                Some(t) => Ok(store.save(key, t)? == Saved::Yes),
+                None => store.forget(key).map(|()| true),
+            })?;
+            CarryFull {
+                count: written.full,
+            }
+            .emit(&self.telemetry);
+        }
         if let Some(bytes) = self.flows.memory_bytes() {
             self.health.flow_table_memory_bytes = bytes;
         }

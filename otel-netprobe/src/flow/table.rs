@@ -14,13 +14,21 @@ use crate::ebpf::reader::FlowSink;
 pub type KernelFlow = (FlowKey, FlowStats);
 
 /// Counts that survive the kernel entry: what earlier kernel incarnations of the flow counted.
+/// Also the carry store's value ([`crate::ebpf::pin::carry`]): `u64`s only, in this order
+/// (a change of meaning bumps [`netprobe_ebpf::LAYOUT_VERSION`]).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Totals {
+pub struct Totals {
+    /// IP bytes.
     pub bytes: u64,
+    /// Packets per size bucket ([`netprobe_ebpf::size_bucket`]).
     pub buckets: [u64; SIZE_BUCKETS],
     /// TCP control packets per kind ([`netprobe_ebpf::tcp_control`] lanes).
     pub tcp_control: [u64; 4],
 }
+
+// SAFETY: `#[repr(C)]` of `u64`s and arrays of `u64`: no padding, any bits are valid.
+unsafe impl aya::Pod for Totals {}
 
 impl Totals {
     fn add(&mut self, s: &FlowStats) {
@@ -69,6 +77,8 @@ pub(crate) struct Record {
     /// that vanished.
     seen_cycle: u32,
     pub in_kernel: bool,
+    /// Whether the carry store holds this flow's base.
+    stored: bool,
 }
 
 impl Record {
@@ -82,6 +92,7 @@ impl Record {
             extras: None,
             seen_cycle: 0,
             in_kernel: false,
+            stored: false,
         }
     }
 
@@ -91,11 +102,14 @@ impl Record {
         t
     }
 
-    /// Folds the current kernel entry's counts into the base (the entry is gone or replaced).
-    fn fold(&mut self, last: &FlowStats) {
-        if *last != FlowStats::default() {
+    /// Folds the current kernel entry's counts into the base (the entry is gone or replaced);
+    /// returns whether the base changed.
+    fn fold(&mut self, last: &FlowStats) -> bool {
+        let changed = *last != FlowStats::default();
+        if changed {
             self.base.get_or_insert_with(Box::default).add(last);
         }
+        changed
     }
 }
 
@@ -122,12 +136,87 @@ pub struct FlowTable {
     in_kernel: usize,
     cycle: u32,
     evict: Vec<FlowKey>,
+    /// What the carry store must learn (`None`: no store).
+    carry: Option<CarryChanges>,
+}
+
+/// The flows whose carried base changed since the store was last written, and the stored
+/// flows forgotten since.
+#[derive(Debug, Default)]
+struct CarryChanges {
+    changed: Vec<FlowKey>,
+    forgotten: Vec<FlowKey>,
+}
+
+/// What writing the carry store did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CarryWrite {
+    /// Flows whose carried counts were written.
+    pub saved: u64,
+    /// Flows forgotten from the store.
+    pub forgotten: u64,
+    /// Flows whose carried counts the full store could not keep.
+    pub full: u64,
 }
 
 impl FlowTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps track of what the carry store must learn, from now on, and takes in what it
+    /// held: each flow's carried counts, as a flow outside the kernel seen at `now_ns` (a
+    /// kernel entry of it that survived the restart counts on top, as after a move out).
+    pub fn restore_carried(&mut self, carried: Vec<(FlowKey, Totals)>, now_ns: u64) {
+        self.carry.get_or_insert_with(CarryChanges::default);
+        for (key, totals) in carried {
+            let rec = self
+                .records
+                .entry(key)
+                .or_insert_with(|| Record::outside_kernel(now_ns));
+            rec.base = Some(Box::new(totals));
+            rec.stored = true;
+        }
+    }
+
+    /// Writes what changed since the last call into the carry store (only the flows whose
+    /// base changed, and the forgotten ones) through `write`: `Some(totals)` to save (it
+    /// returns `false` when the store is full), `None` to forget.
+    pub fn write_carried<E>(
+        &mut self,
+        mut write: impl FnMut(&FlowKey, Option<&Totals>) -> Result<bool, E>,
+    ) -> Result<CarryWrite, E> {
+        let mut out = CarryWrite::default();
+        let Some(carry) = &mut self.carry else {
+            return Ok(out);
+        };
+        for key in carry.forgotten.drain(..) {
+            write(&key, None)?;
+            out.forgotten += 1;
+        }
+        for key in carry.changed.drain(..) {
+            // Absent: forgotten in the same cycle, before it was ever stored.
+            let Some(rec) = self.records.get_mut(&key) else {
+                continue;
+            };
+            let Some(base) = rec.base.as_deref() else {
+                continue;
+            };
+            if write(&key, Some(base))? {
+                rec.stored = true;
+                out.saved += 1;
+            } else {
+                out.full += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    fn carry_changed(&mut self, key: FlowKey) {
+        if let Some(c) = &mut self.carry {
+            c.changed.push(key);
+        }
     }
 
     /// Number of flows tracked.
@@ -155,7 +244,11 @@ impl FlowTable {
                     || stats.first_seen_ns != rec.current.first_seen_ns)
             {
                 let old = rec.current;
-                rec.fold(&old);
+                if rec.fold(&old)
+                    && let Some(c) = &mut self.carry
+                {
+                    c.changed.push(key);
+                }
             }
             rec.current = *stats;
             rec.last_seen_ns = now_ns;
@@ -192,10 +285,18 @@ impl FlowTable {
     /// counts as active until it ends); returns how many were forgotten.
     pub fn expire(&mut self, now_ns: u64, idle_ns: u64) -> usize {
         let before = self.records.len();
-        self.records.retain(|_, r| {
-            r.in_kernel
+        let mut forgotten = self.carry.as_mut().map(|c| &mut c.forgotten);
+        self.records.retain(|key, r| {
+            let keep = r.in_kernel
                 || now_ns.saturating_sub(r.last_seen_ns) < idle_ns
-                || r.extras.as_ref().is_some_and(|e| e.conn.active > 0)
+                || r.extras.as_ref().is_some_and(|e| e.conn.active > 0);
+            if !keep
+                && r.stored
+                && let Some(f) = &mut forgotten
+            {
+                f.push(*key);
+            }
+            keep
         });
         before - self.records.len()
     }
@@ -239,10 +340,14 @@ impl FlowSink for FlowTable {
                     rec.seen_cycle = cycle;
                 }
             }
-            for rec in self.records.values_mut() {
+            for (key, rec) in &mut self.records {
                 if rec.in_kernel && rec.seen_cycle != cycle {
                     let old = rec.current;
-                    rec.fold(&old);
+                    if rec.fold(&old)
+                        && let Some(c) = &mut self.carry
+                    {
+                        c.changed.push(*key);
+                    }
                     rec.current = FlowStats::default();
                     rec.in_kernel = false;
                     self.in_kernel -= 1;
@@ -260,189 +365,18 @@ impl FlowSink for FlowTable {
                 // Packets arrived between the read and the move.
                 rec.last_seen_ns = now_ns;
             }
-            rec.fold(&fin);
+            let changed = rec.fold(&fin);
             rec.current = FlowStats::default();
             if rec.in_kernel {
                 rec.in_kernel = false;
                 self.in_kernel -= 1;
+            }
+            if changed {
+                self.carry_changed(*key);
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use netprobe_ebpf::tcp_flags::{ACK, FIN, SYN};
-
-    use super::*;
-
-    fn key(n: u32) -> FlowKey {
-        FlowKey {
-            src_addr: [n, 0, 0, 0],
-            dst_addr: [1, 0, 0, 0],
-            src_port: 1000,
-            dst_port: 80,
-            protocol: 6,
-            ip_version: 4,
-            pad: [0; 2],
-        }
-    }
-
-    fn stats(packets: u64, bytes: u64) -> FlowStats {
-        let mut s = FlowStats {
-            bytes,
-            first_seen_ns: 1,
-            ..FlowStats::default()
-        };
-        s.size_buckets[5] = packets;
-        s
-    }
-
-    fn kv(v: &[KernelFlow]) -> impl Iterator<Item = (FlowKey, &FlowStats, Option<u64>)> + Clone {
-        v.iter().map(|(k, s)| (*k, s, None))
-    }
-
-    fn ingest(
-        t: &mut FlowTable,
-        v: &[KernelFlow],
-        now: u64,
-        idle: u64,
-    ) -> (Vec<FlowKey>, Vec<u64>) {
-        let mut at = Vec::new();
-        let evict = t.ingest(kv(v), now, idle, &mut at).to_vec();
-        (evict, at)
-    }
-
-    fn packets(t: &FlowTable, k: &FlowKey) -> u64 {
-        t.records[k].totals().buckets.iter().sum()
-    }
-
-    #[test]
-    fn counts_survive_kernel_eviction() {
-        let mut t = FlowTable::new();
-        let k = key(7);
-        let (evict, at) = ingest(&mut t, &[(k, stats(10, 15000))], 100, 50);
-        assert!(evict.is_empty());
-        assert_eq!(at, vec![100]);
-        // Still changing at 140: not idle.
-        let (evict, at) = ingest(&mut t, &[(k, stats(12, 18000))], 140, 50);
-        assert!(evict.is_empty());
-        assert_eq!(at, vec![140]);
-        // Unchanged since 140, idle past 50 at 190: the reader moves it out with its final
-        // value (one more packet arrived after the read).
-        let (evict, at) = ingest(&mut t, &[(k, stats(12, 18000))], 190, 50);
-        assert_eq!((evict, at), (vec![k], vec![140]));
-        t.fold_evicted(&k, Some(stats(13, 19500)), 190);
-        assert_eq!(packets(&t, &k), 13);
-        assert_eq!(t.records[&k].last_seen_ns, 190);
-        // The flow comes back: a new kernel entry counts on top.
-        ingest(&mut t, &[(k, stats(2, 3000))], 200, 50);
-        assert_eq!(packets(&t, &k), 15);
-        assert_eq!(t.records[&k].totals().bytes, 22500);
-    }
-
-    #[test]
-    fn a_new_incarnation_with_the_same_counts_is_not_taken_for_the_old() {
-        let mut t = FlowTable::new();
-        let k = key(3);
-        ingest(&mut t, &[(k, stats(4, 400))], 10, 1000);
-        // Someone else deleted the entry and the flow made a new one with equal counts.
-        let mut again = stats(4, 400);
-        again.first_seen_ns = 20;
-        ingest(&mut t, &[(k, again)], 30, 1000);
-        assert_eq!(packets(&t, &k), 8);
-    }
-
-    #[test]
-    fn control_lanes_add_up_across_incarnations() {
-        let mut t = FlowTable::new();
-        let k = key(4);
-        let mut s = stats(3, 300);
-        s.tcp_control = netprobe_ebpf::tcp_control::increment(0x02) * 2
-            + netprobe_ebpf::tcp_control::increment(0x11);
-        ingest(&mut t, &[(k, s)], 10, 5);
-        let (evict, _) = ingest(&mut t, &[(k, s)], 20, 5);
-        assert_eq!(evict, vec![k]);
-        t.fold_evicted(&k, Some(s), 20);
-        ingest(&mut t, &[(k, s)], 30, 5);
-        let totals = t.records[&k].totals();
-        assert_eq!(totals.tcp_control, [4, 0, 2, 0]);
-        // 6 packets of which 4 bare SYNs: the others carried ACK.
-        let f = totals.tcp_flags();
-        assert_eq!(f, SYN | FIN | ACK, "{f:#x}");
-        let syns_only = Totals {
-            buckets: [0, 0, 0, 0, 0, 3, 0, 0],
-            tcp_control: [3, 0, 0, 0],
-            ..Totals::default()
-        };
-        assert_eq!(syns_only.tcp_flags(), SYN);
-    }
-
-    #[test]
-    fn vanished_entries_keep_their_counts_and_expire_later() {
-        let mut t = FlowTable::new();
-        let k = key(1);
-        ingest(&mut t, &[(k, stats(5, 500))], 10, 1000);
-        ingest(&mut t, &[], 20, 1000);
-        assert_eq!(packets(&t, &k), 5);
-        assert_eq!(t.expire(50, 100), 0);
-        assert_eq!(t.expire(110, 100), 1);
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn unchanged_entries_are_skipped_but_still_present() {
-        let mut t = FlowTable::new();
-        let (a, b) = (key(1), key(2));
-        let (sa, sb) = (stats(5, 500), stats(7, 700));
-        ingest(&mut t, &[(a, sa), (b, sb)], 10, 1000);
-        // Next cycle: a unchanged since 10 (no lookup), b changed.
-        let sb2 = stats(9, 900);
-        let items = [(a, sa, Some(10)), (b, sb2, None)];
-        let mut at = Vec::new();
-        t.ingest(items.iter().map(|(k, s, c)| (*k, s, *c)), 20, 1000, &mut at);
-        assert_eq!(at, vec![10, 20]);
-        assert_eq!((packets(&t, &a), packets(&t, &b)), (5, 9));
-        // Someone else deleted b: a, unchanged, must not be taken for vanished too.
-        let items = [(a, sa, Some(10))];
-        t.ingest(
-            items.iter().map(|(k, s, c)| (*k, s, *c)),
-            30,
-            1000,
-            &mut Vec::new(),
-        );
-        assert!(t.records[&a].in_kernel);
-        assert!(!t.records[&b].in_kernel);
-        assert_eq!(packets(&t, &b), 9);
-    }
-
-    #[test]
-    fn an_entry_that_only_moved_keeps_its_change_time() {
-        let mut t = FlowTable::new();
-        let k = key(9);
-        ingest(&mut t, &[(k, stats(1, 100))], 10, 1000);
-        // The reader could not tell (the entry moved in the kernel's order): looked up, equal.
-        let (_, at) = ingest(&mut t, &[(k, stats(1, 100))], 500, 1000);
-        assert_eq!(at, vec![10]);
-    }
-
-    #[test]
-    fn a_flow_with_an_open_connection_is_kept_until_it_ends() {
-        let mut t = FlowTable::new();
-        let k = key(2);
-        ingest(&mut t, &[(k, stats(3, 300))], 10, 1000);
-        ingest(&mut t, &[], 20, 1000);
-        t.extras_mut(&k, 20, false).conn.active = 1;
-        assert_eq!(t.expire(1_000, 100), 0, "open: kept past the idle timeout");
-        assert_eq!(t.changed_at(&k), Some(10), "its activity still known");
-        t.extras_mut(&k, 1_000, false).conn.active = 0;
-        assert_eq!(t.expire(1_000, 100), 1, "closed: forgotten");
-    }
-
-    #[test]
-    fn flows_in_the_kernel_never_expire() {
-        let mut t = FlowTable::new();
-        ingest(&mut t, &[(key(1), stats(5, 500))], 10_000, 1_000_000);
-        assert_eq!(t.expire(10_000, 100), 0);
-    }
-}
+mod tests;

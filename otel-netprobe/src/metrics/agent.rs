@@ -79,6 +79,16 @@ metric!(
     "Connections the full kernel table pushed out before their end (their outcome is not counted)."
 );
 
+metric!(
+    AGENT_CARRY_UNSAVED,
+    "netprobe.agent.carry.unsaved",
+    "{flow}",
+    "netprobe_agent_carry_unsaved_total",
+    Counter,
+    own [],
+    "Flows whose counts that left the kernel table the full carry store could not keep (a restart continues them from their kernel entry only)."
+);
+
 /// Eviction reason.
 pub const REASON: &str = "reason";
 
@@ -103,6 +113,7 @@ pub const MODULE: Module = Module {
         &AGENT_EXPORT_DROPPED,
         &AGENT_EXPORT_REJECTED,
         &AGENT_CONNS_EVICTED,
+        &AGENT_CARRY_UNSAVED,
     ],
     // Rendered with each export from the counters' live values (see [`families`]), not
     // with the cycle's frame.
@@ -124,6 +135,7 @@ fn place(c: Count) -> (&'static Metric, Option<(&'static str, &'static str)>) {
         Count::ExportDropped => (&AGENT_EXPORT_DROPPED, None),
         Count::ExportRejected => (&AGENT_EXPORT_REJECTED, None),
         Count::ConnsEvicted => (&AGENT_CONNS_EVICTED, None),
+        Count::CarryFull => (&AGENT_CARRY_UNSAVED, None),
     }
 }
 

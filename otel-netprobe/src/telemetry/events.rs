@@ -93,6 +93,28 @@ impl Event for ConnsEvicted {
     }
 }
 
+/// The carry store was full: these flows' counts that left the kernel table were not saved
+/// (after a restart they continue from their kernel entry only).
+pub struct CarryFull {
+    /// How many flows.
+    pub count: u64,
+}
+
+impl Event for CarryFull {
+    fn emit(self, t: &Telemetry) {
+        t.add(Count::CarryFull, self.count);
+        if self.count > 0
+            && let Some(left_out) = t.may_log(Count::CarryFull)
+        {
+            warn!(
+                flows = self.count,
+                left_out,
+                "the carry store is full: these flows' moved-out counts would not survive a restart"
+            );
+        }
+    }
+}
+
 /// A program could not be attached to an interface; its packets are not counted there.
 pub struct AttachFailed<'a> {
     /// The interface.

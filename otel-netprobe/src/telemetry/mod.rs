@@ -55,6 +55,8 @@ counts! {
     ExportRejected,
     /// Connections the kernel table pushed out before their end (it was full).
     ConnsEvicted,
+    /// Flows whose carried counts the full carry store could not keep.
+    CarryFull,
 }
 
 const COUNTS: usize = Count::ALL.len();

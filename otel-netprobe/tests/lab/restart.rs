@@ -28,13 +28,13 @@ use super::{
 
 /// An OTLP/HTTP receiver in a lab namespace that keeps, per request, the start time and value
 /// of one series of `netprobe.flow.packets` (the flow to `port`).
-struct OtlpCapture {
-    port: u16,
+pub(super) struct OtlpCapture {
+    pub(super) port: u16,
     seen: Arc<Mutex<Vec<(u64, i64)>>>,
 }
 
 impl OtlpCapture {
-    fn start(ns: &Netns, port: u16) -> Self {
+    pub(super) fn start(ns: &Netns, port: u16) -> Self {
         let listener = ns.run(|| TcpListener::bind("127.0.0.1:0").expect("OTLP listener"));
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -52,7 +52,7 @@ impl OtlpCapture {
     }
 
     /// Waits until a request carried `packets` for the flow; returns its start time.
-    fn wait_for(&self, packets: i64) -> u64 {
+    pub(super) fn wait_for(&self, packets: i64) -> u64 {
         let mut found = None;
         let ok = wait_until(Duration::from_secs(30), || {
             found = self
@@ -143,14 +143,14 @@ fn flow_points(req: &ExportMetricsServiceRequest, port: u16) -> Vec<(u64, i64)> 
 }
 
 /// The lab, its bpffs, and a config file for the agent binary.
-struct Setup {
-    lab: NodeLab,
-    bpffs: Bpffs,
+pub(super) struct Setup {
+    pub(super) lab: NodeLab,
+    pub(super) bpffs: Bpffs,
     dir: PathBuf,
 }
 
 impl Setup {
-    fn new(tag: &str) -> Self {
+    pub(super) fn new(tag: &str) -> Self {
         let lab = NodeLab::new(tag);
         let bpffs = Bpffs::mount();
         let dir = std::env::temp_dir().join(unique(tag));
@@ -160,8 +160,19 @@ impl Setup {
 
     /// A configuration: pinned in our bpffs, flows of `capacity`, OTLP to `otlp` if any.
     fn config(&self, name: &str, capacity: u32, otlp: Option<u16>) -> PathBuf {
+        self.config_with(name, capacity, otlp, "")
+    }
+
+    /// As [`Setup::config`], with more `flows:` settings (`flows`: indented lines).
+    pub(super) fn config_with(
+        &self,
+        name: &str,
+        capacity: u32,
+        otlp: Option<u16>,
+        flows: &str,
+    ) -> PathBuf {
         let mut text = format!(
-            "flows:\n  poll_interval: 200ms\n  capacity: {capacity}\nhttp:\n  listen: 127.0.0.1:9464\n\
+            "flows:\n  poll_interval: 200ms\n  capacity: {capacity}\n{flows}http:\n  listen: 127.0.0.1:9464\n\
              k8s:\n  mode: standalone\npinning:\n  path: {}\n",
             self.bpffs.0.display()
         );
@@ -182,7 +193,7 @@ impl Setup {
 
     /// Starts the agent binary in the node namespace (XDP on the uplink, TC on the veths),
     /// its log in `log`; waits until it serves its attachments.
-    fn start(&self, config: &Path, log: &str) -> Running {
+    pub(super) fn start(&self, config: &Path, log: &str) -> Running {
         let log = fs::File::create(self.dir.join(log)).expect("log");
         let out = log.try_clone().expect("dup log");
         let child = Running(
@@ -216,13 +227,13 @@ impl Setup {
         child
     }
 
-    fn log(&self, name: &str) -> String {
+    pub(super) fn log(&self, name: &str) -> String {
         fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
 
     /// `count` datagrams of `PAYLOAD` bytes from pod 0 to pod 1's `port`, in bursts the
     /// receiver's socket buffer holds (each is received before the next is sent).
-    fn send(&self, port: u16, count: usize) {
+    pub(super) fn send(&self, port: u16, count: usize) {
         for burst in [50; 12].iter().scan(count, |left, &b| {
             let n = b.min(*left);
             *left -= n;
@@ -240,7 +251,7 @@ impl Setup {
     }
 
     /// Waits until `/metrics` shows `packets` (and their bytes) for the flow to `port`.
-    fn wait_counted(&self, port: u16, packets: usize) {
+    pub(super) fn wait_counted(&self, port: u16, packets: usize) {
         let series = |name: &str| {
             format!(
                 "{name}{{source_address=\"{}\",destination_address=\"{}\",destination_port=\"{port}\",\
@@ -302,7 +313,7 @@ impl Drop for Setup {
 }
 
 /// UDP payload of the test traffic: 228 IP bytes a datagram.
-const PAYLOAD: usize = 200;
+pub(super) const PAYLOAD: usize = 200;
 
 #[test]
 fn sigkill_then_restart_loses_no_count_and_sigterm_leaves_nothing() {

@@ -62,7 +62,7 @@ pub enum Verdict {
 }
 
 /// The shape of the map pinned at `path`, from the kernel (`None`: not pinned or unreadable).
-fn pinned(path: &Path, name: &str) -> Option<Shape> {
+pub(crate) fn pinned(path: &Path, name: &str) -> Option<Shape> {
     let info = MapInfo::from_pin(path).ok()?;
     Some(Shape {
         name: name.to_owned(),

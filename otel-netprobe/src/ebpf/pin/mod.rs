@@ -6,6 +6,7 @@
 //!
 //! Imports nothing above the kernel stage; the attacher and the loader use it.
 
+pub mod carry;
 pub mod layout;
 
 use std::{
@@ -95,6 +96,8 @@ pub fn netns_dir(cfg: &PinningConfig) -> io::Result<PathBuf> {
 #[derive(Clone, Debug)]
 pub struct PinDir {
     dir: PathBuf,
+    /// Whether the pinned state was adopted at start (its carry store is then read back).
+    adopted: bool,
 }
 
 /// How the pinned state was found at start.
@@ -128,12 +131,27 @@ impl PinDir {
             netns_dir(cfg).map_err(io_err("reading", Path::new("/proc/thread-self/ns/net")))?;
         let links = dir.join("links");
         std::fs::create_dir_all(&links).map_err(io_err("creating", &links))?;
-        Ok(Some(Self { dir }))
+        Ok(Some(Self {
+            dir,
+            adopted: false,
+        }))
     }
 
     /// The directory at `dir`, as it is (for removing it).
     pub fn at(dir: PathBuf) -> Self {
-        Self { dir }
+        Self {
+            dir,
+            adopted: false,
+        }
+    }
+
+    /// The carry store of user space's totals ([`carry`]), for `capacity` flows: the pinned
+    /// one when the pinned state was adopted and it fits, else a new, empty one.
+    pub fn carry<V: aya::Pod>(
+        &self,
+        capacity: u32,
+    ) -> Result<carry::CarryStore<V>, crate::ebpf::sys::SysError> {
+        carry::CarryStore::open(&self.dir, capacity, self.adopted)
     }
 
     /// The directory.
@@ -230,12 +248,13 @@ impl PinDir {
         Ok((found, now))
     }
 
-    /// Unpins the maps of `shapes` and the meta map; returns the names removed.
+    /// Unpins the maps of `shapes`, the meta map and the carry store; returns the names
+    /// removed.
     pub fn remove_maps(&self, shapes: &[layout::Shape]) -> Vec<String> {
         shapes
             .iter()
             .map(|s| s.name.as_str())
-            .chain([META_MAP])
+            .chain([META_MAP, carry::CARRY_MAP])
             .filter(|name| std::fs::remove_file(self.map(name)).is_ok())
             .map(str::to_owned)
             .collect()
@@ -277,7 +296,7 @@ pub fn start(cfg: &PinningConfig, sizes: &super::Sizes) -> (Option<PinDir>, Syst
         warn!(error = %e, "running unpinned: a restart will lose the kernel's counts");
         (None, now)
     };
-    let dir = match PinDir::open(cfg) {
+    let mut dir = match PinDir::open(cfg) {
         Ok(Some(dir)) => dir,
         Ok(None) => return (None, now),
         Err(e) => return unpinned(&e),
@@ -288,7 +307,10 @@ pub fn start(cfg: &PinningConfig, sizes: &super::Sizes) -> (Option<PinDir>, Syst
         Err(e) => return unpinned(&e),
     };
     match dir.prepare(&shapes) {
-        Ok((_, started)) => (Some(dir), started),
+        Ok((found, started)) => {
+            dir.adopted = found == Found::Adopted;
+            (Some(dir), started)
+        }
         Err(e) => unpinned(&e),
     }
 }
