@@ -198,7 +198,7 @@ impl Agent {
         let drops = cfg.drops.enabled.then(DropSetup::probe).flatten();
         let (pins, started) = ebpf::pin::start(&cfg.pinning, &sizes(cfg));
         if let Some(e) = &mut exporter {
-            e.set_started(started);
+            e.continue_from(started);
         }
         let (mut ebpf, maps, slots) = load(cfg, drops.as_ref(), pins.as_ref())?;
         let conns = ebpf::take_hash_map(&mut ebpf, netprobe_ebpf::CONNS_MAP)?;

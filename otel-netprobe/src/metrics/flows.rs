@@ -3,7 +3,10 @@
 
 use netprobe_ebpf::{SIZE_BUCKET_BOUNDS, SIZE_BUCKETS};
 
-use super::{Cycle, Family, Module, SeriesFamilies as _, Value, catalogue::metric};
+use super::{
+    Cycle, Family, Module, SeriesFamilies as _, Value,
+    catalogue::{Metric, metric},
+};
 
 metric!(
     FLOW_PACKETS,
@@ -36,6 +39,17 @@ metric!(
 );
 
 /// This module: its entries and how they are filled.
+/// The families whose totals continue when an agent adopts the pinned state of the one
+/// before it (the kernel's flow tables and the carry store): their cumulative series keep the
+/// adopted start time. Every other cumulative series (connections, drops, DNS, the agent's own)
+/// restarts from zero with the new process, and so starts with it.
+pub const CONTINUED: [&Metric; 3] = [&FLOW_PACKETS, &FLOW_BYTES, &PACKET_SIZE];
+
+/// Whether `m` is one of [`CONTINUED`].
+pub fn continues(m: &Metric) -> bool {
+    CONTINUED.iter().any(|c| c.otlp == m.otlp)
+}
+
 pub const MODULE: Module = Module {
     metrics: &[&FLOW_PACKETS, &FLOW_BYTES, &PACKET_SIZE],
     families: Some(families),

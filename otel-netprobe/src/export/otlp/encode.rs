@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use crate::metrics::{Family, Kind, Point, Value};
+use crate::metrics::{self, Family, Kind, Point, Value};
 
 fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -41,12 +41,13 @@ fn attrs(labels: &[(&str, String)]) -> Vec<KeyValue> {
     labels.iter().map(|(k, v)| kv(k, v)).collect()
 }
 
-/// Encodes frames for one agent: its resource and its start time (the start of every
-/// cumulative series).
+/// Encodes frames for one agent: its resource and its start times (the start of every
+/// cumulative series: this process's, or for the flow families the adopted one).
 pub struct Encoder {
     resource: Resource,
     pairs: Vec<(String, String)>,
-    start_ns: u64,
+    /// (this process's start, the start of the [`metrics::flows::CONTINUED`] families).
+    start_ns: (u64, u64),
 }
 
 impl Encoder {
@@ -58,18 +59,28 @@ impl Encoder {
                 ..Resource::default()
             },
             pairs: resource.to_vec(),
-            start_ns: unix_ns(started),
+            start_ns: (unix_ns(started), unix_ns(started)),
         }
     }
 
-    /// Changes the start time (see [`Encoder::new`]).
-    pub fn set_started(&mut self, started: SystemTime) {
-        self.start_ns = unix_ns(started);
+    /// The flow families continue totals counted since `started` (an adopted pinned state);
+    /// the other series still start with this process.
+    pub fn continue_from(&mut self, started: SystemTime) {
+        self.start_ns.1 = unix_ns(started);
+    }
+
+    /// The start of `f`'s cumulative series.
+    fn start_of(&self, f: &Family) -> u64 {
+        if metrics::flows::continues(f.metric) {
+            self.start_ns.1
+        } else {
+            self.start_ns.0
+        }
     }
 
     /// The protobuf bytes of [`Encoder::request`], written directly (what is sent).
     pub fn encode(&self, families: &[&Family], at: SystemTime) -> Vec<u8> {
-        super::wire::request(families, &self.pairs, (self.start_ns, unix_ns(at)))
+        super::wire::request(families, &self.pairs, |f| self.start_of(f), unix_ns(at))
     }
 
     /// `families` as a message tree, points stamped `at` (the reference the direct writer is
@@ -95,6 +106,7 @@ impl Encoder {
     }
 
     fn metric(&self, f: &Family, now: u64) -> Metric {
+        let start = self.start_of(f);
         let number = |p: &Point| {
             let value = match p.value {
                 Value::Int(v) => number_data_point::Value::AsInt(v as i64),
@@ -103,7 +115,7 @@ impl Encoder {
             };
             NumberDataPoint {
                 attributes: attrs(&p.attrs),
-                start_time_unix_nano: self.start_ns,
+                start_time_unix_nano: start,
                 time_unix_nano: now,
                 value: Some(value),
                 ..NumberDataPoint::default()
@@ -115,7 +127,7 @@ impl Encoder {
             };
             HistogramDataPoint {
                 attributes: attrs(&p.attrs),
-                start_time_unix_nano: self.start_ns,
+                start_time_unix_nano: start,
                 time_unix_nano: now,
                 count: h.count,
                 sum: Some(h.sum),
@@ -307,6 +319,47 @@ mod tests {
         );
     }
 
+    /// After adopting a pinned state, the flow families start when it started counting, every
+    /// other cumulative series (they restart from zero) with this process.
+    #[test]
+    fn only_the_continued_families_keep_the_adopted_start() {
+        let snap = snapshot(5, 2000);
+        let health = metrics::agent::families(&Telemetry::default());
+        let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
+        let now = UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let adopted = now - std::time::Duration::from_secs(3600);
+        let mut enc = Encoder::new(&[], now);
+        enc.continue_from(adopted);
+        let req = enc.request(&families, snap.taken_at);
+        let (mut continued, mut restarted) = (0, 0);
+        for m in &req.resource_metrics[0].scope_metrics[0].metrics {
+            let starts: Vec<u64> = match &m.data {
+                Some(Data::Sum(s)) => s
+                    .data_points
+                    .iter()
+                    .map(|p| p.start_time_unix_nano)
+                    .collect(),
+                Some(Data::Histogram(h)) => h
+                    .data_points
+                    .iter()
+                    .map(|p| p.start_time_unix_nano)
+                    .collect(),
+                _ => continue,
+            };
+            let continues = metrics::flows::CONTINUED.iter().any(|c| c.otlp == m.name);
+            let want = unix_ns(if continues { adopted } else { now });
+            for s in starts {
+                assert_eq!(s, want, "{}", m.name);
+                if continues {
+                    continued += 1;
+                } else {
+                    restarted += 1;
+                }
+            }
+        }
+        assert!(continued > 0 && restarted > 0, "{continued} / {restarted}");
+    }
+
     /// The direct writer's bytes decode to exactly the reference message.
     #[test]
     fn direct_bytes_equal_the_reference_message() {
@@ -315,10 +368,12 @@ mod tests {
             let snap = snapshot(50, max_series);
             let health = metrics::agent::families(&Telemetry::default());
             let families: Vec<&Family> = snap.frame.families.iter().chain(&health).collect();
-            let enc = Encoder::new(
+            let mut enc = Encoder::new(
                 &[("service.name".into(), "otel-netprobe".into())],
                 SystemTime::now(),
             );
+            // Two start times in one request (an adopted state): both writers agree.
+            enc.continue_from(SystemTime::now() - std::time::Duration::from_secs(60));
             let direct =
                 ExportMetricsServiceRequest::decode(&enc.encode(&families, snap.taken_at)[..])
                     .unwrap();

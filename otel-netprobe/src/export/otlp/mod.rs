@@ -112,7 +112,7 @@ fn stamp(last: SystemTime, now: SystemTime) -> SystemTime {
 
 impl Exporter {
     /// An exporter for `cfg` (validated) with these resource attributes, whose cumulative
-    /// series start now (see [`Exporter::set_started`]); must be called inside a tokio
+    /// series start now (see [`Exporter::continue_from`]); must be called inside a tokio
     /// runtime. Unusable TLS files fail here, before anything is loaded.
     pub fn new(
         cfg: &OtlpConfig,
@@ -128,10 +128,11 @@ impl Exporter {
         })
     }
 
-    /// Sets the start of every cumulative series: the pinned start time when the agent
-    /// adopted a previous agent's maps (the kernel's counts continue), else the agent's start.
-    pub fn set_started(&mut self, started: SystemTime) {
-        self.encoder.set_started(started);
+    /// The agent adopted a previous agent's pinned state, counting since `started`: the flow
+    /// families' series continue from then ([`metrics::flows::CONTINUED`]); the others, which
+    /// restart from zero with this process, keep its start.
+    pub fn continue_from(&mut self, started: SystemTime) {
+        self.encoder.continue_from(started);
     }
 
     /// Sends the frame of `snap` with the agent's health appended, stamped with the time of

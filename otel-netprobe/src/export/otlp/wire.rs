@@ -189,9 +189,14 @@ fn family(out: &mut W, fam: &Family, data_len: usize, times: (u64, u64)) {
 }
 
 /// The encoded request for `families`; `resource` and the scope as the reference encoder has
-/// them; `t`: the start of every cumulative series and the time of the points (ns). Lengths
-/// are computed first, so the request is written once, into a buffer of its exact size.
-pub fn request(families: &[&Family], resource: &[(String, String)], t: (u64, u64)) -> Vec<u8> {
+/// them; `start`: the start of a family's cumulative series, `at` the time of the points (ns).
+/// Lengths are computed first, so the request is written once, into a buffer of its exact size.
+pub fn request(
+    families: &[&Family],
+    resource: &[(String, String)],
+    start: impl Fn(&Family) -> u64,
+    at: u64,
+) -> Vec<u8> {
     let lens: Vec<usize> = families.iter().map(|f| data_len(f)).collect();
     let metrics_len: usize = families
         .iter()
@@ -212,7 +217,7 @@ pub fn request(families: &[&Family], resource: &[(String, String)], t: (u64, u64
     w.bytes(1, b"otel-netprobe");
     w.bytes(2, version.as_bytes());
     for (f, l) in families.iter().zip(lens) {
-        family(&mut w, f, l, t);
+        family(&mut w, f, l, (start(f), at));
     }
     debug_assert_eq!(w.0.len(), w.0.capacity());
     w.0
