@@ -38,7 +38,6 @@ metric!(
     "Distribution of IP packet sizes."
 );
 
-/// This module: its entries and how they are filled.
 /// The families whose totals continue when an agent adopts the pinned state of the one
 /// before it (the kernel's flow tables and the carry store): their cumulative series keep the
 /// adopted start time. Every other cumulative series (connections, drops, DNS, the agent's own)
@@ -50,6 +49,7 @@ pub fn continues(m: &Metric) -> bool {
     CONTINUED.iter().any(|c| c.otlp == m.otlp)
 }
 
+/// This module: its entries and how they are filled.
 pub const MODULE: Module = Module {
     metrics: &[&FLOW_PACKETS, &FLOW_BYTES, &PACKET_SIZE],
     families: Some(families),

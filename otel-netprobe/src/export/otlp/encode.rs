@@ -346,11 +346,11 @@ mod tests {
                     .collect(),
                 _ => continue,
             };
-            let continues = metrics::flows::CONTINUED.iter().any(|c| c.otlp == m.name);
-            let want = unix_ns(if continues { adopted } else { now });
+            let flow_family = metrics::flows::CONTINUED.iter().any(|c| c.otlp == m.name);
+            let want = unix_ns(if flow_family { adopted } else { now });
             for s in starts {
                 assert_eq!(s, want, "{}", m.name);
-                if continues {
+                if flow_family {
                     continued += 1;
                 } else {
                     restarted += 1;
