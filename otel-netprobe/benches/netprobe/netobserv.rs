@@ -8,10 +8,7 @@ use std::{
     process::Command,
 };
 
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TcAttachType, links::LinkOrder, tc::TcAttachOptions},
-};
+use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
 
 macro_rules! version {
     () => {
@@ -104,19 +101,7 @@ pub fn load(object: &Path) -> Ebpf {
 
 /// Attaches their program at `ifname`'s TCX ingress, first or last in the chain.
 pub fn attach(ebpf: &mut Ebpf, ifname: &str, first: bool) -> u32 {
-    let p: &mut SchedClassifier = ebpf.program_mut(PROGRAM).unwrap().try_into().unwrap();
-    let order = if first {
-        LinkOrder::first()
-    } else {
-        LinkOrder::last()
-    };
-    p.attach_with_options(
-        ifname,
-        TcAttachType::Ingress,
-        TcAttachOptions::TcxOrder(order),
-    )
-    .expect("attach NetObserv's program");
-    p.info().expect("their program's info").id()
+    crate::traffic_tc::attach_tcx(ebpf, PROGRAM, ifname, first)
 }
 
 fn mount_bpffs(dir: &Path) {

@@ -63,11 +63,14 @@ fn ours(ifname: &str, first: bool) -> (Ebpf, u32) {
     let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
     let slots = otel_netprobe::ebpf::coverage::Slots::take(&mut e).expect("coverage slots");
     slots.lock().expect("slots").assign(index);
-    let p: &mut SchedClassifier = e
-        .program_mut("netprobe_tc_ingress")
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let id = attach_tcx(&mut e, "netprobe_tc_ingress", ifname, first);
+    (e, id)
+}
+
+/// Attaches `e`'s TC program `name` at `ifname`'s TCX ingress, first or last in the chain;
+/// returns its program id (ours, the bench object's and NetObserv's alike).
+pub(crate) fn attach_tcx(e: &mut Ebpf, name: &str, ifname: &str, first: bool) -> u32 {
+    let p: &mut SchedClassifier = e.program_mut(name).unwrap().try_into().unwrap();
     let order = if first {
         LinkOrder::first()
     } else {
@@ -78,21 +81,13 @@ fn ours(ifname: &str, first: bool) -> (Ebpf, u32) {
         TcAttachType::Ingress,
         TcAttachOptions::TcxOrder(order),
     )
-    .expect("attach ours");
-    let id = p.info().expect("our program's info").id();
-    (e, id)
+    .unwrap_or_else(|e| panic!("attach {name} at {ifname}: {e}"));
+    p.info().expect("program info").id()
 }
 
 /// Attaches the bench object's TC program named `name` last in `ifname`'s chain.
 fn bench_tc(e: &mut Ebpf, name: &str, ifname: &str) -> u32 {
-    let p: &mut SchedClassifier = e.program_mut(name).unwrap().try_into().unwrap();
-    p.attach_with_options(
-        ifname,
-        TcAttachType::Ingress,
-        TcAttachOptions::TcxOrder(LinkOrder::last()),
-    )
-    .expect("attach bench TC program");
-    p.info().expect("program info").id()
+    attach_tcx(e, name, ifname, false)
 }
 
 /// The insert-path variants of the bench object ([`VARIANTS`]), each with its own table of
